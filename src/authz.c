@@ -1,0 +1,365 @@
+#include "authz.h"
+
+#include <pwd.h>
+
+#include "log.h"
+#include "tg-error.h"
+
+struct _TgAuthz {
+  GDBusConnection *bus;
+  PolkitAuthority *authority;
+};
+
+/* The one table: every method the daemon serves, and the action guarding it.
+ * Two rules refine it, both in the handlers' decide() functions:
+ *  - acting on a tunnel the caller does not own needs org.tunnelgate.manage
+ *    instead of org.tunnelgate.open (ListTunnels and GetManagedObjects show
+ *    other users' tunnels only when manage is granted);
+ *  - OpenTunnel of "@profile" needs use-profile instead of open; a remote
+ *    forward adds open-remote; a listener on a non-loopback address adds
+ *    bind-any.
+ * TG_ACTION_NONE marks what is public: the Manager's own properties (version,
+ * policy file names, whether the firewall is enforcing) and introspection. */
+typedef struct {
+  const char *interface;
+  const char *method;
+  TgAction action;
+} TgMethodAction;
+
+static const TgMethodAction method_actions[] = {
+  { "org.tunnelgate.Manager1", "OpenTunnel", TG_ACTION_OPEN },
+  { "org.tunnelgate.Manager1", "CloseTunnel", TG_ACTION_OPEN },
+  { "org.tunnelgate.Manager1", "ListTunnels", TG_ACTION_OPEN },
+  { "org.tunnelgate.Manager1", "CheckForward", TG_ACTION_OPEN },
+  { "org.tunnelgate.Manager1", "ReloadPolicy", TG_ACTION_MANAGE },
+  { "org.tunnelgate.Manager1", "Get", TG_ACTION_NONE },
+  { "org.tunnelgate.Manager1", "GetAll", TG_ACTION_NONE },
+  { "org.tunnelgate.Tunnel1", "Close", TG_ACTION_OPEN },
+  { "org.tunnelgate.Tunnel1", "AddForward", TG_ACTION_OPEN },
+  { "org.tunnelgate.Tunnel1", "RemoveForward", TG_ACTION_OPEN },
+  { "org.tunnelgate.Tunnel1", "Get", TG_ACTION_OPEN },
+  { "org.tunnelgate.Tunnel1", "GetAll", TG_ACTION_OPEN },
+  { "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", TG_ACTION_OPEN },
+};
+
+gboolean
+tg_authz_method_action(const char *interface, const char *method,
+                       TgAction *action)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS(method_actions); i++) {
+    if (g_str_equal(method_actions[i].interface, interface) &&
+        g_str_equal(method_actions[i].method, method)) {
+      *action = method_actions[i].action;
+      return TRUE;
+    }
+  }
+  return FALSE;
+}
+
+const char *
+tg_action_id(TgAction action)
+{
+  switch (action) {
+  case TG_ACTION_OPEN:
+    return "org.tunnelgate.open";
+  case TG_ACTION_OPEN_REMOTE:
+    return "org.tunnelgate.open-remote";
+  case TG_ACTION_BIND_ANY:
+    return "org.tunnelgate.bind-any";
+  case TG_ACTION_USE_PROFILE:
+    return "org.tunnelgate.use-profile";
+  case TG_ACTION_MANAGE:
+    return "org.tunnelgate.manage";
+  case TG_ACTION_NONE:
+    break;
+  }
+  g_return_val_if_reached(NULL);
+}
+
+TgCaller *
+tg_caller_copy(const TgCaller *caller)
+{
+  TgCaller *copy = g_new0(TgCaller, 1);
+
+  *copy = *caller;
+  copy->bus_name = g_strdup(caller->bus_name);
+  copy->user_name = g_strdup(caller->user_name);
+  return copy;
+}
+
+void
+tg_caller_free(TgCaller *caller)
+{
+  if (caller == NULL)
+    return;
+  g_free(caller->bus_name);
+  g_free(caller->user_name);
+  g_free(caller);
+}
+
+TgAuthz *
+tg_authz_new(GDBusConnection *bus, PolkitAuthority *authority)
+{
+  TgAuthz *authz = g_new0(TgAuthz, 1);
+
+  authz->bus = g_object_ref(bus);
+  authz->authority = g_object_ref(authority);
+  return authz;
+}
+
+void
+tg_authz_free(TgAuthz *authz)
+{
+  if (authz == NULL)
+    return;
+  g_clear_object(&authz->bus);
+  g_clear_object(&authz->authority);
+  g_free(authz);
+}
+
+TgCall *
+tg_call_new(GDBusMethodInvocation *invocation)
+{
+  TgCall *call = g_new0(TgCall, 1);
+
+  call->invocation = invocation;
+  return call;
+}
+
+static void
+tg_call_free(TgCall *call)
+{
+  g_clear_object(&call->invocation);
+  g_clear_pointer(&call->caller, tg_caller_free);
+  g_clear_pointer(&call->details, g_variant_unref);
+  if (call->free_data != NULL)
+    call->free_data(call->data);
+  g_free(call);
+}
+
+/* The state machine's context: the call plus what is still to check. */
+typedef struct {
+  TgAuthz *authz;
+  TgCall *call;
+  TgAction pending_required;
+  TgAction pending_optional;
+} TgAuthzRun;
+
+static void authz_check_next(TgAuthzRun *run);
+
+static void
+authz_run_deny(TgAuthzRun *run, const char *method, GError *error)
+{
+  const TgCaller *caller = run->call->caller;
+
+  g_autofree char *uid = caller != NULL ? g_strdup_printf("%u", (unsigned)caller->uid)
+                                         : g_strdup("unknown");
+
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "AUTHZ_DENIED", "UID", uid, "DECISION", "deny",
+               "MESSAGE", "denied %s from %s (uid %s): %s", method,
+               g_dbus_method_invocation_get_sender(run->call->invocation), uid,
+               error->message);
+  g_dbus_method_invocation_return_gerror(g_steal_pointer(&run->call->invocation),
+                                         error);
+  tg_call_free(run->call);
+  g_free(run);
+}
+
+static void
+authz_run_finish(TgAuthzRun *run)
+{
+  TgCall *call = run->call;
+
+  g_free(run);
+  call->act(call);
+  tg_call_free(call);
+}
+
+static TgAction
+lowest_action(TgAction set)
+{
+  return set & (~set + 1);
+}
+
+static void
+authz_polkit_done(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TgAuthzRun *run = user_data;
+  TgCall *call = run->call;
+  const char *method = g_dbus_method_invocation_get_method_name(call->invocation);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(PolkitAuthorizationResult) answer = NULL;
+  gboolean checking_required = run->pending_required != 0;
+  TgAction action = lowest_action(checking_required ? run->pending_required
+                                                    : run->pending_optional);
+
+  answer = polkit_authority_check_authorization_finish(POLKIT_AUTHORITY(source),
+                                                       result, &error);
+  if (checking_required)
+    run->pending_required &= ~action;
+  else
+    run->pending_optional &= ~action;
+
+  if (answer != NULL && polkit_authorization_result_get_is_authorized(answer)) {
+    call->granted |= action;
+    authz_check_next(run);
+    return;
+  }
+  if (!checking_required) { /* an optional action: simply not granted */
+    authz_check_next(run);
+    return;
+  }
+
+  g_autoptr(GError) denial = NULL;
+  if (answer == NULL)
+    denial = g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                         "Could not check %s with polkit, so it is denied: %s",
+                         tg_action_id(action), error->message);
+  else if (polkit_authorization_result_get_dismissed(answer))
+    denial = g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                         "Authentication for %s was dismissed", tg_action_id(action));
+  else if (polkit_authorization_result_get_is_challenge(answer))
+    denial = g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                         "%s needs authentication, and this call does not allow "
+                         "interactive authorization (for busctl: "
+                         "--allow-interactive-authorization=yes)",
+                         tg_action_id(action));
+  else
+    denial = g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                         "User %s (uid %u) is not allowed %s by polkit",
+                         call->caller->user_name, (unsigned)call->caller->uid,
+                         tg_action_id(action));
+  authz_run_deny(run, method, denial);
+}
+
+static void
+authz_check_next(TgAuthzRun *run)
+{
+  TgCall *call = run->call;
+  gboolean required = run->pending_required != 0;
+  TgAction action;
+  PolkitCheckAuthorizationFlags flags = POLKIT_CHECK_AUTHORIZATION_FLAGS_NONE;
+  g_autoptr(PolkitSubject) subject = NULL;
+  g_autoptr(PolkitDetails) details = polkit_details_new();
+
+  if (run->pending_required == 0 && run->pending_optional == 0) {
+    authz_run_finish(run);
+    return;
+  }
+  action = lowest_action(required ? run->pending_required : run->pending_optional);
+
+  /* Only the caller may allow a password prompt, and never for an optional
+   * action, whose refusal costs nothing. */
+  if (required && (g_dbus_message_get_flags(g_dbus_method_invocation_get_message(
+                       call->invocation)) &
+                   G_DBUS_MESSAGE_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION))
+    flags |= POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION;
+
+  if (call->details != NULL) {
+    GVariantIter iter;
+    const char *key, *value;
+
+    g_variant_iter_init(&iter, call->details);
+    while (g_variant_iter_next(&iter, "{&s&s}", &key, &value))
+      polkit_details_insert(details, key, value);
+  }
+
+  subject = polkit_system_bus_name_new(call->caller->bus_name);
+  polkit_authority_check_authorization(run->authz->authority, subject,
+                                       tg_action_id(action), details, flags,
+                                       NULL, authz_polkit_done, run);
+}
+
+static gboolean
+caller_fill_from_passwd(TgCaller *caller, GError **error)
+{
+  struct passwd pw, *found = NULL;
+  char buffer[4096];
+  int rc = getpwuid_r(caller->uid, &pw, buffer, sizeof buffer, &found);
+
+  if (rc != 0 || found == NULL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                "Caller uid %u has no user account", (unsigned)caller->uid);
+    return FALSE;
+  }
+  caller->gid = pw.pw_gid;
+  caller->user_name = g_strdup(pw.pw_name);
+  return TRUE;
+}
+
+static void
+authz_identified(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TgAuthzRun *run = user_data;
+  TgCall *call = run->call;
+  const char *method = g_dbus_method_invocation_get_method_name(call->invocation);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) reply = NULL;
+  g_autoptr(GVariant) credentials = NULL;
+  guint32 uid, pid;
+
+  reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+  if (reply != NULL)
+    credentials = g_variant_get_child_value(reply, 0);
+  if (credentials == NULL ||
+      !g_variant_lookup(credentials, "UnixUserID", "u", &uid) ||
+      !g_variant_lookup(credentials, "ProcessID", "u", &pid)) {
+    g_autoptr(GError) denial = g_error_new(
+        TG_ERROR, TG_ERROR_NOT_AUTHORIZED, "Could not identify the caller%s%s",
+        error != NULL ? ": " : "", error != NULL ? error->message : "");
+    authz_run_deny(run, method, denial);
+    return;
+  }
+
+  call->caller = g_new0(TgCaller, 1);
+  call->caller->bus_name = g_strdup(g_dbus_method_invocation_get_sender(call->invocation));
+  call->caller->uid = uid;
+  call->caller->pid = pid;
+  if (!caller_fill_from_passwd(call->caller, &error)) {
+    authz_run_deny(run, method, error);
+    return;
+  }
+
+  if (call->decide != NULL && !call->decide(call)) {
+    /* decide() replied with its own error (tg_call_return_error) */
+    tg_call_free(call);
+    g_free(run);
+    return;
+  }
+  run->pending_required = call->required;
+  run->pending_optional = call->optional & ~call->required;
+  authz_check_next(run);
+}
+
+void
+tg_call_return_error(TgCall *call, GError *error)
+{
+  g_dbus_method_invocation_return_gerror(g_steal_pointer(&call->invocation), error);
+}
+
+void
+tg_call_return_value(TgCall *call, GVariant *value)
+{
+  g_dbus_method_invocation_return_value(g_steal_pointer(&call->invocation), value);
+}
+
+void
+tg_authz_run(TgAuthz *authz, TgCall *call)
+{
+  TgAuthzRun *run = g_new0(TgAuthzRun, 1);
+  const char *sender = g_dbus_method_invocation_get_sender(call->invocation);
+
+  run->authz = authz;
+  run->call = call;
+  if (sender == NULL) { /* peer-to-peer connection: nobody we can identify */
+    g_autoptr(GError) denial = g_error_new_literal(
+        TG_ERROR, TG_ERROR_NOT_AUTHORIZED, "Could not identify the caller: no sender");
+    authz_run_deny(run, g_dbus_method_invocation_get_method_name(call->invocation),
+                   denial);
+    return;
+  }
+  g_dbus_connection_call(authz->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                         "org.freedesktop.DBus", "GetConnectionCredentials",
+                         g_variant_new("(s)", sender), G_VARIANT_TYPE("(a{sv})"),
+                         G_DBUS_CALL_FLAGS_NONE, -1, NULL, authz_identified, run);
+}

@@ -1,0 +1,84 @@
+/* Authorization: who is calling, and does polkit let them do it?
+ *
+ * Every D-Bus method of the daemon passes through tg_authz_run(). A call is
+ * processed as a small asynchronous state machine:
+ *
+ *   validate arguments (the method handler, before anything else)
+ *     -> IDENTIFY: ask the bus for the sender's credentials
+ *        (GetConnectionCredentials; the bus took them from SO_PEERCRED).
+ *        No answer, no uid, or a uid without a passwd entry: deny.
+ *     -> DECIDE: the handler's decide() names the actions the request needs,
+ *        now that the caller is known (e.g. a tunnel the caller does not own
+ *        needs org.tunnelgate.manage instead of org.tunnelgate.open).
+ *     -> CHECK: polkit, subject = the sender's system-bus-name, one action
+ *        after the other; interactive only when the message allows it.
+ *        Any error talking to polkit: deny.
+ *     -> ACT: the handler's act() runs with the caller and the granted set.
+ *
+ * Which action guards which method is one table, in authz.c. */
+#pragma once
+
+#include <gio/gio.h>
+#include <polkit/polkit.h>
+#include <sys/types.h>
+
+typedef enum {
+  TG_ACTION_NONE = 0,
+  TG_ACTION_OPEN = 1 << 0,
+  TG_ACTION_OPEN_REMOTE = 1 << 1,
+  TG_ACTION_BIND_ANY = 1 << 2,
+  TG_ACTION_USE_PROFILE = 1 << 3,
+  TG_ACTION_MANAGE = 1 << 4,
+} TgAction;
+
+/* The caller as the bus daemon identified it. */
+typedef struct {
+  char *bus_name;
+  uid_t uid;
+  gid_t gid; /* primary group, from the passwd entry of uid */
+  pid_t pid;
+  char *user_name;
+} TgCaller;
+
+TgCaller *tg_caller_copy(const TgCaller *caller);
+void tg_caller_free(TgCaller *caller);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgCaller, tg_caller_free)
+
+typedef struct _TgCall TgCall;
+
+struct _TgCall {
+  GDBusMethodInvocation *invocation; /* owned; replied to exactly once */
+  TgCaller *caller;                  /* set after IDENTIFY */
+  TgAction required;                 /* all must be granted */
+  TgAction optional;                 /* checked without interaction */
+  TgAction granted;                  /* required | granted optional ones */
+  GVariant *details;                 /* a{ss} for polkit rules, may be NULL */
+
+  /* Sets required/optional; may reply with an error and return FALSE. */
+  gboolean (*decide)(TgCall *call);
+  /* Performs the call; replies to the invocation. */
+  void (*act)(TgCall *call);
+
+  gpointer data;
+  GDestroyNotify free_data;
+};
+
+typedef struct _TgAuthz TgAuthz;
+
+TgAuthz *tg_authz_new(GDBusConnection *bus, PolkitAuthority *authority);
+void tg_authz_free(TgAuthz *authz);
+
+/* The action guarding a method, from the one table. Returns FALSE for a
+ * method that is not in the table: such a method must not be served. */
+gboolean tg_authz_method_action(const char *interface, const char *method,
+                                TgAction *action);
+
+const char *tg_action_id(TgAction action);
+
+/* Reply helpers for decide() and act(): each gives up the invocation. */
+void tg_call_return_error(TgCall *call, GError *error);
+void tg_call_return_value(TgCall *call, GVariant *value);
+
+/* Starts the state machine; takes ownership of the invocation reference. */
+TgCall *tg_call_new(GDBusMethodInvocation *invocation);
+void tg_authz_run(TgAuthz *authz, TgCall *call);

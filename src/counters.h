@@ -1,0 +1,26 @@
+/* Per-tunnel traffic counters: written by the tunnel's worker thread on the
+ * hot path (relaxed atomic adds, no locks), read by the D-Bus thread when it
+ * publishes the properties. */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct {
+  atomic_uint_least64_t bytes_sent;     /* from local clients to the server side */
+  atomic_uint_least64_t bytes_received; /* from the server side to local clients */
+  atomic_uint_least64_t total_connections;
+  atomic_uint active_connections;
+} TgCounters;
+
+static inline void
+tg_counter_add(atomic_uint_least64_t *counter, uint64_t amount)
+{
+  atomic_fetch_add_explicit(counter, amount, memory_order_relaxed);
+}
+
+static inline uint64_t
+tg_counter_get(atomic_uint_least64_t *counter)
+{
+  return atomic_load_explicit(counter, memory_order_relaxed);
+}

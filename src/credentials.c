@@ -1,0 +1,248 @@
+#include "credentials.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tg-error.h"
+
+#define CHILD_TIMEOUT_SECONDS 5
+#define MAX_GROUPS 256
+
+typedef enum { OPEN_FILE, CONNECT_UNIX } OpenKind;
+
+/* The child: only async-signal-safe calls from here on (the parent has
+ * threads). Raw syscalls change the credentials of this, the only, thread. */
+G_GNUC_NORETURN static void
+child_open_as_user(int channel, const TgIdentity *user, const gid_t *groups,
+                   int n_groups, OpenKind kind, const char *path)
+{
+  int result_errno = 0;
+  int fd = -1;
+  char control[CMSG_SPACE(sizeof(int))];
+  struct iovec iov = { &result_errno, sizeof result_errno };
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+  alarm(CHILD_TIMEOUT_SECONDS);
+  if (dup2(channel, 3) < 0)
+    _exit(127);
+  channel = 3;
+  syscall(SYS_close_range, 4, ~0U, 0);
+
+  if (syscall(SYS_setgroups, n_groups, groups) != 0 ||
+      syscall(SYS_setresgid, user->gid, user->gid, user->gid) != 0 ||
+      syscall(SYS_setresuid, user->uid, user->uid, user->uid) != 0 ||
+      geteuid() != user->uid) {
+    result_errno = errno != 0 ? errno : EPERM;
+    goto send;
+  }
+
+  if (kind == OPEN_FILE) {
+    fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+  } else {
+    struct sockaddr_un address = { .sun_family = AF_UNIX };
+    size_t length = strlen(path);
+
+    if (length >= sizeof address.sun_path) {
+      result_errno = ENAMETOOLONG;
+      goto send;
+    }
+    memcpy(address.sun_path, path, length + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+      result_errno = errno;
+      goto send;
+    }
+  }
+  if (fd < 0)
+    result_errno = errno;
+
+send:
+  if (result_errno == 0) {
+    struct cmsghdr *cmsg;
+
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+  }
+  if (sendmsg(channel, &msg, MSG_NOSIGNAL) < 0)
+    _exit(126);
+  _exit(0);
+}
+
+static int
+receive_fd(int channel, int *child_errno)
+{
+  char control[CMSG_SPACE(sizeof(int))];
+  struct iovec iov = { child_errno, sizeof *child_errno };
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = control, .msg_controllen = sizeof control };
+  struct pollfd pfd = { .fd = channel, .events = POLLIN };
+  struct cmsghdr *cmsg;
+  int fd = -1;
+  ssize_t n;
+
+  *child_errno = EIO;
+  if (poll(&pfd, 1, (CHILD_TIMEOUT_SECONDS + 1) * 1000) <= 0) {
+    *child_errno = ETIMEDOUT;
+    return -1;
+  }
+  n = recvmsg(channel, &msg, MSG_CMSG_CLOEXEC);
+  if (n != sizeof *child_errno) {
+    *child_errno = EIO;
+    return -1;
+  }
+  for (cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS &&
+        cmsg->cmsg_len == CMSG_LEN(sizeof(int)))
+      memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
+  }
+  if (*child_errno == 0 && fd < 0)
+    *child_errno = EIO;
+  if (*child_errno != 0 && fd >= 0) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+static int
+open_as_user(const TgIdentity *user, OpenKind kind, const char *path, GError **error)
+{
+  gid_t groups[MAX_GROUPS];
+  int n_groups = MAX_GROUPS;
+  int channel[2];
+  int child_errno = 0;
+  int fd;
+  pid_t pid;
+
+  if (path == NULL || path[0] != '/') {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "'%s' is not an absolute path", path != NULL ? path : "");
+    return -1;
+  }
+  if (getgrouplist(user->user_name, user->gid, groups, &n_groups) < 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED,
+                "User %s is in more than %d groups", user->user_name, MAX_GROUPS);
+    return -1;
+  }
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) < 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "socketpair: %s", g_strerror(errno));
+    return -1;
+  }
+
+  pid = fork();
+  if (pid == 0)
+    child_open_as_user(channel[1], user, groups, n_groups, kind, path);
+  close(channel[1]);
+  if (pid < 0) {
+    close(channel[0]);
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "fork: %s", g_strerror(errno));
+    return -1;
+  }
+
+  fd = receive_fd(channel[0], &child_errno);
+  close(channel[0]);
+  if (child_errno == ETIMEDOUT)
+    kill(pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+    ;
+
+  if (fd < 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "Cannot %s '%s' as user %s: %s",
+                kind == OPEN_FILE ? "open" : "connect to", path, user->user_name,
+                g_strerror(child_errno));
+  }
+  return fd;
+}
+
+int
+tg_connect_unix_as_user(const TgIdentity *user, const char *path, GError **error)
+{
+  return open_as_user(user, CONNECT_UNIX, path, error);
+}
+
+int
+tg_open_file_as_user(const TgIdentity *user, const char *path, GError **error)
+{
+  return open_as_user(user, OPEN_FILE, path, error);
+}
+
+gboolean
+tg_socket_peer_is_uid(int fd, uid_t uid, GError **error)
+{
+  struct ucred peer;
+  socklen_t length = sizeof peer;
+
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "The ssh-agent descriptor is not a connected Unix socket: %s",
+                g_strerror(errno));
+    return FALSE;
+  }
+  if (peer.uid != uid) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "The ssh-agent socket belongs to uid %u, not to the caller (uid %u); "
+                "only your own agent can be used",
+                (unsigned)peer.uid, (unsigned)uid);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+GBytes *
+tg_read_key_fd(int fd, gsize max_bytes, GError **error)
+{
+  g_autoptr(GByteArray) content = g_byte_array_new();
+  struct stat st;
+  guint8 chunk[4096];
+
+  if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode) || S_ISCHR(st.st_mode) ||
+      S_ISBLK(st.st_mode)) {
+    g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                        "The identity is not a regular file, pipe or socket");
+    return NULL;
+  }
+  for (;;) {
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    ssize_t n;
+
+    if (poll(&pfd, 1, CHILD_TIMEOUT_SECONDS * 1000) <= 0) {
+      g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                          "Timed out reading the identity");
+      return NULL;
+    }
+    n = read(fd, chunk, sizeof chunk);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+      continue;
+    if (n < 0) {
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "Cannot read the identity: %s", g_strerror(errno));
+      return NULL;
+    }
+    if (n == 0)
+      break;
+    if (content->len + (gsize)n > max_bytes) {
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "The identity is larger than %zu bytes; not a private key",
+                  max_bytes);
+      return NULL;
+    }
+    g_byte_array_append(content, chunk, n);
+  }
+  return g_byte_array_free_to_bytes(g_steal_pointer(&content));
+}

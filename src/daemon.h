@@ -1,0 +1,36 @@
+/* What the D-Bus side of the daemon shares: the bus, the authorization gate,
+ * the tunnels, and the settings from the command line. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "authz.h"
+
+#define TG_BUS_NAME "org.tunnelgate.TunnelGate1"
+#define TG_MANAGER_PATH "/org/tunnelgate/TunnelGate1"
+#define TG_TUNNEL_PATH_PREFIX "/org/tunnelgate/TunnelGate1/tunnel/"
+#define TG_MANAGER_INTERFACE "org.tunnelgate.Manager1"
+#define TG_TUNNEL_INTERFACE "org.tunnelgate.Tunnel1"
+
+typedef struct _TgTunnel TgTunnel;
+
+typedef struct {
+  GDBusConnection *bus;
+  TgAuthz *authz;
+  GDBusNodeInfo *introspection; /* Manager1, Tunnel1, ObjectManager */
+  GHashTable *tunnels;          /* id (string) -> TgTunnel*, owned */
+  guint64 next_tunnel_id;
+  guint manager_registration;
+  guint object_manager_registration;
+  guint counters_timer;
+
+  char *config_dir;
+  char *state_dir;
+  char *system_known_hosts;
+  guint connect_timeout_seconds;
+} TgDaemon;
+
+GDBusInterfaceInfo *tg_daemon_interface(TgDaemon *daemon, const char *name);
+
+/* The tunnel exported at path, or NULL. */
+TgTunnel *tg_daemon_find_tunnel(TgDaemon *daemon, const char *path);

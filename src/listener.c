@@ -1,0 +1,162 @@
+#include "listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tg-error.h"
+
+/* Ports below this need root, as for any unprivileged process: the daemon
+ * must not lend its privilege to a caller who asks for port 80. */
+#define FIRST_UNPRIVILEGED_PORT 1024
+
+void
+tg_listener_free(TgListener *listener)
+{
+  if (listener == NULL)
+    return;
+  if (listener->fd >= 0)
+    close(listener->fd);
+  g_free(listener);
+}
+
+static gboolean
+parse_bind_address(const char *text, int *family, struct sockaddr_storage *address,
+                   GError **error)
+{
+  struct sockaddr_in *v4 = (struct sockaddr_in *)address;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)address;
+
+  memset(address, 0, sizeof *address);
+  if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
+    v4->sin_family = *family = AF_INET;
+    return TRUE;
+  }
+  if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) {
+    v6->sin6_family = *family = AF_INET6;
+    return TRUE;
+  }
+  g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+              "Bind address '%s' must be an IP address, 'localhost' or '*'", text);
+  return FALSE;
+}
+
+static TgListener *
+bind_one(const struct sockaddr_storage *address, guint16 port, guint forward_index,
+         const char *spec, GError **error)
+{
+  g_autoptr(TgListener) listener = g_new0(TgListener, 1);
+  struct sockaddr_storage bound = *address;
+  socklen_t length = bound.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                 : sizeof(struct sockaddr_in6);
+  int one = 1;
+
+  if (bound.ss_family == AF_INET)
+    ((struct sockaddr_in *)&bound)->sin_port = htons(port);
+  else
+    ((struct sockaddr_in6 *)&bound)->sin6_port = htons(port);
+
+  listener->forward_index = forward_index;
+  listener->fd = socket(bound.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (listener->fd < 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Forward '%s': socket: %s", spec,
+                g_strerror(errno));
+    return NULL;
+  }
+  setsockopt(listener->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bound.ss_family == AF_INET6)
+    setsockopt(listener->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+
+  if (bind(listener->fd, (struct sockaddr *)&bound, length) != 0) {
+    int saved = errno;
+    char text[INET6_ADDRSTRLEN] = "";
+    const void *raw = bound.ss_family == AF_INET
+                          ? (const void *)&((struct sockaddr_in *)&bound)->sin_addr
+                          : (const void *)&((struct sockaddr_in6 *)&bound)->sin6_addr;
+
+    inet_ntop(bound.ss_family, raw, text, sizeof text);
+    g_set_error(error, TG_ERROR,
+                saved == EADDRINUSE ? TG_ERROR_ADDRESS_IN_USE : TG_ERROR_INVALID_ARGUMENT,
+                "Forward '%s': cannot listen on %s%s%s port %u: %s", spec,
+                bound.ss_family == AF_INET6 ? "[" : "", text,
+                bound.ss_family == AF_INET6 ? "]" : "", port, g_strerror(saved));
+    errno = saved; /* bind_pair() skips an address this host lacks */
+    return NULL;
+  }
+
+  length = sizeof bound;
+  getsockname(listener->fd, (struct sockaddr *)&bound, &length);
+  if (bound.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&bound)->sin_addr, listener->address,
+              sizeof listener->address);
+    listener->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+  } else {
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&bound)->sin6_addr, listener->address,
+              sizeof listener->address);
+    listener->port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+  }
+  return g_steal_pointer(&listener);
+}
+
+/* Binds the addresses in order on one port; the first decides a port 0. The
+ * second address of a pair is optional when the host lacks it (no IPv6). */
+static gboolean
+bind_pair(const char *first, const char *second, guint16 port, guint forward_index,
+          const char *spec, GPtrArray *out, GError **error)
+{
+  struct sockaddr_storage address;
+  int family;
+  TgListener *listener;
+
+  if (!parse_bind_address(first, &family, &address, error))
+    return FALSE;
+  listener = bind_one(&address, port, forward_index, spec, error);
+  if (listener == NULL)
+    return FALSE;
+  g_ptr_array_add(out, listener);
+  if (second == NULL)
+    return TRUE;
+
+  parse_bind_address(second, &family, &address, NULL);
+  g_autoptr(GError) local_error = NULL;
+  listener = bind_one(&address, listener->port, forward_index, spec, &local_error);
+  if (listener != NULL) {
+    g_ptr_array_add(out, listener);
+    return TRUE;
+  }
+  if (errno == EADDRNOTAVAIL || errno == EAFNOSUPPORT)
+    return TRUE; /* no IPv6 (or IPv4) on this host */
+  g_propagate_error(error, g_steal_pointer(&local_error));
+  return FALSE;
+}
+
+gboolean
+tg_listener_bind(const TgForward *forward, guint forward_index, uid_t caller_uid,
+                 GPtrArray *out, GError **error)
+{
+  const char *host = forward->listen.host;
+  guint16 port = forward->listen.port;
+
+  g_return_val_if_fail(forward->kind != TG_FORWARD_REMOTE, FALSE);
+  if (forward->listen.path != NULL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
+                "Forward '%s': listening on a Unix socket is not supported yet",
+                forward->spec);
+    return FALSE;
+  }
+  if (port != 0 && port < FIRST_UNPRIVILEGED_PORT && caller_uid != 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                "Forward '%s': port %u is a privileged port (below %d); only root "
+                "may listen on it",
+                forward->spec, port, FIRST_UNPRIVILEGED_PORT);
+    return FALSE;
+  }
+
+  if (host == NULL || g_ascii_strcasecmp(host, "localhost") == 0)
+    return bind_pair("127.0.0.1", "::1", port, forward_index, forward->spec, out, error);
+  if (host[0] == '\0' || g_str_equal(host, "*"))
+    return bind_pair("0.0.0.0", "::", port, forward_index, forward->spec, out, error);
+  return bind_pair(host, NULL, port, forward_index, forward->spec, out, error);
+}

@@ -1,0 +1,27 @@
+/* Local listeners of L and D forwards: the sockets the daemon binds for a
+ * caller. Binding happens on the D-Bus thread before the SSH session starts,
+ * so "port in use" is reported at once and the real port of a port-0 forward
+ * is known; listen() is called only when the tunnel is up. */
+#pragma once
+
+#include <glib.h>
+#include <netinet/in.h>
+#include <sys/types.h>
+
+#include "forward-spec.h"
+
+typedef struct {
+  int fd;
+  guint forward_index; /* index of the forward in the tunnel's list */
+  char address[INET6_ADDRSTRLEN];
+  guint16 port;
+} TgListener;
+
+/* Binds the listening end of forward (TCP, L or D). A forward without a bind
+ * address or with "localhost" binds 127.0.0.1 and ::1 on the same port, as
+ * OpenSSH does; "" and "*" bind all addresses. Appends TgListener* to out. */
+gboolean tg_listener_bind(const TgForward *forward, guint forward_index,
+                          uid_t caller_uid, GPtrArray *out, GError **error);
+
+void tg_listener_free(TgListener *listener);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgListener, tg_listener_free)

@@ -1,0 +1,225 @@
+/* tunnelgated: the system-wide SSH forwarding policy daemon.
+ *
+ * Parse options, build the objects, export them, and only then claim the bus
+ * name, so that no caller ever reaches a half-built daemon. */
+#include <errno.h>
+#include <glib-unix.h>
+#include <libssh/libssh.h>
+#include <locale.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "manager.h"
+#include "tunnel.h"
+
+typedef struct {
+  char *bus_address;
+  char *config_dir;
+  char *state_dir;
+  char *system_known_hosts;
+  int connect_timeout;
+  gboolean verbose;
+  gboolean version;
+} Options;
+
+static GMainLoop *main_loop;
+static int exit_status = EXIT_SUCCESS;
+
+static gboolean
+on_terminate(gpointer user_data)
+{
+  tg_message("received %s, shutting down", (const char *)user_data);
+  g_main_loop_quit(main_loop);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+on_name_acquired(GDBusConnection *connection, const char *name, gpointer user_data)
+{
+  tg_message("tunnelgated %s ready on the bus as %s", PACKAGE_VERSION, name);
+}
+
+static void
+on_name_lost(GDBusConnection *connection, const char *name, gpointer user_data)
+{
+  g_printerr("tunnelgated: could not own the bus name %s (another instance running, "
+             "or the bus policy does not allow it)\n",
+             name);
+  exit_status = EXIT_FAILURE;
+  g_main_loop_quit(main_loop);
+}
+
+static GDBusConnection *
+connect_bus(const char *address, GError **error)
+{
+  if (address == NULL)
+    return g_bus_get_sync(G_BUS_TYPE_SYSTEM, NULL, error);
+  /* polkit's client library talks to "the system bus": make it the same one */
+  g_setenv("DBUS_SYSTEM_BUS_ADDRESS", address, TRUE);
+  return g_dbus_connection_new_for_address_sync(
+      address,
+      G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+          G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+      NULL, NULL, error);
+}
+
+static GDBusNodeInfo *
+load_introspection(GError **error)
+{
+  static const char *const files[] = {
+    "/org/tunnelgate/dbus/org.tunnelgate.Manager1.xml",
+    "/org/tunnelgate/dbus/org.tunnelgate.Tunnel1.xml",
+    "/org/tunnelgate/dbus/org.freedesktop.DBus.ObjectManager.xml",
+  };
+  g_autoptr(GString) xml = g_string_new("<node>");
+
+  for (gsize i = 0; i < G_N_ELEMENTS(files); i++) {
+    g_autoptr(GBytes) bytes = g_resources_lookup_data(files[i], 0, error);
+    g_autoptr(GDBusNodeInfo) node = NULL;
+
+    if (bytes == NULL)
+      return NULL;
+    node = g_dbus_node_info_new_for_xml(g_bytes_get_data(bytes, NULL), error);
+    if (node == NULL)
+      return NULL;
+    for (guint j = 0; node->interfaces[j] != NULL; j++)
+      g_dbus_interface_info_generate_xml(node->interfaces[j], 0, xml);
+  }
+  g_string_append(xml, "</node>");
+  return g_dbus_node_info_new_for_xml(xml->str, error);
+}
+
+static gboolean
+prepare_state_dir(const char *path, GError **error)
+{
+  if (g_mkdir_with_parents(path, 0755) != 0) {
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                "Cannot create the state directory %s: %s", path, g_strerror(errno));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void
+close_all_tunnels(TgDaemon *daemon)
+{
+  g_autoptr(GList) tunnels = g_hash_table_get_values(daemon->tunnels);
+
+  for (GList *l = tunnels; l != NULL; l = l->next)
+    tg_tunnel_close(l->data, "the daemon is stopping", NULL);
+  /* each worker reports CLOSED through the main context; wait for them all */
+  while (g_hash_table_size(daemon->tunnels) > 0)
+    g_main_context_iteration(NULL, TRUE);
+}
+
+static gboolean
+parse_options(int *argc, char ***argv, Options *options, GError **error)
+{
+  GOptionEntry entries[] = {
+    { "bus-address", 0, 0, G_OPTION_ARG_STRING, &options->bus_address,
+      "Serve on the bus at ADDRESS instead of the system bus (tests)", "ADDRESS" },
+    { "config-dir", 0, 0, G_OPTION_ARG_FILENAME, &options->config_dir,
+      "Configuration directory (default " TG_SYSCONFDIR ")", "DIR" },
+    { "state-dir", 0, 0, G_OPTION_ARG_FILENAME, &options->state_dir,
+      "State directory holding known_hosts (default " TG_STATEDIR ")", "DIR" },
+    { "system-known-hosts", 0, 0, G_OPTION_ARG_FILENAME, &options->system_known_hosts,
+      "System known hosts file (default /etc/ssh/ssh_known_hosts)", "FILE" },
+    { "connect-timeout", 0, 0, G_OPTION_ARG_INT, &options->connect_timeout,
+      "Seconds to wait for an SSH server (default 15)", "SECONDS" },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &options->verbose, "Log debug messages",
+      NULL },
+    { "version", 0, 0, G_OPTION_ARG_NONE, &options->version, "Print the version", NULL },
+    { NULL },
+  };
+  g_autoptr(GOptionContext) context = g_option_context_new("- SSH forwarding policy daemon");
+
+  g_option_context_add_main_entries(context, entries, NULL);
+  if (!g_option_context_parse(context, argc, argv, error))
+    return FALSE;
+  if (options->connect_timeout < 0 || options->connect_timeout > 300) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--connect-timeout must be between 1 and 300 seconds");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+int
+main(int argc, char **argv)
+{
+  Options options = { 0 };
+  g_autoptr(GError) error = NULL;
+  g_autoptr(PolkitAuthority) authority = NULL;
+  TgDaemon daemon = { 0 };
+  guint name_id;
+
+  setlocale(LC_ALL, "");
+  umask(022);
+  /* sends use MSG_NOSIGNAL, but a closed peer must never kill the daemon */
+  signal(SIGPIPE, SIG_IGN);
+
+  if (!parse_options(&argc, &argv, &options, &error)) {
+    g_printerr("tunnelgated: %s\n", error->message);
+    return EXIT_FAILURE;
+  }
+  if (options.version) {
+    g_print("tunnelgated %s\n", PACKAGE_VERSION);
+    return EXIT_SUCCESS;
+  }
+  if (options.verbose)
+    g_log_set_debug_enabled(TRUE);
+
+  daemon.config_dir = options.config_dir ? options.config_dir : g_strdup(TG_SYSCONFDIR);
+  daemon.state_dir = options.state_dir ? options.state_dir : g_strdup(TG_STATEDIR);
+  daemon.system_known_hosts = options.system_known_hosts
+                                  ? options.system_known_hosts
+                                  : g_strdup("/etc/ssh/ssh_known_hosts");
+  daemon.connect_timeout_seconds = options.connect_timeout ? options.connect_timeout : 15;
+  daemon.tunnels = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+                                         (GDestroyNotify)tg_tunnel_free);
+
+  /* libssh's global state (crypto) before any worker thread exists */
+  if (ssh_init() != SSH_OK || !prepare_state_dir(daemon.state_dir, &error) ||
+      (daemon.introspection = load_introspection(&error)) == NULL ||
+      (daemon.bus = connect_bus(options.bus_address, &error)) == NULL ||
+      (authority = polkit_authority_get_sync(NULL, &error)) == NULL) {
+    g_printerr("tunnelgated: %s\n", error != NULL ? error->message : "ssh_init failed");
+    return EXIT_FAILURE;
+  }
+  daemon.authz = tg_authz_new(daemon.bus, authority);
+  if (!tg_manager_export(&daemon, &error)) {
+    g_printerr("tunnelgated: %s\n", error->message);
+    return EXIT_FAILURE;
+  }
+
+  main_loop = g_main_loop_new(NULL, FALSE);
+  g_unix_signal_add(SIGTERM, on_terminate, "SIGTERM");
+  g_unix_signal_add(SIGINT, on_terminate, "SIGINT");
+  g_dbus_connection_set_exit_on_close(daemon.bus, FALSE);
+  g_signal_connect_swapped(daemon.bus, "closed", G_CALLBACK(g_main_loop_quit), main_loop);
+  name_id = g_bus_own_name_on_connection(daemon.bus, TG_BUS_NAME,
+                                         G_BUS_NAME_OWNER_FLAGS_DO_NOT_QUEUE,
+                                         on_name_acquired, on_name_lost, NULL, NULL);
+  g_main_loop_run(main_loop);
+
+  g_bus_unown_name(name_id);
+  close_all_tunnels(&daemon);
+  tg_manager_unexport(&daemon);
+  g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
+  g_hash_table_unref(daemon.tunnels);
+  tg_authz_free(daemon.authz);
+  g_dbus_node_info_unref(daemon.introspection);
+  g_object_unref(daemon.bus);
+  g_main_loop_unref(main_loop);
+  g_free(daemon.config_dir);
+  g_free(daemon.state_dir);
+  g_free(daemon.system_known_hosts);
+  g_free(options.bus_address);
+  ssh_finalize();
+  return exit_status;
+}

@@ -1,0 +1,598 @@
+#include "manager.h"
+
+#include <gio/gunixfdlist.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "hostkey.h"
+#include "listener.h"
+#include "log.h"
+#include "tg-error.h"
+#include "tunnel.h"
+
+#define MAX_FORWARDS_PER_TUNNEL 32
+#define MAX_DESCRIPTION_LENGTH 256
+#define MAX_KEEPALIVE_SECONDS 3600
+
+/* The ciphers a caller may ask for; libssh's defaults when none is given. */
+static const char *const allowed_ciphers[] = {
+  "chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+  "aes128-ctr", "aes192-ctr", "aes256-ctr", NULL,
+};
+
+GDBusInterfaceInfo *
+tg_daemon_interface(TgDaemon *daemon, const char *name)
+{
+  return g_dbus_node_info_lookup_interface(daemon->introspection, name);
+}
+
+TgTunnel *
+tg_daemon_find_tunnel(TgDaemon *daemon, const char *path)
+{
+  if (!g_str_has_prefix(path, TG_TUNNEL_PATH_PREFIX))
+    return NULL;
+  return g_hash_table_lookup(daemon->tunnels, path + strlen(TG_TUNNEL_PATH_PREFIX));
+}
+
+/* ---- OpenTunnel ---- */
+
+typedef struct {
+  TgDaemon *daemon;
+  TgDestination *destination;
+  GPtrArray *forwards; /* TgForward* */
+  char *agent_path;
+  int agent_fd;
+  char *identity_path;
+  int identity_fd;
+  char *host_key;
+  char *ciphers;
+  char *description;
+  guint32 keepalive;
+  gboolean bind_to_caller;
+} OpenRequest;
+
+static void
+open_request_free(gpointer data)
+{
+  OpenRequest *request = data;
+
+  tg_destination_free(request->destination);
+  g_ptr_array_unref(request->forwards);
+  g_free(request->agent_path);
+  if (request->agent_fd >= 0)
+    close(request->agent_fd);
+  g_free(request->identity_path);
+  if (request->identity_fd >= 0)
+    close(request->identity_fd);
+  g_free(request->host_key);
+  g_free(request->ciphers);
+  g_free(request->description);
+  g_free(request);
+}
+
+static gboolean
+option_has_type(const char *key, GVariant *value, const char *type, GError **error)
+{
+  if (g_variant_is_of_type(value, G_VARIANT_TYPE(type)))
+    return TRUE;
+  g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+              "Option '%s' must be of type '%s', not '%s'", key, type,
+              g_variant_get_type_string(value));
+  return FALSE;
+}
+
+static int
+option_take_fd(GDBusMethodInvocation *invocation, const char *key, GVariant *value,
+               GError **error)
+{
+  GUnixFDList *fds = g_dbus_message_get_unix_fd_list(
+      g_dbus_method_invocation_get_message(invocation));
+  gint32 index = g_variant_get_handle(value);
+
+  if (fds == NULL || index < 0 || index >= g_unix_fd_list_get_length(fds)) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "Option '%s' refers to descriptor %d, but the message carries %d",
+                key, index, fds != NULL ? g_unix_fd_list_get_length(fds) : 0);
+    return -1;
+  }
+  return g_unix_fd_list_get(fds, index, error);
+}
+
+static gboolean
+parse_ciphers(const char *text, GError **error)
+{
+  g_auto(GStrv) names = g_strsplit(text, ",", -1);
+
+  for (guint i = 0; names[i] != NULL; i++) {
+    if (!g_strv_contains(allowed_ciphers, names[i])) {
+      g_autofree char *known = g_strjoinv(", ", (char **)allowed_ciphers);
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "Option 'ciphers': unknown or disallowed cipher '%s' (allowed: %s)",
+                  names[i], known);
+      return FALSE;
+    }
+  }
+  return names[0] != NULL;
+}
+
+static gboolean
+parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char *key,
+             GVariant *value, GError **error)
+{
+  if (g_str_equal(key, "agent") || g_str_equal(key, "identity")) {
+    if (!option_has_type(key, value, "s", error))
+      return FALSE;
+    char **target = key[0] == 'a' ? &request->agent_path : &request->identity_path;
+    g_free(*target);
+    *target = g_variant_dup_string(value, NULL);
+    if ((*target)[0] != '/') {
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "Option '%s' must be an absolute path, not '%s'", key, *target);
+      return FALSE;
+    }
+    return TRUE;
+  }
+  if (g_str_equal(key, "agent-fd") || g_str_equal(key, "identity-fd")) {
+    if (!option_has_type(key, value, "h", error))
+      return FALSE;
+    int *target = key[0] == 'a' ? &request->agent_fd : &request->identity_fd;
+    if (*target >= 0)
+      close(*target);
+    *target = option_take_fd(invocation, key, value, error);
+    return *target >= 0;
+  }
+  if (g_str_equal(key, "host-key")) {
+    if (!option_has_type(key, value, "s", error))
+      return FALSE;
+    g_free(request->host_key);
+    request->host_key = g_variant_dup_string(value, NULL);
+    if (!tg_hostkey_fingerprint_is_valid(request->host_key)) {
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "Option 'host-key' must be a fingerprint like ssh-keygen -l prints "
+                  "(SHA256: and 43 base64 characters), not '%s'",
+                  request->host_key);
+      return FALSE;
+    }
+    return TRUE;
+  }
+  if (g_str_equal(key, "keepalive")) {
+    if (!option_has_type(key, value, "u", error))
+      return FALSE;
+    request->keepalive = g_variant_get_uint32(value);
+    if (request->keepalive > MAX_KEEPALIVE_SECONDS) {
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "Option 'keepalive' must be at most %d seconds, not %u",
+                  MAX_KEEPALIVE_SECONDS, request->keepalive);
+      return FALSE;
+    }
+    return TRUE;
+  }
+  if (g_str_equal(key, "bind-to-caller")) {
+    if (!option_has_type(key, value, "b", error))
+      return FALSE;
+    request->bind_to_caller = g_variant_get_boolean(value);
+    return TRUE;
+  }
+  if (g_str_equal(key, "reconnect")) {
+    if (!option_has_type(key, value, "b", error))
+      return FALSE;
+    if (g_variant_get_boolean(value)) {
+      g_set_error_literal(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
+                          "Option 'reconnect' is not supported yet");
+      return FALSE;
+    }
+    return TRUE;
+  }
+  if (g_str_equal(key, "description")) {
+    if (!option_has_type(key, value, "s", error))
+      return FALSE;
+    g_free(request->description);
+    request->description = g_variant_dup_string(value, NULL);
+    if (strlen(request->description) > MAX_DESCRIPTION_LENGTH) {
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "Option 'description' is longer than %d bytes", MAX_DESCRIPTION_LENGTH);
+      return FALSE;
+    }
+    for (const char *p = request->description; *p != '\0'; p++) {
+      if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+        g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                            "Option 'description' contains control characters");
+        return FALSE;
+      }
+    }
+    return TRUE;
+  }
+  if (g_str_equal(key, "ciphers")) {
+    if (!option_has_type(key, value, "s", error))
+      return FALSE;
+    g_free(request->ciphers);
+    request->ciphers = g_variant_dup_string(value, NULL);
+    return parse_ciphers(request->ciphers, error);
+  }
+  g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+              "Unknown option '%s' (known: agent, agent-fd, identity, identity-fd, "
+              "host-key, keepalive, reconnect, bind-to-caller, description, ciphers)",
+              key);
+  return FALSE;
+}
+
+/* Forward kinds this version serves. The parser knows every OpenSSH form;
+ * what is not served yet is refused by name rather than half done. */
+static gboolean
+check_forward_supported(const TgForward *forward, GError **error)
+{
+  const char *missing = NULL;
+
+  if (forward->kind == TG_FORWARD_REMOTE)
+    missing = "remote (R) forwards";
+  else if (forward->kind == TG_FORWARD_DYNAMIC)
+    missing = "dynamic (D, SOCKS) forwards";
+  else if (forward->listen.path != NULL || forward->connect.path != NULL)
+    missing = "Unix socket forwards";
+  if (missing == NULL)
+    return TRUE;
+  g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED, "Forward '%s': %s are not supported yet",
+              forward->spec, missing);
+  return FALSE;
+}
+
+static OpenRequest *
+open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
+                   GVariant *parameters, GError **error)
+{
+  OpenRequest *request = g_new0(OpenRequest, 1);
+  g_autoptr(GVariantIter) forwards = NULL;
+  g_autoptr(GVariantIter) options = NULL;
+  const char *destination, *spec, *key;
+  GVariant *value;
+  guint credentials = 0;
+
+  request->daemon = daemon;
+  request->agent_fd = request->identity_fd = -1;
+  request->forwards = g_ptr_array_new_with_free_func((GDestroyNotify)tg_forward_free);
+  g_variant_get(parameters, "(&sasa{sv})", &destination, &forwards, &options);
+
+  request->destination = tg_destination_parse(destination, error);
+  if (request->destination == NULL)
+    goto fail;
+  if (request->destination->profile != NULL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
+                "Destination '%s': tunnel profiles are not supported yet", destination);
+    goto fail;
+  }
+  if (g_variant_iter_n_children(forwards) > MAX_FORWARDS_PER_TUNNEL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                "At most %d forwards per tunnel", MAX_FORWARDS_PER_TUNNEL);
+    goto fail;
+  }
+  while (g_variant_iter_next(forwards, "&s", &spec)) {
+    TgForward *forward = tg_forward_parse(spec, error);
+    if (forward == NULL)
+      goto fail;
+    g_ptr_array_add(request->forwards, forward);
+    if (!check_forward_supported(forward, error))
+      goto fail;
+  }
+  while (g_variant_iter_next(options, "{&sv}", &key, &value)) {
+    gboolean ok = parse_option(request, invocation, key, value, error);
+    g_variant_unref(value);
+    if (!ok)
+      goto fail;
+  }
+
+  credentials = (request->agent_path != NULL) + (request->agent_fd >= 0) +
+                (request->identity_path != NULL) + (request->identity_fd >= 0);
+  if (credentials != 1) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                credentials == 0
+                    ? "No credentials: pass one of the options agent, agent-fd, "
+                      "identity or identity-fd"
+                    : "Pass only one of the options agent, agent-fd, identity and "
+                      "identity-fd");
+    goto fail;
+  }
+  return request;
+
+fail:
+  open_request_free(request);
+  return NULL;
+}
+
+static char *
+destination_text(const TgDestination *destination, const char *user)
+{
+  gboolean ipv6 = strchr(destination->host, ':') != NULL;
+
+  return g_strdup_printf("%s@%s%s%s:%u", user, ipv6 ? "[" : "", destination->host,
+                         ipv6 ? "]" : "", destination->port);
+}
+
+static gboolean
+open_decide(TgCall *call)
+{
+  OpenRequest *request = call->data;
+  g_autoptr(GPtrArray) specs = g_ptr_array_new();
+  GVariantBuilder details;
+  const char *user = request->destination->user != NULL ? request->destination->user
+                                                         : call->caller->user_name;
+  g_autofree char *destination = destination_text(request->destination, user);
+  g_autofree char *joined = NULL;
+
+  call->required = TG_ACTION_OPEN;
+  for (guint i = 0; i < request->forwards->len; i++) {
+    const TgForward *forward = g_ptr_array_index(request->forwards, i);
+    if (forward->kind == TG_FORWARD_REMOTE)
+      call->required |= TG_ACTION_OPEN_REMOTE;
+    else if (!tg_forward_listens_on_loopback_only(forward))
+      call->required |= TG_ACTION_BIND_ANY;
+    g_ptr_array_add(specs, forward->spec);
+  }
+  g_ptr_array_add(specs, NULL);
+  joined = g_strjoinv(";", (char **)specs->pdata);
+
+  /* polkit rules may look at these: action.lookup("destination") */
+  g_variant_builder_init(&details, G_VARIANT_TYPE("a{ss}"));
+  g_variant_builder_add(&details, "{ss}", "destination", destination);
+  g_variant_builder_add(&details, "{ss}", "forwards", joined);
+  call->details = g_variant_ref_sink(g_variant_builder_end(&details));
+  return TRUE;
+}
+
+static void
+open_act(TgCall *call)
+{
+  OpenRequest *request = call->data;
+  TgDaemon *daemon = request->daemon;
+  g_autoptr(TgSessionConfig) config = tg_session_config_new();
+  g_autoptr(GError) error = NULL;
+  const char *user = request->destination->user != NULL ? request->destination->user
+                                                        : call->caller->user_name;
+  g_autofree char *destination = destination_text(request->destination, user);
+
+  for (guint i = 0; i < request->forwards->len; i++) {
+    const TgForward *forward = g_ptr_array_index(request->forwards, i);
+    if (!tg_listener_bind(forward, i, call->caller->uid, config->listeners, &error)) {
+      tg_call_return_error(call, error); /* bound listeners close with config */
+      return;
+    }
+  }
+
+  config->host = g_strdup(request->destination->host);
+  config->port = request->destination->port;
+  config->user = g_strdup(user);
+  config->owner.uid = call->caller->uid;
+  config->owner.gid = call->caller->gid;
+  config->owner.user_name = g_strdup(call->caller->user_name);
+  config->agent_path = g_steal_pointer(&request->agent_path);
+  config->agent_fd = request->agent_fd;
+  request->agent_fd = -1;
+  config->identity_path = g_steal_pointer(&request->identity_path);
+  config->identity_fd = request->identity_fd;
+  request->identity_fd = -1;
+  config->host_key = g_steal_pointer(&request->host_key);
+  config->ciphers = g_steal_pointer(&request->ciphers);
+  config->keepalive_seconds = request->keepalive;
+  config->connect_timeout_seconds = daemon->connect_timeout_seconds;
+  config->known_hosts = g_build_filename(daemon->state_dir, "known_hosts", NULL);
+  config->global_known_hosts = g_strdup(daemon->system_known_hosts);
+  g_ptr_array_extend_and_steal(config->forwards, g_steal_pointer(&request->forwards));
+  request->forwards = g_ptr_array_new();
+
+  tg_tunnel_open(daemon, call->caller, destination, request->description,
+                 request->bind_to_caller, g_steal_pointer(&config),
+                 g_steal_pointer(&call->invocation));
+}
+
+/* ---- CloseTunnel, ListTunnels, GetManagedObjects ---- */
+
+static gboolean
+list_decide(TgCall *call)
+{
+  call->required = TG_ACTION_OPEN;
+  call->optional = TG_ACTION_MANAGE; /* to see other users' tunnels */
+  return TRUE;
+}
+
+static gboolean
+caller_sees(TgCall *call, TgTunnel *tunnel)
+{
+  return tg_tunnel_get_owner(tunnel) == call->caller->uid ||
+         (call->granted & TG_ACTION_MANAGE) != 0;
+}
+
+/* Tunnels in creation order, so that lists are stable. */
+static GList *
+sorted_tunnels(TgDaemon *daemon)
+{
+  GList *tunnels = g_hash_table_get_values(daemon->tunnels);
+
+  return g_list_sort(tunnels, (GCompareFunc)tg_tunnel_compare);
+}
+
+static void
+list_act(TgCall *call)
+{
+  TgDaemon *daemon = call->data;
+  g_autoptr(GList) tunnels = sorted_tunnels(daemon);
+  GVariantBuilder builder;
+
+  g_variant_builder_init(&builder, G_VARIANT_TYPE("a(osussas)"));
+  for (GList *l = tunnels; l != NULL; l = l->next) {
+    if (caller_sees(call, l->data))
+      g_variant_builder_add_value(&builder, tg_tunnel_summary(l->data));
+  }
+  tg_call_return_value(call, g_variant_new("(@a(osussas))", g_variant_builder_end(&builder)));
+}
+
+static void
+managed_objects_act(TgCall *call)
+{
+  TgDaemon *daemon = call->data;
+  g_autoptr(GList) tunnels = sorted_tunnels(daemon);
+  GVariantBuilder builder;
+
+  g_variant_builder_init(&builder, G_VARIANT_TYPE("a{oa{sa{sv}}}"));
+  for (GList *l = tunnels; l != NULL; l = l->next) {
+    if (caller_sees(call, l->data))
+      g_variant_builder_add(&builder, "{o@a{sa{sv}}}", tg_tunnel_get_path(l->data),
+                            tg_tunnel_interfaces(l->data));
+  }
+  tg_call_return_value(call, g_variant_new("(@a{oa{sa{sv}}})", g_variant_builder_end(&builder)));
+}
+
+static gboolean
+open_only_decide(TgCall *call)
+{
+  call->required = TG_ACTION_OPEN;
+  return TRUE;
+}
+
+static gboolean
+manage_decide(TgCall *call)
+{
+  call->required = TG_ACTION_MANAGE;
+  return TRUE;
+}
+
+static void
+not_supported_act(TgCall *call)
+{
+  g_autoptr(GError) error = g_error_new(
+      TG_ERROR, TG_ERROR_NOT_SUPPORTED, "%s needs the organisation policy engine, which "
+      "this version does not have yet",
+      g_dbus_method_invocation_get_method_name(call->invocation));
+  tg_call_return_error(call, error);
+}
+
+/* ---- dispatch ---- */
+
+static void
+manager_method_call(GDBusConnection *connection, const char *sender, const char *path,
+                    const char *interface, const char *method, GVariant *parameters,
+                    GDBusMethodInvocation *invocation, gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+  g_autoptr(GError) error = NULL;
+  TgAction action;
+  TgCall *call;
+
+  if (!tg_authz_method_action(interface, method, &action)) {
+    g_dbus_method_invocation_return_error(invocation, G_DBUS_ERROR,
+                                          G_DBUS_ERROR_UNKNOWN_METHOD, "No method %s.%s",
+                                          interface, method);
+    return;
+  }
+
+  if (g_str_equal(method, "OpenTunnel")) {
+    OpenRequest *request = open_request_parse(daemon, invocation, parameters, &error);
+    if (request == NULL) {
+      g_dbus_method_invocation_return_gerror(invocation, error);
+      return;
+    }
+    call = tg_call_new(invocation);
+    call->data = request;
+    call->free_data = open_request_free;
+    call->decide = open_decide;
+    call->act = open_act;
+  } else if (g_str_equal(method, "CloseTunnel")) {
+    const char *tunnel_path;
+    g_variant_get(parameters, "(&o)", &tunnel_path);
+    tg_tunnel_authorize_close(daemon, tunnel_path, invocation);
+    return;
+  } else if (g_str_equal(method, "CheckForward")) {
+    const char *destination, *spec;
+    g_autoptr(TgDestination) parsed_destination = NULL;
+    g_autoptr(TgForward) forward = NULL;
+
+    g_variant_get(parameters, "(&s&s)", &destination, &spec);
+    parsed_destination = tg_destination_parse(destination, &error);
+    if (parsed_destination != NULL)
+      forward = tg_forward_parse(spec, &error);
+    if (forward == NULL) {
+      g_dbus_method_invocation_return_gerror(invocation, error);
+      return;
+    }
+    call = tg_call_new(invocation);
+    call->decide = open_only_decide;
+    call->act = not_supported_act;
+  } else {
+    call = tg_call_new(invocation);
+    call->data = daemon;
+    if (g_str_equal(method, "ReloadPolicy")) {
+      call->decide = manage_decide;
+      call->act = not_supported_act;
+    } else {
+      call->decide = list_decide;
+      call->act = g_str_equal(method, "ListTunnels") ? list_act : managed_objects_act;
+    }
+  }
+  tg_authz_run(daemon->authz, call);
+}
+
+/* Manager1's properties are public (TG_ACTION_NONE in the table). */
+static GVariant *
+manager_get_property(GDBusConnection *connection, const char *sender, const char *path,
+                     const char *interface, const char *name, GError **error,
+                     gpointer user_data)
+{
+  if (g_str_equal(name, "Version"))
+    return g_variant_new_string(PACKAGE_VERSION);
+  if (g_str_equal(name, "PolicyFiles"))
+    return g_variant_new_strv(NULL, 0);
+  if (g_str_equal(name, "Enforcing"))
+    return g_variant_new_boolean(FALSE);
+  g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_PROPERTY, "No property %s", name);
+  return NULL;
+}
+
+static const GDBusInterfaceVTable manager_vtable = {
+  .method_call = manager_method_call,
+  .get_property = manager_get_property,
+};
+
+static const GDBusInterfaceVTable object_manager_vtable = {
+  .method_call = manager_method_call,
+};
+
+static gboolean
+publish_counters(gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+  GHashTableIter iter;
+  gpointer tunnel;
+
+  g_hash_table_iter_init(&iter, daemon->tunnels);
+  while (g_hash_table_iter_next(&iter, NULL, &tunnel))
+    tg_tunnel_publish_counters(tunnel);
+  return G_SOURCE_CONTINUE;
+}
+
+gboolean
+tg_manager_export(TgDaemon *daemon, GError **error)
+{
+  daemon->manager_registration = g_dbus_connection_register_object(
+      daemon->bus, TG_MANAGER_PATH, tg_daemon_interface(daemon, TG_MANAGER_INTERFACE),
+      &manager_vtable, daemon, NULL, error);
+  if (daemon->manager_registration == 0)
+    return FALSE;
+  daemon->object_manager_registration = g_dbus_connection_register_object(
+      daemon->bus, TG_MANAGER_PATH,
+      tg_daemon_interface(daemon, "org.freedesktop.DBus.ObjectManager"),
+      &object_manager_vtable, daemon, NULL, error);
+  if (daemon->object_manager_registration == 0)
+    return FALSE;
+  /* counters change on the hot path; they are announced once a second */
+  daemon->counters_timer = g_timeout_add_seconds(1, publish_counters, daemon);
+  return TRUE;
+}
+
+void
+tg_manager_unexport(TgDaemon *daemon)
+{
+  g_clear_handle_id(&daemon->counters_timer, g_source_remove);
+  if (daemon->object_manager_registration != 0)
+    g_dbus_connection_unregister_object(daemon->bus, daemon->object_manager_registration);
+  if (daemon->manager_registration != 0)
+    g_dbus_connection_unregister_object(daemon->bus, daemon->manager_registration);
+  daemon->object_manager_registration = daemon->manager_registration = 0;
+}

@@ -1,0 +1,8 @@
+/* org.tunnelgate.Manager1 and org.freedesktop.DBus.ObjectManager at
+ * /org/tunnelgate/TunnelGate1: opening, listing and closing tunnels. */
+#pragma once
+
+#include "daemon.h"
+
+gboolean tg_manager_export(TgDaemon *daemon, GError **error);
+void tg_manager_unexport(TgDaemon *daemon);

@@ -1,0 +1,249 @@
+#include "relay.h"
+
+#include <errno.h>
+#include <libssh/callbacks.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef enum { RELAY_OPENING, RELAY_OPEN } RelayState;
+
+struct _TgRelay {
+  int client_fd;
+  ssh_channel channel;
+  RelayState state;
+  gboolean client_eof; /* client sent EOF; channel EOF sent */
+  gboolean server_eof; /* channel EOF received; client write side shut */
+  gboolean channel_news; /* data, EOF or close arrived on the channel */
+
+  /* server -> client bytes read from the channel but not yet written */
+  guint8 *pending;
+  gsize pending_size, pending_start, pending_end;
+
+  char *target_host;
+  guint16 target_port;
+  char *origin_address;
+  guint16 origin_port;
+  const char *failure;
+  struct ssh_channel_callbacks_struct callbacks;
+};
+
+#define PENDING_CAPACITY (256 * 1024)
+
+/* libssh calls these while processing packets in this thread. They only
+ * note that the relay has work; the data stays in libssh's channel buffer
+ * (consuming 0 bytes) until tg_relay_pump() takes it. */
+static int
+on_channel_data(ssh_session session, ssh_channel channel, void *data, uint32_t length,
+                int is_stderr, void *user_data)
+{
+  ((TgRelay *)user_data)->channel_news = TRUE;
+  return 0;
+}
+
+static void
+on_channel_eof_or_close(ssh_session session, ssh_channel channel, void *user_data)
+{
+  ((TgRelay *)user_data)->channel_news = TRUE;
+}
+
+TgRelay *
+tg_relay_new(ssh_session session, int client_fd, const char *target_host,
+             guint16 target_port, const char *origin_address, guint16 origin_port)
+{
+  TgRelay *relay = g_new0(TgRelay, 1);
+
+  relay->client_fd = client_fd;
+  relay->channel = ssh_channel_new(session);
+  relay->state = RELAY_OPENING;
+  relay->target_host = g_strdup(target_host);
+  relay->target_port = target_port;
+  relay->origin_address = g_strdup(origin_address);
+  relay->origin_port = origin_port;
+  if (relay->channel == NULL) {
+    relay->failure = "cannot allocate a channel";
+    return relay;
+  }
+  ssh_callbacks_init(&relay->callbacks);
+  relay->callbacks.userdata = relay;
+  relay->callbacks.channel_data_function = on_channel_data;
+  relay->callbacks.channel_eof_function = on_channel_eof_or_close;
+  relay->callbacks.channel_close_function = on_channel_eof_or_close;
+  ssh_set_channel_callbacks(relay->channel, &relay->callbacks);
+  return relay;
+}
+
+int
+tg_relay_client_fd(TgRelay *relay)
+{
+  return relay->client_fd;
+}
+
+const char *
+tg_relay_failure(TgRelay *relay)
+{
+  return relay->failure;
+}
+
+short
+tg_relay_client_events(TgRelay *relay)
+{
+  short events = 0;
+
+  if (relay->state != RELAY_OPEN)
+    return 0;
+  if (!relay->client_eof && ssh_channel_window_size(relay->channel) > 0)
+    events |= POLLIN;
+  if (relay->pending_end > relay->pending_start)
+    events |= POLLOUT;
+  return events;
+}
+
+gboolean
+tg_relay_wants_pump(TgRelay *relay)
+{
+  return relay->state == RELAY_OPENING || relay->channel_news || relay->failure != NULL;
+}
+
+static TgRelayStatus
+relay_fail(TgRelay *relay, const char *why)
+{
+  relay->failure = why;
+  return TG_RELAY_FAILED;
+}
+
+/* Writes pending server->client bytes; FALSE on a broken client. */
+static gboolean
+flush_pending(TgRelay *relay)
+{
+  while (relay->pending_end > relay->pending_start) {
+    ssize_t n = send(relay->client_fd, relay->pending + relay->pending_start,
+                     relay->pending_end - relay->pending_start, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0)
+      return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    relay->pending_start += n;
+  }
+  relay->pending_start = relay->pending_end = 0;
+  return TRUE;
+}
+
+/* server -> client: take from the channel only when nothing is pending. */
+static TgRelayStatus
+pump_to_client(TgRelay *relay, TgCounters *counters)
+{
+  if (!flush_pending(relay))
+    return relay_fail(relay, "client connection broken");
+
+  relay->channel_news = FALSE;
+  while (relay->pending_end == 0 && !relay->server_eof) {
+    int n = ssh_channel_read_nonblocking(relay->channel, relay->pending,
+                                         relay->pending_size, 0);
+    if (n == SSH_ERROR)
+      return relay_fail(relay, "channel read failed");
+    if (n > 0) {
+      tg_counter_add(&counters->bytes_received, n);
+      relay->pending_end = n;
+      if (!flush_pending(relay))
+        return relay_fail(relay, "client connection broken");
+      continue;
+    }
+    if (ssh_channel_is_eof(relay->channel)) {
+      relay->server_eof = TRUE;
+      shutdown(relay->client_fd, SHUT_WR);
+    }
+    break;
+  }
+  return TG_RELAY_CONTINUE;
+}
+
+/* client -> server: read at most what the remote window accepts. */
+static TgRelayStatus
+pump_to_server(TgRelay *relay, guint8 *scratch, gsize scratch_size, TgCounters *counters)
+{
+  while (!relay->client_eof) {
+    uint32_t window = ssh_channel_window_size(relay->channel);
+    ssize_t n;
+
+    if (window == 0)
+      break;
+    n = recv(relay->client_fd, scratch, MIN(window, scratch_size), MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        break;
+      return relay_fail(relay, "client connection reset");
+    }
+    if (n == 0) {
+      relay->client_eof = TRUE;
+      ssh_channel_send_eof(relay->channel);
+      break;
+    }
+    if (ssh_channel_write(relay->channel, scratch, n) != n)
+      return relay_fail(relay, "channel write failed");
+    tg_counter_add(&counters->bytes_sent, n);
+    if ((gsize)n < MIN(window, scratch_size))
+      break; /* the socket is drained */
+  }
+  return TG_RELAY_CONTINUE;
+}
+
+static TgRelayStatus
+relay_open(TgRelay *relay)
+{
+  int rc = ssh_channel_open_forward(relay->channel, relay->target_host,
+                                    relay->target_port, relay->origin_address,
+                                    relay->origin_port);
+  if (rc == SSH_AGAIN)
+    return TG_RELAY_CONTINUE;
+  if (rc != SSH_OK)
+    return relay_fail(relay, "the server refused the channel");
+  relay->state = RELAY_OPEN;
+  relay->pending_size = PENDING_CAPACITY;
+  relay->pending = g_malloc(relay->pending_size);
+  return TG_RELAY_CONTINUE;
+}
+
+TgRelayStatus
+tg_relay_pump(TgRelay *relay, short client_revents, guint8 *scratch, gsize scratch_size,
+              TgCounters *counters)
+{
+  TgRelayStatus status;
+
+  if (relay->failure != NULL)
+    return TG_RELAY_FAILED;
+  if (relay->state == RELAY_OPENING) {
+    status = relay_open(relay);
+    if (status != TG_RELAY_CONTINUE || relay->state == RELAY_OPENING)
+      return status;
+  }
+  if (client_revents & POLLERR)
+    return relay_fail(relay, "client connection error");
+
+  status = pump_to_client(relay, counters);
+  if (status == TG_RELAY_CONTINUE && (client_revents & (POLLIN | POLLHUP)))
+    status = pump_to_server(relay, scratch, scratch_size, counters);
+  if (status != TG_RELAY_CONTINUE)
+    return status;
+
+  if (relay->pending_end == 0 &&
+      ((relay->client_eof && relay->server_eof) || ssh_channel_is_closed(relay->channel)))
+    return TG_RELAY_DONE;
+  return TG_RELAY_CONTINUE;
+}
+
+void
+tg_relay_free(TgRelay *relay)
+{
+  if (relay == NULL)
+    return;
+  if (relay->channel != NULL) {
+    ssh_remove_channel_callbacks(relay->channel, &relay->callbacks);
+    if (relay->state == RELAY_OPEN && !ssh_channel_is_closed(relay->channel))
+      ssh_channel_close(relay->channel);
+    ssh_channel_free(relay->channel);
+  }
+  close(relay->client_fd);
+  g_free(relay->pending);
+  g_free(relay->target_host);
+  g_free(relay->origin_address);
+  g_free(relay);
+}

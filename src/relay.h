@@ -1,0 +1,54 @@
+/* The hot path: bytes between one accepted local connection and its SSH
+ * channel. Runs only in the tunnel's worker thread.
+ *
+ * Back-pressure both ways, with nothing buffered without bound:
+ *  - client -> server: the client socket is polled for input only while the
+ *    channel's remote window is open, and at most the window is read, so the
+ *    server's flow control reaches the client through TCP;
+ *  - server -> client: data is taken from the channel only when everything
+ *    read before has been written to the client; libssh grows the local
+ *    window only as data is taken, so a slow reader stalls the server's
+ *    sender instead of filling our memory.
+ * Half-close: EOF from the client becomes channel EOF, channel EOF becomes
+ * shutdown(SHUT_WR) on the client; the other direction keeps flowing until
+ * it ends too. No logging and no allocation per packet. */
+#pragma once
+
+#include <glib.h>
+#include <libssh/libssh.h>
+#include <poll.h>
+
+#include "counters.h"
+
+typedef struct _TgRelay TgRelay;
+
+typedef enum {
+  TG_RELAY_CONTINUE,
+  TG_RELAY_DONE,   /* both directions finished normally */
+  TG_RELAY_FAILED, /* channel refused or broken, or the client reset */
+} TgRelayStatus;
+
+/* Takes ownership of client_fd (non-blocking). The channel is opened with
+ * direct-tcpip to target_host:target_port, naming the client's address as
+ * originator, as OpenSSH does. */
+TgRelay *tg_relay_new(ssh_session session, int client_fd, const char *target_host,
+                      guint16 target_port, const char *origin_address,
+                      guint16 origin_port);
+
+/* poll() events to wait for on the client socket. */
+short tg_relay_client_events(TgRelay *relay);
+int tg_relay_client_fd(TgRelay *relay);
+
+/* TRUE when the relay has work without news on its client socket: the
+ * channel has data, EOF or close pending, or the channel is still opening. */
+gboolean tg_relay_wants_pump(TgRelay *relay);
+
+/* Moves what can be moved without blocking. scratch is the worker's buffer. */
+TgRelayStatus tg_relay_pump(TgRelay *relay, short client_revents, guint8 *scratch,
+                            gsize scratch_size, TgCounters *counters);
+
+/* Why a relay failed, for the log; NULL when it did not. */
+const char *tg_relay_failure(TgRelay *relay);
+
+/* Closes the channel and the client socket. */
+void tg_relay_free(TgRelay *relay);

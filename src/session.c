@@ -1,0 +1,631 @@
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <libssh/libssh.h>
+#include <libssh/server.h> /* ssh_send_keepalive(), usable by clients too */
+
+#include "hostkey.h"
+#include "listener.h"
+#include "log.h"
+#include "relay.h"
+#include "tg-error.h"
+
+#define MAX_KEY_FILE_BYTES (64 * 1024)
+#define SCRATCH_SIZE (128 * 1024)
+#define MAX_CONNECTIONS_PER_TUNNEL 1024
+#define ACCEPTS_PER_ROUND 64
+
+struct _TgSession {
+  TgSessionConfig *config;
+  TgCounters *counters;
+  GMainContext *context;
+  TgSessionStateFunc state_func;
+  gpointer user_data;
+  GThread *thread;
+  int wake_fd;
+  atomic_bool stop_requested;
+
+  /* The TCP socket while connecting: tg_session_stop() shuts it down so
+   * that a blocking handshake returns at once. Guarded by lock. */
+  GMutex lock;
+  int connecting_fd;
+
+  /* worker thread only */
+  ssh_session ssh;
+  ssh_event event;
+  int agent_fd;
+  ssh_key identity;
+  GPtrArray *relays; /* TgRelay* */
+  guint8 *scratch;
+  struct pollfd *pollfds;
+  gsize pollfds_size;
+};
+
+TgSessionConfig *
+tg_session_config_new(void)
+{
+  TgSessionConfig *config = g_new0(TgSessionConfig, 1);
+
+  config->agent_fd = config->identity_fd = -1;
+  config->forwards = g_ptr_array_new_with_free_func((GDestroyNotify)tg_forward_free);
+  config->listeners = g_ptr_array_new_with_free_func((GDestroyNotify)tg_listener_free);
+  return config;
+}
+
+void
+tg_session_config_free(TgSessionConfig *config)
+{
+  if (config == NULL)
+    return;
+  g_free(config->host);
+  g_free(config->user);
+  g_free(config->owner.user_name);
+  g_free(config->agent_path);
+  if (config->agent_fd >= 0)
+    close(config->agent_fd);
+  g_free(config->identity_path);
+  if (config->identity_fd >= 0)
+    close(config->identity_fd);
+  g_free(config->host_key);
+  g_free(config->ciphers);
+  g_free(config->known_hosts);
+  g_free(config->global_known_hosts);
+  g_free(config->tunnel_id);
+  g_ptr_array_unref(config->forwards);
+  g_ptr_array_unref(config->listeners);
+  g_free(config);
+}
+
+/* ---- reports to the D-Bus thread ---- */
+
+typedef struct {
+  TgSession *session;
+  TgTunnelState state;
+  GError *error;
+} Report;
+
+static gboolean
+report_dispatch(gpointer data)
+{
+  Report *report = data;
+
+  report->session->state_func(report->state, report->error, report->session->user_data);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+report_free(gpointer data)
+{
+  Report *report = data;
+
+  g_clear_error(&report->error);
+  g_free(report);
+}
+
+static void
+report_state(TgSession *session, TgTunnelState state, GError *error)
+{
+  Report *report = g_new0(Report, 1);
+
+  report->session = session;
+  report->state = state;
+  report->error = error;
+  g_main_context_invoke_full(session->context, G_PRIORITY_DEFAULT, report_dispatch, report,
+                             report_free);
+}
+
+/* ---- credentials, opened with the caller's rights ---- */
+
+static gboolean
+load_credentials(TgSession *session, GError **error)
+{
+  TgSessionConfig *config = session->config;
+  g_autoptr(GBytes) key_text = NULL;
+  int key_fd;
+
+  if (config->agent_path != NULL) {
+    session->agent_fd = tg_connect_unix_as_user(&config->owner, config->agent_path, error);
+    if (session->agent_fd < 0)
+      return FALSE;
+  } else if (config->agent_fd >= 0) {
+    session->agent_fd = config->agent_fd;
+    config->agent_fd = -1;
+  }
+  if (session->agent_fd >= 0)
+    return tg_socket_peer_is_uid(session->agent_fd, config->owner.uid, error);
+
+  if (config->identity_path != NULL)
+    key_fd = tg_open_file_as_user(&config->owner, config->identity_path, error);
+  else
+    key_fd = g_steal_fd(&config->identity_fd);
+  if (key_fd < 0)
+    return FALSE;
+  key_text = tg_read_key_fd(key_fd, MAX_KEY_FILE_BYTES, error);
+  close(key_fd);
+  if (key_text == NULL)
+    return FALSE;
+  {
+    g_autofree char *text = g_strndup(g_bytes_get_data(key_text, NULL),
+                                      g_bytes_get_size(key_text));
+    int rc = ssh_pki_import_privkey_base64(text, NULL, NULL, NULL, &session->identity);
+    explicit_bzero(text, strlen(text));
+    if (rc != SSH_OK) {
+      g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                          "The identity is not a private key tunnelgate can read, or it "
+                          "is protected by a passphrase (load such keys into your "
+                          "ssh-agent and use the agent option)");
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* ---- connecting ---- */
+
+static gboolean
+stop_requested(TgSession *session)
+{
+  return atomic_load(&session->stop_requested);
+}
+
+/* Waits for a non-blocking connect, or for tg_session_stop(). */
+static int
+wait_connected(TgSession *session, int fd, int timeout_ms)
+{
+  struct pollfd pfds[2] = { { .fd = fd, .events = POLLOUT },
+                            { .fd = session->wake_fd, .events = POLLIN } };
+  int error = 0;
+  socklen_t length = sizeof error;
+  int rc;
+
+  do
+    rc = poll(pfds, 2, timeout_ms);
+  while (rc < 0 && errno == EINTR);
+  if (rc == 0)
+    return ETIMEDOUT;
+  if (rc < 0)
+    return errno;
+  if (stop_requested(session))
+    return ECANCELED;
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+  return error;
+}
+
+static int
+connect_tcp(TgSession *session, GError **error)
+{
+  TgSessionConfig *config = session->config;
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
+  struct addrinfo *addresses = NULL;
+  char port[8];
+  int rc, last_error = 0;
+
+  g_snprintf(port, sizeof port, "%u", config->port);
+  rc = getaddrinfo(config->host, port, &hints, &addresses);
+  if (rc != 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED, "Cannot resolve %s: %s",
+                config->host, gai_strerror(rc));
+    return -1;
+  }
+  for (struct addrinfo *a = addresses; a != NULL && !stop_requested(session); a = a->ai_next) {
+    int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    a->ai_protocol);
+    int one = 1;
+
+    if (fd < 0) {
+      last_error = errno;
+      continue;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+      last_error = 0;
+    else if (errno == EINPROGRESS)
+      last_error = wait_connected(session, fd, config->connect_timeout_seconds * 1000);
+    else
+      last_error = errno;
+    if (last_error == 0) {
+      freeaddrinfo(addresses);
+      return fd;
+    }
+    close(fd);
+  }
+  freeaddrinfo(addresses);
+  if (stop_requested(session))
+    last_error = ECANCELED;
+  g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED,
+              "Cannot connect to %s port %u: %s", config->host, config->port,
+              g_strerror(last_error != 0 ? last_error : EHOSTUNREACH));
+  return -1;
+}
+
+static gboolean
+configure_ssh(TgSession *session, int fd, GError **error)
+{
+  TgSessionConfig *config = session->config;
+  long timeout = config->connect_timeout_seconds;
+  unsigned int port = config->port;
+  int no = 0;
+  ssh_session ssh = session->ssh;
+
+  /* Never read root's ~/.ssh/config or /etc/ssh/ssh_config, and keep every
+   * file libssh might consult pointed at the daemon's own. */
+  if (ssh_options_set(ssh, SSH_OPTIONS_PROCESS_CONFIG, &no) != SSH_OK ||
+      ssh_options_set(ssh, SSH_OPTIONS_HOST, config->host) != SSH_OK ||
+      ssh_options_set(ssh, SSH_OPTIONS_PORT, &port) != SSH_OK ||
+      ssh_options_set(ssh, SSH_OPTIONS_USER, config->user) != SSH_OK ||
+      ssh_options_set(ssh, SSH_OPTIONS_KNOWNHOSTS, config->known_hosts) != SSH_OK ||
+      ssh_options_set(ssh, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, config->global_known_hosts) !=
+          SSH_OK ||
+      ssh_options_set(ssh, SSH_OPTIONS_TIMEOUT, &timeout) != SSH_OK ||
+      (config->ciphers != NULL &&
+       (ssh_options_set(ssh, SSH_OPTIONS_CIPHERS_C_S, config->ciphers) != SSH_OK ||
+        ssh_options_set(ssh, SSH_OPTIONS_CIPHERS_S_C, config->ciphers) != SSH_OK)) ||
+      ssh_options_set(ssh, SSH_OPTIONS_FD, &fd) != SSH_OK) {
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Cannot configure the SSH session: %s",
+                ssh_get_error(ssh));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+authenticate(TgSession *session, GError **error)
+{
+  TgSessionConfig *config = session->config;
+  ssh_session ssh = session->ssh;
+  gboolean using_agent = session->agent_fd >= 0;
+  int rc = ssh_userauth_none(ssh, NULL);
+
+  if (rc == SSH_AUTH_SUCCESS)
+    return TRUE;
+  if (rc == SSH_AUTH_ERROR)
+    goto failed;
+  if (using_agent) {
+    /* libssh owns (and closes) the agent socket from here on */
+    ssh_set_agent_socket(ssh, g_steal_fd(&session->agent_fd));
+    rc = ssh_userauth_agent(ssh, NULL);
+  } else {
+    rc = ssh_userauth_publickey(ssh, NULL, session->identity);
+  }
+  if (rc == SSH_AUTH_SUCCESS)
+    return TRUE;
+  if (rc == SSH_AUTH_PARTIAL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_AUTHENTICATION_FAILED,
+                "%s@%s accepted the key but asks for more authentication (e.g. a "
+                "second factor), which tunnelgate cannot give",
+                config->user, config->host);
+    return FALSE;
+  }
+failed:
+  g_set_error(error, TG_ERROR, TG_ERROR_AUTHENTICATION_FAILED,
+              "%s refused the %s for user %s%s%s", config->host,
+              using_agent ? "keys in the ssh-agent" : "identity key",
+              config->user, rc == SSH_AUTH_ERROR ? ": " : "",
+              rc == SSH_AUTH_ERROR ? ssh_get_error(ssh) : "");
+  return FALSE;
+}
+
+static gboolean
+connect_session(TgSession *session, GError **error)
+{
+  TgSessionConfig *config = session->config;
+  int fd;
+
+  if (!load_credentials(session, error))
+    return FALSE;
+  fd = connect_tcp(session, error);
+  if (fd < 0)
+    return FALSE;
+
+  session->ssh = ssh_new();
+  if (session->ssh == NULL || !configure_ssh(session, fd, error)) {
+    close(fd);
+    return FALSE;
+  }
+  g_mutex_lock(&session->lock);
+  session->connecting_fd = fd; /* libssh owns fd from here on */
+  g_mutex_unlock(&session->lock);
+
+  if (stop_requested(session) || ssh_connect(session->ssh) != SSH_OK) {
+    g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED,
+                "SSH handshake with %s port %u failed: %s", config->host, config->port,
+                stop_requested(session) ? "cancelled" : ssh_get_error(session->ssh));
+    return FALSE;
+  }
+  if (!tg_hostkey_verify(session->ssh, config->host, config->host_key, error))
+    return FALSE;
+  if (!authenticate(session, error))
+    return FALSE;
+
+  g_mutex_lock(&session->lock);
+  session->connecting_fd = -1;
+  g_mutex_unlock(&session->lock);
+  return TRUE;
+}
+
+/* ---- the relay loop ---- */
+
+static void
+accept_connections(TgSession *session, TgListener *listener)
+{
+  TgSessionConfig *config = session->config;
+  const TgForward *forward = g_ptr_array_index(config->forwards, listener->forward_index);
+
+  for (int i = 0; i < ACCEPTS_PER_ROUND; i++) {
+    struct sockaddr_storage peer;
+    socklen_t length = sizeof peer;
+    char address[INET6_ADDRSTRLEN] = "";
+    guint16 port = 0;
+    int one = 1;
+    int fd = accept4(listener->fd, (struct sockaddr *)&peer, &length,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    if (fd < 0)
+      return; /* EAGAIN, or a connection that went away before accept */
+    if (session->relays->len >= MAX_CONNECTIONS_PER_TUNNEL) {
+      tg_log_event(G_LOG_LEVEL_WARNING, "CONNECTION_REFUSED", "TUNNEL_ID",
+                   config->tunnel_id, "FORWARD", forward->spec, "MESSAGE",
+                   "tunnel %s: more than %d connections, refusing a new one",
+                   config->tunnel_id, MAX_CONNECTIONS_PER_TUNNEL);
+      close(fd);
+      continue;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (peer.ss_family == AF_INET) {
+      inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, address, sizeof address);
+      port = ntohs(((struct sockaddr_in *)&peer)->sin_port);
+    } else if (peer.ss_family == AF_INET6) {
+      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, address,
+                sizeof address);
+      port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
+    }
+    g_ptr_array_add(session->relays,
+                    tg_relay_new(session->ssh, fd, forward->connect.host,
+                                 forward->connect.port, address, port));
+    tg_counter_add(&session->counters->total_connections, 1);
+    atomic_fetch_add(&session->counters->active_connections, 1);
+    tg_debug("tunnel %s: connection from %s port %u for %s", config->tunnel_id, address,
+             port, forward->spec);
+  }
+}
+
+static void
+relay_finish(TgSession *session, guint index, TgRelayStatus status)
+{
+  TgRelay *relay = g_ptr_array_index(session->relays, index);
+
+  if (status == TG_RELAY_FAILED)
+    tg_debug("tunnel %s: connection ended: %s", session->config->tunnel_id,
+             tg_relay_failure(relay));
+  g_ptr_array_remove_index_fast(session->relays, index);
+  atomic_fetch_sub(&session->counters->active_connections, 1);
+}
+
+/* Lays out the poll set: [0] wake, [1] SSH socket, listeners, relays. */
+static nfds_t
+build_pollfds(TgSession *session)
+{
+  GPtrArray *listeners = session->config->listeners;
+  gsize needed = 2 + listeners->len + session->relays->len;
+  int ssh_flags = ssh_get_poll_flags(session->ssh);
+  gboolean room = session->relays->len < MAX_CONNECTIONS_PER_TUNNEL;
+  nfds_t n = 0;
+
+  if (needed > session->pollfds_size) {
+    session->pollfds_size = MAX(needed, session->pollfds_size * 2);
+    session->pollfds = g_renew(struct pollfd, session->pollfds, session->pollfds_size);
+  }
+  session->pollfds[n++] = (struct pollfd){ .fd = session->wake_fd, .events = POLLIN };
+  session->pollfds[n++] = (struct pollfd){
+    .fd = ssh_get_fd(session->ssh),
+    .events = POLLIN | ((ssh_flags & SSH_WRITE_PENDING) ? POLLOUT : 0),
+  };
+  for (guint i = 0; i < listeners->len; i++)
+    session->pollfds[n++] = (struct pollfd){
+      .fd = room ? ((TgListener *)g_ptr_array_index(listeners, i))->fd : -1,
+      .events = POLLIN,
+    };
+  for (guint i = 0; i < session->relays->len; i++) {
+    TgRelay *relay = g_ptr_array_index(session->relays, i);
+    session->pollfds[n++] = (struct pollfd){ .fd = tg_relay_client_fd(relay),
+                                             .events = tg_relay_client_events(relay) };
+  }
+  return n;
+}
+
+static gboolean
+session_alive(TgSession *session, GError **error)
+{
+  if (ssh_is_connected(session->ssh))
+    return TRUE;
+  g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Lost the connection to %s: %s",
+              session->config->host,
+              ssh_get_error(session->ssh)[0] != '\0' ? ssh_get_error(session->ssh)
+                                                     : "the server closed it");
+  return FALSE;
+}
+
+static gboolean
+run_relays(TgSession *session, GError **error)
+{
+  GPtrArray *listeners = session->config->listeners;
+  gint64 next_keepalive = 0;
+  guint keepalive = session->config->keepalive_seconds;
+
+  if (keepalive > 0)
+    next_keepalive = g_get_monotonic_time() + keepalive * G_USEC_PER_SEC;
+
+  while (!stop_requested(session)) {
+    nfds_t n = build_pollfds(session);
+    int timeout = -1;
+    guint relays_before = session->relays->len;
+
+    if (keepalive > 0)
+      timeout = MAX(0, (next_keepalive - g_get_monotonic_time()) / 1000);
+    if (poll(session->pollfds, n, timeout) < 0 && errno != EINTR) {
+      g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "poll: %s", g_strerror(errno));
+      return FALSE;
+    }
+    if (session->pollfds[0].revents & POLLIN) {
+      eventfd_t ignored;
+      eventfd_read(session->wake_fd, &ignored);
+    }
+    if (session->pollfds[1].revents != 0) {
+      /* libssh reads, decrypts and dispatches packets; channel callbacks
+       * mark the relays that got data */
+      ssh_event_dopoll(session->event, 0);
+      if (!session_alive(session, error))
+        return FALSE;
+    }
+    for (guint i = 0; i < listeners->len; i++) {
+      if (session->pollfds[2 + i].revents & POLLIN)
+        accept_connections(session, g_ptr_array_index(listeners, i));
+    }
+    /* relays in reverse, so that removing one does not move the unvisited */
+    for (guint i = session->relays->len; i-- > 0;) {
+      TgRelay *relay = g_ptr_array_index(session->relays, i);
+      short revents = i < relays_before ? session->pollfds[2 + listeners->len + i].revents : 0;
+      TgRelayStatus status;
+
+      if (revents == 0 && !tg_relay_wants_pump(relay))
+        continue;
+      status = tg_relay_pump(relay, revents, session->scratch, SCRATCH_SIZE,
+                             session->counters);
+      if (status != TG_RELAY_CONTINUE)
+        relay_finish(session, i, status);
+    }
+    if (keepalive > 0 && g_get_monotonic_time() >= next_keepalive) {
+      ssh_send_keepalive(session->ssh);
+      next_keepalive = g_get_monotonic_time() + keepalive * G_USEC_PER_SEC;
+    }
+    if (!session_alive(session, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+start_listening(TgSession *session, GError **error)
+{
+  GPtrArray *listeners = session->config->listeners;
+
+  for (guint i = 0; i < listeners->len; i++) {
+    TgListener *listener = g_ptr_array_index(listeners, i);
+    if (listen(listener->fd, SOMAXCONN) != 0) {
+      g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "listen on %s port %u: %s",
+                  listener->address, listener->port, g_strerror(errno));
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* Closes everything the session holds, so that its ports are free before
+ * the final report reaches the D-Bus thread. */
+static void
+release_everything(TgSession *session)
+{
+  g_ptr_array_set_size(session->relays, 0);
+  atomic_store(&session->counters->active_connections, 0);
+  g_ptr_array_set_size(session->config->listeners, 0);
+  if (session->event != NULL) {
+    ssh_event_remove_session(session->event, session->ssh);
+    ssh_event_free(session->event);
+    session->event = NULL;
+  }
+  g_mutex_lock(&session->lock);
+  session->connecting_fd = -1;
+  g_mutex_unlock(&session->lock);
+  if (session->ssh != NULL) {
+    if (ssh_is_connected(session->ssh))
+      ssh_disconnect(session->ssh);
+    ssh_free(session->ssh);
+    session->ssh = NULL;
+  }
+  if (session->agent_fd >= 0)
+    close(g_steal_fd(&session->agent_fd));
+  g_clear_pointer(&session->identity, ssh_key_free);
+}
+
+static gpointer
+session_thread(gpointer data)
+{
+  TgSession *session = data;
+  g_autoptr(GError) error = NULL;
+  gboolean ok = connect_session(session, &error) && start_listening(session, &error);
+
+  if (ok) {
+    ssh_set_blocking(session->ssh, 0);
+    session->event = ssh_event_new();
+    ssh_event_add_session(session->event, session->ssh);
+    report_state(session, TG_TUNNEL_UP, NULL);
+    ok = run_relays(session, &error);
+  }
+  release_everything(session);
+  if (ok || stop_requested(session))
+    report_state(session, TG_TUNNEL_CLOSED, NULL);
+  else
+    report_state(session, TG_TUNNEL_FAILED, g_steal_pointer(&error));
+  return NULL;
+}
+
+TgSession *
+tg_session_start(TgSessionConfig *config, TgCounters *counters,
+                 TgSessionStateFunc state_func, gpointer user_data)
+{
+  TgSession *session = g_new0(TgSession, 1);
+  g_autofree char *name = g_strdup_printf("tunnel-%s", config->tunnel_id);
+
+  session->config = config;
+  session->counters = counters;
+  session->context = g_main_context_ref_thread_default();
+  session->state_func = state_func;
+  session->user_data = user_data;
+  session->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  session->connecting_fd = -1;
+  session->agent_fd = -1;
+  session->relays = g_ptr_array_new_with_free_func((GDestroyNotify)tg_relay_free);
+  session->scratch = g_malloc(SCRATCH_SIZE);
+  g_mutex_init(&session->lock);
+  session->thread = g_thread_new(name, session_thread, session);
+  return session;
+}
+
+void
+tg_session_stop(TgSession *session)
+{
+  atomic_store(&session->stop_requested, TRUE);
+  eventfd_write(session->wake_fd, 1);
+  /* a handshake in progress blocks in libssh: cut its socket */
+  g_mutex_lock(&session->lock);
+  if (session->connecting_fd >= 0)
+    shutdown(session->connecting_fd, SHUT_RDWR);
+  g_mutex_unlock(&session->lock);
+}
+
+void
+tg_session_free(TgSession *session)
+{
+  if (session == NULL)
+    return;
+  g_thread_join(session->thread);
+  close(session->wake_fd);
+  g_mutex_clear(&session->lock);
+  g_ptr_array_unref(session->relays);
+  g_free(session->scratch);
+  g_free(session->pollfds);
+  tg_session_config_free(session->config);
+  g_main_context_unref(session->context);
+  g_free(session);
+}

@@ -1,0 +1,73 @@
+/* A tunnel's SSH session and the thread that owns it.
+ *
+ * libssh is not thread-safe within one session, so each tunnel gets one
+ * worker thread that alone touches its ssh_session: it opens the caller's
+ * credentials (as the caller), connects, verifies the host key,
+ * authenticates, then runs a poll() loop over the SSH socket, the tunnel's
+ * listeners and its relayed connections (relay.c). The D-Bus thread never
+ * blocks on a tunnel; it talks to the worker through a command queue and an
+ * eventfd, and hears back through callbacks dispatched in its own main
+ * context. Many tunnels means many threads, each idle in poll() when quiet. */
+#pragma once
+
+#include <glib.h>
+
+#include "counters.h"
+#include "credentials.h"
+#include "forward-spec.h"
+
+typedef enum {
+  TG_TUNNEL_CONNECTING,
+  TG_TUNNEL_UP,
+  TG_TUNNEL_RECONNECTING,
+  TG_TUNNEL_FAILED,
+  TG_TUNNEL_CLOSED,
+} TgTunnelState;
+
+const char *tg_tunnel_state_name(TgTunnelState state);
+
+typedef struct {
+  char *host; /* SSH server */
+  guint16 port;
+  char *user;       /* login name on the server */
+  TgIdentity owner; /* the caller: credentials are opened with these rights */
+
+  /* Exactly one credential source; fds are owned (-1 when unset). */
+  char *agent_path;
+  int agent_fd;
+  char *identity_path;
+  int identity_fd;
+
+  char *host_key; /* pinned "SHA256:..." or NULL */
+  char *ciphers;  /* libssh cipher list or NULL for the defaults */
+  guint keepalive_seconds;
+  guint connect_timeout_seconds;
+  char *known_hosts;        /* the daemon's own known_hosts */
+  char *global_known_hosts; /* /etc/ssh/ssh_known_hosts */
+  char *tunnel_id;          /* for log fields */
+
+  GPtrArray *forwards;  /* TgForward*, owned */
+  GPtrArray *listeners; /* TgListener*, owned; bound, not yet listening */
+} TgSessionConfig;
+
+TgSessionConfig *tg_session_config_new(void);
+void tg_session_config_free(TgSessionConfig *config);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgSessionConfig, tg_session_config_free)
+
+/* Called in the creating thread's main context. The worker reports UP at
+ * most once, then exactly one of FAILED or CLOSED as its last report; error
+ * is set with FAILED. */
+typedef void (*TgSessionStateFunc)(TgTunnelState state, const GError *error,
+                                   gpointer user_data);
+
+typedef struct _TgSession TgSession;
+
+/* Takes ownership of config. counters must outlive the session. */
+TgSession *tg_session_start(TgSessionConfig *config, TgCounters *counters,
+                            TgSessionStateFunc state_func, gpointer user_data);
+
+/* Asks the worker to close everything; CLOSED is reported when done. */
+void tg_session_stop(TgSession *session);
+
+/* Joins the worker; only after its last report. */
+void tg_session_free(TgSession *session);

@@ -1,0 +1,635 @@
+#include "tunnel.h"
+
+#include "listener.h"
+#include "log.h"
+#include "tg-error.h"
+
+struct _TgTunnel {
+  TgDaemon *daemon;
+  char *id;
+  char *path;
+  uid_t owner_uid;
+  char *owner_name;
+  char *destination;
+  char *description;
+  gint64 created;
+  TgTunnelState state;
+  GStrv forwards;
+  GVariant *listeners; /* a(ssq), floating reference sunk */
+  char *last_error;
+
+  TgCounters counters;
+  /* what was last announced, so the timer emits only changes */
+  guint64 published_sent, published_received, published_total;
+  guint published_active;
+
+  TgSession *session;
+  guint registration;
+  guint caller_watch;
+  GDBusMethodInvocation *open_invocation;
+  GPtrArray *close_invocations;
+};
+
+/* Properties whose values are broadcast in PropertiesChanged. The others name
+ * hosts and are announced as invalidated only (see dbus/org.tunnelgate.Tunnel1.xml). */
+static const char *const broadcast_properties[] = {
+  "State", "Listeners", "BytesSent", "BytesReceived", "ActiveConnections",
+  "TotalConnections", NULL,
+};
+
+const char *
+tg_tunnel_state_name(TgTunnelState state)
+{
+  static const char *const names[] = { "connecting", "up", "reconnecting", "failed",
+                                       "closed" };
+  return names[state];
+}
+
+const char *
+tg_tunnel_get_id(TgTunnel *tunnel)
+{
+  return tunnel->id;
+}
+
+const char *
+tg_tunnel_get_path(TgTunnel *tunnel)
+{
+  return tunnel->path;
+}
+
+uid_t
+tg_tunnel_get_owner(TgTunnel *tunnel)
+{
+  return tunnel->owner_uid;
+}
+
+static GVariant *
+tunnel_property(TgTunnel *tunnel, const char *name)
+{
+  TgCounters *c = &tunnel->counters;
+
+  if (g_str_equal(name, "Id"))
+    return g_variant_new_string(tunnel->id);
+  if (g_str_equal(name, "Owner"))
+    return g_variant_new_uint32(tunnel->owner_uid);
+  if (g_str_equal(name, "Destination"))
+    return g_variant_new_string(tunnel->destination);
+  if (g_str_equal(name, "Description"))
+    return g_variant_new_string(tunnel->description);
+  if (g_str_equal(name, "State"))
+    return g_variant_new_string(tg_tunnel_state_name(tunnel->state));
+  if (g_str_equal(name, "Forwards"))
+    return g_variant_new_strv((const char *const *)tunnel->forwards, -1);
+  if (g_str_equal(name, "Listeners"))
+    return g_variant_ref(tunnel->listeners);
+  if (g_str_equal(name, "BytesSent"))
+    return g_variant_new_uint64(tg_counter_get(&c->bytes_sent));
+  if (g_str_equal(name, "BytesReceived"))
+    return g_variant_new_uint64(tg_counter_get(&c->bytes_received));
+  if (g_str_equal(name, "ActiveConnections"))
+    return g_variant_new_uint32(atomic_load(&c->active_connections));
+  if (g_str_equal(name, "TotalConnections"))
+    return g_variant_new_uint64(tg_counter_get(&c->total_connections));
+  if (g_str_equal(name, "LastError"))
+    return g_variant_new_string(tunnel->last_error);
+  if (g_str_equal(name, "Created"))
+    return g_variant_new_uint64(tunnel->created);
+  return NULL;
+}
+
+static GVariant *
+tunnel_all_properties(TgTunnel *tunnel)
+{
+  GDBusInterfaceInfo *info = tg_daemon_interface(tunnel->daemon, TG_TUNNEL_INTERFACE);
+  GVariantBuilder builder;
+
+  g_variant_builder_init(&builder, G_VARIANT_TYPE("a{sv}"));
+  for (guint i = 0; info->properties[i] != NULL; i++) {
+    const char *name = info->properties[i]->name;
+    g_variant_builder_add(&builder, "{sv}", name, tunnel_property(tunnel, name));
+  }
+  return g_variant_builder_end(&builder);
+}
+
+static void
+tunnel_emit_changed(TgTunnel *tunnel, const char *const *names)
+{
+  GVariantBuilder changed, invalidated;
+
+  if (tunnel->registration == 0)
+    return;
+  g_variant_builder_init(&changed, G_VARIANT_TYPE("a{sv}"));
+  g_variant_builder_init(&invalidated, G_VARIANT_TYPE("as"));
+  for (guint i = 0; names[i] != NULL; i++) {
+    if (g_strv_contains(broadcast_properties, names[i]))
+      g_variant_builder_add(&changed, "{sv}", names[i], tunnel_property(tunnel, names[i]));
+    else
+      g_variant_builder_add(&invalidated, "s", names[i]);
+  }
+  g_dbus_connection_emit_signal(tunnel->daemon->bus, NULL, tunnel->path,
+                                "org.freedesktop.DBus.Properties", "PropertiesChanged",
+                                g_variant_new("(sa{sv}as)", TG_TUNNEL_INTERFACE,
+                                              &changed, &invalidated),
+                                NULL);
+}
+
+void
+tg_tunnel_publish_counters(TgTunnel *tunnel)
+{
+  TgCounters *c = &tunnel->counters;
+  const char *names[5];
+  guint n = 0;
+  guint64 sent = tg_counter_get(&c->bytes_sent);
+  guint64 received = tg_counter_get(&c->bytes_received);
+  guint64 total = tg_counter_get(&c->total_connections);
+  guint active = atomic_load(&c->active_connections);
+
+  if (sent != tunnel->published_sent)
+    names[n++] = "BytesSent";
+  if (received != tunnel->published_received)
+    names[n++] = "BytesReceived";
+  if (total != tunnel->published_total)
+    names[n++] = "TotalConnections";
+  if (active != tunnel->published_active)
+    names[n++] = "ActiveConnections";
+  names[n] = NULL;
+  if (n == 0)
+    return;
+  tunnel->published_sent = sent;
+  tunnel->published_received = received;
+  tunnel->published_total = total;
+  tunnel->published_active = active;
+  tunnel_emit_changed(tunnel, names);
+}
+
+GVariant *
+tg_tunnel_summary(TgTunnel *tunnel)
+{
+  return g_variant_new("(osuss^as)", tunnel->path, tunnel->id, (guint32)tunnel->owner_uid,
+                       tunnel->destination, tg_tunnel_state_name(tunnel->state),
+                       tunnel->forwards);
+}
+
+GVariant *
+tg_tunnel_interfaces(TgTunnel *tunnel)
+{
+  GVariantBuilder builder;
+
+  g_variant_builder_init(&builder, G_VARIANT_TYPE("a{sa{sv}}"));
+  g_variant_builder_add(&builder, "{s@a{sv}}", TG_TUNNEL_INTERFACE,
+                        tunnel_all_properties(tunnel));
+  return g_variant_builder_end(&builder);
+}
+
+/* InterfacesAdded is a broadcast: it carries only what any user may know. */
+static void
+tunnel_announce(TgTunnel *tunnel, gboolean added)
+{
+  GVariant *body;
+
+  if (added) {
+    GVariantBuilder properties;
+
+    g_variant_builder_init(&properties, G_VARIANT_TYPE("a{sv}"));
+    g_variant_builder_add(&properties, "{sv}", "Id", g_variant_new_string(tunnel->id));
+    g_variant_builder_add(&properties, "{sv}", "Owner",
+                          g_variant_new_uint32(tunnel->owner_uid));
+    g_variant_builder_add(&properties, "{sv}", "State",
+                          g_variant_new_string(tg_tunnel_state_name(tunnel->state)));
+    body = g_variant_new_parsed("(%o, {%s: %@a{sv}})", tunnel->path, TG_TUNNEL_INTERFACE,
+                                g_variant_builder_end(&properties));
+  } else {
+    const char *interfaces[] = { TG_TUNNEL_INTERFACE, NULL };
+    body = g_variant_new("(o^as)", tunnel->path, interfaces);
+  }
+  g_dbus_connection_emit_signal(tunnel->daemon->bus, NULL, TG_MANAGER_PATH,
+                                "org.freedesktop.DBus.ObjectManager",
+                                added ? "InterfacesAdded" : "InterfacesRemoved", body,
+                                NULL);
+}
+
+static void
+tunnel_remove(TgTunnel *tunnel)
+{
+  TgDaemon *daemon = tunnel->daemon;
+
+  if (tunnel->registration != 0) {
+    g_dbus_connection_unregister_object(daemon->bus, tunnel->registration);
+    tunnel->registration = 0;
+    tunnel_announce(tunnel, FALSE);
+  }
+  g_hash_table_remove(daemon->tunnels, tunnel->id); /* frees the tunnel */
+}
+
+static void
+tunnel_set_state(TgTunnel *tunnel, TgTunnelState state, const char *error_message)
+{
+  const char *names[4] = { "State", NULL, NULL, NULL };
+  guint n = 1;
+
+  tunnel->state = state;
+  if (error_message != NULL) {
+    g_free(tunnel->last_error);
+    tunnel->last_error = g_strdup(error_message);
+    names[n++] = "LastError";
+  }
+  if (state == TG_TUNNEL_FAILED || state == TG_TUNNEL_CLOSED) {
+    /* the worker closed every listener; the ports are free */
+    g_variant_unref(tunnel->listeners);
+    tunnel->listeners = g_variant_ref_sink(g_variant_new_array(G_VARIANT_TYPE("(ssq)"),
+                                                               NULL, 0));
+    names[n++] = "Listeners";
+  }
+  tunnel_emit_changed(tunnel, names);
+  tg_tunnel_publish_counters(tunnel);
+}
+
+static void
+tunnel_reply_closers(TgTunnel *tunnel)
+{
+  for (guint i = 0; i < tunnel->close_invocations->len; i++) {
+    GDBusMethodInvocation *invocation = g_ptr_array_index(tunnel->close_invocations, i);
+    g_dbus_method_invocation_return_value(invocation, NULL);
+    tunnel->close_invocations->pdata[i] = NULL;
+  }
+  g_ptr_array_set_size(tunnel->close_invocations, 0);
+}
+
+/* Reports from the worker, in the D-Bus thread. */
+static void
+tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_data)
+{
+  TgTunnel *tunnel = user_data;
+
+  if (state == TG_TUNNEL_UP) {
+    tunnel_set_state(tunnel, TG_TUNNEL_UP, NULL);
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_UP", "TUNNEL_ID", tunnel->id, "USER",
+                 tunnel->owner_name, "MESSAGE", "tunnel %s of %s to %s is up",
+                 tunnel->id, tunnel->owner_name, tunnel->destination);
+    if (tunnel->open_invocation != NULL)
+      g_dbus_method_invocation_return_value(g_steal_pointer(&tunnel->open_invocation),
+                                            g_variant_new("(o)", tunnel->path));
+    return;
+  }
+
+  /* FAILED or CLOSED: the worker is done and has closed everything */
+  g_clear_pointer(&tunnel->session, tg_session_free);
+  tg_log_event(G_LOG_LEVEL_MESSAGE,
+               state == TG_TUNNEL_FAILED ? "TUNNEL_FAILED" : "TUNNEL_CLOSED", "TUNNEL_ID",
+               tunnel->id, "USER", tunnel->owner_name, "MESSAGE", "tunnel %s of %s to %s %s%s",
+               tunnel->id, tunnel->owner_name, tunnel->destination,
+               state == TG_TUNNEL_FAILED ? "failed: " : "closed",
+               error != NULL ? error->message : "");
+
+  if (tunnel->open_invocation != NULL) {
+    /* never came up: the caller gets the reason, the object goes away */
+    if (error != NULL)
+      g_dbus_method_invocation_return_gerror(g_steal_pointer(&tunnel->open_invocation),
+                                             error);
+    else
+      g_dbus_method_invocation_return_error(g_steal_pointer(&tunnel->open_invocation),
+                                            TG_ERROR, TG_ERROR_DISCONNECTED,
+                                            "Tunnel %s was closed before it was up",
+                                            tunnel->id);
+    tunnel_set_state(tunnel, state, error != NULL ? error->message : NULL);
+    tunnel_reply_closers(tunnel);
+    tunnel_remove(tunnel);
+    return;
+  }
+
+  tunnel_set_state(tunnel, state, error != NULL ? error->message : NULL);
+  if (state == TG_TUNNEL_CLOSED || tunnel->close_invocations->len > 0) {
+    tunnel_reply_closers(tunnel);
+    tunnel_remove(tunnel);
+  }
+  /* a tunnel that failed after being up stays visible with LastError until
+   * its owner closes it */
+}
+
+void
+tg_tunnel_close(TgTunnel *tunnel, const char *reason, GDBusMethodInvocation *invocation)
+{
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_CLOSING", "TUNNEL_ID", tunnel->id, "USER",
+               tunnel->owner_name, "MESSAGE", "closing tunnel %s of %s: %s", tunnel->id,
+               tunnel->owner_name, reason);
+  if (tunnel->session == NULL) { /* already failed: nothing runs any more */
+    if (invocation != NULL)
+      g_dbus_method_invocation_return_value(invocation, NULL);
+    tunnel_set_state(tunnel, TG_TUNNEL_CLOSED, NULL);
+    tunnel_remove(tunnel);
+    return;
+  }
+  if (invocation != NULL)
+    g_ptr_array_add(tunnel->close_invocations, invocation);
+  tg_session_stop(tunnel->session);
+}
+
+/* ---- Tunnel1 methods: validate, then authorize (owner: open; others:
+ * manage), then act on the tunnel found again by its path. ---- */
+
+typedef struct {
+  TgDaemon *daemon;
+  char *path;
+} TunnelCallData;
+
+static void
+tunnel_call_data_free(gpointer data)
+{
+  TunnelCallData *call_data = data;
+
+  g_free(call_data->path);
+  g_free(call_data);
+}
+
+static TgTunnel *
+tunnel_call_target(TgCall *call)
+{
+  TunnelCallData *data = call->data;
+  TgTunnel *tunnel = tg_daemon_find_tunnel(data->daemon, data->path);
+
+  if (tunnel == NULL) {
+    g_autoptr(GError) error = g_error_new(TG_ERROR, TG_ERROR_NOT_FOUND,
+                                          "No tunnel %s", data->path);
+    tg_call_return_error(call, error);
+  }
+  return tunnel;
+}
+
+static gboolean
+tunnel_call_decide(TgCall *call)
+{
+  TgTunnel *tunnel = tunnel_call_target(call);
+
+  if (tunnel == NULL)
+    return FALSE;
+  call->required = tunnel->owner_uid == call->caller->uid ? TG_ACTION_OPEN
+                                                          : TG_ACTION_MANAGE;
+  return TRUE;
+}
+
+static void
+tunnel_act_close(TgCall *call)
+{
+  TgTunnel *tunnel = tunnel_call_target(call);
+  g_autofree char *reason = NULL;
+
+  if (tunnel == NULL)
+    return;
+  reason = g_strdup_printf("Close() by %s (uid %u)", call->caller->user_name,
+                           (unsigned)call->caller->uid);
+  tg_tunnel_close(tunnel, reason, g_steal_pointer(&call->invocation));
+}
+
+static void
+tunnel_act_get(TgCall *call)
+{
+  TgTunnel *tunnel = tunnel_call_target(call);
+  const char *name;
+
+  if (tunnel == NULL)
+    return;
+  g_variant_get(g_dbus_method_invocation_get_parameters(call->invocation), "(&s&s)",
+                NULL, &name);
+  tg_call_return_value(call, g_variant_new("(v)", tunnel_property(tunnel, name)));
+}
+
+static void
+tunnel_act_get_all(TgCall *call)
+{
+  TgTunnel *tunnel = tunnel_call_target(call);
+
+  if (tunnel == NULL)
+    return;
+  tg_call_return_value(call, g_variant_new("(@a{sv})", tunnel_all_properties(tunnel)));
+}
+
+static void
+tunnel_act_not_supported(TgCall *call)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (tunnel_call_target(call) == NULL)
+    return;
+  error = g_error_new(TG_ERROR, TG_ERROR_NOT_SUPPORTED,
+                      "%s on a running tunnel is not supported yet",
+                      g_dbus_method_invocation_get_method_name(call->invocation));
+  tg_call_return_error(call, error);
+}
+
+/* Validation before authorization: a malformed request is refused without
+ * asking polkit, and without revealing anything about the tunnel. */
+static gboolean
+tunnel_validate(TgDaemon *daemon, const char *interface, const char *method,
+                GVariant *parameters, void (**act)(TgCall *), GError **error)
+{
+  if (g_str_equal(interface, "org.freedesktop.DBus.Properties")) {
+    const char *property_interface, *name = NULL;
+
+    if (g_str_equal(method, "Get"))
+      g_variant_get(parameters, "(&s&s)", &property_interface, &name);
+    else if (g_str_equal(method, "GetAll"))
+      g_variant_get(parameters, "(&s)", &property_interface);
+    else
+      goto unknown;
+    if (!g_str_equal(property_interface, TG_TUNNEL_INTERFACE)) {
+      g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_INTERFACE,
+                  "No interface '%s' on a tunnel", property_interface);
+      return FALSE;
+    }
+    if (name != NULL &&
+        g_dbus_interface_info_lookup_property(
+            tg_daemon_interface(daemon, TG_TUNNEL_INTERFACE), name) == NULL) {
+      g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_PROPERTY,
+                  "No property '%s' on %s", name, TG_TUNNEL_INTERFACE);
+      return FALSE;
+    }
+    *act = name != NULL ? tunnel_act_get : tunnel_act_get_all;
+    return TRUE;
+  }
+  if (g_str_equal(method, "Close")) {
+    *act = tunnel_act_close;
+    return TRUE;
+  }
+  if (g_str_equal(method, "AddForward") || g_str_equal(method, "RemoveForward")) {
+    const char *spec;
+    g_autoptr(TgForward) forward = NULL;
+
+    g_variant_get(parameters, "(&s)", &spec);
+    forward = tg_forward_parse(spec, error);
+    if (forward == NULL)
+      return FALSE;
+    *act = tunnel_act_not_supported;
+    return TRUE;
+  }
+unknown:
+  g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD, "No method %s.%s",
+              interface, method);
+  return FALSE;
+}
+
+static void
+tunnel_authorize(TgDaemon *daemon, const char *path, GDBusMethodInvocation *invocation,
+                 void (*act)(TgCall *))
+{
+  TunnelCallData *data = g_new0(TunnelCallData, 1);
+  TgCall *call = tg_call_new(invocation);
+
+  data->daemon = daemon;
+  data->path = g_strdup(path);
+  call->data = data;
+  call->free_data = tunnel_call_data_free;
+  call->decide = tunnel_call_decide;
+  call->act = act;
+  tg_authz_run(daemon->authz, call);
+}
+
+void
+tg_tunnel_authorize_close(TgDaemon *daemon, const char *path,
+                          GDBusMethodInvocation *invocation)
+{
+  tunnel_authorize(daemon, path, invocation, tunnel_act_close);
+}
+
+gint
+tg_tunnel_compare(TgTunnel *a, TgTunnel *b)
+{
+  guint64 id_a = g_ascii_strtoull(a->id, NULL, 10);
+  guint64 id_b = g_ascii_strtoull(b->id, NULL, 10);
+
+  return id_a < id_b ? -1 : id_a > id_b;
+}
+
+static void
+tunnel_method_call(GDBusConnection *connection, const char *sender, const char *path,
+                   const char *interface, const char *method, GVariant *parameters,
+                   GDBusMethodInvocation *invocation, gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+  g_autoptr(GError) error = NULL;
+  void (*act)(TgCall *) = NULL;
+  TgAction action;
+
+  if (!tg_authz_method_action(g_str_equal(interface, "org.freedesktop.DBus.Properties")
+                                  ? TG_TUNNEL_INTERFACE
+                                  : interface,
+                              method, &action)) {
+    g_dbus_method_invocation_return_error(invocation, G_DBUS_ERROR,
+                                          G_DBUS_ERROR_UNKNOWN_METHOD, "No method %s.%s",
+                                          interface, method);
+    return;
+  }
+  if (!tunnel_validate(daemon, interface, method, parameters, &act, &error)) {
+    g_dbus_method_invocation_return_gerror(invocation, error);
+    return;
+  }
+  tunnel_authorize(daemon, path, invocation, act);
+}
+
+static const GDBusInterfaceVTable tunnel_vtable = {
+  .method_call = tunnel_method_call,
+  /* no get_property: Get and GetAll come to method_call, so that reading a
+   * tunnel's properties is authorized like any other call */
+};
+
+static void
+tunnel_caller_vanished(GDBusConnection *connection, const char *name, gpointer user_data)
+{
+  TgTunnel *tunnel = user_data;
+  g_autofree char *reason = g_strdup_printf("its caller %s left the bus (bind-to-caller)",
+                                            name);
+
+  g_bus_unwatch_name(tunnel->caller_watch);
+  tunnel->caller_watch = 0;
+  tg_tunnel_close(tunnel, reason, NULL);
+}
+
+static GVariant *
+listeners_variant(const GPtrArray *listeners, const GPtrArray *forwards)
+{
+  GVariantBuilder builder;
+
+  g_variant_builder_init(&builder, G_VARIANT_TYPE("a(ssq)"));
+  for (guint i = 0; i < listeners->len; i++) {
+    const TgListener *listener = g_ptr_array_index(listeners, i);
+    const TgForward *forward = g_ptr_array_index(forwards, listener->forward_index);
+
+    g_variant_builder_add(&builder, "(ssq)", forward->spec, listener->address,
+                          listener->port);
+  }
+  return g_variant_ref_sink(g_variant_builder_end(&builder));
+}
+
+TgTunnel *
+tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, const char *destination,
+               const char *description, gboolean bind_to_caller, TgSessionConfig *config,
+               GDBusMethodInvocation *open_invocation)
+{
+  TgTunnel *tunnel = g_new0(TgTunnel, 1);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) specs = g_ptr_array_new();
+
+  tunnel->daemon = daemon;
+  tunnel->id = g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
+  tunnel->path = g_strconcat(TG_TUNNEL_PATH_PREFIX, tunnel->id, NULL);
+  tunnel->owner_uid = owner->uid;
+  tunnel->owner_name = g_strdup(owner->user_name);
+  tunnel->destination = g_strdup(destination);
+  tunnel->description = g_strdup(description != NULL ? description : "");
+  tunnel->created = g_get_real_time();
+  tunnel->state = TG_TUNNEL_CONNECTING;
+  tunnel->last_error = g_strdup("");
+  tunnel->close_invocations = g_ptr_array_new();
+  for (guint i = 0; i < config->forwards->len; i++)
+    g_ptr_array_add(specs, ((TgForward *)g_ptr_array_index(config->forwards, i))->spec);
+  g_ptr_array_add(specs, NULL);
+  tunnel->forwards = g_strdupv((char **)specs->pdata);
+  tunnel->listeners = listeners_variant(config->listeners, config->forwards);
+  tunnel->open_invocation = open_invocation;
+  config->tunnel_id = g_strdup(tunnel->id);
+
+  g_hash_table_insert(daemon->tunnels, tunnel->id, tunnel);
+  tunnel->registration = g_dbus_connection_register_object(
+      daemon->bus, tunnel->path, tg_daemon_interface(daemon, TG_TUNNEL_INTERFACE),
+      &tunnel_vtable, daemon, NULL, &error);
+  if (tunnel->registration == 0)
+    g_error("Cannot export %s: %s", tunnel->path, error->message); /* a bug */
+  tunnel_announce(tunnel, TRUE);
+
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_OPENING", "TUNNEL_ID", tunnel->id, "USER",
+               tunnel->owner_name, "FORWARD", tunnel->forwards[0] ? tunnel->forwards[0] : "",
+               "MESSAGE", "opening tunnel %s for %s (uid %u) to %s", tunnel->id,
+               tunnel->owner_name, (unsigned)tunnel->owner_uid, destination);
+
+  if (bind_to_caller)
+    tunnel->caller_watch = g_bus_watch_name_on_connection(
+        daemon->bus, owner->bus_name, G_BUS_NAME_WATCHER_FLAGS_NONE, NULL,
+        tunnel_caller_vanished, tunnel, NULL);
+
+  tunnel->session = tg_session_start(config, &tunnel->counters, tunnel_session_state,
+                                     tunnel);
+  return tunnel;
+}
+
+void
+tg_tunnel_free(TgTunnel *tunnel)
+{
+  if (tunnel == NULL)
+    return;
+  /* the daemon only frees tunnels whose worker has finished */
+  g_assert(tunnel->session == NULL);
+  g_assert(tunnel->open_invocation == NULL);
+  if (tunnel->registration != 0)
+    g_dbus_connection_unregister_object(tunnel->daemon->bus, tunnel->registration);
+  if (tunnel->caller_watch != 0)
+    g_bus_unwatch_name(tunnel->caller_watch);
+  g_ptr_array_unref(tunnel->close_invocations);
+  g_free(tunnel->id);
+  g_free(tunnel->path);
+  g_free(tunnel->owner_name);
+  g_free(tunnel->destination);
+  g_free(tunnel->description);
+  g_strfreev(tunnel->forwards);
+  g_variant_unref(tunnel->listeners);
+  g_free(tunnel->last_error);
+  g_free(tunnel);
+}

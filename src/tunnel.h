@@ -1,0 +1,42 @@
+/* A tunnel: one SSH session of one caller with its forwards, exported on the
+ * bus as /org/tunnelgate/TunnelGate1/tunnel/<id> (org.tunnelgate.Tunnel1).
+ * This file is the D-Bus face of a tunnel; session.c is its engine. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "daemon.h"
+#include "session.h"
+
+/* Creates and exports a tunnel in state "connecting" and starts its session.
+ * open_invocation (owned) is answered when the tunnel is up or has failed. */
+TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner,
+                         const char *destination, const char *description,
+                         gboolean bind_to_caller, TgSessionConfig *config,
+                         GDBusMethodInvocation *open_invocation);
+
+const char *tg_tunnel_get_id(TgTunnel *tunnel);
+const char *tg_tunnel_get_path(TgTunnel *tunnel);
+uid_t tg_tunnel_get_owner(TgTunnel *tunnel);
+
+/* Closes the tunnel; invocation (may be NULL, owned) gets an empty reply
+ * once everything is closed and the listeners' ports are free. */
+void tg_tunnel_close(TgTunnel *tunnel, const char *reason,
+                     GDBusMethodInvocation *invocation);
+
+/* Authorizes and performs CloseTunnel(path): the same gate as Tunnel1.Close. */
+void tg_tunnel_authorize_close(TgDaemon *daemon, const char *path,
+                               GDBusMethodInvocation *invocation);
+
+/* Orders tunnels by creation. */
+gint tg_tunnel_compare(TgTunnel *a, TgTunnel *b);
+
+/* (osussas) entry for ListTunnels. */
+GVariant *tg_tunnel_summary(TgTunnel *tunnel);
+/* {sa{sv}} interfaces and properties, as ObjectManager reports them. */
+GVariant *tg_tunnel_interfaces(TgTunnel *tunnel);
+
+/* Emits PropertiesChanged for counters that moved since the last call. */
+void tg_tunnel_publish_counters(TgTunnel *tunnel);
+
+void tg_tunnel_free(TgTunnel *tunnel);
