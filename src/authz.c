@@ -43,8 +43,7 @@ static const TgMethodAction method_actions[] = {
 };
 
 gboolean
-tg_authz_method_action(const char *interface, const char *method,
-                       TgAction *action)
+tg_authz_method_action(const char *interface, const char *method, TgAction *action)
 {
   for (gsize i = 0; i < G_N_ELEMENTS(method_actions); i++) {
     if (g_str_equal(method_actions[i].interface, interface) &&
@@ -152,15 +151,14 @@ authz_run_deny(TgAuthzRun *run, const char *method, GError *error)
 {
   const TgCaller *caller = run->call->caller;
 
-  g_autofree char *uid = caller != NULL ? g_strdup_printf("%u", (unsigned)caller->uid)
-                                         : g_strdup("unknown");
+  g_autofree char *uid =
+      caller != NULL ? g_strdup_printf("%u", (unsigned)caller->uid) : g_strdup("unknown");
 
   tg_log_event(G_LOG_LEVEL_MESSAGE, "AUTHZ_DENIED", "UID", uid, "DECISION", "deny",
                "MESSAGE", "denied %s from %s (uid %s): %s", method,
                g_dbus_method_invocation_get_sender(run->call->invocation), uid,
                error->message);
-  g_dbus_method_invocation_return_gerror(g_steal_pointer(&run->call->invocation),
-                                         error);
+  g_dbus_method_invocation_return_gerror(g_steal_pointer(&run->call->invocation), error);
   tg_call_free(run->call);
   g_free(run);
 }
@@ -190,11 +188,11 @@ authz_polkit_done(GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr(GError) error = NULL;
   g_autoptr(PolkitAuthorizationResult) answer = NULL;
   gboolean checking_required = run->pending_required != 0;
-  TgAction action = lowest_action(checking_required ? run->pending_required
-                                                    : run->pending_optional);
+  TgAction action =
+      lowest_action(checking_required ? run->pending_required : run->pending_optional);
 
-  answer = polkit_authority_check_authorization_finish(POLKIT_AUTHORITY(source),
-                                                       result, &error);
+  answer = polkit_authority_check_authorization_finish(POLKIT_AUTHORITY(source), result,
+                                                       &error);
   if (checking_required)
     run->pending_required &= ~action;
   else
@@ -225,10 +223,9 @@ authz_polkit_done(GObject *source, GAsyncResult *result, gpointer user_data)
                          "--allow-interactive-authorization=yes)",
                          tg_action_id(action));
   else
-    denial = g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
-                         "User %s (uid %u) is not allowed %s by polkit",
-                         call->caller->user_name, (unsigned)call->caller->uid,
-                         tg_action_id(action));
+    denial = g_error_new(
+        TG_ERROR, TG_ERROR_NOT_AUTHORIZED, "User %s (uid %u) is not allowed %s by polkit",
+        call->caller->user_name, (unsigned)call->caller->uid, tg_action_id(action));
   authz_run_deny(run, method, denial);
 }
 
@@ -250,9 +247,9 @@ authz_check_next(TgAuthzRun *run)
 
   /* Only the caller may allow a password prompt, and never for an optional
    * action, whose refusal costs nothing. */
-  if (required && (g_dbus_message_get_flags(g_dbus_method_invocation_get_message(
-                       call->invocation)) &
-                   G_DBUS_MESSAGE_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION))
+  if (required &&
+      (g_dbus_message_get_flags(g_dbus_method_invocation_get_message(call->invocation)) &
+       G_DBUS_MESSAGE_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION))
     flags |= POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION;
 
   if (call->details != NULL) {
@@ -266,8 +263,8 @@ authz_check_next(TgAuthzRun *run)
 
   subject = polkit_system_bus_name_new(call->caller->bus_name);
   polkit_authority_check_authorization(run->authz->authority, subject,
-                                       tg_action_id(action), details, flags,
-                                       NULL, authz_polkit_done, run);
+                                       tg_action_id(action), details, flags, NULL,
+                                       authz_polkit_done, run);
 }
 
 static gboolean
@@ -301,8 +298,7 @@ authz_identified(GObject *source, GAsyncResult *result, gpointer user_data)
   reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
   if (reply != NULL)
     credentials = g_variant_get_child_value(reply, 0);
-  if (credentials == NULL ||
-      !g_variant_lookup(credentials, "UnixUserID", "u", &uid) ||
+  if (credentials == NULL || !g_variant_lookup(credentials, "UnixUserID", "u", &uid) ||
       !g_variant_lookup(credentials, "ProcessID", "u", &pid)) {
     g_autoptr(GError) denial = g_error_new(
         TG_ERROR, TG_ERROR_NOT_AUTHORIZED, "Could not identify the caller%s%s",
@@ -312,7 +308,8 @@ authz_identified(GObject *source, GAsyncResult *result, gpointer user_data)
   }
 
   call->caller = g_new0(TgCaller, 1);
-  call->caller->bus_name = g_strdup(g_dbus_method_invocation_get_sender(call->invocation));
+  call->caller->bus_name =
+      g_strdup(g_dbus_method_invocation_get_sender(call->invocation));
   call->caller->uid = uid;
   call->caller->pid = pid;
   if (!caller_fill_from_passwd(call->caller, &error)) {

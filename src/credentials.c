@@ -23,8 +23,8 @@ typedef enum { OPEN_FILE, CONNECT_UNIX } OpenKind;
 /* The child: only async-signal-safe calls from here on (the parent has
  * threads). Raw syscalls change the credentials of this, the only, thread. */
 G_GNUC_NORETURN static void
-child_open_as_user(int channel, const TgIdentity *user, const gid_t *groups,
-                   int n_groups, OpenKind kind, const char *path)
+child_open_as_user(int channel, const TgIdentity *user, const gid_t *groups, int n_groups,
+                   OpenKind kind, const char *path)
 {
   int result_errno = 0;
   int fd = -1;
@@ -88,8 +88,10 @@ receive_fd(int channel, int *child_errno)
 {
   char control[CMSG_SPACE(sizeof(int))];
   struct iovec iov = { child_errno, sizeof *child_errno };
-  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-                        .msg_control = control, .msg_controllen = sizeof control };
+  struct msghdr msg = { .msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = control,
+                        .msg_controllen = sizeof control };
   struct pollfd pfd = { .fd = channel, .events = POLLIN };
   struct cmsghdr *cmsg;
   int fd = -1;
@@ -135,8 +137,8 @@ open_as_user(const TgIdentity *user, OpenKind kind, const char *path, GError **e
     return -1;
   }
   if (getgrouplist(user->user_name, user->gid, groups, &n_groups) < 0) {
-    g_set_error(error, TG_ERROR, TG_ERROR_FAILED,
-                "User %s is in more than %d groups", user->user_name, MAX_GROUPS);
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "User %s is in more than %d groups",
+                user->user_name, MAX_GROUPS);
     return -1;
   }
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) < 0) {
@@ -238,8 +240,7 @@ tg_read_key_fd(int fd, gsize max_bytes, GError **error)
       break;
     if (content->len + (gsize)n > max_bytes) {
       g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                  "The identity is larger than %zu bytes; not a private key",
-                  max_bytes);
+                  "The identity is larger than %zu bytes; not a private key", max_bytes);
       return NULL;
     }
     g_byte_array_append(content, chunk, n);

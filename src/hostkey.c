@@ -24,7 +24,8 @@ tg_hostkey_fingerprint(ssh_session session, char **key_type, GError **error)
   ssh_key_free(key);
 
   /* libssh returns "SHA256:<base64 without padding>", as OpenSSH prints it */
-  char *fingerprint = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hash_length);
+  char *fingerprint =
+      ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hash_length);
   ssh_clean_pubkey_hash(&hash);
   text = g_strdup(fingerprint);
   ssh_string_free_char(fingerprint);
@@ -61,8 +62,8 @@ tg_hostkey_verify(ssh_session session, const char *host, const char *pinned,
 
   if (pinned != NULL && strcmp(pinned, fingerprint) != 0) {
     g_set_error(error, TG_ERROR, TG_ERROR_HOST_KEY_CHANGED,
-                "Host key of %s is %s %s, not the pinned %s; refusing to connect",
-                host, key_type, fingerprint, pinned);
+                "Host key of %s is %s %s, not the pinned %s; refusing to connect", host,
+                key_type, fingerprint, pinned);
     return FALSE;
   }
 

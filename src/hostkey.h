@@ -16,8 +16,8 @@ char *tg_hostkey_fingerprint(ssh_session session, char **key_type, GError **erro
 
 /* Verifies the connected session's host key; sets HostKeyUnknown or
  * HostKeyChanged naming the fingerprint. pinned may be NULL. */
-gboolean tg_hostkey_verify(ssh_session session, const char *host,
-                           const char *pinned, GError **error);
+gboolean tg_hostkey_verify(ssh_session session, const char *host, const char *pinned,
+                           GError **error);
 
 /* TRUE when text looks like "SHA256:" followed by 43 base64 characters. */
 gboolean tg_hostkey_fingerprint_is_valid(const char *text);

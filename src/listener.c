@@ -50,7 +50,7 @@ bind_one(const struct sockaddr_storage *address, guint16 port, guint forward_ind
   g_autoptr(TgListener) listener = g_new0(TgListener, 1);
   struct sockaddr_storage bound = *address;
   socklen_t length = bound.ss_family == AF_INET ? sizeof(struct sockaddr_in)
-                                                 : sizeof(struct sockaddr_in6);
+                                                : sizeof(struct sockaddr_in6);
   int one = 1;
 
   if (bound.ss_family == AF_INET)

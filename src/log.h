@@ -12,7 +12,7 @@
 
 /* tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_UP", "TUNNEL_ID", id, ...,
  *              "MESSAGE", "format", args...);  — MESSAGE must come last. */
-#define tg_log_event(level, event, ...)                                        \
+#define tg_log_event(level, event, ...)                                                  \
   g_log_structured(TG_LOG_DOMAIN, level, "TG_EVENT", event, __VA_ARGS__)
 
 #define tg_debug(...) g_log(TG_LOG_DOMAIN, G_LOG_LEVEL_DEBUG, __VA_ARGS__)

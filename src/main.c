@@ -136,7 +136,8 @@ parse_options(int *argc, char ***argv, Options *options, GError **error)
     { "version", 0, 0, G_OPTION_ARG_NONE, &options->version, "Print the version", NULL },
     { NULL },
   };
-  g_autoptr(GOptionContext) context = g_option_context_new("- SSH forwarding policy daemon");
+  g_autoptr(GOptionContext) context =
+      g_option_context_new("- SSH forwarding policy daemon");
 
   g_option_context_add_main_entries(context, entries, NULL);
   if (!g_option_context_parse(context, argc, argv, error))

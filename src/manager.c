@@ -16,8 +16,13 @@
 
 /* The ciphers a caller may ask for; libssh's defaults when none is given. */
 static const char *const allowed_ciphers[] = {
-  "chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
-  "aes128-ctr", "aes192-ctr", "aes256-ctr", NULL,
+  "chacha20-poly1305@openssh.com",
+  "aes128-gcm@openssh.com",
+  "aes256-gcm@openssh.com",
+  "aes128-ctr",
+  "aes192-ctr",
+  "aes256-ctr",
+  NULL,
 };
 
 GDBusInterfaceInfo *
@@ -85,14 +90,14 @@ static int
 option_take_fd(GDBusMethodInvocation *invocation, const char *key, GVariant *value,
                GError **error)
 {
-  GUnixFDList *fds = g_dbus_message_get_unix_fd_list(
-      g_dbus_method_invocation_get_message(invocation));
+  GUnixFDList *fds =
+      g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
   gint32 index = g_variant_get_handle(value);
 
   if (fds == NULL || index < 0 || index >= g_unix_fd_list_get_length(fds)) {
     g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                "Option '%s' refers to descriptor %d, but the message carries %d",
-                key, index, fds != NULL ? g_unix_fd_list_get_length(fds) : 0);
+                "Option '%s' refers to descriptor %d, but the message carries %d", key,
+                index, fds != NULL ? g_unix_fd_list_get_length(fds) : 0);
     return -1;
   }
   return g_unix_fd_list_get(fds, index, error);
@@ -231,8 +236,8 @@ check_forward_supported(const TgForward *forward, GError **error)
     missing = "Unix socket forwards";
   if (missing == NULL)
     return TRUE;
-  g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED, "Forward '%s': %s are not supported yet",
-              forward->spec, missing);
+  g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
+              "Forward '%s': %s are not supported yet", forward->spec, missing);
   return FALSE;
 }
 
@@ -314,7 +319,7 @@ open_decide(TgCall *call)
   g_autoptr(GPtrArray) specs = g_ptr_array_new();
   GVariantBuilder details;
   const char *user = request->destination->user != NULL ? request->destination->user
-                                                         : call->caller->user_name;
+                                                        : call->caller->user_name;
   g_autofree char *destination = destination_text(request->destination, user);
   g_autofree char *joined = NULL;
 
@@ -421,7 +426,8 @@ list_act(TgCall *call)
     if (caller_sees(call, l->data))
       g_variant_builder_add_value(&builder, tg_tunnel_summary(l->data));
   }
-  tg_call_return_value(call, g_variant_new("(@a(osussas))", g_variant_builder_end(&builder)));
+  tg_call_return_value(call,
+                       g_variant_new("(@a(osussas))", g_variant_builder_end(&builder)));
 }
 
 static void
@@ -437,7 +443,8 @@ managed_objects_act(TgCall *call)
       g_variant_builder_add(&builder, "{o@a{sa{sv}}}", tg_tunnel_get_path(l->data),
                             tg_tunnel_interfaces(l->data));
   }
-  tg_call_return_value(call, g_variant_new("(@a{oa{sa{sv}}})", g_variant_builder_end(&builder)));
+  tg_call_return_value(
+      call, g_variant_new("(@a{oa{sa{sv}}})", g_variant_builder_end(&builder)));
 }
 
 static gboolean
@@ -457,10 +464,11 @@ manage_decide(TgCall *call)
 static void
 not_supported_act(TgCall *call)
 {
-  g_autoptr(GError) error = g_error_new(
-      TG_ERROR, TG_ERROR_NOT_SUPPORTED, "%s needs the organisation policy engine, which "
-      "this version does not have yet",
-      g_dbus_method_invocation_get_method_name(call->invocation));
+  g_autoptr(GError) error =
+      g_error_new(TG_ERROR, TG_ERROR_NOT_SUPPORTED,
+                  "%s needs the organisation policy engine, which "
+                  "this version does not have yet",
+                  g_dbus_method_invocation_get_method_name(call->invocation));
   tg_call_return_error(call, error);
 }
 

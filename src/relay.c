@@ -12,8 +12,8 @@ struct _TgRelay {
   int client_fd;
   ssh_channel channel;
   RelayState state;
-  gboolean client_eof; /* client sent EOF; channel EOF sent */
-  gboolean server_eof; /* channel EOF received; client write side shut */
+  gboolean client_eof;   /* client sent EOF; channel EOF sent */
+  gboolean server_eof;   /* channel EOF received; client write side shut */
   gboolean channel_news; /* data, EOF or close arrived on the channel */
 
   /* server -> client bytes read from the channel but not yet written */
@@ -117,8 +117,9 @@ static gboolean
 flush_pending(TgRelay *relay)
 {
   while (relay->pending_end > relay->pending_start) {
-    ssize_t n = send(relay->client_fd, relay->pending + relay->pending_start,
-                     relay->pending_end - relay->pending_start, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n =
+        send(relay->client_fd, relay->pending + relay->pending_start,
+             relay->pending_end - relay->pending_start, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0)
       return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
     relay->pending_start += n;
@@ -189,9 +190,9 @@ pump_to_server(TgRelay *relay, guint8 *scratch, gsize scratch_size, TgCounters *
 static TgRelayStatus
 relay_open(TgRelay *relay)
 {
-  int rc = ssh_channel_open_forward(relay->channel, relay->target_host,
-                                    relay->target_port, relay->origin_address,
-                                    relay->origin_port);
+  int rc =
+      ssh_channel_open_forward(relay->channel, relay->target_host, relay->target_port,
+                               relay->origin_address, relay->origin_port);
   if (rc == SSH_AGAIN)
     return TG_RELAY_CONTINUE;
   if (rc != SSH_OK)

@@ -121,8 +121,8 @@ report_state(TgSession *session, TgTunnelState state, GError *error)
   report->session = session;
   report->state = state;
   report->error = error;
-  g_main_context_invoke_full(session->context, G_PRIORITY_DEFAULT, report_dispatch, report,
-                             report_free);
+  g_main_context_invoke_full(session->context, G_PRIORITY_DEFAULT, report_dispatch,
+                             report, report_free);
 }
 
 /* ---- credentials, opened with the caller's rights ---- */
@@ -135,7 +135,8 @@ load_credentials(TgSession *session, GError **error)
   int key_fd;
 
   if (config->agent_path != NULL) {
-    session->agent_fd = tg_connect_unix_as_user(&config->owner, config->agent_path, error);
+    session->agent_fd =
+        tg_connect_unix_as_user(&config->owner, config->agent_path, error);
     if (session->agent_fd < 0)
       return FALSE;
   } else if (config->agent_fd >= 0) {
@@ -156,8 +157,8 @@ load_credentials(TgSession *session, GError **error)
   if (key_text == NULL)
     return FALSE;
   {
-    g_autofree char *text = g_strndup(g_bytes_get_data(key_text, NULL),
-                                      g_bytes_get_size(key_text));
+    g_autofree char *text =
+        g_strndup(g_bytes_get_data(key_text, NULL), g_bytes_get_size(key_text));
     int rc = ssh_pki_import_privkey_base64(text, NULL, NULL, NULL, &session->identity);
     explicit_bzero(text, strlen(text));
     if (rc != SSH_OK) {
@@ -218,7 +219,8 @@ connect_tcp(TgSession *session, GError **error)
                 config->host, gai_strerror(rc));
     return -1;
   }
-  for (struct addrinfo *a = addresses; a != NULL && !stop_requested(session); a = a->ai_next) {
+  for (struct addrinfo *a = addresses; a != NULL && !stop_requested(session);
+       a = a->ai_next) {
     int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                     a->ai_protocol);
     int one = 1;
@@ -310,8 +312,8 @@ authenticate(TgSession *session, GError **error)
 failed:
   g_set_error(error, TG_ERROR, TG_ERROR_AUTHENTICATION_FAILED,
               "%s refused the %s for user %s%s%s", config->host,
-              using_agent ? "keys in the ssh-agent" : "identity key",
-              config->user, rc == SSH_AUTH_ERROR ? ": " : "",
+              using_agent ? "keys in the ssh-agent" : "identity key", config->user,
+              rc == SSH_AUTH_ERROR ? ": " : "",
               rc == SSH_AUTH_ERROR ? ssh_get_error(ssh) : "");
   return FALSE;
 }
@@ -383,16 +385,16 @@ accept_connections(TgSession *session, TgListener *listener)
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (peer.ss_family == AF_INET) {
-      inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, address, sizeof address);
+      inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, address,
+                sizeof address);
       port = ntohs(((struct sockaddr_in *)&peer)->sin_port);
     } else if (peer.ss_family == AF_INET6) {
       inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, address,
                 sizeof address);
       port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
     }
-    g_ptr_array_add(session->relays,
-                    tg_relay_new(session->ssh, fd, forward->connect.host,
-                                 forward->connect.port, address, port));
+    g_ptr_array_add(session->relays, tg_relay_new(session->ssh, fd, forward->connect.host,
+                                                  forward->connect.port, address, port));
     tg_counter_add(&session->counters->total_connections, 1);
     atomic_fetch_add(&session->counters->active_connections, 1);
     tg_debug("tunnel %s: connection from %s port %u for %s", config->tunnel_id, address,
@@ -495,7 +497,8 @@ run_relays(TgSession *session, GError **error)
     /* relays in reverse, so that removing one does not move the unvisited */
     for (guint i = session->relays->len; i-- > 0;) {
       TgRelay *relay = g_ptr_array_index(session->relays, i);
-      short revents = i < relays_before ? session->pollfds[2 + listeners->len + i].revents : 0;
+      short revents =
+          i < relays_before ? session->pollfds[2 + listeners->len + i].revents : 0;
       TgRelayStatus status;
 
       if (revents == 0 && !tg_relay_wants_pump(relay))

@@ -33,8 +33,13 @@ struct _TgTunnel {
 /* Properties whose values are broadcast in PropertiesChanged. The others name
  * hosts and are announced as invalidated only (see dbus/org.tunnelgate.Tunnel1.xml). */
 static const char *const broadcast_properties[] = {
-  "State", "Listeners", "BytesSent", "BytesReceived", "ActiveConnections",
-  "TotalConnections", NULL,
+  "State",
+  "Listeners",
+  "BytesSent",
+  "BytesReceived",
+  "ActiveConnections",
+  "TotalConnections",
+  NULL,
 };
 
 const char *
@@ -122,15 +127,15 @@ tunnel_emit_changed(TgTunnel *tunnel, const char *const *names)
   g_variant_builder_init(&invalidated, G_VARIANT_TYPE("as"));
   for (guint i = 0; names[i] != NULL; i++) {
     if (g_strv_contains(broadcast_properties, names[i]))
-      g_variant_builder_add(&changed, "{sv}", names[i], tunnel_property(tunnel, names[i]));
+      g_variant_builder_add(&changed, "{sv}", names[i],
+                            tunnel_property(tunnel, names[i]));
     else
       g_variant_builder_add(&invalidated, "s", names[i]);
   }
-  g_dbus_connection_emit_signal(tunnel->daemon->bus, NULL, tunnel->path,
-                                "org.freedesktop.DBus.Properties", "PropertiesChanged",
-                                g_variant_new("(sa{sv}as)", TG_TUNNEL_INTERFACE,
-                                              &changed, &invalidated),
-                                NULL);
+  g_dbus_connection_emit_signal(
+      tunnel->daemon->bus, NULL, tunnel->path, "org.freedesktop.DBus.Properties",
+      "PropertiesChanged",
+      g_variant_new("(sa{sv}as)", TG_TUNNEL_INTERFACE, &changed, &invalidated), NULL);
 }
 
 void
@@ -202,10 +207,9 @@ tunnel_announce(TgTunnel *tunnel, gboolean added)
     const char *interfaces[] = { TG_TUNNEL_INTERFACE, NULL };
     body = g_variant_new("(o^as)", tunnel->path, interfaces);
   }
-  g_dbus_connection_emit_signal(tunnel->daemon->bus, NULL, TG_MANAGER_PATH,
-                                "org.freedesktop.DBus.ObjectManager",
-                                added ? "InterfacesAdded" : "InterfacesRemoved", body,
-                                NULL);
+  g_dbus_connection_emit_signal(
+      tunnel->daemon->bus, NULL, TG_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+      added ? "InterfacesAdded" : "InterfacesRemoved", body, NULL);
 }
 
 static void
@@ -236,8 +240,8 @@ tunnel_set_state(TgTunnel *tunnel, TgTunnelState state, const char *error_messag
   if (state == TG_TUNNEL_FAILED || state == TG_TUNNEL_CLOSED) {
     /* the worker closed every listener; the ports are free */
     g_variant_unref(tunnel->listeners);
-    tunnel->listeners = g_variant_ref_sink(g_variant_new_array(G_VARIANT_TYPE("(ssq)"),
-                                                               NULL, 0));
+    tunnel->listeners =
+        g_variant_ref_sink(g_variant_new_array(G_VARIANT_TYPE("(ssq)"), NULL, 0));
     names[n++] = "Listeners";
   }
   tunnel_emit_changed(tunnel, names);
@@ -264,8 +268,8 @@ tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_dat
   if (state == TG_TUNNEL_UP) {
     tunnel_set_state(tunnel, TG_TUNNEL_UP, NULL);
     tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_UP", "TUNNEL_ID", tunnel->id, "USER",
-                 tunnel->owner_name, "MESSAGE", "tunnel %s of %s to %s is up",
-                 tunnel->id, tunnel->owner_name, tunnel->destination);
+                 tunnel->owner_name, "MESSAGE", "tunnel %s of %s to %s is up", tunnel->id,
+                 tunnel->owner_name, tunnel->destination);
     if (tunnel->open_invocation != NULL)
       g_dbus_method_invocation_return_value(g_steal_pointer(&tunnel->open_invocation),
                                             g_variant_new("(o)", tunnel->path));
@@ -276,9 +280,9 @@ tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_dat
   g_clear_pointer(&tunnel->session, tg_session_free);
   tg_log_event(G_LOG_LEVEL_MESSAGE,
                state == TG_TUNNEL_FAILED ? "TUNNEL_FAILED" : "TUNNEL_CLOSED", "TUNNEL_ID",
-               tunnel->id, "USER", tunnel->owner_name, "MESSAGE", "tunnel %s of %s to %s %s%s",
-               tunnel->id, tunnel->owner_name, tunnel->destination,
-               state == TG_TUNNEL_FAILED ? "failed: " : "closed",
+               tunnel->id, "USER", tunnel->owner_name, "MESSAGE",
+               "tunnel %s of %s to %s %s%s", tunnel->id, tunnel->owner_name,
+               tunnel->destination, state == TG_TUNNEL_FAILED ? "failed: " : "closed",
                error != NULL ? error->message : "");
 
   if (tunnel->open_invocation != NULL) {
@@ -287,10 +291,9 @@ tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_dat
       g_dbus_method_invocation_return_gerror(g_steal_pointer(&tunnel->open_invocation),
                                              error);
     else
-      g_dbus_method_invocation_return_error(g_steal_pointer(&tunnel->open_invocation),
-                                            TG_ERROR, TG_ERROR_DISCONNECTED,
-                                            "Tunnel %s was closed before it was up",
-                                            tunnel->id);
+      g_dbus_method_invocation_return_error(
+          g_steal_pointer(&tunnel->open_invocation), TG_ERROR, TG_ERROR_DISCONNECTED,
+          "Tunnel %s was closed before it was up", tunnel->id);
     tunnel_set_state(tunnel, state, error != NULL ? error->message : NULL);
     tunnel_reply_closers(tunnel);
     tunnel_remove(tunnel);
@@ -348,8 +351,8 @@ tunnel_call_target(TgCall *call)
   TgTunnel *tunnel = tg_daemon_find_tunnel(data->daemon, data->path);
 
   if (tunnel == NULL) {
-    g_autoptr(GError) error = g_error_new(TG_ERROR, TG_ERROR_NOT_FOUND,
-                                          "No tunnel %s", data->path);
+    g_autoptr(GError) error =
+        g_error_new(TG_ERROR, TG_ERROR_NOT_FOUND, "No tunnel %s", data->path);
     tg_call_return_error(call, error);
   }
   return tunnel;
@@ -362,8 +365,8 @@ tunnel_call_decide(TgCall *call)
 
   if (tunnel == NULL)
     return FALSE;
-  call->required = tunnel->owner_uid == call->caller->uid ? TG_ACTION_OPEN
-                                                          : TG_ACTION_MANAGE;
+  call->required =
+      tunnel->owner_uid == call->caller->uid ? TG_ACTION_OPEN : TG_ACTION_MANAGE;
   return TRUE;
 }
 
@@ -388,8 +391,8 @@ tunnel_act_get(TgCall *call)
 
   if (tunnel == NULL)
     return;
-  g_variant_get(g_dbus_method_invocation_get_parameters(call->invocation), "(&s&s)",
-                NULL, &name);
+  g_variant_get(g_dbus_method_invocation_get_parameters(call->invocation), "(&s&s)", NULL,
+                &name);
   tg_call_return_value(call, g_variant_new("(v)", tunnel_property(tunnel, name)));
 }
 
@@ -535,8 +538,8 @@ static void
 tunnel_caller_vanished(GDBusConnection *connection, const char *name, gpointer user_data)
 {
   TgTunnel *tunnel = user_data;
-  g_autofree char *reason = g_strdup_printf("its caller %s left the bus (bind-to-caller)",
-                                            name);
+  g_autofree char *reason =
+      g_strdup_printf("its caller %s left the bus (bind-to-caller)", name);
 
   g_bus_unwatch_name(tunnel->caller_watch);
   tunnel->caller_watch = 0;
@@ -596,17 +599,18 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, const char *destination,
   tunnel_announce(tunnel, TRUE);
 
   tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_OPENING", "TUNNEL_ID", tunnel->id, "USER",
-               tunnel->owner_name, "FORWARD", tunnel->forwards[0] ? tunnel->forwards[0] : "",
-               "MESSAGE", "opening tunnel %s for %s (uid %u) to %s", tunnel->id,
-               tunnel->owner_name, (unsigned)tunnel->owner_uid, destination);
+               tunnel->owner_name, "FORWARD",
+               tunnel->forwards[0] ? tunnel->forwards[0] : "", "MESSAGE",
+               "opening tunnel %s for %s (uid %u) to %s", tunnel->id, tunnel->owner_name,
+               (unsigned)tunnel->owner_uid, destination);
 
   if (bind_to_caller)
     tunnel->caller_watch = g_bus_watch_name_on_connection(
         daemon->bus, owner->bus_name, G_BUS_NAME_WATCHER_FLAGS_NONE, NULL,
         tunnel_caller_vanished, tunnel, NULL);
 
-  tunnel->session = tg_session_start(config, &tunnel->counters, tunnel_session_state,
-                                     tunnel);
+  tunnel->session =
+      tg_session_start(config, &tunnel->counters, tunnel_session_state, tunnel);
   return tunnel;
 }
 

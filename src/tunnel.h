@@ -10,10 +10,9 @@
 
 /* Creates and exports a tunnel in state "connecting" and starts its session.
  * open_invocation (owned) is answered when the tunnel is up or has failed. */
-TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner,
-                         const char *destination, const char *description,
-                         gboolean bind_to_caller, TgSessionConfig *config,
-                         GDBusMethodInvocation *open_invocation);
+TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, const char *destination,
+                         const char *description, gboolean bind_to_caller,
+                         TgSessionConfig *config, GDBusMethodInvocation *open_invocation);
 
 const char *tg_tunnel_get_id(TgTunnel *tunnel);
 const char *tg_tunnel_get_path(TgTunnel *tunnel);
