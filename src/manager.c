@@ -378,6 +378,7 @@ open_act(TgCall *call)
   config->ciphers = g_steal_pointer(&request->ciphers);
   config->keepalive_seconds = request->keepalive;
   config->connect_timeout_seconds = daemon->connect_timeout_seconds;
+  config->ssh_dir = g_strdup(daemon->state_dir);
   config->known_hosts = g_build_filename(daemon->state_dir, "known_hosts", NULL);
   config->global_known_hosts = g_strdup(daemon->system_known_hosts);
   g_ptr_array_extend_and_steal(config->forwards, g_steal_pointer(&request->forwards));

@@ -12,13 +12,17 @@ struct _TgRelay {
   int client_fd;
   ssh_channel channel;
   RelayState state;
-  gboolean client_eof;   /* client sent EOF; channel EOF sent */
+  gboolean client_eof;   /* client sent EOF */
+  gboolean eof_sent;     /* ...and it was passed on as channel EOF */
   gboolean server_eof;   /* channel EOF received; client write side shut */
   gboolean channel_news; /* data, EOF or close arrived on the channel */
 
   /* server -> client bytes read from the channel but not yet written */
   guint8 *pending;
   gsize pending_size, pending_start, pending_end;
+  /* client -> server bytes libssh did not take yet (during a key exchange) */
+  guint8 *outgoing;
+  gsize outgoing_start, outgoing_end;
 
   char *target_host;
   guint16 target_port;
@@ -29,6 +33,9 @@ struct _TgRelay {
 };
 
 #define PENDING_CAPACITY (256 * 1024)
+/* at most this much per channel write: libssh's session socket is blocking
+ * after the handshake and it sends its whole queue at once */
+#define OUTGOING_CAPACITY (64 * 1024)
 
 /* libssh calls these while processing packets in this thread. They only
  * note that the relay has work; the data stays in libssh's channel buffer
@@ -86,13 +93,15 @@ tg_relay_failure(TgRelay *relay)
 }
 
 short
-tg_relay_client_events(TgRelay *relay)
+tg_relay_client_events(TgRelay *relay, gboolean ssh_output_queued)
 {
   short events = 0;
 
   if (relay->state != RELAY_OPEN)
     return 0;
-  if (!relay->client_eof && ssh_channel_window_size(relay->channel) > 0)
+  if (!relay->client_eof && !ssh_output_queued &&
+      relay->outgoing_end == relay->outgoing_start &&
+      ssh_channel_window_size(relay->channel) > 0)
     events |= POLLIN;
   if (relay->pending_end > relay->pending_start)
     events |= POLLOUT;
@@ -102,7 +111,9 @@ tg_relay_client_events(TgRelay *relay)
 gboolean
 tg_relay_wants_pump(TgRelay *relay)
 {
-  return relay->state == RELAY_OPENING || relay->channel_news || relay->failure != NULL;
+  return relay->state == RELAY_OPENING || relay->channel_news || relay->failure != NULL ||
+         relay->outgoing_end > relay->outgoing_start ||
+         (relay->client_eof && !relay->eof_sent);
 }
 
 static TgRelayStatus
@@ -157,32 +168,56 @@ pump_to_client(TgRelay *relay, TgCounters *counters)
   return TG_RELAY_CONTINUE;
 }
 
-/* client -> server: read at most what the remote window accepts. */
-static TgRelayStatus
-pump_to_server(TgRelay *relay, guint8 *scratch, gsize scratch_size, TgCounters *counters)
+/* Hands queued client bytes to libssh, as far as the window allows. */
+static gboolean
+flush_outgoing(TgRelay *relay)
 {
-  while (!relay->client_eof) {
-    uint32_t window = ssh_channel_window_size(relay->channel);
-    ssize_t n;
+  gsize queued = relay->outgoing_end - relay->outgoing_start;
+  uint32_t window = ssh_channel_window_size(relay->channel);
+  int written;
 
-    if (window == 0)
-      break;
-    n = recv(relay->client_fd, scratch, MIN(window, scratch_size), MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        break;
+  if (queued == 0 || window == 0)
+    return TRUE;
+  written = ssh_channel_write(relay->channel, relay->outgoing + relay->outgoing_start,
+                              MIN(queued, window));
+  if (written < 0)
+    return FALSE;
+  relay->outgoing_start += written; /* 0 during a key exchange: retried */
+  if (relay->outgoing_start == relay->outgoing_end)
+    relay->outgoing_start = relay->outgoing_end = 0;
+  return TRUE;
+}
+
+/* client -> server: one read of at most what the remote window accepts. */
+static TgRelayStatus
+pump_to_server(TgRelay *relay, short client_revents, gboolean ssh_output_queued,
+               TgCounters *counters)
+{
+  if (ssh_output_queued)
+    return TG_RELAY_CONTINUE;
+  if (!flush_outgoing(relay))
+    return relay_fail(relay, "channel write failed");
+
+  if (relay->outgoing_end == 0 && !relay->client_eof &&
+      (client_revents & (POLLIN | POLLHUP))) {
+    uint32_t window = ssh_channel_window_size(relay->channel);
+    ssize_t n = window == 0 ? -1
+                            : recv(relay->client_fd, relay->outgoing,
+                                   MIN(window, OUTGOING_CAPACITY), MSG_DONTWAIT);
+    if (n > 0) {
+      tg_counter_add(&counters->bytes_sent, n);
+      relay->outgoing_end = n;
+      if (!flush_outgoing(relay))
+        return relay_fail(relay, "channel write failed");
+    } else if (n == 0) {
+      relay->client_eof = TRUE;
+    } else if (window > 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
       return relay_fail(relay, "client connection reset");
     }
-    if (n == 0) {
-      relay->client_eof = TRUE;
-      ssh_channel_send_eof(relay->channel);
-      break;
-    }
-    if (ssh_channel_write(relay->channel, scratch, n) != n)
-      return relay_fail(relay, "channel write failed");
-    tg_counter_add(&counters->bytes_sent, n);
-    if ((gsize)n < MIN(window, scratch_size))
-      break; /* the socket is drained */
+  }
+  if (relay->client_eof && relay->outgoing_end == 0 && !relay->eof_sent) {
+    ssh_channel_send_eof(relay->channel); /* SSH_AGAIN means queued */
+    relay->eof_sent = TRUE;
   }
   return TG_RELAY_CONTINUE;
 }
@@ -200,11 +235,12 @@ relay_open(TgRelay *relay)
   relay->state = RELAY_OPEN;
   relay->pending_size = PENDING_CAPACITY;
   relay->pending = g_malloc(relay->pending_size);
+  relay->outgoing = g_malloc(OUTGOING_CAPACITY);
   return TG_RELAY_CONTINUE;
 }
 
 TgRelayStatus
-tg_relay_pump(TgRelay *relay, short client_revents, guint8 *scratch, gsize scratch_size,
+tg_relay_pump(TgRelay *relay, short client_revents, gboolean ssh_output_queued,
               TgCounters *counters)
 {
   TgRelayStatus status;
@@ -220,13 +256,13 @@ tg_relay_pump(TgRelay *relay, short client_revents, guint8 *scratch, gsize scrat
     return relay_fail(relay, "client connection error");
 
   status = pump_to_client(relay, counters);
-  if (status == TG_RELAY_CONTINUE && (client_revents & (POLLIN | POLLHUP)))
-    status = pump_to_server(relay, scratch, scratch_size, counters);
+  if (status == TG_RELAY_CONTINUE)
+    status = pump_to_server(relay, client_revents, ssh_output_queued, counters);
   if (status != TG_RELAY_CONTINUE)
     return status;
 
   if (relay->pending_end == 0 &&
-      ((relay->client_eof && relay->server_eof) || ssh_channel_is_closed(relay->channel)))
+      ((relay->eof_sent && relay->server_eof) || ssh_channel_is_closed(relay->channel)))
     return TG_RELAY_DONE;
   return TG_RELAY_CONTINUE;
 }
@@ -244,6 +280,7 @@ tg_relay_free(TgRelay *relay)
   }
   close(relay->client_fd);
   g_free(relay->pending);
+  g_free(relay->outgoing);
   g_free(relay->target_host);
   g_free(relay->origin_address);
   g_free(relay);

@@ -3,8 +3,9 @@
  *
  * Back-pressure both ways, with nothing buffered without bound:
  *  - client -> server: the client socket is polled for input only while the
- *    channel's remote window is open, and at most the window is read, so the
- *    server's flow control reaches the client through TCP;
+ *    channel's remote window is open and libssh's output queue is empty, and
+ *    at most the window (and 64 KiB) is read, so the server's flow control
+ *    and the SSH socket's speed reach the client through TCP;
  *  - server -> client: data is taken from the channel only when everything
  *    read before has been written to the client; libssh grows the local
  *    window only as data is taken, so a slow reader stalls the server's
@@ -35,17 +36,18 @@ TgRelay *tg_relay_new(ssh_session session, int client_fd, const char *target_hos
                       guint16 target_port, const char *origin_address,
                       guint16 origin_port);
 
-/* poll() events to wait for on the client socket. */
-short tg_relay_client_events(TgRelay *relay);
+/* poll() events to wait for on the client socket. While libssh has output
+ * queued (ssh_output_queued), clients are not read. */
+short tg_relay_client_events(TgRelay *relay, gboolean ssh_output_queued);
 int tg_relay_client_fd(TgRelay *relay);
 
 /* TRUE when the relay has work without news on its client socket: the
  * channel has data, EOF or close pending, or the channel is still opening. */
 gboolean tg_relay_wants_pump(TgRelay *relay);
 
-/* Moves what can be moved without blocking. scratch is the worker's buffer. */
-TgRelayStatus tg_relay_pump(TgRelay *relay, short client_revents, guint8 *scratch,
-                            gsize scratch_size, TgCounters *counters);
+/* Moves what can be moved without blocking. */
+TgRelayStatus tg_relay_pump(TgRelay *relay, short client_revents, gboolean ssh_output_queued,
+                            TgCounters *counters);
 
 /* Why a relay failed, for the log; NULL when it did not. */
 const char *tg_relay_failure(TgRelay *relay);

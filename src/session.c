@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,9 +23,9 @@
 #include "tg-error.h"
 
 #define MAX_KEY_FILE_BYTES (64 * 1024)
-#define SCRATCH_SIZE (128 * 1024)
 #define MAX_CONNECTIONS_PER_TUNNEL 1024
 #define ACCEPTS_PER_ROUND 64
+#define PUMP_ROUNDS 64
 
 struct _TgSession {
   TgSessionConfig *config;
@@ -36,10 +37,12 @@ struct _TgSession {
   int wake_fd;
   atomic_bool stop_requested;
 
-  /* The TCP socket while connecting: tg_session_stop() shuts it down so
-   * that a blocking handshake returns at once. Guarded by lock. */
+  /* Duplicates of the SSH and agent sockets, kept only to shutdown() them
+   * from tg_session_stop(): libssh blocks in the handshake and in agent
+   * talk, and may close its own descriptors at any time (so their numbers
+   * must never be used from another thread). Guarded by lock. */
   GMutex lock;
-  int connecting_fd;
+  int cancel_fds[2];
 
   /* worker thread only */
   ssh_session ssh;
@@ -47,7 +50,6 @@ struct _TgSession {
   int agent_fd;
   ssh_key identity;
   GPtrArray *relays; /* TgRelay* */
-  guint8 *scratch;
   struct pollfd *pollfds;
   gsize pollfds_size;
 };
@@ -79,6 +81,7 @@ tg_session_config_free(TgSessionConfig *config)
     close(config->identity_fd);
   g_free(config->host_key);
   g_free(config->ciphers);
+  g_free(config->ssh_dir);
   g_free(config->known_hosts);
   g_free(config->global_known_hosts);
   g_free(config->tunnel_id);
@@ -125,7 +128,40 @@ report_state(TgSession *session, TgTunnelState state, GError *error)
                              report, report_free);
 }
 
+/* Keeps a duplicate of fd that tg_session_stop() can shut down. */
+static void
+add_cancel_fd(TgSession *session, int fd)
+{
+  g_mutex_lock(&session->lock);
+  for (guint i = 0; i < G_N_ELEMENTS(session->cancel_fds); i++) {
+    if (session->cancel_fds[i] < 0) {
+      session->cancel_fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+      break;
+    }
+  }
+  g_mutex_unlock(&session->lock);
+}
+
+static void
+close_cancel_fds(TgSession *session)
+{
+  g_mutex_lock(&session->lock);
+  for (guint i = 0; i < G_N_ELEMENTS(session->cancel_fds); i++) {
+    if (session->cancel_fds[i] >= 0)
+      close(g_steal_fd(&session->cancel_fds[i]));
+  }
+  g_mutex_unlock(&session->lock);
+}
+
 /* ---- credentials, opened with the caller's rights ---- */
+
+/* Without a callback, OpenSSL would try to prompt on a terminal. */
+static int
+refuse_passphrase(const char *prompt, char *buffer, size_t length, int echo, int verify,
+                  void *user_data)
+{
+  return -1;
+}
 
 static gboolean
 load_credentials(TgSession *session, GError **error)
@@ -143,8 +179,15 @@ load_credentials(TgSession *session, GError **error)
     session->agent_fd = config->agent_fd;
     config->agent_fd = -1;
   }
-  if (session->agent_fd >= 0)
+  if (session->agent_fd >= 0) {
+    /* libssh talks to the agent without a timeout: bound it here, and let
+     * tg_session_stop() cut it */
+    struct timeval timeout = { .tv_sec = config->connect_timeout_seconds };
+    setsockopt(session->agent_fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(session->agent_fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    add_cancel_fd(session, session->agent_fd);
     return tg_socket_peer_is_uid(session->agent_fd, config->owner.uid, error);
+  }
 
   if (config->identity_path != NULL)
     key_fd = tg_open_file_as_user(&config->owner, config->identity_path, error);
@@ -159,7 +202,8 @@ load_credentials(TgSession *session, GError **error)
   {
     g_autofree char *text =
         g_strndup(g_bytes_get_data(key_text, NULL), g_bytes_get_size(key_text));
-    int rc = ssh_pki_import_privkey_base64(text, NULL, NULL, NULL, &session->identity);
+    int rc = ssh_pki_import_privkey_base64(text, NULL, refuse_passphrase, NULL,
+                                           &session->identity);
     explicit_bzero(text, strlen(text));
     if (rc != SSH_OK) {
       g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
@@ -266,6 +310,7 @@ configure_ssh(TgSession *session, int fd, GError **error)
       ssh_options_set(ssh, SSH_OPTIONS_HOST, config->host) != SSH_OK ||
       ssh_options_set(ssh, SSH_OPTIONS_PORT, &port) != SSH_OK ||
       ssh_options_set(ssh, SSH_OPTIONS_USER, config->user) != SSH_OK ||
+      ssh_options_set(ssh, SSH_OPTIONS_SSH_DIR, config->ssh_dir) != SSH_OK ||
       ssh_options_set(ssh, SSH_OPTIONS_KNOWNHOSTS, config->known_hosts) != SSH_OK ||
       ssh_options_set(ssh, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, config->global_known_hosts) !=
           SSH_OK ||
@@ -318,6 +363,21 @@ failed:
   return FALSE;
 }
 
+/* TCP keepalive and a user timeout, so that a server that vanished without
+ * a word is noticed, not waited for forever. */
+static void
+set_keepalive(int fd, guint seconds)
+{
+  int one = 1, count = 3, idle = seconds;
+  unsigned int user_timeout = seconds * count * 1000;
+
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+}
+
 static gboolean
 connect_session(TgSession *session, GError **error)
 {
@@ -329,15 +389,15 @@ connect_session(TgSession *session, GError **error)
   fd = connect_tcp(session, error);
   if (fd < 0)
     return FALSE;
+  set_keepalive(fd, config->keepalive_seconds > 0 ? config->keepalive_seconds : 60);
 
   session->ssh = ssh_new();
   if (session->ssh == NULL || !configure_ssh(session, fd, error)) {
     close(fd);
     return FALSE;
   }
-  g_mutex_lock(&session->lock);
-  session->connecting_fd = fd; /* libssh owns fd from here on */
-  g_mutex_unlock(&session->lock);
+  /* libssh owns fd from here on (and 0.10 closes it on some errors) */
+  add_cancel_fd(session, fd);
 
   if (stop_requested(session) || ssh_connect(session->ssh) != SSH_OK) {
     g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED,
@@ -349,10 +409,7 @@ connect_session(TgSession *session, GError **error)
     return FALSE;
   if (!authenticate(session, error))
     return FALSE;
-
-  g_mutex_lock(&session->lock);
-  session->connecting_fd = -1;
-  g_mutex_unlock(&session->lock);
+  close_cancel_fds(session);
   return TRUE;
 }
 
@@ -438,10 +495,15 @@ build_pollfds(TgSession *session)
       .fd = room ? ((TgListener *)g_ptr_array_index(listeners, i))->fd : -1,
       .events = POLLIN,
     };
+  /* while libssh still has output queued, clients are not read: the session
+   * socket is the bottleneck, and libssh's queue must not grow */
+  gboolean ssh_output_queued = (ssh_get_status(session->ssh) & SSH_WRITE_PENDING) != 0;
   for (guint i = 0; i < session->relays->len; i++) {
     TgRelay *relay = g_ptr_array_index(session->relays, i);
-    session->pollfds[n++] = (struct pollfd){ .fd = tg_relay_client_fd(relay),
-                                             .events = tg_relay_client_events(relay) };
+    session->pollfds[n++] = (struct pollfd){
+      .fd = tg_relay_client_fd(relay),
+      .events = tg_relay_client_events(relay, ssh_output_queued),
+    };
   }
   return n;
 }
@@ -456,6 +518,27 @@ session_alive(TgSession *session, GError **error)
               ssh_get_error(session->ssh)[0] != '\0' ? ssh_get_error(session->ssh)
                                                      : "the server closed it");
   return FALSE;
+}
+
+/* libssh reads at most 4 KiB of the socket per poll round, so it is pumped
+ * until the socket is drained (or a bound, to stay fair to the clients).
+ * Packets are decrypted and dispatched; channel callbacks mark the relays
+ * that got data, EOF or close. */
+static gboolean
+pump_ssh(TgSession *session, GError **error)
+{
+  for (int i = 0; i < PUMP_ROUNDS; i++) {
+    int rc = ssh_event_dopoll(session->event, 0);
+    if (rc == SSH_ERROR || !ssh_is_connected(session->ssh)) {
+      if (session_alive(session, error))
+        g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "SSH session with %s failed: %s",
+                    session->config->host, ssh_get_error(session->ssh));
+      return FALSE;
+    }
+    if (rc == SSH_AGAIN)
+      break;
+  }
+  return session_alive(session, error);
 }
 
 static gboolean
@@ -483,18 +566,14 @@ run_relays(TgSession *session, GError **error)
       eventfd_t ignored;
       eventfd_read(session->wake_fd, &ignored);
     }
-    if (session->pollfds[1].revents != 0) {
-      /* libssh reads, decrypts and dispatches packets; channel callbacks
-       * mark the relays that got data */
-      ssh_event_dopoll(session->event, 0);
-      if (!session_alive(session, error))
-        return FALSE;
-    }
+    if (session->pollfds[1].revents != 0 && !pump_ssh(session, error))
+      return FALSE;
     for (guint i = 0; i < listeners->len; i++) {
       if (session->pollfds[2 + i].revents & POLLIN)
         accept_connections(session, g_ptr_array_index(listeners, i));
     }
     /* relays in reverse, so that removing one does not move the unvisited */
+    gboolean ssh_output_queued = (ssh_get_status(session->ssh) & SSH_WRITE_PENDING) != 0;
     for (guint i = session->relays->len; i-- > 0;) {
       TgRelay *relay = g_ptr_array_index(session->relays, i);
       short revents =
@@ -503,8 +582,7 @@ run_relays(TgSession *session, GError **error)
 
       if (revents == 0 && !tg_relay_wants_pump(relay))
         continue;
-      status = tg_relay_pump(relay, revents, session->scratch, SCRATCH_SIZE,
-                             session->counters);
+      status = tg_relay_pump(relay, revents, ssh_output_queued, session->counters);
       if (status != TG_RELAY_CONTINUE)
         relay_finish(session, i, status);
     }
@@ -547,14 +625,17 @@ release_everything(TgSession *session)
     ssh_event_free(session->event);
     session->event = NULL;
   }
-  g_mutex_lock(&session->lock);
-  session->connecting_fd = -1;
-  g_mutex_unlock(&session->lock);
+  close_cancel_fds(session);
   if (session->ssh != NULL) {
-    if (ssh_is_connected(session->ssh))
-      ssh_disconnect(session->ssh);
+    /* libssh 0.10 closes a socket given with SSH_OPTIONS_FD on some error
+     * paths but not on ssh_disconnect(): close it only if it still has it */
+    int fd = ssh_get_fd(session->ssh);
+
+    ssh_disconnect(session->ssh);
     ssh_free(session->ssh);
     session->ssh = NULL;
+    if (fd >= 0)
+      close(fd);
   }
   if (session->agent_fd >= 0)
     close(g_steal_fd(&session->agent_fd));
@@ -596,10 +677,9 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters,
   session->state_func = state_func;
   session->user_data = user_data;
   session->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  session->connecting_fd = -1;
+  session->cancel_fds[0] = session->cancel_fds[1] = -1;
   session->agent_fd = -1;
   session->relays = g_ptr_array_new_with_free_func((GDestroyNotify)tg_relay_free);
-  session->scratch = g_malloc(SCRATCH_SIZE);
   g_mutex_init(&session->lock);
   session->thread = g_thread_new(name, session_thread, session);
   return session;
@@ -612,8 +692,10 @@ tg_session_stop(TgSession *session)
   eventfd_write(session->wake_fd, 1);
   /* a handshake in progress blocks in libssh: cut its socket */
   g_mutex_lock(&session->lock);
-  if (session->connecting_fd >= 0)
-    shutdown(session->connecting_fd, SHUT_RDWR);
+  for (guint i = 0; i < G_N_ELEMENTS(session->cancel_fds); i++) {
+    if (session->cancel_fds[i] >= 0)
+      shutdown(session->cancel_fds[i], SHUT_RDWR);
+  }
   g_mutex_unlock(&session->lock);
 }
 
@@ -626,7 +708,6 @@ tg_session_free(TgSession *session)
   close(session->wake_fd);
   g_mutex_clear(&session->lock);
   g_ptr_array_unref(session->relays);
-  g_free(session->scratch);
   g_free(session->pollfds);
   tg_session_config_free(session->config);
   g_main_context_unref(session->context);

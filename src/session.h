@@ -42,6 +42,7 @@ typedef struct {
   char *ciphers;  /* libssh cipher list or NULL for the defaults */
   guint keepalive_seconds;
   guint connect_timeout_seconds;
+  char *ssh_dir;            /* what libssh takes for ~/.ssh: the state dir */
   char *known_hosts;        /* the daemon's own known_hosts */
   char *global_known_hosts; /* /etc/ssh/ssh_known_hosts */
   char *tunnel_id;          /* for log fields */
