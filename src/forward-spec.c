@@ -124,8 +124,9 @@ is_ipv6_literal(const char *text)
   return inet_pton(AF_INET6, text, &address) == 1;
 }
 
+/* Host names, user names and profile names all use this set. */
 static gboolean
-is_host_name_char(char c)
+is_name_char(char c)
 {
   return g_ascii_isalnum(c) || c == '.' || c == '_' || c == '-';
 }
@@ -146,7 +147,7 @@ host_problem(const char *host)
   if (host[0] == '-' || host[0] == '.')
     return "must not start with '-' or '.'";
   for (const char *p = host; *p != '\0'; p++) {
-    if (!is_host_name_char(*p))
+    if (!is_name_char(*p))
       return "only letters, digits, '.', '_' and '-' are allowed";
   }
   /* The resolver reads "127.1", "2130706433" or "0x7f.0.0.1" as addresses
@@ -759,12 +760,6 @@ tg_forward_listens_on_loopback_only(const TgForward *forward)
 }
 
 /* ---- Destinations ------------------------------------------------------ */
-
-static gboolean
-is_name_char(char c)
-{
-  return g_ascii_isalnum(c) || c == '.' || c == '_' || c == '-';
-}
 
 /* The user name ssh(1) would send; no leading '-' so it can never read as
  * an option. */
