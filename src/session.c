@@ -120,12 +120,17 @@ static void
 report_state(TgSession *session, TgTunnelState state, GError *error)
 {
   Report *report = g_new0(Report, 1);
+  GSource *source = g_idle_source_new();
 
   report->session = session;
   report->state = state;
   report->error = error;
-  g_main_context_invoke_full(session->context, G_PRIORITY_DEFAULT, report_dispatch,
-                             report, report_free);
+  /* always queued, never run here: g_main_context_invoke() would call it in
+   * this thread whenever the D-Bus thread is not inside its loop */
+  g_source_set_priority(source, G_PRIORITY_DEFAULT);
+  g_source_set_callback(source, report_dispatch, report, report_free);
+  g_source_attach(source, session->context);
+  g_source_unref(source);
 }
 
 /* Keeps a duplicate of fd that tg_session_stop() can shut down. */
