@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "manager.h"
+#include "privileges.h"
 #include "tunnel.h"
 
 typedef struct {
@@ -186,6 +187,7 @@ main(int argc, char **argv)
 
   /* libssh's global state (crypto) before any worker thread exists */
   if (ssh_init() != SSH_OK || !prepare_state_dir(daemon.state_dir, &error) ||
+      !tg_drop_privileges(&error) ||
       (daemon.introspection = load_introspection(&error)) == NULL ||
       (daemon.bus = connect_bus(options.bus_address, &error)) == NULL ||
       (authority = polkit_authority_get_sync(NULL, &error)) == NULL) {

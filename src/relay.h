@@ -46,8 +46,8 @@ int tg_relay_client_fd(TgRelay *relay);
 gboolean tg_relay_wants_pump(TgRelay *relay);
 
 /* Moves what can be moved without blocking. */
-TgRelayStatus tg_relay_pump(TgRelay *relay, short client_revents, gboolean ssh_output_queued,
-                            TgCounters *counters);
+TgRelayStatus tg_relay_pump(TgRelay *relay, short client_revents,
+                            gboolean ssh_output_queued, TgCounters *counters);
 
 /* Why a relay failed, for the log; NULL when it did not. */
 const char *tg_relay_failure(TgRelay *relay);

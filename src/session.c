@@ -536,8 +536,9 @@ pump_ssh(TgSession *session, GError **error)
     int rc = ssh_event_dopoll(session->event, 0);
     if (rc == SSH_ERROR || !ssh_is_connected(session->ssh)) {
       if (session_alive(session, error))
-        g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "SSH session with %s failed: %s",
-                    session->config->host, ssh_get_error(session->ssh));
+        g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED,
+                    "SSH session with %s failed: %s", session->config->host,
+                    ssh_get_error(session->ssh));
       return FALSE;
     }
     if (rc == SSH_AGAIN)
