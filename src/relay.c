@@ -27,8 +27,11 @@ struct _TgRelay {
   char *target_host;
   guint16 target_port;
   char *origin_address;
+  char *peer_text;        /* "address port", for the audit log */
+  char *destination_text; /* "host port" */
   guint16 origin_port;
-  const char *failure;
+  char *failure;
+  guint64 bytes_sent, bytes_received;
   struct ssh_channel_callbacks_struct callbacks;
 };
 
@@ -67,8 +70,10 @@ tg_relay_new(ssh_session session, int client_fd, const char *target_host,
   relay->target_port = target_port;
   relay->origin_address = g_strdup(origin_address);
   relay->origin_port = origin_port;
+  relay->peer_text = g_strdup_printf("%s port %u", origin_address, origin_port);
+  relay->destination_text = g_strdup_printf("%s port %u", target_host, target_port);
   if (relay->channel == NULL) {
-    relay->failure = "cannot allocate a channel";
+    relay->failure = g_strdup("cannot allocate a channel");
     return relay;
   }
   ssh_callbacks_init(&relay->callbacks);
@@ -90,6 +95,25 @@ const char *
 tg_relay_failure(TgRelay *relay)
 {
   return relay->failure;
+}
+
+const char *
+tg_relay_peer(TgRelay *relay)
+{
+  return relay->peer_text;
+}
+
+const char *
+tg_relay_destination(TgRelay *relay)
+{
+  return relay->destination_text;
+}
+
+void
+tg_relay_get_bytes(TgRelay *relay, guint64 *sent, guint64 *received)
+{
+  *sent = relay->bytes_sent;
+  *received = relay->bytes_received;
 }
 
 short
@@ -119,7 +143,8 @@ tg_relay_wants_pump(TgRelay *relay)
 static TgRelayStatus
 relay_fail(TgRelay *relay, const char *why)
 {
-  relay->failure = why;
+  if (relay->failure == NULL)
+    relay->failure = g_strdup(why);
   return TG_RELAY_FAILED;
 }
 
@@ -154,6 +179,7 @@ pump_to_client(TgRelay *relay, TgCounters *counters)
       return relay_fail(relay, "channel read failed");
     if (n > 0) {
       tg_counter_add(&counters->bytes_received, n);
+      relay->bytes_received += n;
       relay->pending_end = n;
       if (!flush_pending(relay))
         return relay_fail(relay, "client connection broken");
@@ -206,6 +232,7 @@ pump_to_server(TgRelay *relay, short client_revents, gboolean ssh_output_queued,
                                    MIN(window, OUTGOING_CAPACITY), MSG_DONTWAIT);
     if (n > 0) {
       tg_counter_add(&counters->bytes_sent, n);
+      relay->bytes_sent += n;
       relay->outgoing_end = n;
       if (!flush_outgoing(relay))
         return relay_fail(relay, "channel write failed");
@@ -230,8 +257,13 @@ relay_open(TgRelay *relay)
                                relay->origin_address, relay->origin_port);
   if (rc == SSH_AGAIN)
     return TG_RELAY_CONTINUE;
-  if (rc != SSH_OK)
-    return relay_fail(relay, "the server refused the channel");
+  if (rc != SSH_OK) {
+    /* read the reason now: the session's error text is overwritten later */
+    g_autofree char *why = g_strdup_printf(
+        "the server refused the channel to %s port %u: %s", relay->target_host,
+        relay->target_port, ssh_get_error(ssh_channel_get_session(relay->channel)));
+    return relay_fail(relay, why);
+  }
   relay->state = RELAY_OPEN;
   relay->pending_size = PENDING_CAPACITY;
   relay->pending = g_malloc(relay->pending_size);
@@ -283,5 +315,8 @@ tg_relay_free(TgRelay *relay)
   g_free(relay->outgoing);
   g_free(relay->target_host);
   g_free(relay->origin_address);
+  g_free(relay->failure);
+  g_free(relay->peer_text);
+  g_free(relay->destination_text);
   g_free(relay);
 }

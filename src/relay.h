@@ -52,5 +52,12 @@ TgRelayStatus tg_relay_pump(TgRelay *relay, short client_revents,
 /* Why a relay failed, for the log; NULL when it did not. */
 const char *tg_relay_failure(TgRelay *relay);
 
+/* "address port" of the local client, and of the target, for logs. */
+const char *tg_relay_peer(TgRelay *relay);
+const char *tg_relay_destination(TgRelay *relay);
+
+/* Bytes this connection moved: client to server, and back. */
+void tg_relay_get_bytes(TgRelay *relay, guint64 *sent, guint64 *received);
+
 /* Closes the channel and the client socket. */
 void tg_relay_free(TgRelay *relay);

@@ -459,19 +459,32 @@ accept_connections(TgSession *session, TgListener *listener)
                                                   forward->connect.port, address, port));
     tg_counter_add(&session->counters->total_connections, 1);
     atomic_fetch_add(&session->counters->active_connections, 1);
-    tg_debug("tunnel %s: connection from %s port %u for %s", config->tunnel_id, address,
-             port, forward->spec);
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_OPENED", "TUNNEL_ID", config->tunnel_id,
+                 "USER", config->owner.user_name, "FORWARD", forward->spec, "MESSAGE",
+                 "tunnel %s: connection from %s port %u for %s", config->tunnel_id,
+                 address, port, forward->spec);
   }
 }
 
+/* One audit event per forwarded connection, when it ends. */
 static void
 relay_finish(TgSession *session, guint index, TgRelayStatus status)
 {
+  TgSessionConfig *config = session->config;
   TgRelay *relay = g_ptr_array_index(session->relays, index);
+  guint64 sent, received;
+  char bytes[64];
 
-  if (status == TG_RELAY_FAILED)
-    tg_debug("tunnel %s: connection ended: %s", session->config->tunnel_id,
-             tg_relay_failure(relay));
+  tg_relay_get_bytes(relay, &sent, &received);
+  g_snprintf(bytes, sizeof bytes, "%" G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT, sent,
+             received);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_CLOSED", "TUNNEL_ID", config->tunnel_id,
+               "USER", config->owner.user_name, "PEER", tg_relay_peer(relay),
+               "DESTINATION", tg_relay_destination(relay), "BYTES", bytes, "RESULT",
+               status == TG_RELAY_DONE ? "done" : "failed", "MESSAGE",
+               "tunnel %s: connection from %s to %s ended (%s), %s bytes sent/received",
+               config->tunnel_id, tg_relay_peer(relay), tg_relay_destination(relay),
+               status == TG_RELAY_DONE ? "done" : tg_relay_failure(relay), bytes);
   g_ptr_array_remove_index_fast(session->relays, index);
   atomic_fetch_sub(&session->counters->active_connections, 1);
 }
