@@ -8,6 +8,7 @@
 #include <locale.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -106,6 +107,20 @@ prepare_state_dir(const char *path, GError **error)
   return TRUE;
 }
 
+/* Every forwarded connection holds a descriptor: raise the soft limit. It
+ * stays below 65536 because libssh 0.10 silently truncates larger SSH
+ * socket numbers (SSH_OPTIONS_FD is masked with 0xffff). */
+static void
+raise_descriptor_limit(void)
+{
+  struct rlimit limit;
+
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+    return;
+  limit.rlim_cur = MIN(limit.rlim_max, (rlim_t)65535);
+  setrlimit(RLIMIT_NOFILE, &limit);
+}
+
 static void
 close_all_tunnels(TgDaemon *daemon)
 {
@@ -164,6 +179,7 @@ main(int argc, char **argv)
   umask(022);
   /* sends use MSG_NOSIGNAL, but a closed peer must never kill the daemon */
   signal(SIGPIPE, SIG_IGN);
+  raise_descriptor_limit();
 
   if (!parse_options(&argc, &argv, &options, &error)) {
     g_printerr("tunnelgated: %s\n", error->message);
