@@ -173,6 +173,15 @@ authz_run_finish(TgAuthzRun *run)
   tg_call_free(call);
 }
 
+static gboolean
+call_allows_interaction(TgCall *call)
+{
+  GDBusMessage *message = g_dbus_method_invocation_get_message(call->invocation);
+
+  return (g_dbus_message_get_flags(message) &
+          G_DBUS_MESSAGE_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION) != 0;
+}
+
 static TgAction
 lowest_action(TgAction set)
 {
@@ -216,6 +225,12 @@ authz_polkit_done(GObject *source, GAsyncResult *result, gpointer user_data)
   else if (polkit_authorization_result_get_dismissed(answer))
     denial = g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
                          "Authentication for %s was dismissed", tg_action_id(action));
+  else if (polkit_authorization_result_get_is_challenge(answer) &&
+           call_allows_interaction(call))
+    denial = g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                         "%s needs authentication, and no polkit authentication agent "
+                         "could ask you (start one, e.g. pkttyagent)",
+                         tg_action_id(action));
   else if (polkit_authorization_result_get_is_challenge(answer))
     denial = g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
                          "%s needs authentication, and this call does not allow "
@@ -247,9 +262,7 @@ authz_check_next(TgAuthzRun *run)
 
   /* Only the caller may allow a password prompt, and never for an optional
    * action, whose refusal costs nothing. */
-  if (required &&
-      (g_dbus_message_get_flags(g_dbus_method_invocation_get_message(call->invocation)) &
-       G_DBUS_MESSAGE_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION))
+  if (required && call_allows_interaction(call))
     flags |= POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION;
 
   if (call->details != NULL) {

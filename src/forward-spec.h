@@ -26,9 +26,9 @@ typedef struct {
 
 typedef struct {
   TgForwardKind kind;
-  TgEndpoint listen;  /* L/D: local listener; R: listener on the server */
-  TgEndpoint connect; /* where connections go; unused (all zero) for D, and
-                       * for R with only a listen part (remote dynamic) */
+  TgEndpoint listen;       /* L/D: local listener; R: listener on the server */
+  TgEndpoint connect;      /* where connections go; unused (all zero) for D, and
+                            * for R with only a listen part (remote dynamic) */
   gboolean remote_dynamic; /* "R [bind:]port" without a target (ssh -R port) */
   char *spec;              /* canonical form, e.g. "L 127.0.0.1:8080:intra:80" */
 } TgForward;

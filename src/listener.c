@@ -86,6 +86,18 @@ bind_one(const struct sockaddr_storage *address, guint16 port, guint forward_ind
     return NULL;
   }
 
+  /* listen at once: two sockets with SO_REUSEADDR may both bind one port as
+   * long as neither listens, so only listen() makes the port ours. Clients
+   * wait in the backlog until the tunnel is up (or are reset if it fails). */
+  if (listen(listener->fd, SOMAXCONN) != 0) {
+    int saved = errno;
+    g_set_error(
+        error, TG_ERROR, saved == EADDRINUSE ? TG_ERROR_ADDRESS_IN_USE : TG_ERROR_FAILED,
+        "Forward '%s': cannot listen on port %u: %s", spec, port, g_strerror(saved));
+    errno = saved;
+    return NULL;
+  }
+
   length = sizeof bound;
   getsockname(listener->fd, (struct sockaddr *)&bound, &length);
   if (bound.ss_family == AF_INET) {

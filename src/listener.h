@@ -1,7 +1,8 @@
 /* Local listeners of L and D forwards: the sockets the daemon binds for a
  * caller. Binding happens on the D-Bus thread before the SSH session starts,
  * so "port in use" is reported at once and the real port of a port-0 forward
- * is known; listen() is called only when the tunnel is up. */
+ * is known. The sockets listen at once; connections are accepted only when
+ * the tunnel is up. */
 #pragma once
 
 #include <glib.h>

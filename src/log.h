@@ -1,10 +1,10 @@
 /* Logging. Audit events use G_LOG_LEVEL_MESSAGE (journal priority notice), which
- * GLib never filters; debug output needs --verbose. Everything goes through GLib's structured logging: under systemd
- * (stderr connected to the journal) GLib's default writer sends the fields
- * natively to journald, so every event is a structured journal entry with
- * TG_EVENT and the fields below; elsewhere the message goes to stderr.
- * Field names (journal): TG_EVENT, TUNNEL_ID, USER, UID, FORWARD, DECISION,
- * RULE, BYTES, PEER. Values are strings. */
+ * GLib never filters; debug output needs --verbose. Everything goes through GLib's
+ * structured logging: under systemd (stderr connected to the journal) GLib's default
+ * writer sends the fields natively to journald, so every event is a structured journal
+ * entry with TG_EVENT and the fields below; elsewhere the message goes to stderr. Field
+ * names (journal): TG_EVENT, TUNNEL_ID, USER, UID, FORWARD, DECISION, RULE, BYTES, PEER.
+ * Values are strings. */
 #pragma once
 
 #include <glib.h>

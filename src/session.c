@@ -615,22 +615,6 @@ run_relays(TgSession *session, GError **error)
   return TRUE;
 }
 
-static gboolean
-start_listening(TgSession *session, GError **error)
-{
-  GPtrArray *listeners = session->config->listeners;
-
-  for (guint i = 0; i < listeners->len; i++) {
-    TgListener *listener = g_ptr_array_index(listeners, i);
-    if (listen(listener->fd, SOMAXCONN) != 0) {
-      g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "listen on %s port %u: %s",
-                  listener->address, listener->port, g_strerror(errno));
-      return FALSE;
-    }
-  }
-  return TRUE;
-}
-
 /* Closes everything the session holds, so that its ports are free before
  * the final report reaches the D-Bus thread. */
 static void
@@ -666,7 +650,7 @@ session_thread(gpointer data)
 {
   TgSession *session = data;
   g_autoptr(GError) error = NULL;
-  gboolean ok = connect_session(session, &error) && start_listening(session, &error);
+  gboolean ok = connect_session(session, &error);
 
   if (ok) {
     ssh_set_blocking(session->ssh, 0);
