@@ -28,7 +28,7 @@ child_open_as_user(int channel, const TgIdentity *user, const gid_t *groups, int
 {
   int result_errno = 0;
   int fd = -1;
-  char control[CMSG_SPACE(sizeof(int))];
+  char control[CMSG_SPACE(sizeof(int))] = { 0 };
   struct iovec iov = { &result_errno, sizeof result_errno };
   struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 
@@ -86,7 +86,7 @@ send:
 static int
 receive_fd(int channel, int *child_errno)
 {
-  char control[CMSG_SPACE(sizeof(int))];
+  char control[CMSG_SPACE(sizeof(int))] = { 0 };
   struct iovec iov = { child_errno, sizeof *child_errno };
   struct msghdr msg = { .msg_iov = &iov,
                         .msg_iovlen = 1,

@@ -68,6 +68,8 @@ tg_tunnel_get_owner(TgTunnel *tunnel)
   return tunnel->owner_uid;
 }
 
+/* The value of a property, to be consumed at once by a GVariant constructor
+ * or builder (which sink it): floating, or borrowed from the tunnel. */
 static GVariant *
 tunnel_property(TgTunnel *tunnel, const char *name)
 {
@@ -86,7 +88,7 @@ tunnel_property(TgTunnel *tunnel, const char *name)
   if (g_str_equal(name, "Forwards"))
     return g_variant_new_strv((const char *const *)tunnel->forwards, -1);
   if (g_str_equal(name, "Listeners"))
-    return g_variant_ref(tunnel->listeners);
+    return tunnel->listeners; /* borrowed: every consumer takes its own reference */
   if (g_str_equal(name, "BytesSent"))
     return g_variant_new_uint64(tg_counter_get(&c->bytes_sent));
   if (g_str_equal(name, "BytesReceived"))
