@@ -292,6 +292,63 @@ class ConcurrencyTest(RelayTestCase):
 # ----------------------------------------------------------------------------
 
 
+class ManyTunnelsTest(RelayTestCase):
+    """Many tunnels at once, each with its own worker thread, and a busy one
+    that must not stall the D-Bus side or the other tunnels."""
+
+    N = 20
+
+    def tearDown(self):
+        close_all_tunnels(self.w)
+        super().tearDown()
+
+    def test_many_tunnels_and_a_busy_one(self):
+        w = self.w
+        fds_before = fd_count(w.daemon.pid)
+        opened, errors = [None] * self.N, []
+
+        def open_one(i):
+            try:
+                opened[i] = open_data_tunnel(w)
+            except Exception as e:  # noqa: BLE001
+                errors.append((i, e))
+
+        threads = [threading.Thread(target=open_one, args=(i,)) for i in range(self.N)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        self.assertEqual(len({port for _, port in opened}), self.N)
+        self.assertEqual(len(list_tunnels(w, ALICE)), self.N)
+
+        # tunnel 0 is kept busy with a big download; the others each carry
+        # their own transfer meanwhile, and the bus keeps answering
+        busy = self.connect(opened[0][1])
+        busy_result = {}
+        busy_thread = threading.Thread(
+            target=lambda: busy_result.update(data=world.World.data_send(busy, BIG)))
+        busy_thread.start()
+        size = 4 * MIB
+        for path, port in opened[1:]:
+            s = self.connect(port)
+            self.assertEqual(hashlib.sha256(world.World.data_send(s, size)).hexdigest(),
+                             world.World.pattern_sha256(size))
+            # D-Bus calls are served by the main thread, never by a worker
+            self.assertEqual(prop(w, ALICE, path, "State"), "up")
+        self.assertEqual(len(list_tunnels(w, ALICE)), self.N)
+        busy_thread.join(IO_TIMEOUT)
+        self.assertFalse(busy_thread.is_alive())
+        self.assertEqual(hashlib.sha256(busy_result["data"]).hexdigest(),
+                         world.World.pattern_sha256(BIG))
+
+        for path, port in opened:
+            close_tunnel(w, path)
+            self.assertTrue(can_listen(w, port), f"port {port} still taken after Close")
+        wait_for(lambda: fd_count(w.daemon.pid) == fds_before, timeout=10,
+                 what=f"descriptor count back to {fds_before}")
+
+
 class FdLeakTest(RelayTestCase):
 
     def settled_fd_count(self, expect=None, timeout=10):
