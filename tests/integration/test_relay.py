@@ -296,7 +296,7 @@ class ManyTunnelsTest(RelayTestCase):
     """Many tunnels at once, each with its own worker thread, and a busy one
     that must not stall the D-Bus side or the other tunnels."""
 
-    N = 20
+    N = 8 if tgtest.VALGRIND else 20
 
     def tearDown(self):
         close_all_tunnels(self.w)
