@@ -1,0 +1,224 @@
+/* The organisation policy: what may be forwarded (doc/policy.md).
+ *
+ * A TgPolicy is loaded once from the files in precedence order, then never
+ * changes: reloading builds a new one, and the daemon swaps pointers. Any
+ * number of threads may query one policy at once (worker threads check each
+ * SOCKS request). Every answer names the keyword, file and line that
+ * decided it.
+ *
+ * The code is split by concept:
+ *   config-tokenizer.c  the sshd_config-style lines and words (also profiles)
+ *   policy-match.c      host/port patterns, the allow-list index, user and
+ *                       group pattern lists
+ *   policy-parser.c     keywords and values, Match blocks, file order
+ *   policy.c            which value applies to whom, decisions, the dump
+ *   policy-subject.c    who the caller is, from NSS (the only impure part) */
+#pragma once
+
+#include <glib.h>
+#include <sys/types.h>
+
+#include "forward-spec.h"
+
+typedef struct _TgPolicy TgPolicy;
+
+/* ---- Loading ------------------------------------------------------------ */
+
+/* Reads @dropin_dir/ *.conf in lexical order, then @main_file, then
+ * @default_file (drop-ins win). Missing files and a missing directory are
+ * fine (none at all gives the built-in defaults); an unreadable or broken
+ * one is TG_ERROR_INVALID_ARGUMENT naming file and line. Any may be NULL. */
+TgPolicy *tg_policy_load(const char *default_file, const char *main_file,
+                         const char *dropin_dir, GError **error);
+
+/* tg_policy_load() with the installed locations: TG_DATADIR/policy.conf,
+ * TG_SYSCONFDIR/policy.conf and TG_SYSCONFDIR/policy.d. */
+TgPolicy *tg_policy_load_system(GError **error);
+
+/* Exactly these files, the first winning; every one must exist. */
+TgPolicy *tg_policy_load_files(const char *const *files, GError **error);
+
+/* One policy file's text; @name stands for the file in messages.
+ * @length -1: @text is NUL-terminated. */
+TgPolicy *tg_policy_parse_string(const char *name, const char *text, gssize length,
+                                 GError **error);
+
+TgPolicy *tg_policy_ref(TgPolicy *policy);
+void tg_policy_unref(TgPolicy *policy);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgPolicy, tg_policy_unref)
+
+/* The files read, in precedence order (the PolicyFiles property). */
+const char *const *tg_policy_get_files(const TgPolicy *policy);
+
+/* "file:line: message" for lines that were ignored or have no effect yet,
+ * in file and line order (at most 1000, then a count); empty (not NULL)
+ * when there are none. */
+const char *const *tg_policy_get_warnings(const TgPolicy *policy);
+
+/* `tunnelgatectl check-policy [FILE...]`, like `sshd -t`: @files (NULL or
+ * empty for the installed locations) are loaded; on success *report holds
+ * the warnings, one per line (empty when there are none). */
+gboolean tg_policy_validate(const char *const *files, char **report, GError **error);
+
+/* ---- Who asks ----------------------------------------------------------- */
+
+typedef struct {
+  char *user;
+  uid_t uid;
+  char **groups; /* every group name, primary first; NULL-terminated */
+} TgPolicySubject;
+
+TgPolicySubject *tg_policy_subject_new(const char *user, uid_t uid,
+                                       const char *const *groups);
+/* From NSS: getpwuid_r, getgrouplist, getgrgid_r. Groups without a name
+ * are left out. TG_ERROR_NOT_FOUND for an unknown uid. */
+TgPolicySubject *tg_policy_subject_from_uid(uid_t uid, GError **error);
+void tg_policy_subject_free(TgPolicySubject *subject);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgPolicySubject, tg_policy_subject_free)
+
+/* In every function below, a NULL subject is a caller no "Match User" or
+ * "Match Group" applies to ("Match All" still does). */
+
+/* ---- Decisions ---------------------------------------------------------- */
+
+typedef struct {
+  gboolean allowed;
+  const char *keyword; /* "PermitOpen": the keyword that decided */
+  char *file;          /* "<default>" for a built-in default */
+  guint line;          /* 0 for a built-in default */
+  char *reason;        /* "PermitOpen at /etc/tunnelgate/policy.conf:12 does not
+                        * allow db.corp:5433" */
+} TgPolicyDecision;
+
+void tg_policy_decision_free(TgPolicyDecision *decision);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgPolicyDecision, tg_policy_decision_free)
+
+/* TRUE when allowed; else sets TG_ERROR_POLICY_DENIED with the reason
+ * (TG_ERROR_LIMIT_EXCEEDED for MaxTunnels and MaxConnections). */
+gboolean tg_policy_decision_to_error(const TgPolicyDecision *decision, GError **error);
+
+/* PermitServer: may a tunnel go to the SSH server @host:@port? */
+TgPolicyDecision *tg_policy_check_server(const TgPolicy *policy,
+                                         const TgPolicySubject *subject, const char *host,
+                                         guint16 port);
+
+/* Everything about one forward, checked in this order, the first denial
+ * deciding (else the last check names the allowing rule):
+ *   L: AllowTcpForwarding/AllowStreamLocalForwarding (local), GatewayPorts
+ *      (TCP listener), PermitOpen (TCP destination);
+ *   R: AllowTcpForwarding/AllowStreamLocalForwarding (remote),
+ *      AllowDynamicForwarding (remote dynamic), PermitListen (TCP listener),
+ *      PermitRemoteOpen (TCP destination);
+ *   D: AllowDynamicForwarding, AllowTcpForwarding (local), GatewayPorts.
+ * A forward with a TCP end needs AllowTcpForwarding, one with a Unix socket
+ * end needs AllowStreamLocalForwarding, a mixed one needs both. */
+TgPolicyDecision *tg_policy_check_forward(const TgPolicy *policy,
+                                          const TgPolicySubject *subject,
+                                          const TgForward *forward);
+
+/* PermitOpen, for each request on a D (SOCKS) listener. */
+TgPolicyDecision *tg_policy_check_socks_destination(const TgPolicy *policy,
+                                                    const TgPolicySubject *subject,
+                                                    const char *host, guint16 port);
+
+/* PermitRemoteOpen, for each request on a remote dynamic forward ("R port"),
+ * where the daemon opens the connection. */
+TgPolicyDecision *tg_policy_check_remote_open(const TgPolicy *policy,
+                                              const TgPolicySubject *subject,
+                                              const char *host, guint16 port);
+
+/* ServerPermitOpen (server mode): may @subject's own SSH sessions on this
+ * host forward to @host:@port? Reserved: not yet enforced by the daemon. */
+TgPolicyDecision *tg_policy_check_server_permit_open(const TgPolicy *policy,
+                                                     const TgPolicySubject *subject,
+                                                     const char *host, guint16 port);
+
+/* ---- Values ------------------------------------------------------------- */
+
+/* Where a value came from; strings belong to the policy. */
+typedef struct {
+  const char *keyword;
+  const char *file; /* "<default>" */
+  guint line;       /* 0 for a built-in default */
+} TgPolicyOrigin;
+
+typedef enum {
+  TG_GATEWAY_PORTS_NO,
+  TG_GATEWAY_PORTS_YES,
+  TG_GATEWAY_PORTS_CLIENT_SPECIFIED,
+} TgGatewayPorts;
+
+TgGatewayPorts tg_policy_get_gateway_ports(const TgPolicy *policy,
+                                           const TgPolicySubject *subject,
+                                           TgPolicyOrigin *origin);
+
+/* TRUE when the daemon should listen on all addresses for @forward: an L or
+ * D forward without a bind address under GatewayPorts yes (as ssh -g).
+ * Such a listener also needs polkit's org.tunnelgate.bind-any. */
+gboolean tg_policy_forward_listens_on_all_addresses(const TgPolicy *policy,
+                                                    const TgPolicySubject *subject,
+                                                    const TgForward *forward);
+
+typedef enum {
+  TG_POLICY_MAX_TUNNELS,
+  TG_POLICY_MAX_CONNECTIONS,
+  TG_POLICY_MAX_LIFETIME, /* seconds */
+  TG_POLICY_IDLE_TIMEOUT, /* seconds */
+} TgPolicyLimitKind;
+
+typedef struct {
+  gboolean limited; /* FALSE: "none" */
+  guint64 value;    /* a count, or seconds */
+  TgPolicyOrigin origin;
+} TgPolicyLimit;
+
+void tg_policy_get_limit(const TgPolicy *policy, const TgPolicySubject *subject,
+                         TgPolicyLimitKind kind, TgPolicyLimit *limit);
+
+/* MaxTunnels or MaxConnections: may @subject open one more, having
+ * @in_use already? (tg_policy_decision_to_error() makes a denial
+ * LimitExceeded, not PolicyDenied.) */
+TgPolicyDecision *tg_policy_check_count_limit(const TgPolicy *policy,
+                                              const TgPolicySubject *subject,
+                                              TgPolicyLimitKind kind, guint64 in_use);
+
+typedef enum {
+  TG_HOST_KEY_POLICY_KNOWN_OR_PINNED,
+  TG_HOST_KEY_POLICY_STRICT,
+  TG_HOST_KEY_POLICY_PINNED_ONLY,
+} TgHostKeyPolicy;
+
+TgHostKeyPolicy tg_policy_get_host_key_policy(const TgPolicy *policy,
+                                              const TgPolicySubject *subject,
+                                              TgPolicyOrigin *origin);
+
+/* ---- Reserved for the firewall and server mode (parsed, not in force) --- */
+
+typedef struct {
+  gboolean egress_lockdown;
+  const GArray *ssh_ports; /* TgPortRange (policy-match.h), at least one */
+  gboolean listener_guard;
+  gboolean connect_back_pinning;
+  gboolean detect_ssh_banner;
+  gboolean log_rejections;
+  gboolean server_mode;
+  const char *sshd_drop_in; /* absolute path */
+  gboolean sshd_reload;
+} TgPolicyGlobals;
+
+/* The global-only keywords; owned by the policy. */
+const TgPolicyGlobals *tg_policy_get_globals(const TgPolicy *policy);
+
+gboolean tg_policy_is_lockdown_exempt(const TgPolicy *policy,
+                                      const TgPolicySubject *subject,
+                                      TgPolicyOrigin *origin);
+gboolean tg_policy_is_sftp_only(const TgPolicy *policy, const TgPolicySubject *subject,
+                                TgPolicyOrigin *origin);
+
+/* ---- The effective policy ----------------------------------------------- */
+
+/* Every keyword with the value that applies to @subject, one per line,
+ * keyword in lower case, in the order of doc/policy.md (as `sshd -T`). With
+ * @with_origins, each line ends with "  # file:line". */
+char *tg_policy_dump_effective(const TgPolicy *policy, const TgPolicySubject *subject,
+                               gboolean with_origins);
