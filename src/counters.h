@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdatomic.h>
+#include <glib.h>
 #include <stdint.h>
 
 typedef struct {
@@ -12,6 +13,28 @@ typedef struct {
   atomic_uint_least64_t total_connections;
   atomic_uint active_connections;
 } TgCounters;
+
+/* What one user has open over all their tunnels, shared by those tunnels'
+ * workers: MaxConnections (policy) is enforced on accept against it. */
+typedef struct {
+  atomic_uint connections;
+  atomic_uint max_connections; /* 0: no limit */
+  atomic_int refs;
+} TgUsage;
+
+static inline TgUsage *
+tg_usage_ref(TgUsage *usage)
+{
+  atomic_fetch_add(&usage->refs, 1);
+  return usage;
+}
+
+static inline void
+tg_usage_unref(TgUsage *usage)
+{
+  if (usage != NULL && atomic_fetch_sub(&usage->refs, 1) == 1)
+    g_free(usage);
+}
 
 static inline void
 tg_counter_add(atomic_uint_least64_t *counter, uint64_t amount)

@@ -5,6 +5,8 @@
 #include <gio/gio.h>
 
 #include "authz.h"
+#include "counters.h"
+#include "policy.h"
 
 #define TG_BUS_NAME "org.tunnelgate.TunnelGate1"
 #define TG_MANAGER_PATH "/org/tunnelgate/TunnelGate1"
@@ -24,6 +26,10 @@ typedef struct {
   guint object_manager_registration;
   guint counters_timer;
 
+  TgPolicy *policy;     /* replaced as a whole on reload */
+  char *default_policy; /* the shipped default policy file */
+  GHashTable *usage;    /* uid -> TgUsage*, per-user connection counts */
+
   char *config_dir;
   char *state_dir;
   char *system_known_hosts;
@@ -31,6 +37,9 @@ typedef struct {
 } TgDaemon;
 
 GDBusInterfaceInfo *tg_daemon_interface(TgDaemon *daemon, const char *name);
+
+/* The usage record of uid, created on first use; tg_usage_unref() it. */
+TgUsage *tg_daemon_usage(TgDaemon *daemon, uid_t uid);
 
 /* The tunnel exported at path, or NULL. */
 TgTunnel *tg_daemon_find_tunnel(TgDaemon *daemon, const char *path);

@@ -51,7 +51,7 @@ tg_hostkey_fingerprint_is_valid(const char *text)
 
 gboolean
 tg_hostkey_verify(ssh_session session, const char *host, const char *pinned,
-                  GError **error)
+                  TgHostKeyMode mode, GError **error)
 {
   g_autofree char *key_type = NULL;
   g_autofree char *fingerprint = tg_hostkey_fingerprint(session, &key_type, error);
@@ -67,9 +67,19 @@ tg_hostkey_verify(ssh_session session, const char *host, const char *pinned,
     return FALSE;
   }
 
+  if (mode == TG_HOST_KEY_PINNED_ONLY && pinned != NULL)
+    return TRUE; /* the policy trusts pins, and only pins: it matched */
+
   known = ssh_session_is_known_server(session);
   switch (known) {
   case SSH_KNOWN_HOSTS_OK:
+    if (mode == TG_HOST_KEY_PINNED_ONLY) {
+      g_set_error(error, TG_ERROR, TG_ERROR_HOST_KEY_UNKNOWN,
+                  "Host key of %s (%s %s) is known, but HostKeyPolicy pinned-only "
+                  "requires the host-key option",
+                  host, key_type, fingerprint);
+      return FALSE;
+    }
     return TRUE;
   case SSH_KNOWN_HOSTS_CHANGED:
   case SSH_KNOWN_HOSTS_OTHER:
@@ -81,12 +91,16 @@ tg_hostkey_verify(ssh_session session, const char *host, const char *pinned,
     return FALSE;
   case SSH_KNOWN_HOSTS_NOT_FOUND:
   case SSH_KNOWN_HOSTS_UNKNOWN:
-    if (pinned != NULL)
+    if (pinned != NULL && mode != TG_HOST_KEY_STRICT)
       return TRUE; /* the caller vouched for exactly this key */
     g_set_error(error, TG_ERROR, TG_ERROR_HOST_KEY_UNKNOWN,
-                "Host key of %s is unknown: the server offered %s %s. Verify it "
-                "and pass it as the host-key option, or ask the administrator "
-                "to add it to the known hosts",
+                mode == TG_HOST_KEY_STRICT
+                    ? "Host key of %s is unknown: the server offered %s %s, and "
+                      "HostKeyPolicy strict accepts only keys in the known hosts files; "
+                      "ask the administrator to add it"
+                    : "Host key of %s is unknown: the server offered %s %s. Verify it "
+                      "and pass it as the host-key option, or ask the administrator "
+                      "to add it to the known hosts",
                 host, key_type, fingerprint);
     return FALSE;
   case SSH_KNOWN_HOSTS_ERROR:

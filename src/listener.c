@@ -145,8 +145,8 @@ bind_pair(const char *first, const char *second, guint16 port, guint forward_ind
 }
 
 gboolean
-tg_listener_bind(const TgForward *forward, guint forward_index, uid_t caller_uid,
-                 GPtrArray *out, GError **error)
+tg_listener_bind(const TgForward *forward, guint forward_index, gboolean all_addresses,
+                 uid_t caller_uid, GPtrArray *out, GError **error)
 {
   const char *host = forward->listen.host;
   guint16 port = forward->listen.port;
@@ -166,6 +166,8 @@ tg_listener_bind(const TgForward *forward, guint forward_index, uid_t caller_uid
     return FALSE;
   }
 
+  if (host == NULL && all_addresses)
+    return bind_pair("0.0.0.0", "::", port, forward_index, forward->spec, out, error);
   if (host == NULL || g_ascii_strcasecmp(host, "localhost") == 0)
     return bind_pair("127.0.0.1", "::1", port, forward_index, forward->spec, out, error);
   if (host[0] == '\0' || g_str_equal(host, "*"))

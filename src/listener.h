@@ -20,9 +20,11 @@ typedef struct {
 
 /* Binds the listening end of forward (TCP, L or D). A forward without a bind
  * address or with "localhost" binds 127.0.0.1 and ::1 on the same port, as
- * OpenSSH does; "" and "*" bind all addresses. Appends TgListener* to out. */
-gboolean tg_listener_bind(const TgForward *forward, guint forward_index, uid_t caller_uid,
-                          GPtrArray *out, GError **error);
+ * OpenSSH does, unless all_addresses (GatewayPorts yes, like ssh -g); "" and
+ * "*" bind all addresses. Appends TgListener* to out. */
+gboolean tg_listener_bind(const TgForward *forward, guint forward_index,
+                          gboolean all_addresses, uid_t caller_uid, GPtrArray *out,
+                          GError **error);
 
 void tg_listener_free(TgListener *listener);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgListener, tg_listener_free)

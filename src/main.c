@@ -16,6 +16,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "manager.h"
+#include "policy-gate.h"
 #include "privileges.h"
 #include "tunnel.h"
 
@@ -24,6 +25,7 @@ typedef struct {
   char *config_dir;
   char *state_dir;
   char *system_known_hosts;
+  char *default_policy;
   int connect_timeout;
   gboolean verbose;
   gboolean version;
@@ -37,6 +39,19 @@ on_terminate(gpointer user_data)
 {
   tg_message("received %s, shutting down", (const char *)user_data);
   g_main_loop_quit(main_loop);
+  return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+on_reload(gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+  g_autoptr(GError) error = NULL;
+
+  tg_message("received SIGHUP, reloading the policy");
+  if (!tg_gate_reload(daemon, &error))
+    tg_log_event(G_LOG_LEVEL_WARNING, "POLICY_RELOAD_FAILED", "MESSAGE",
+                 "policy not reloaded, the old one stays in force: %s", error->message);
   return G_SOURCE_CONTINUE;
 }
 
@@ -143,6 +158,8 @@ parse_options(int *argc, char ***argv, Options *options, GError **error)
       "Configuration directory (default " TG_SYSCONFDIR ")", "DIR" },
     { "state-dir", 0, 0, G_OPTION_ARG_FILENAME, &options->state_dir,
       "State directory holding known_hosts (default " TG_STATEDIR ")", "DIR" },
+    { "default-policy", 0, 0, G_OPTION_ARG_FILENAME, &options->default_policy,
+      "The shipped default policy (default " TG_DATADIR "/policy.conf)", "FILE" },
     { "system-known-hosts", 0, 0, G_OPTION_ARG_FILENAME, &options->system_known_hosts,
       "System known hosts file (default /etc/ssh/ssh_known_hosts)", "FILE" },
     { "connect-timeout", 0, 0, G_OPTION_ARG_INT, &options->connect_timeout,
@@ -198,12 +215,16 @@ main(int argc, char **argv)
                                   ? options.system_known_hosts
                                   : g_strdup("/etc/ssh/ssh_known_hosts");
   daemon.connect_timeout_seconds = options.connect_timeout ? options.connect_timeout : 15;
+  daemon.default_policy = options.default_policy ? options.default_policy
+                                                 : g_strdup(TG_DATADIR "/policy.conf");
+  daemon.usage = g_hash_table_new_full(NULL, NULL, NULL, (GDestroyNotify)tg_usage_unref);
   daemon.tunnels = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
                                          (GDestroyNotify)tg_tunnel_free);
 
   /* libssh's global state (crypto) before any worker thread exists */
   if (ssh_init() != SSH_OK || !prepare_state_dir(daemon.state_dir, &error) ||
       !tg_drop_privileges(&error) ||
+      (daemon.policy = tg_gate_load(&daemon, &error)) == NULL ||
       (daemon.introspection = load_introspection(&error)) == NULL ||
       (daemon.bus = connect_bus(options.bus_address, &error)) == NULL ||
       (authority = polkit_authority_get_sync(NULL, &error)) == NULL) {
@@ -219,6 +240,7 @@ main(int argc, char **argv)
   main_loop = g_main_loop_new(NULL, FALSE);
   g_unix_signal_add(SIGTERM, on_terminate, "SIGTERM");
   g_unix_signal_add(SIGINT, on_terminate, "SIGINT");
+  g_unix_signal_add(SIGHUP, on_reload, &daemon);
   g_dbus_connection_set_exit_on_close(daemon.bus, FALSE);
   g_signal_connect_swapped(daemon.bus, "closed", G_CALLBACK(g_main_loop_quit), main_loop);
   name_id = g_bus_own_name_on_connection(daemon.bus, TG_BUS_NAME,
@@ -231,6 +253,9 @@ main(int argc, char **argv)
   tg_manager_unexport(&daemon);
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
   g_hash_table_unref(daemon.tunnels);
+  g_hash_table_unref(daemon.usage);
+  tg_policy_unref(daemon.policy);
+  g_free(daemon.default_policy);
   tg_authz_free(daemon.authz);
   g_dbus_node_info_unref(daemon.introspection);
   g_object_unref(daemon.bus);

@@ -1,5 +1,7 @@
 #include "manager.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <gio/gunixfdlist.h>
 #include <unistd.h>
 
@@ -7,6 +9,8 @@
 #include "hostkey.h"
 #include "listener.h"
 #include "log.h"
+#include "policy-gate.h"
+#include "profile.h"
 #include "tg-error.h"
 #include "tunnel.h"
 
@@ -54,6 +58,7 @@ typedef struct {
   char *description;
   guint32 keepalive;
   gboolean bind_to_caller;
+  TgPolicySubject *subject; /* the caller, for the policy; set in decide() */
 } OpenRequest;
 
 static void
@@ -72,6 +77,7 @@ open_request_free(gpointer data)
   g_free(request->host_key);
   g_free(request->ciphers);
   g_free(request->description);
+  tg_policy_subject_free(request->subject);
   g_free(request);
 }
 
@@ -260,9 +266,11 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
   request->destination = tg_destination_parse(destination, error);
   if (request->destination == NULL)
     goto fail;
-  if (request->destination->profile != NULL) {
-    g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
-                "Destination '%s': tunnel profiles are not supported yet", destination);
+  if (request->destination->profile != NULL && g_variant_iter_n_children(forwards) > 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "Destination '%s' is a profile, which defines its own forwards; "
+                "pass no forwards",
+                destination);
     goto fail;
   }
   if (g_variant_iter_n_children(forwards) > MAX_FORWARDS_PER_TUNNEL) {
@@ -287,6 +295,16 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
 
   credentials = (request->agent_path != NULL) + (request->agent_fd >= 0) +
                 (request->identity_path != NULL) + (request->identity_fd >= 0);
+  if (request->destination->profile != NULL) {
+    if (credentials == 0 && request->host_key == NULL)
+      return request;
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "Destination '%s' is a profile, which brings its own key and host "
+                "key; the options agent, agent-fd, identity, identity-fd and host-key "
+                "cannot be used with it",
+                destination);
+    goto fail;
+  }
   if (credentials != 1) {
     g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
                 credentials == 0
@@ -312,34 +330,120 @@ destination_text(const TgDestination *destination, const char *user)
                          ipv6 ? "]" : "", destination->port);
 }
 
+/* The caller's identity for the policy: user, uid and every group. */
+static TgPolicySubject *
+caller_subject(TgCall *call)
+{
+  g_autoptr(GError) error = NULL;
+  TgPolicySubject *subject = tg_policy_subject_from_uid(call->caller->uid, &error);
+
+  if (subject == NULL) {
+    g_autoptr(GError) denial = g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                                           "Cannot look up the groups of uid %u: %s",
+                                           (unsigned)call->caller->uid, error->message);
+    tg_call_return_error(call, denial);
+  }
+  return subject;
+}
+
 static gboolean
 open_decide(TgCall *call)
 {
   OpenRequest *request = call->data;
   g_autoptr(GPtrArray) specs = g_ptr_array_new();
   GVariantBuilder details;
-  const char *user = request->destination->user != NULL ? request->destination->user
-                                                        : call->caller->user_name;
-  g_autofree char *destination = destination_text(request->destination, user);
+  g_autofree char *destination = NULL;
   g_autofree char *joined = NULL;
+
+  request->subject = caller_subject(call);
+  if (request->subject == NULL)
+    return FALSE;
+
+  g_variant_builder_init(&details, G_VARIANT_TYPE("a{ss}"));
+  if (request->destination->profile != NULL) {
+    /* the administrator sanctioned the profile's forwards: use-profile only */
+    call->required = TG_ACTION_USE_PROFILE;
+    g_variant_builder_add(&details, "{ss}", "profile", request->destination->profile);
+    call->details = g_variant_ref_sink(g_variant_builder_end(&details));
+    return TRUE;
+  }
 
   call->required = TG_ACTION_OPEN;
   for (guint i = 0; i < request->forwards->len; i++) {
     const TgForward *forward = g_ptr_array_index(request->forwards, i);
     if (forward->kind == TG_FORWARD_REMOTE)
       call->required |= TG_ACTION_OPEN_REMOTE;
-    else if (!tg_forward_listens_on_loopback_only(forward))
+    else if (!tg_forward_listens_on_loopback_only(forward) ||
+             tg_policy_forward_listens_on_all_addresses(request->daemon->policy,
+                                                        request->subject, forward))
       call->required |= TG_ACTION_BIND_ANY;
     g_ptr_array_add(specs, forward->spec);
   }
   g_ptr_array_add(specs, NULL);
   joined = g_strjoinv(";", (char **)specs->pdata);
+  destination = destination_text(request->destination, request->destination->user != NULL
+                                                           ? request->destination->user
+                                                           : call->caller->user_name);
 
   /* polkit rules may look at these: action.lookup("destination") */
-  g_variant_builder_init(&details, G_VARIANT_TYPE("a{ss}"));
   g_variant_builder_add(&details, "{ss}", "destination", destination);
   g_variant_builder_add(&details, "{ss}", "forwards", joined);
   call->details = g_variant_ref_sink(g_variant_builder_end(&details));
+  return TRUE;
+}
+
+/* A profile replaces the destination, the forwards and the credentials with
+ * the administrator's; the user never sees the key. */
+static gboolean
+apply_profile(OpenRequest *request, TgSessionConfig *config, GError **error)
+{
+  TgDaemon *daemon = request->daemon;
+  g_autofree char *dir = g_build_filename(daemon->config_dir, "profiles.d", NULL);
+  g_autoptr(TgProfile) profile = NULL;
+  g_autoptr(GError) local_error = NULL;
+  int fd;
+
+  profile = tg_profile_load(dir, request->destination->profile, &local_error);
+  if (profile == NULL) {
+    if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT) ||
+        g_error_matches(local_error, TG_ERROR, TG_ERROR_NOT_FOUND))
+      g_set_error(error, TG_ERROR, TG_ERROR_NOT_FOUND, "No tunnel profile '%s'",
+                  request->destination->profile);
+    else
+      g_propagate_error(error, g_steal_pointer(&local_error));
+    return FALSE;
+  }
+  if (!tg_profile_may_start(profile, request->subject)) {
+    g_set_error(error, TG_ERROR, TG_ERROR_POLICY_DENIED,
+                "Profile '%s' (%s) does not allow user %s to start it (AllowUsers/"
+                "AllowGroups)",
+                profile->name, profile->file, request->subject->user);
+    return FALSE;
+  }
+  fd = open(profile->identity_file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Profile '%s': cannot open %s: %s",
+                profile->name, profile->identity_file, g_strerror(errno));
+    return FALSE;
+  }
+  config->identity_fd = fd;
+  if (!tg_profile_check_identity_fd(fd, profile->identity_file, 0, error))
+    return FALSE;
+
+  for (guint i = 0; i < profile->forwards->len; i++) {
+    TgForward *forward = tg_forward_copy(g_ptr_array_index(profile->forwards, i));
+    g_ptr_array_add(request->forwards, forward);
+    if (!check_forward_supported(forward, error))
+      return FALSE;
+  }
+  config->host = g_strdup(profile->server_host);
+  config->port = profile->server_port;
+  config->user = g_strdup(profile->user);
+  config->host_key = g_strdup(profile->host_key);
+  if (request->description == NULL)
+    request->description =
+        g_strdup_printf("profile %s%s%s", profile->name, profile->description ? ": " : "",
+                        profile->description ? profile->description : "");
   return TRUE;
 }
 
@@ -350,31 +454,52 @@ open_act(TgCall *call)
   TgDaemon *daemon = request->daemon;
   g_autoptr(TgSessionConfig) config = tg_session_config_new();
   g_autoptr(GError) error = NULL;
-  const char *user = request->destination->user != NULL ? request->destination->user
-                                                        : call->caller->user_name;
-  g_autofree char *destination = destination_text(request->destination, user);
+  g_autofree char *destination = NULL;
+
+  if (request->destination->profile != NULL) {
+    if (!apply_profile(request, config, &error)) {
+      tg_call_return_error(call, error);
+      return;
+    }
+  } else {
+    config->host = g_strdup(request->destination->host);
+    config->port = request->destination->port;
+    config->user =
+        g_strdup(request->destination->user != NULL ? request->destination->user
+                                                    : call->caller->user_name);
+    config->host_key = g_steal_pointer(&request->host_key);
+  }
+  destination =
+      g_strdup_printf("%s@%s%s%s:%u", config->user, strchr(config->host, ':') ? "[" : "",
+                      config->host, strchr(config->host, ':') ? "]" : "", config->port);
+
+  /* polkit said who may ask; now the organisation policy says what */
+  if (!tg_gate_check_open(daemon, request->subject, config->host, config->port,
+                          request->forwards, config->host_key, &config->host_key_mode,
+                          &error)) {
+    tg_call_return_error(call, error);
+    return;
+  }
 
   for (guint i = 0; i < request->forwards->len; i++) {
     const TgForward *forward = g_ptr_array_index(request->forwards, i);
-    if (!tg_listener_bind(forward, i, call->caller->uid, config->listeners, &error)) {
+    gboolean all = tg_policy_forward_listens_on_all_addresses(daemon->policy,
+                                                              request->subject, forward);
+    if (!tg_listener_bind(forward, i, all, call->caller->uid, config->listeners,
+                          &error)) {
       tg_call_return_error(call, error); /* bound listeners close with config */
       return;
     }
   }
 
-  config->host = g_strdup(request->destination->host);
-  config->port = request->destination->port;
-  config->user = g_strdup(user);
   config->owner.uid = call->caller->uid;
   config->owner.gid = call->caller->gid;
   config->owner.user_name = g_strdup(call->caller->user_name);
   config->agent_path = g_steal_pointer(&request->agent_path);
-  config->agent_fd = request->agent_fd;
-  request->agent_fd = -1;
+  config->agent_fd = g_steal_fd(&request->agent_fd);
   config->identity_path = g_steal_pointer(&request->identity_path);
-  config->identity_fd = request->identity_fd;
-  request->identity_fd = -1;
-  config->host_key = g_steal_pointer(&request->host_key);
+  if (config->identity_fd < 0)
+    config->identity_fd = g_steal_fd(&request->identity_fd);
   config->ciphers = g_steal_pointer(&request->ciphers);
   config->keepalive_seconds = request->keepalive;
   config->connect_timeout_seconds = daemon->connect_timeout_seconds;
@@ -384,8 +509,8 @@ open_act(TgCall *call)
   g_ptr_array_extend_and_steal(config->forwards, g_steal_pointer(&request->forwards));
   request->forwards = g_ptr_array_new();
 
-  tg_tunnel_open(daemon, call->caller, destination, request->description,
-                 request->bind_to_caller, g_steal_pointer(&config),
+  tg_tunnel_open(daemon, call->caller, g_steal_pointer(&request->subject), destination,
+                 request->description, request->bind_to_caller, g_steal_pointer(&config),
                  g_steal_pointer(&call->invocation));
 }
 
@@ -462,15 +587,67 @@ manage_decide(TgCall *call)
   return TRUE;
 }
 
+/* ---- CheckForward, ReloadPolicy ---- */
+
+typedef struct {
+  TgDaemon *daemon;
+  TgDestination *destination;
+  TgForward *forward;
+} CheckRequest;
+
 static void
-not_supported_act(TgCall *call)
+check_request_free(gpointer data)
 {
-  g_autoptr(GError) error =
-      g_error_new(TG_ERROR, TG_ERROR_NOT_SUPPORTED,
-                  "%s needs the organisation policy engine, which "
-                  "this version does not have yet",
-                  g_dbus_method_invocation_get_method_name(call->invocation));
-  tg_call_return_error(call, error);
+  CheckRequest *request = data;
+
+  tg_destination_free(request->destination);
+  tg_forward_free(request->forward);
+  g_free(request);
+}
+
+static void
+check_act(TgCall *call)
+{
+  CheckRequest *request = call->data;
+  g_autoptr(TgPolicySubject) subject = caller_subject(call);
+  g_autoptr(TgPolicyDecision) decision = NULL;
+
+  if (subject == NULL)
+    return;
+  decision = tg_gate_check_forward(request->daemon, subject, request->destination->host,
+                                   request->destination->port, request->forward);
+  tg_call_return_value(call, g_variant_new("(bs)", decision->allowed, decision->reason));
+}
+
+static void
+reload_act(TgCall *call)
+{
+  TgDaemon *daemon = call->data;
+  g_autoptr(GError) error = NULL;
+
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_RELOAD", "USER", call->caller->user_name,
+               "MESSAGE", "ReloadPolicy() by %s (uid %u)", call->caller->user_name,
+               (unsigned)call->caller->uid);
+  if (!tg_gate_reload(daemon, &error)) {
+    tg_call_return_error(call, error);
+    return;
+  }
+  tg_call_return_value(call, NULL);
+}
+
+/* ---- per-user usage ---- */
+
+TgUsage *
+tg_daemon_usage(TgDaemon *daemon, uid_t uid)
+{
+  TgUsage *usage = g_hash_table_lookup(daemon->usage, GUINT_TO_POINTER(uid));
+
+  if (usage == NULL) {
+    usage = g_new0(TgUsage, 1);
+    atomic_store(&usage->refs, 1); /* the table's */
+    g_hash_table_insert(daemon->usage, GUINT_TO_POINTER(uid), usage);
+  }
+  return tg_usage_ref(usage);
 }
 
 /* ---- dispatch ---- */
@@ -521,15 +698,27 @@ manager_method_call(GDBusConnection *connection, const char *sender, const char 
       g_dbus_method_invocation_return_gerror(invocation, error);
       return;
     }
+    if (parsed_destination->profile != NULL) {
+      g_dbus_method_invocation_return_error(
+          invocation, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+          "CheckForward takes a destination [user@]host[:port], not a profile");
+      return;
+    }
+    CheckRequest *request = g_new0(CheckRequest, 1);
+    request->daemon = daemon;
+    request->destination = g_steal_pointer(&parsed_destination);
+    request->forward = g_steal_pointer(&forward);
     call = tg_call_new(invocation);
+    call->data = request;
+    call->free_data = check_request_free;
     call->decide = open_only_decide;
-    call->act = not_supported_act;
+    call->act = check_act;
   } else {
     call = tg_call_new(invocation);
     call->data = daemon;
     if (g_str_equal(method, "ReloadPolicy")) {
       call->decide = manage_decide;
-      call->act = not_supported_act;
+      call->act = reload_act;
     } else {
       call->decide = list_decide;
       call->act = g_str_equal(method, "ListTunnels") ? list_act : managed_objects_act;
@@ -547,7 +736,7 @@ manager_get_property(GDBusConnection *connection, const char *sender, const char
   if (g_str_equal(name, "Version"))
     return g_variant_new_string(PACKAGE_VERSION);
   if (g_str_equal(name, "PolicyFiles"))
-    return g_variant_new_strv(NULL, 0);
+    return g_variant_new_strv(tg_policy_get_files(((TgDaemon *)user_data)->policy), -1);
   if (g_str_equal(name, "Enforcing"))
     return g_variant_new_boolean(FALSE);
   g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_PROPERTY, "No property %s", name);

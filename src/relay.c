@@ -10,6 +10,7 @@ typedef enum { RELAY_OPENING, RELAY_OPEN } RelayState;
 
 struct _TgRelay {
   int client_fd;
+  guint forward_index;
   ssh_channel channel;
   RelayState state;
   gboolean client_eof;   /* client sent EOF */
@@ -58,12 +59,14 @@ on_channel_eof_or_close(ssh_session session, ssh_channel channel, void *user_dat
 }
 
 TgRelay *
-tg_relay_new(ssh_session session, int client_fd, const char *target_host,
-             guint16 target_port, const char *origin_address, guint16 origin_port)
+tg_relay_new(ssh_session session, guint forward_index, int client_fd,
+             const char *target_host, guint16 target_port, const char *origin_address,
+             guint16 origin_port)
 {
   TgRelay *relay = g_new0(TgRelay, 1);
 
   relay->client_fd = client_fd;
+  relay->forward_index = forward_index;
   relay->channel = ssh_channel_new(session);
   relay->state = RELAY_OPENING;
   relay->target_host = g_strdup(target_host);
@@ -83,6 +86,12 @@ tg_relay_new(ssh_session session, int client_fd, const char *target_host,
   relay->callbacks.channel_close_function = on_channel_eof_or_close;
   ssh_set_channel_callbacks(relay->channel, &relay->callbacks);
   return relay;
+}
+
+guint
+tg_relay_forward_index(TgRelay *relay)
+{
+  return relay->forward_index;
 }
 
 int

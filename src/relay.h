@@ -32,9 +32,12 @@ typedef enum {
 /* Takes ownership of client_fd (non-blocking). The channel is opened with
  * direct-tcpip to target_host:target_port, naming the client's address as
  * originator, as OpenSSH does. */
-TgRelay *tg_relay_new(ssh_session session, int client_fd, const char *target_host,
-                      guint16 target_port, const char *origin_address,
-                      guint16 origin_port);
+TgRelay *tg_relay_new(ssh_session session, guint forward_index, int client_fd,
+                      const char *target_host, guint16 target_port,
+                      const char *origin_address, guint16 origin_port);
+
+/* The index of the forward whose listener accepted this connection. */
+guint tg_relay_forward_index(TgRelay *relay);
 
 /* poll() events to wait for on the client socket. While libssh has output
  * queued (ssh_output_queued), clients are not read. */

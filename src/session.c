@@ -30,6 +30,7 @@
 struct _TgSession {
   TgSessionConfig *config;
   TgCounters *counters;
+  TgUsage *usage;
   GMainContext *context;
   TgSessionStateFunc state_func;
   gpointer user_data;
@@ -43,6 +44,7 @@ struct _TgSession {
    * must never be used from another thread). Guarded by lock. */
   GMutex lock;
   int cancel_fds[2];
+  GArray *removed_forwards; /* guint forward indexes, for the worker */
 
   /* worker thread only */
   ssh_session ssh;
@@ -410,7 +412,8 @@ connect_session(TgSession *session, GError **error)
                 stop_requested(session) ? "cancelled" : ssh_get_error(session->ssh));
     return FALSE;
   }
-  if (!tg_hostkey_verify(session->ssh, config->host, config->host_key, error))
+  if (!tg_hostkey_verify(session->ssh, config->host, config->host_key,
+                         config->host_key_mode, error))
     return FALSE;
   if (!authenticate(session, error))
     return FALSE;
@@ -419,6 +422,25 @@ connect_session(TgSession *session, GError **error)
 }
 
 /* ---- the relay loop ---- */
+
+/* MaxConnections counts a user's connections over all their tunnels. */
+static gboolean
+take_connection_slot(TgSession *session)
+{
+  guint max = atomic_load(&session->usage->max_connections);
+  guint now = atomic_fetch_add(&session->usage->connections, 1);
+
+  if (max == 0 || now < max)
+    return TRUE;
+  atomic_fetch_sub(&session->usage->connections, 1);
+  return FALSE;
+}
+
+static void
+release_connection_slot(TgSession *session)
+{
+  atomic_fetch_sub(&session->usage->connections, 1);
+}
 
 static void
 accept_connections(TgSession *session, TgListener *listener)
@@ -437,11 +459,23 @@ accept_connections(TgSession *session, TgListener *listener)
 
     if (fd < 0)
       return; /* EAGAIN, or a connection that went away before accept */
+    if (!take_connection_slot(session)) {
+      tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID",
+                   config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
+                   forward->spec, "DECISION", "deny", "RULE", "MaxConnections", "MESSAGE",
+                   "tunnel %s: %s already has %u connections (MaxConnections), "
+                   "refusing a new one",
+                   config->tunnel_id, config->owner.user_name,
+                   atomic_load(&session->usage->max_connections));
+      close(fd);
+      continue;
+    }
     if (session->relays->len >= MAX_CONNECTIONS_PER_TUNNEL) {
       tg_log_event(G_LOG_LEVEL_WARNING, "CONNECTION_REFUSED", "TUNNEL_ID",
                    config->tunnel_id, "FORWARD", forward->spec, "MESSAGE",
                    "tunnel %s: more than %d connections, refusing a new one",
                    config->tunnel_id, MAX_CONNECTIONS_PER_TUNNEL);
+      release_connection_slot(session);
       close(fd);
       continue;
     }
@@ -455,7 +489,8 @@ accept_connections(TgSession *session, TgListener *listener)
                 sizeof address);
       port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
     }
-    g_ptr_array_add(session->relays, tg_relay_new(session->ssh, fd, forward->connect.host,
+    g_ptr_array_add(session->relays, tg_relay_new(session->ssh, listener->forward_index,
+                                                  fd, forward->connect.host,
                                                   forward->connect.port, address, port));
     tg_counter_add(&session->counters->total_connections, 1);
     atomic_fetch_add(&session->counters->active_connections, 1);
@@ -487,6 +522,32 @@ relay_finish(TgSession *session, guint index, TgRelayStatus status)
                status == TG_RELAY_DONE ? "done" : tg_relay_failure(relay), bytes);
   g_ptr_array_remove_index_fast(session->relays, index);
   atomic_fetch_sub(&session->counters->active_connections, 1);
+  release_connection_slot(session);
+}
+
+/* Commands from the D-Bus thread: forwards to take away. */
+static void
+apply_removals(TgSession *session)
+{
+  g_autoptr(GArray) removed = NULL;
+  GPtrArray *listeners = session->config->listeners;
+
+  g_mutex_lock(&session->lock);
+  removed = session->removed_forwards;
+  session->removed_forwards = g_array_new(FALSE, FALSE, sizeof(guint));
+  g_mutex_unlock(&session->lock);
+
+  for (guint r = 0; r < removed->len; r++) {
+    guint index = g_array_index(removed, guint, r);
+    for (guint i = listeners->len; i-- > 0;) {
+      if (((TgListener *)g_ptr_array_index(listeners, i))->forward_index == index)
+        g_ptr_array_remove_index(listeners, i); /* closes it */
+    }
+    for (guint i = session->relays->len; i-- > 0;) {
+      if (tg_relay_forward_index(g_ptr_array_index(session->relays, i)) == index)
+        relay_finish(session, i, TG_RELAY_FAILED);
+    }
+  }
 }
 
 /* Lays out the poll set: [0] wake, [1] SSH socket, listeners, relays. */
@@ -584,6 +645,8 @@ run_relays(TgSession *session, GError **error)
     if (session->pollfds[0].revents & POLLIN) {
       eventfd_t ignored;
       eventfd_read(session->wake_fd, &ignored);
+      apply_removals(session);
+      continue; /* the poll set changed */
     }
     if (session->pollfds[1].revents != 0 && !pump_ssh(session, error))
       return FALSE;
@@ -668,7 +731,7 @@ session_thread(gpointer data)
 }
 
 TgSession *
-tg_session_start(TgSessionConfig *config, TgCounters *counters,
+tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
                  TgSessionStateFunc state_func, gpointer user_data)
 {
   TgSession *session = g_new0(TgSession, 1);
@@ -676,6 +739,8 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters,
 
   session->config = config;
   session->counters = counters;
+  session->usage = tg_usage_ref(usage);
+  session->removed_forwards = g_array_new(FALSE, FALSE, sizeof(guint));
   session->context = g_main_context_ref_thread_default();
   session->state_func = state_func;
   session->user_data = user_data;
@@ -703,6 +768,15 @@ tg_session_stop(TgSession *session)
 }
 
 void
+tg_session_remove_forward(TgSession *session, guint forward_index)
+{
+  g_mutex_lock(&session->lock);
+  g_array_append_val(session->removed_forwards, forward_index);
+  g_mutex_unlock(&session->lock);
+  eventfd_write(session->wake_fd, 1);
+}
+
+void
 tg_session_free(TgSession *session)
 {
   if (session == NULL)
@@ -711,6 +785,8 @@ tg_session_free(TgSession *session)
   close(session->wake_fd);
   g_mutex_clear(&session->lock);
   g_ptr_array_unref(session->relays);
+  g_array_unref(session->removed_forwards);
+  tg_usage_unref(session->usage);
   g_free(session->pollfds);
   tg_session_config_free(session->config);
   g_main_context_unref(session->context);

@@ -15,6 +15,7 @@
 #include "counters.h"
 #include "credentials.h"
 #include "forward-spec.h"
+#include "hostkey.h"
 
 typedef enum {
   TG_TUNNEL_CONNECTING,
@@ -39,7 +40,8 @@ typedef struct {
   int identity_fd;
 
   char *host_key; /* pinned "SHA256:..." or NULL */
-  char *ciphers;  /* libssh cipher list or NULL for the defaults */
+  TgHostKeyMode host_key_mode;
+  char *ciphers; /* libssh cipher list or NULL for the defaults */
   guint keepalive_seconds;
   guint connect_timeout_seconds;
   char *ssh_dir;            /* what libssh takes for ~/.ssh: the state dir */
@@ -63,9 +65,13 @@ typedef void (*TgSessionStateFunc)(TgTunnelState state, const GError *error,
 
 typedef struct _TgSession TgSession;
 
-/* Takes ownership of config. counters must outlive the session. */
-TgSession *tg_session_start(TgSessionConfig *config, TgCounters *counters,
+/* Takes ownership of config. counters must outlive the session; usage (the
+ * owner's connections over all tunnels) is shared and referenced. */
+TgSession *tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
                             TgSessionStateFunc state_func, gpointer user_data);
+
+/* Closes the listeners and connections of one forward; the tunnel runs on. */
+void tg_session_remove_forward(TgSession *session, guint forward_index);
 
 /* Asks the worker to close everything; CLOSED is reported when done. */
 void tg_session_stop(TgSession *session);

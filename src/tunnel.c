@@ -14,8 +14,18 @@ struct _TgTunnel {
   char *description;
   gint64 created;
   TgTunnelState state;
-  GStrv forwards;
-  GVariant *listeners; /* a(ssq), floating reference sunk */
+  char *server_host;
+  guint16 server_port;
+  TgPolicySubject *subject; /* the owner, as the policy sees them */
+  GPtrArray *forward_list;  /* TgForward*, NULL where a forward was removed */
+  GArray *listener_info;    /* ListenerInfo: what each listening socket bound */
+  GStrv forwards;           /* published: specs of forward_list */
+  GVariant *listeners;      /* published: a(ssq), sunk */
+
+  TgUsage *usage;
+  guint lifetime_timer;
+  guint64 idle_limit; /* seconds, 0: none (IdleTimeout) */
+  gint64 idle_since;  /* monotonic time the tunnel went quiet, 0: busy */
   char *last_error;
 
   TgCounters counters;
@@ -29,6 +39,12 @@ struct _TgTunnel {
   GDBusMethodInvocation *open_invocation;
   GPtrArray *close_invocations;
 };
+
+typedef struct {
+  guint forward_index;
+  char address[INET6_ADDRSTRLEN];
+  guint16 port;
+} ListenerInfo;
 
 /* Properties whose values are broadcast in PropertiesChanged. The others name
  * hosts and are announced as invalidated only (see dbus/org.tunnelgate.Tunnel1.xml). */
@@ -140,6 +156,26 @@ tunnel_emit_changed(TgTunnel *tunnel, const char *const *names)
       g_variant_new("(sa{sv}as)", TG_TUNNEL_INTERFACE, &changed, &invalidated), NULL);
 }
 
+/* IdleTimeout: no connection and no traffic for that long closes the tunnel.
+ * Called once a second with the counters. */
+static void
+tunnel_check_idle(TgTunnel *tunnel, gboolean busy)
+{
+  gint64 now = g_get_monotonic_time();
+
+  if (busy || tunnel->state != TG_TUNNEL_UP || tunnel->idle_limit == 0) {
+    tunnel->idle_since = 0;
+    return;
+  }
+  if (tunnel->idle_since == 0)
+    tunnel->idle_since = now;
+  else if ((guint64)(now - tunnel->idle_since) >= tunnel->idle_limit * G_USEC_PER_SEC &&
+           tunnel->session != NULL) {
+    tunnel->idle_since = 0;
+    tg_tunnel_close(tunnel, "IdleTimeout reached", NULL);
+  }
+}
+
 void
 tg_tunnel_publish_counters(TgTunnel *tunnel)
 {
@@ -151,6 +187,8 @@ tg_tunnel_publish_counters(TgTunnel *tunnel)
   guint64 total = tg_counter_get(&c->total_connections);
   guint active = atomic_load(&c->active_connections);
 
+  tunnel_check_idle(tunnel, active > 0 || sent != tunnel->published_sent ||
+                                received != tunnel->published_received);
   if (sent != tunnel->published_sent)
     names[n++] = "BytesSent";
   if (received != tunnel->published_received)
@@ -167,6 +205,35 @@ tg_tunnel_publish_counters(TgTunnel *tunnel)
   tunnel->published_total = total;
   tunnel->published_active = active;
   tunnel_emit_changed(tunnel, names);
+}
+
+/* Recomputes Forwards and Listeners from the live forwards. */
+static void
+tunnel_publish_forwards(TgTunnel *tunnel)
+{
+  g_autoptr(GPtrArray) specs = g_ptr_array_new();
+  GVariantBuilder builder;
+
+  g_variant_builder_init(&builder, G_VARIANT_TYPE("a(ssq)"));
+  for (guint i = 0; i < tunnel->listener_info->len; i++) {
+    const ListenerInfo *info = &g_array_index(tunnel->listener_info, ListenerInfo, i);
+    const TgForward *forward =
+        g_ptr_array_index(tunnel->forward_list, info->forward_index);
+
+    if (forward != NULL && tunnel->state != TG_TUNNEL_FAILED &&
+        tunnel->state != TG_TUNNEL_CLOSED)
+      g_variant_builder_add(&builder, "(ssq)", forward->spec, info->address, info->port);
+  }
+  for (guint i = 0; i < tunnel->forward_list->len; i++) {
+    const TgForward *forward = g_ptr_array_index(tunnel->forward_list, i);
+    if (forward != NULL)
+      g_ptr_array_add(specs, forward->spec);
+  }
+  g_ptr_array_add(specs, NULL);
+  g_strfreev(tunnel->forwards);
+  tunnel->forwards = g_strdupv((char **)specs->pdata);
+  g_clear_pointer(&tunnel->listeners, g_variant_unref);
+  tunnel->listeners = g_variant_ref_sink(g_variant_builder_end(&builder));
 }
 
 GVariant *
@@ -241,9 +308,7 @@ tunnel_set_state(TgTunnel *tunnel, TgTunnelState state, const char *error_messag
   }
   if (state == TG_TUNNEL_FAILED || state == TG_TUNNEL_CLOSED) {
     /* the worker closed every listener; the ports are free */
-    g_variant_unref(tunnel->listeners);
-    tunnel->listeners =
-        g_variant_ref_sink(g_variant_new_array(G_VARIANT_TYPE("(ssq)"), NULL, 0));
+    tunnel_publish_forwards(tunnel);
     names[n++] = "Listeners";
   }
   tunnel_emit_changed(tunnel, names);
@@ -548,48 +613,43 @@ tunnel_caller_vanished(GDBusConnection *connection, const char *name, gpointer u
   tg_tunnel_close(tunnel, reason, NULL);
 }
 
-static GVariant *
-listeners_variant(const GPtrArray *listeners, const GPtrArray *forwards)
-{
-  GVariantBuilder builder;
-
-  g_variant_builder_init(&builder, G_VARIANT_TYPE("a(ssq)"));
-  for (guint i = 0; i < listeners->len; i++) {
-    const TgListener *listener = g_ptr_array_index(listeners, i);
-    const TgForward *forward = g_ptr_array_index(forwards, listener->forward_index);
-
-    g_variant_builder_add(&builder, "(ssq)", forward->spec, listener->address,
-                          listener->port);
-  }
-  return g_variant_ref_sink(g_variant_builder_end(&builder));
-}
-
 TgTunnel *
-tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, const char *destination,
-               const char *description, gboolean bind_to_caller, TgSessionConfig *config,
-               GDBusMethodInvocation *open_invocation)
+tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject,
+               const char *destination, const char *description, gboolean bind_to_caller,
+               TgSessionConfig *config, GDBusMethodInvocation *open_invocation)
 {
   TgTunnel *tunnel = g_new0(TgTunnel, 1);
   g_autoptr(GError) error = NULL;
-  g_autoptr(GPtrArray) specs = g_ptr_array_new();
 
   tunnel->daemon = daemon;
   tunnel->id = g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
   tunnel->path = g_strconcat(TG_TUNNEL_PATH_PREFIX, tunnel->id, NULL);
   tunnel->owner_uid = owner->uid;
   tunnel->owner_name = g_strdup(owner->user_name);
+  tunnel->subject = subject;
   tunnel->destination = g_strdup(destination);
   tunnel->description = g_strdup(description != NULL ? description : "");
+  tunnel->server_host = g_strdup(config->host);
+  tunnel->server_port = config->port;
   tunnel->created = g_get_real_time();
   tunnel->state = TG_TUNNEL_CONNECTING;
   tunnel->last_error = g_strdup("");
   tunnel->close_invocations = g_ptr_array_new();
+  tunnel->forward_list = g_ptr_array_new_with_free_func((GDestroyNotify)tg_forward_free);
   for (guint i = 0; i < config->forwards->len; i++)
-    g_ptr_array_add(specs, ((TgForward *)g_ptr_array_index(config->forwards, i))->spec);
-  g_ptr_array_add(specs, NULL);
-  tunnel->forwards = g_strdupv((char **)specs->pdata);
-  tunnel->listeners = listeners_variant(config->listeners, config->forwards);
+    g_ptr_array_add(tunnel->forward_list,
+                    tg_forward_copy(g_ptr_array_index(config->forwards, i)));
+  tunnel->listener_info = g_array_new(FALSE, TRUE, sizeof(ListenerInfo));
+  for (guint i = 0; i < config->listeners->len; i++) {
+    const TgListener *listener = g_ptr_array_index(config->listeners, i);
+    ListenerInfo info = { .forward_index = listener->forward_index,
+                          .port = listener->port };
+    g_strlcpy(info.address, listener->address, sizeof info.address);
+    g_array_append_val(tunnel->listener_info, info);
+  }
+  tunnel_publish_forwards(tunnel);
   tunnel->open_invocation = open_invocation;
+  tunnel->usage = tg_daemon_usage(daemon, owner->uid);
   config->tunnel_id = g_strdup(tunnel->id);
 
   g_hash_table_insert(daemon->tunnels, tunnel->id, tunnel);
@@ -601,19 +661,98 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, const char *destination,
   tunnel_announce(tunnel, TRUE);
 
   tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_OPENING", "TUNNEL_ID", tunnel->id, "USER",
-               tunnel->owner_name, "FORWARD",
-               tunnel->forwards[0] ? tunnel->forwards[0] : "", "MESSAGE",
-               "opening tunnel %s for %s (uid %u) to %s", tunnel->id, tunnel->owner_name,
-               (unsigned)tunnel->owner_uid, destination);
+               tunnel->owner_name, "MESSAGE", "opening tunnel %s for %s (uid %u) to %s",
+               tunnel->id, tunnel->owner_name, (unsigned)tunnel->owner_uid, destination);
 
   if (bind_to_caller)
     tunnel->caller_watch = g_bus_watch_name_on_connection(
         daemon->bus, owner->bus_name, G_BUS_NAME_WATCHER_FLAGS_NONE, NULL,
         tunnel_caller_vanished, tunnel, NULL);
 
-  tunnel->session =
-      tg_session_start(config, &tunnel->counters, tunnel_session_state, tunnel);
+  tg_tunnel_apply_policy(tunnel, daemon->policy);
+  tunnel->session = tg_session_start(config, &tunnel->counters, tunnel->usage,
+                                     tunnel_session_state, tunnel);
   return tunnel;
+}
+
+const TgPolicySubject *
+tg_tunnel_get_subject(TgTunnel *tunnel)
+{
+  return tunnel->subject;
+}
+
+void
+tg_tunnel_get_server(TgTunnel *tunnel, const char **host, guint16 *port)
+{
+  *host = tunnel->server_host;
+  *port = tunnel->server_port;
+}
+
+guint
+tg_tunnel_get_n_forwards(TgTunnel *tunnel)
+{
+  return tunnel->forward_list->len;
+}
+
+const TgForward *
+tg_tunnel_get_forward(TgTunnel *tunnel, guint index)
+{
+  return g_ptr_array_index(tunnel->forward_list, index);
+}
+
+void
+tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason)
+{
+  const char *names[] = { "Forwards", "Listeners", NULL };
+  TgForward *forward = g_ptr_array_index(tunnel->forward_list, index);
+  gboolean any_left = FALSE;
+
+  g_return_if_fail(forward != NULL);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "FORWARD_REMOVED", "TUNNEL_ID", tunnel->id, "USER",
+               tunnel->owner_name, "FORWARD", forward->spec, "MESSAGE",
+               "tunnel %s: removing forward '%s': %s", tunnel->id, forward->spec, reason);
+  if (tunnel->session != NULL)
+    tg_session_remove_forward(tunnel->session, index);
+  tunnel->forward_list->pdata[index] = NULL;
+  tg_forward_free(forward);
+  tunnel_publish_forwards(tunnel);
+  tunnel_emit_changed(tunnel, names);
+
+  for (guint i = 0; i < tunnel->forward_list->len; i++)
+    any_left |= g_ptr_array_index(tunnel->forward_list, i) != NULL;
+  if (!any_left)
+    tg_tunnel_close(tunnel, "no forward is left", NULL);
+}
+
+static gboolean
+tunnel_lifetime_over(gpointer user_data)
+{
+  TgTunnel *tunnel = user_data;
+
+  tunnel->lifetime_timer = 0;
+  tg_tunnel_close(tunnel, "MaxLifetime reached", NULL);
+  return G_SOURCE_REMOVE;
+}
+
+void
+tg_tunnel_apply_policy(TgTunnel *tunnel, const TgPolicy *policy)
+{
+  TgPolicyLimit lifetime, idle, connections;
+  gint64 age = (g_get_real_time() - tunnel->created) / G_USEC_PER_SEC;
+
+  tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_MAX_CONNECTIONS, &connections);
+  atomic_store(&tunnel->usage->max_connections,
+               connections.limited ? (guint)MIN(connections.value, G_MAXUINT) : 0);
+
+  tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_IDLE_TIMEOUT, &idle);
+  tunnel->idle_limit = idle.limited ? idle.value : 0;
+
+  g_clear_handle_id(&tunnel->lifetime_timer, g_source_remove);
+  tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_MAX_LIFETIME, &lifetime);
+  if (lifetime.limited)
+    tunnel->lifetime_timer = g_timeout_add_seconds(
+        (guint)MIN((guint64)MAX(0, (gint64)lifetime.value - age), G_MAXUINT / 2),
+        tunnel_lifetime_over, tunnel);
 }
 
 void
@@ -636,6 +775,12 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_free(tunnel->description);
   g_strfreev(tunnel->forwards);
   g_variant_unref(tunnel->listeners);
+  g_ptr_array_unref(tunnel->forward_list);
+  g_array_unref(tunnel->listener_info);
+  g_free(tunnel->server_host);
+  tg_policy_subject_free(tunnel->subject);
+  g_clear_handle_id(&tunnel->lifetime_timer, g_source_remove);
+  tg_usage_unref(tunnel->usage);
   g_free(tunnel->last_error);
   g_free(tunnel);
 }

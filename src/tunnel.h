@@ -6,13 +6,30 @@
 #include <gio/gio.h>
 
 #include "daemon.h"
+#include "policy.h"
 #include "session.h"
 
 /* Creates and exports a tunnel in state "connecting" and starts its session.
  * open_invocation (owned) is answered when the tunnel is up or has failed. */
-TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, const char *destination,
+TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner,
+                         TgPolicySubject *subject, const char *destination,
                          const char *description, gboolean bind_to_caller,
                          TgSessionConfig *config, GDBusMethodInvocation *open_invocation);
+
+/* What the policy needs to re-check a tunnel on reload. */
+const TgPolicySubject *tg_tunnel_get_subject(TgTunnel *tunnel);
+void tg_tunnel_get_server(TgTunnel *tunnel, const char **host, guint16 *port);
+guint tg_tunnel_get_n_forwards(TgTunnel *tunnel);
+/* NULL for a forward that was removed */
+const TgForward *tg_tunnel_get_forward(TgTunnel *tunnel, guint index);
+
+/* Closes one forward's listeners and connections; the tunnel runs on, or
+ * closes when no forward is left. */
+void tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason);
+
+/* The policy's limits for this tunnel: MaxConnections, MaxLifetime,
+ * IdleTimeout. Applied at open and after each reload. */
+void tg_tunnel_apply_policy(TgTunnel *tunnel, const TgPolicy *policy);
 
 const char *tg_tunnel_get_id(TgTunnel *tunnel);
 const char *tg_tunnel_get_path(TgTunnel *tunnel);

@@ -556,7 +556,9 @@ class ErrorsTest(ApiTestCase):
     def test_unsupported_and_limits(self):
         self.fails("NotSupported", "tg-alice@gw", ["R 0:intra:80"])
         self.fails("NotSupported", "tg-alice@gw", ["D 127.0.0.1:0"])
-        self.fails("NotSupported", "@someprofile", ["L 127.0.0.1:0:intra:80"])
+        self.fails("InvalidArgument", "@someprofile", ["L 127.0.0.1:0:intra:80"],
+                   contains="defines its own forwards")
+        self.fails("InvalidArgument", "@someprofile", [], contains="brings its own key")
         self.fails("NotSupported", "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
                    dict(self.agent, reconnect=V("b", True)), contains="reconnect")
         self.fails("LimitExceeded", "tg-alice@gw", ["L 127.0.0.1:0:intra:80"] * 33)

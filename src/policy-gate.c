@@ -1,0 +1,179 @@
+#include "policy-gate.h"
+
+#include "config.h"
+#include "log.h"
+#include "tg-error.h"
+#include "tunnel.h"
+
+void
+tg_gate_log_decision(const TgPolicySubject *subject, const char *tunnel_id,
+                     const char *what, const TgPolicyDecision *decision)
+{
+  g_autofree char *uid = g_strdup_printf("%u", (unsigned)subject->uid);
+  g_autofree char *rule =
+      g_strdup_printf("%s:%u %s", decision->file, decision->line, decision->keyword);
+
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_DECISION", "USER", subject->user, "UID", uid,
+               "TUNNEL_ID", tunnel_id != NULL ? tunnel_id : "", "FORWARD", what,
+               "DECISION", decision->allowed ? "allow" : "deny", "RULE", rule, "MESSAGE",
+               "policy %s %s for %s (uid %s): %s",
+               decision->allowed ? "allows" : "denies", what, subject->user, uid,
+               decision->reason);
+}
+
+/* Logs the decision, and turns a denial into the D-Bus error. */
+static gboolean
+gate_decide(const TgPolicySubject *subject, const char *tunnel_id, const char *what,
+            TgPolicyDecision *decision, GError **error)
+{
+  g_autoptr(TgPolicyDecision) owned = decision;
+
+  tg_gate_log_decision(subject, tunnel_id, what, owned);
+  return tg_policy_decision_to_error(owned, error);
+}
+
+static guint
+count_tunnels_of(TgDaemon *daemon, uid_t uid)
+{
+  GHashTableIter iter;
+  gpointer tunnel;
+  guint n = 0;
+
+  g_hash_table_iter_init(&iter, daemon->tunnels);
+  while (g_hash_table_iter_next(&iter, NULL, &tunnel))
+    n += tg_tunnel_get_owner(tunnel) == uid;
+  return n;
+}
+
+static TgHostKeyMode
+host_key_mode(const TgPolicy *policy, const TgPolicySubject *subject, const char *pinned,
+              GError **error)
+{
+  TgPolicyOrigin origin;
+
+  switch (tg_policy_get_host_key_policy(policy, subject, &origin)) {
+  case TG_HOST_KEY_POLICY_STRICT:
+    return TG_HOST_KEY_STRICT;
+  case TG_HOST_KEY_POLICY_PINNED_ONLY:
+    if (pinned == NULL)
+      g_set_error(error, TG_ERROR, TG_ERROR_POLICY_DENIED,
+                  "HostKeyPolicy pinned-only at %s:%u requires the host-key option",
+                  origin.file, origin.line);
+    return TG_HOST_KEY_PINNED_ONLY;
+  case TG_HOST_KEY_POLICY_KNOWN_OR_PINNED:
+  default:
+    return TG_HOST_KEY_KNOWN_OR_PINNED;
+  }
+}
+
+gboolean
+tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject, const char *host,
+                   guint16 port, GPtrArray *forwards, const char *pinned_host_key,
+                   TgHostKeyMode *mode, GError **error)
+{
+  const TgPolicy *policy = daemon->policy;
+  g_autofree char *server = g_strdup_printf("server %s port %u", host, port);
+  g_autoptr(GError) local_error = NULL;
+
+  if (!gate_decide(subject, NULL, server,
+                   tg_policy_check_server(policy, subject, host, port), error))
+    return FALSE;
+  for (guint i = 0; i < forwards->len; i++) {
+    const TgForward *forward = g_ptr_array_index(forwards, i);
+    if (!gate_decide(subject, NULL, forward->spec,
+                     tg_policy_check_forward(policy, subject, forward), error))
+      return FALSE;
+  }
+  if (!gate_decide(subject, NULL, "one more tunnel",
+                   tg_policy_check_count_limit(policy, subject, TG_POLICY_MAX_TUNNELS,
+                                               count_tunnels_of(daemon, subject->uid)),
+                   error))
+    return FALSE;
+  *mode = host_key_mode(policy, subject, pinned_host_key, &local_error);
+  if (local_error != NULL) {
+    g_propagate_error(error, g_steal_pointer(&local_error));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+TgPolicyDecision *
+tg_gate_check_forward(TgDaemon *daemon, const TgPolicySubject *subject, const char *host,
+                      guint16 port, const TgForward *forward)
+{
+  g_autofree char *server = g_strdup_printf("server %s port %u", host, port);
+  TgPolicyDecision *decision =
+      tg_policy_check_server(daemon->policy, subject, host, port);
+
+  tg_gate_log_decision(subject, NULL, server, decision);
+  if (!decision->allowed)
+    return decision;
+  tg_policy_decision_free(decision);
+  decision = tg_policy_check_forward(daemon->policy, subject, forward);
+  tg_gate_log_decision(subject, NULL, forward->spec, decision);
+  return decision;
+}
+
+TgPolicy *
+tg_gate_load(TgDaemon *daemon, GError **error)
+{
+  g_autofree char *main_file = g_build_filename(daemon->config_dir, "policy.conf", NULL);
+  g_autofree char *dropins = g_build_filename(daemon->config_dir, "policy.d", NULL);
+
+  return tg_policy_load(daemon->default_policy, main_file, dropins, error);
+}
+
+/* The new policy, applied to one open tunnel. */
+static void
+recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel)
+{
+  const TgPolicySubject *subject = tg_tunnel_get_subject(tunnel);
+  const char *host;
+  guint16 port;
+  g_autoptr(TgPolicyDecision) server = NULL;
+  g_autofree char *what = NULL;
+
+  tg_tunnel_get_server(tunnel, &host, &port);
+  what = g_strdup_printf("server %s port %u", host, port);
+  server = tg_policy_check_server(daemon->policy, subject, host, port);
+  tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), what, server);
+  if (!server->allowed) {
+    g_autofree char *reason =
+        g_strdup_printf("the reloaded policy forbids it: %s", server->reason);
+    tg_tunnel_close(tunnel, reason, NULL);
+    return;
+  }
+  for (guint i = 0; i < tg_tunnel_get_n_forwards(tunnel); i++) {
+    const TgForward *forward = tg_tunnel_get_forward(tunnel, i);
+    g_autoptr(TgPolicyDecision) decision = NULL;
+
+    if (forward == NULL) /* removed before */
+      continue;
+    decision = tg_policy_check_forward(daemon->policy, subject, forward);
+    tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), forward->spec, decision);
+    if (!decision->allowed)
+      tg_tunnel_remove_forward(tunnel, i, decision->reason);
+  }
+  tg_tunnel_apply_policy(tunnel, daemon->policy);
+}
+
+gboolean
+tg_gate_reload(TgDaemon *daemon, GError **error)
+{
+  TgPolicy *fresh = tg_gate_load(daemon, error);
+  g_autoptr(GList) tunnels = NULL;
+
+  if (fresh == NULL)
+    return FALSE;
+  g_clear_pointer(&daemon->policy, tg_policy_unref);
+  daemon->policy = fresh;
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_RELOADED", "MESSAGE",
+               "policy reloaded; re-checking %u tunnels",
+               g_hash_table_size(daemon->tunnels));
+
+  /* closing a tunnel may remove it from the table: walk a copy */
+  tunnels = g_hash_table_get_values(daemon->tunnels);
+  for (GList *l = tunnels; l != NULL; l = l->next)
+    recheck_tunnel(daemon, l->data);
+  return TRUE;
+}

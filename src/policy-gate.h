@@ -1,0 +1,35 @@
+/* The organisation policy as the daemon applies it: the checks OpenTunnel
+ * and CheckForward make after polkit agreed, the audit event of every
+ * decision, and ReloadPolicy (SIGHUP) with its re-check of open tunnels.
+ * The policy engine itself (policy.c) is pure; this is its use. */
+#pragma once
+
+#include "daemon.h"
+#include "forward-spec.h"
+#include "hostkey.h"
+
+/* Everything the policy says about a tunnel about to open: the server
+ * (PermitServer), each forward, MaxTunnels, and HostKeyPolicy against the
+ * pin. Logs each decision. On denial sets PolicyDenied or LimitExceeded. */
+gboolean tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject,
+                            const char *host, guint16 port, GPtrArray *forwards,
+                            const char *pinned_host_key, TgHostKeyMode *host_key_mode,
+                            GError **error);
+
+/* One forward, as CheckForward answers it: the server, then the forward. */
+TgPolicyDecision *tg_gate_check_forward(TgDaemon *daemon, const TgPolicySubject *subject,
+                                        const char *host, guint16 port,
+                                        const TgForward *forward);
+
+/* Structured audit event for one decision. */
+void tg_gate_log_decision(const TgPolicySubject *subject, const char *tunnel_id,
+                          const char *what, const TgPolicyDecision *decision);
+
+/* Loads the policy files; on success replaces the daemon's policy and
+ * re-checks every tunnel: tunnels whose server the new policy forbids are
+ * closed, forbidden forwards are removed from the others. On error nothing
+ * changes and the error names file and line. */
+gboolean tg_gate_reload(TgDaemon *daemon, GError **error);
+
+/* The policy files the daemon reads, in precedence order. */
+TgPolicy *tg_gate_load(TgDaemon *daemon, GError **error);
