@@ -21,30 +21,6 @@ tg_config_set_error(GError **error, const char *file, guint line, const char *fo
               message);
 }
 
-char *
-tg_config_printable(const char *text, gsize max_bytes)
-{
-  GString *out = g_string_new(NULL);
-  const char *p = text;
-
-  while (*p != '\0' && (gsize)(p - text) < max_bytes) {
-    gunichar c = g_utf8_get_char_validated(p, -1);
-
-    if (c == (gunichar)-1 || c == (gunichar)-2) {
-      g_string_append_printf(out, "\\x%02x", (guchar)*p++);
-      continue;
-    }
-    if (g_unichar_iscntrl(c))
-      g_string_append_printf(out, "\\u%04x", c);
-    else
-      g_string_append_len(out, p, g_utf8_next_char(p) - p);
-    p = g_utf8_next_char(p);
-  }
-  if (*p != '\0')
-    g_string_append(out, "...");
-  return g_string_free(out, FALSE);
-}
-
 /* ---- Reading ----------------------------------------------------------- */
 
 /* Reads at most one byte more than allowed, so an over-long file is noticed

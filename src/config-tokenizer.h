@@ -15,6 +15,8 @@
 
 #include <glib.h>
 
+#include "text.h"
+
 #define TG_CONFIG_MAX_LINE_LENGTH (16 * 1024)
 #define TG_CONFIG_MAX_FILE_SIZE (16 * 1024 * 1024)
 
@@ -44,7 +46,3 @@ gboolean tg_config_tokenize(const char *file, const char *data, gsize length,
 /* Sets TG_ERROR_INVALID_ARGUMENT "file:line: message". */
 void tg_config_set_error(GError **error, const char *file, guint line, const char *format,
                          ...) G_GNUC_PRINTF(4, 5);
-
-/* @text made safe to quote in a message: control characters and invalid
- * bytes escaped, cut after @max_bytes with "...". */
-char *tg_config_printable(const char *text, gsize max_bytes);

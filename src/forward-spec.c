@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "text.h"
 #include "tg-error.h"
 
 /* Longest forward or destination string we look at. Real ones are far
@@ -23,34 +24,6 @@
 
 /* ---- Messages ---------------------------------------------------------- */
 
-/* A copy of @text that is safe to put in a D-Bus error message: valid UTF-8,
- * control characters and invalid bytes written as escapes, at most
- * @max_bytes of the input. */
-static char *
-printable_excerpt(const char *text, gsize max_bytes)
-{
-  GString *out = g_string_new(NULL);
-  const char *p = text;
-
-  while (*p != '\0' && (gsize)(p - text) < max_bytes) {
-    gunichar c = g_utf8_get_char_validated(p, -1);
-
-    if (c == (gunichar)-1 || c == (gunichar)-2) {
-      g_string_append_printf(out, "\\x%02x", (guchar)*p);
-      p++;
-      continue;
-    }
-    if (g_unichar_iscntrl(c))
-      g_string_append_printf(out, "\\u%04x", c);
-    else
-      g_string_append_len(out, p, g_utf8_next_char(p) - p);
-    p = g_utf8_next_char(p);
-  }
-  if (*p != '\0')
-    g_string_append(out, "...");
-  return g_string_free(out, FALSE);
-}
-
 /* Sets "<what> '<text>': <detail>". Every message quotes the whole input so
  * the caller sees which of several forwards was refused. */
 static void set_input_error(GError **error, const char *what, const char *text,
@@ -60,7 +33,7 @@ static void
 set_input_error(GError **error, const char *what, const char *text,
                 const char *detail_format, ...)
 {
-  g_autofree char *quoted = printable_excerpt(text, MAX_SPEC_LENGTH);
+  g_autofree char *quoted = tg_text_printable(text, MAX_SPEC_LENGTH);
   g_autofree char *detail = NULL;
   va_list args;
 
@@ -83,7 +56,7 @@ check_input_text(const char *what, const char *text, GError **error)
     return FALSE;
   }
   if (length > MAX_SPEC_LENGTH) {
-    g_autofree char *prefix = printable_excerpt(text, MAX_QUOTED_PREFIX);
+    g_autofree char *prefix = tg_text_printable(text, MAX_QUOTED_PREFIX);
 
     g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
                 "%s '%s': longer than %d bytes", what, prefix, MAX_SPEC_LENGTH);
@@ -155,26 +128,6 @@ host_problem(const char *host)
   if (inet_aton(host, &legacy_address) != 0)
     return "ambiguous numeric address (write IPv4 addresses as a.b.c.d)";
   return NULL;
-}
-
-/* Decimal digits only: OpenSSH's strtonum() would also take a sign and
- * leading blanks, and a2port() service names, none of which we want. */
-static gboolean
-parse_port_number(const char *text, guint16 *port)
-{
-  guint value = 0;
-
-  if (*text == '\0')
-    return FALSE;
-  for (const char *p = text; *p != '\0'; p++) {
-    if (!g_ascii_isdigit(*p))
-      return FALSE;
-    value = value * 10 + (guint)(*p - '0');
-    if (value > G_MAXUINT16)
-      return FALSE;
-  }
-  *port = (guint16)value;
-  return TRUE;
 }
 
 /* ---- Forward fields ---------------------------------------------------- */
@@ -444,7 +397,7 @@ check_port_field(const FwdParse *parse, FieldRole role, const char *text, guint1
     set_input_error(error, "forward", parse->spec, "empty %s", role_name(role));
     return FALSE;
   }
-  if (!parse_port_number(text, port)) {
+  if (!tg_text_parse_port(text, port)) {
     set_input_error(error, "forward", parse->spec,
                     "%s '%s' is not a number from 0 to 65535", role_name(role), text);
     return FALSE;
@@ -468,7 +421,7 @@ check_host_field(const FwdParse *parse, FieldRole role, const char *text, GError
   if (role == ROLE_BIND_ADDRESS && (*text == '\0' || g_str_equal(text, "*")))
     return TRUE;
   /* "R 8080:80" reads as bind_address:port; say what was probably meant. */
-  if (role == ROLE_BIND_ADDRESS && parse_port_number(text, &unused_port)) {
+  if (role == ROLE_BIND_ADDRESS && tg_text_parse_port(text, &unused_port)) {
     set_input_error(error, "forward", parse->spec,
                     "bind address '%s' looks like a port (expected %s)", text,
                     forms_for_kind(parse->kind));
@@ -799,7 +752,7 @@ parse_destination_port(const char *text, const char *port_text, guint16 *port,
     set_input_error(error, "destination", text, "empty port after ':'");
     return FALSE;
   }
-  if (!parse_port_number(port_text, port) || *port == 0) {
+  if (!tg_text_parse_port(port_text, port) || *port == 0) {
     set_input_error(error, "destination", text, "invalid port '%s' (expected 1 to 65535)",
                     port_text);
     return FALSE;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "text.h"
 #include "tg-error.h"
 
 #define PORT_ANY_FIRST 0
@@ -321,24 +322,6 @@ parse_host_part(const char *text, TgHostPattern *pattern, GError **error)
 
 /* ---- Ports ----------------------------------------------------------------- */
 
-static gboolean
-parse_port_number(const char *text, guint16 *port)
-{
-  guint value = 0;
-
-  if (*text == '\0')
-    return FALSE;
-  for (const char *p = text; *p != '\0'; p++) {
-    if (!g_ascii_isdigit(*p))
-      return FALSE;
-    value = value * 10 + (guint)(*p - '0');
-    if (value > G_MAXUINT16)
-      return FALSE;
-  }
-  *port = (guint16)value;
-  return TRUE;
-}
-
 gboolean
 tg_port_range_parse(const char *text, TgPortRule rule, TgPortRange *ports, GError **error)
 {
@@ -352,13 +335,13 @@ tg_port_range_parse(const char *text, TgPortRule rule, TgPortRange *ports, GErro
   if (dash != NULL) {
     g_autofree char *first = g_strndup(text, (gsize)(dash - text));
 
-    if (!parse_port_number(first, &ports->first) ||
-        !parse_port_number(dash + 1, &ports->last) || ports->first > ports->last) {
+    if (!tg_text_parse_port(first, &ports->first) ||
+        !tg_text_parse_port(dash + 1, &ports->last) || ports->first > ports->last) {
       g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
                   "invalid port range '%s' (expected low-high, 0 to 65535)", text);
       return FALSE;
     }
-  } else if (!parse_port_number(text, &ports->first)) {
+  } else if (!tg_text_parse_port(text, &ports->first)) {
     g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
                 "invalid port '%s' (expected a number, a range or '*')", text);
     return FALSE;

@@ -249,7 +249,7 @@ static gboolean
 set_value_error(const TgKeywordInfo *info, const TgConfigLine *line, const char *value,
                 const char *problem, GError **error)
 {
-  g_autofree char *quoted = tg_config_printable(value, MAX_QUOTED);
+  g_autofree char *quoted = tg_text_printable(value, MAX_QUOTED);
 
   tg_config_set_error(error, line->file, line->number, "%s: invalid value '%s' (%s)",
                       info->name, quoted, problem);
@@ -524,7 +524,7 @@ parse_criterion(const TgConfigLine *line, guint *index, TgCriterion *criterion,
   } else if (g_ascii_strcasecmp(name, "Group") == 0) {
     criterion->kind = TG_CRITERION_GROUP;
   } else {
-    g_autofree char *quoted = tg_config_printable(name, MAX_QUOTED);
+    g_autofree char *quoted = tg_text_printable(name, MAX_QUOTED);
 
     tg_config_set_error(error, line->file, line->number,
                         "unknown Match criterion '%s' (expected User, Group or All)",
@@ -617,7 +617,7 @@ parse_line(const TgConfigLine *line, gpointer user_data, GError **error)
     return start_match_block(state, line, error);
   keyword = lookup_keyword(line->words[0]);
   if (keyword < 0) {
-    g_autofree char *quoted = tg_config_printable(line->words[0], MAX_QUOTED);
+    g_autofree char *quoted = tg_text_printable(line->words[0], MAX_QUOTED);
 
     tg_config_set_error(error, line->file, line->number, "unknown keyword '%s'", quoted);
     return FALSE;

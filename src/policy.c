@@ -227,7 +227,7 @@ decision_new(gboolean allowed, const TgSetting *setting, guint line, const char 
 static char *
 host_port_text(const char *host, guint16 port)
 {
-  g_autofree char *shown = tg_config_printable(host, TG_HOST_NAME_MAX + 1);
+  g_autofree char *shown = tg_text_printable(host, TG_HOST_NAME_MAX + 1);
 
   if (strchr(shown, ':') != NULL)
     return g_strdup_printf("[%s]:%u", shown, port);

@@ -109,7 +109,7 @@ is_valid_fingerprint(const char *text)
 static gboolean
 bad_value(const TgConfigLine *line, const char *what, GError **error)
 {
-  g_autofree char *quoted = tg_config_printable(line->words[1], MAX_QUOTED);
+  g_autofree char *quoted = tg_text_printable(line->words[1], MAX_QUOTED);
 
   tg_config_set_error(error, line->file, line->number, "%s: invalid value '%s' (%s)",
                       line->words[0], quoted, what);
@@ -248,7 +248,7 @@ parse_profile_line(const TgConfigLine *line, gpointer user_data, GError **error)
   int keyword = lookup_profile_keyword(line->words[0]);
 
   if (keyword < 0) {
-    g_autofree char *quoted = tg_config_printable(line->words[0], MAX_QUOTED);
+    g_autofree char *quoted = tg_text_printable(line->words[0], MAX_QUOTED);
 
     tg_config_set_error(error, line->file, line->number, "unknown keyword '%s'", quoted);
     return FALSE;
@@ -326,7 +326,7 @@ tg_profile_load(const char *dir, const char *name, GError **error)
   gsize length = 0;
 
   if (!tg_profile_name_is_valid(name)) {
-    g_autofree char *quoted = tg_config_printable(name, MAX_QUOTED);
+    g_autofree char *quoted = tg_text_printable(name, MAX_QUOTED);
 
     g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
                 "Invalid profile name '%s' (1 to %d of A-Z a-z 0-9 . _ -, not starting "

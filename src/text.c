@@ -1,0 +1,43 @@
+#include "text.h"
+
+char *
+tg_text_printable(const char *text, gsize max_bytes)
+{
+  GString *out = g_string_new(NULL);
+  const char *p = text;
+
+  while (*p != '\0' && (gsize)(p - text) < max_bytes) {
+    gunichar c = g_utf8_get_char_validated(p, -1);
+
+    if (c == (gunichar)-1 || c == (gunichar)-2) {
+      g_string_append_printf(out, "\\x%02x", (guchar)*p++);
+      continue;
+    }
+    if (g_unichar_iscntrl(c))
+      g_string_append_printf(out, "\\u%04x", c);
+    else
+      g_string_append_len(out, p, g_utf8_next_char(p) - p);
+    p = g_utf8_next_char(p);
+  }
+  if (*p != '\0')
+    g_string_append(out, "...");
+  return g_string_free(out, FALSE);
+}
+
+gboolean
+tg_text_parse_port(const char *text, guint16 *port)
+{
+  guint value = 0;
+
+  if (*text == '\0')
+    return FALSE;
+  for (const char *p = text; *p != '\0'; p++) {
+    if (!g_ascii_isdigit(*p))
+      return FALSE;
+    value = value * 10 + (guint)(*p - '0');
+    if (value > G_MAXUINT16)
+      return FALSE;
+  }
+  *port = (guint16)value;
+  return TRUE;
+}
