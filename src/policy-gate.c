@@ -151,8 +151,8 @@ recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel)
       continue;
     decision = tg_policy_check_forward(daemon->policy, subject, forward);
     tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), forward->spec, decision);
-    if (!decision->allowed)
-      tg_tunnel_remove_forward(tunnel, i, decision->reason);
+    if (!decision->allowed && !tg_tunnel_remove_forward(tunnel, i, decision->reason))
+      return; /* that was its last forward, and the tunnel is gone */
   }
   tg_tunnel_apply_policy(tunnel, daemon->policy);
 }

@@ -700,14 +700,14 @@ tg_tunnel_get_forward(TgTunnel *tunnel, guint index)
   return g_ptr_array_index(tunnel->forward_list, index);
 }
 
-void
+gboolean
 tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason)
 {
   const char *names[] = { "Forwards", "Listeners", NULL };
   TgForward *forward = g_ptr_array_index(tunnel->forward_list, index);
   gboolean any_left = FALSE;
 
-  g_return_if_fail(forward != NULL);
+  g_return_val_if_fail(forward != NULL, TRUE);
   tg_log_event(G_LOG_LEVEL_MESSAGE, "FORWARD_REMOVED", "TUNNEL_ID", tunnel->id, "USER",
                tunnel->owner_name, "FORWARD", forward->spec, "MESSAGE",
                "tunnel %s: removing forward '%s': %s", tunnel->id, forward->spec, reason);
@@ -720,8 +720,12 @@ tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason)
 
   for (guint i = 0; i < tunnel->forward_list->len; i++)
     any_left |= g_ptr_array_index(tunnel->forward_list, i) != NULL;
-  if (!any_left)
-    tg_tunnel_close(tunnel, "no forward is left", NULL);
+  if (any_left)
+    return TRUE;
+  /* a tunnel whose worker already ended is freed by this at once */
+  gboolean freed_now = tunnel->session == NULL;
+  tg_tunnel_close(tunnel, "no forward is left", NULL);
+  return !freed_now;
 }
 
 static gboolean

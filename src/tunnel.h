@@ -24,8 +24,9 @@ guint tg_tunnel_get_n_forwards(TgTunnel *tunnel);
 const TgForward *tg_tunnel_get_forward(TgTunnel *tunnel, guint index);
 
 /* Closes one forward's listeners and connections; the tunnel runs on, or
- * closes when no forward is left. */
-void tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason);
+ * closes when no forward is left. Returns FALSE when the tunnel is gone
+ * (freed) as a result: the caller must not use it any more. */
+gboolean tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason);
 
 /* The policy's limits for this tunnel: MaxConnections, MaxLifetime,
  * IdleTimeout. Applied at open and after each reload. */

@@ -8,7 +8,6 @@ Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_authori
 """
 
 import os
-import re
 import sys
 import time
 import unittest
@@ -21,7 +20,7 @@ import world  # noqa: E402
 from tgtest import (ALICE, BOB, MALLORY, ADMIN, BUS, MPATH, MIFACE, TIFACE, PROPS, OM,  # noqa: E402
                     BUSCTL_TIMEOUT, V, UserBus, DaemonTestCase, agent_option, busctl_open,
                     busctl_open_ok, can_listen, close_all_tunnels, daemon_listeners,
-                    daemon_tcp_sockets, free_port, list_tunnels, prop, wait_for)
+                    daemon_tcp_sockets, free_port, list_tunnels, prop)
 
 NOT_AUTHORIZED = "org.tunnelgate.Error.NotAuthorized"
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
@@ -30,24 +29,11 @@ ALLOW_INTERACTIVE = minidbus.FLAG_ALLOW_INTERACTIVE_AUTHORIZATION
 
 
 def setUpModule():
-    w = world.World(users=[ALICE, BOB, MALLORY, ADMIN]).start()
-    try:
-        for u in (ALICE, BOB, MALLORY, ADMIN):
-            w.start_agent(u)
-        w.start_daemon()
-    except BaseException:
-        w.cleanup()
-        raise
-    DaemonTestCase.W = w
+    tgtest.start_module_world([ALICE, BOB, MALLORY, ADMIN], [ALICE, BOB, MALLORY, ADMIN])
 
 
 def tearDownModule():
-    w = DaemonTestCase.W
-    try:
-        close_all_tunnels(w)
-        tgtest.check_daemon_stopped_cleanly(w)
-    finally:
-        w.cleanup()
+    tgtest.stop_module_world()
 
 
 class AuthzTestCase(DaemonTestCase):
@@ -226,7 +212,6 @@ class OtherUserTest(AuthzTestCase):
     """bob may open tunnels, but not see or touch alice's."""
 
     def test_bob_cannot_touch_alices_tunnel(self):
-        w = self.w
         bob = self.user_bus(BOB)
         before = self.snapshot()
         p = self.path

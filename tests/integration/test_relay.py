@@ -12,7 +12,6 @@ Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_relay.p
 
 import hashlib
 import os
-import re
 import signal
 import socket
 import sys
@@ -27,7 +26,7 @@ import world  # noqa: E402
 from tgtest import (ALICE, ADMIN, BUS, MPATH, MIFACE, TIFACE, BUSCTL_TIMEOUT, V,  # noqa: E402
                     UserBus, DaemonTestCase, agent_option, busctl_open, busctl_open_ok,
                     can_listen, close_all_tunnels, daemon_listeners, daemon_tcp_sockets,
-                    fd_count, fd_table, free_port, list_tunnels, prop, vm_rss_kib, wait_for)
+                    fd_count, fd_table, list_tunnels, prop, vm_rss_kib, wait_for)
 
 MIB = 1 << 20
 BIG = int(os.environ.get("TG_RELAY_MIB", "16" if tgtest.VALGRIND else "256")) * MIB
@@ -36,23 +35,11 @@ IO_TIMEOUT = 300 if tgtest.VALGRIND else 120
 
 
 def setUpModule():
-    w = world.World(users=[ALICE, ADMIN]).start()
-    try:
-        w.start_agent(ALICE)
-        w.start_daemon()
-    except BaseException:
-        w.cleanup()
-        raise
-    DaemonTestCase.W = w
+    tgtest.start_module_world([ALICE, ADMIN], [ALICE])
 
 
 def tearDownModule():
-    w = DaemonTestCase.W
-    try:
-        close_all_tunnels(w)
-        tgtest.check_daemon_stopped_cleanly(w)
-    finally:
-        w.cleanup()
+    tgtest.stop_module_world()
 
 
 def open_data_tunnel(w, extra_options=()):

@@ -9,7 +9,6 @@ Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_tunnel_
 
 import json
 import os
-import re
 import shutil
 import socket
 import sys
@@ -33,24 +32,11 @@ COUNTERS = ("BytesSent", "BytesReceived", "ActiveConnections", "TotalConnections
 
 
 def setUpModule():
-    w = world.World(users=[ALICE, BOB, MALLORY, ADMIN]).start()
-    try:
-        for u in (ALICE, BOB, ADMIN):
-            w.start_agent(u)
-        w.start_daemon()
-    except BaseException:
-        w.cleanup()
-        raise
-    DaemonTestCase.W = w
+    tgtest.start_module_world([ALICE, BOB, MALLORY, ADMIN], [ALICE, BOB, ADMIN])
 
 
 def tearDownModule():
-    w = DaemonTestCase.W
-    try:
-        close_all_tunnels(w)
-        tgtest.check_daemon_stopped_cleanly(w)
-    finally:
-        w.cleanup()
+    tgtest.stop_module_world()
 
 
 class ApiTestCase(DaemonTestCase):

@@ -308,3 +308,29 @@ class DaemonTestCase(world.WorldTestCase, unittest.TestCase):
         for text in ([contains] if isinstance(contains, str) else contains):
             self.assertIn(text, e.message, f"{e.name}: {e.message}")
         return e
+
+
+def start_module_world(users, agents):
+    """setUpModule of a test file: one world for the whole file, with
+    ssh-agents for `agents` and a running daemon (DaemonTestCase.W)."""
+    w = world.World(users=list(users)).start()
+    try:
+        for u in agents:
+            w.start_agent(u)
+        w.start_daemon()
+    except BaseException:
+        w.cleanup()
+        raise
+    DaemonTestCase.W = w
+    return w
+
+
+def stop_module_world():
+    """tearDownModule: close what is left, check the daemon stopped cleanly
+    (and, under valgrind, without errors), remove the world."""
+    w = DaemonTestCase.W
+    try:
+        close_all_tunnels(w)
+        check_daemon_stopped_cleanly(w)
+    finally:
+        w.cleanup()
