@@ -815,7 +815,6 @@ class ProfileTest(PolicyTestCase):
         self.assertNothingOpened([self.port])
 
     def test_profile_does_not_bypass_the_policy(self):
-        w = self.w
         self.set_policy({"policy.conf": "PermitOpen intra:9000\n"})
         f = self.cfg("policy.conf")
         self.denied("PolicyDenied", ALICE, "@dbtunnel", [], {},
