@@ -6,6 +6,7 @@
 
 #include "authz.h"
 #include "counters.h"
+#include "forward-spec.h"
 #include "policy.h"
 
 #define TG_BUS_NAME "org.tunnelgate.TunnelGate1"
@@ -37,6 +38,17 @@ typedef struct {
 } TgDaemon;
 
 GDBusInterfaceInfo *tg_daemon_interface(TgDaemon *daemon, const char *name);
+
+#define TG_MAX_FORWARDS_PER_TUNNEL 32
+
+/* FALSE, with NotSupported, for a forward this version cannot serve yet. */
+gboolean tg_daemon_forward_is_served(const TgForward *forward, GError **error);
+
+/* The polkit actions a forward needs beyond org.tunnelgate.open:
+ * open-remote for R, bind-any for a listener beyond loopback (also when
+ * the policy's GatewayPorts yes makes it listen on all addresses). */
+TgAction tg_daemon_forward_actions(TgDaemon *daemon, const TgPolicySubject *subject,
+                                   const TgForward *forward);
 
 /* The usage record of uid, created on first use; tg_usage_unref() it. */
 TgUsage *tg_daemon_usage(TgDaemon *daemon, uid_t uid);

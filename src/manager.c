@@ -14,7 +14,6 @@
 #include "tg-error.h"
 #include "tunnel.h"
 
-#define MAX_FORWARDS_PER_TUNNEL 32
 #define MAX_DESCRIPTION_LENGTH 256
 #define MAX_KEEPALIVE_SECONDS 3600
 
@@ -229,8 +228,8 @@ parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char
 
 /* Forward kinds this version serves. The parser knows every OpenSSH form;
  * what is not served yet is refused by name rather than half done. */
-static gboolean
-check_forward_supported(const TgForward *forward, GError **error)
+gboolean
+tg_daemon_forward_is_served(const TgForward *forward, GError **error)
 {
   const char *missing = NULL;
 
@@ -273,9 +272,9 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
                 destination);
     goto fail;
   }
-  if (g_variant_iter_n_children(forwards) > MAX_FORWARDS_PER_TUNNEL) {
+  if (g_variant_iter_n_children(forwards) > TG_MAX_FORWARDS_PER_TUNNEL) {
     g_set_error(error, TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
-                "At most %d forwards per tunnel", MAX_FORWARDS_PER_TUNNEL);
+                "At most %d forwards per tunnel", TG_MAX_FORWARDS_PER_TUNNEL);
     goto fail;
   }
   while (g_variant_iter_next(forwards, "&s", &spec)) {
@@ -283,7 +282,7 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
     if (forward == NULL)
       goto fail;
     g_ptr_array_add(request->forwards, forward);
-    if (!check_forward_supported(forward, error))
+    if (!tg_daemon_forward_is_served(forward, error))
       goto fail;
   }
   while (g_variant_iter_next(options, "{&sv}", &key, &value)) {
@@ -330,6 +329,18 @@ destination_text(const TgDestination *destination, const char *user)
                          ipv6 ? "]" : "", destination->port);
 }
 
+TgAction
+tg_daemon_forward_actions(TgDaemon *daemon, const TgPolicySubject *subject,
+                          const TgForward *forward)
+{
+  if (forward->kind == TG_FORWARD_REMOTE)
+    return TG_ACTION_OPEN_REMOTE;
+  if (!tg_forward_listens_on_loopback_only(forward) ||
+      tg_policy_forward_listens_on_all_addresses(daemon->policy, subject, forward))
+    return TG_ACTION_BIND_ANY;
+  return TG_ACTION_NONE;
+}
+
 /* The caller's identity for the policy: user, uid and every group. */
 static TgPolicySubject *
 caller_subject(TgCall *call)
@@ -371,12 +382,8 @@ open_decide(TgCall *call)
   call->required = TG_ACTION_OPEN;
   for (guint i = 0; i < request->forwards->len; i++) {
     const TgForward *forward = g_ptr_array_index(request->forwards, i);
-    if (forward->kind == TG_FORWARD_REMOTE)
-      call->required |= TG_ACTION_OPEN_REMOTE;
-    else if (!tg_forward_listens_on_loopback_only(forward) ||
-             tg_policy_forward_listens_on_all_addresses(request->daemon->policy,
-                                                        request->subject, forward))
-      call->required |= TG_ACTION_BIND_ANY;
+    call->required |=
+        tg_daemon_forward_actions(request->daemon, request->subject, forward);
     g_ptr_array_add(specs, forward->spec);
   }
   g_ptr_array_add(specs, NULL);
@@ -433,7 +440,7 @@ apply_profile(OpenRequest *request, TgSessionConfig *config, GError **error)
   for (guint i = 0; i < profile->forwards->len; i++) {
     TgForward *forward = tg_forward_copy(g_ptr_array_index(profile->forwards, i));
     g_ptr_array_add(request->forwards, forward);
-    if (!check_forward_supported(forward, error))
+    if (!tg_daemon_forward_is_served(forward, error))
       return FALSE;
   }
   config->host = g_strdup(profile->server_host);

@@ -97,6 +97,14 @@ tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject, const char 
   return TRUE;
 }
 
+gboolean
+tg_gate_check_new_forward(TgDaemon *daemon, const TgPolicySubject *subject,
+                          const char *tunnel_id, const TgForward *forward, GError **error)
+{
+  return gate_decide(subject, tunnel_id, forward->spec,
+                     tg_policy_check_forward(daemon->policy, subject, forward), error);
+}
+
 TgPolicyDecision *
 tg_gate_check_forward(TgDaemon *daemon, const TgPolicySubject *subject, const char *host,
                       guint16 port, const TgForward *forward)
@@ -151,7 +159,8 @@ recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel)
       continue;
     decision = tg_policy_check_forward(daemon->policy, subject, forward);
     tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), forward->spec, decision);
-    if (!decision->allowed && !tg_tunnel_remove_forward(tunnel, i, decision->reason))
+    if (!decision->allowed &&
+        !tg_tunnel_remove_forward(tunnel, i, decision->reason, NULL))
       return; /* that was its last forward, and the tunnel is gone */
   }
   tg_tunnel_apply_policy(tunnel, daemon->policy);

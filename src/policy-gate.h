@@ -16,6 +16,12 @@ gboolean tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject,
                             const char *pinned_host_key, TgHostKeyMode *host_key_mode,
                             GError **error);
 
+/* A forward to add to the running tunnel tunnel_id of subject (AddForward):
+ * the policy for that forward, logged; PolicyDenied on denial. */
+gboolean tg_gate_check_new_forward(TgDaemon *daemon, const TgPolicySubject *subject,
+                                   const char *tunnel_id, const TgForward *forward,
+                                   GError **error);
+
 /* One forward, as CheckForward answers it: the server, then the forward. */
 TgPolicyDecision *tg_gate_check_forward(TgDaemon *daemon, const TgPolicySubject *subject,
                                         const char *host, guint16 port,

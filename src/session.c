@@ -44,7 +44,7 @@ struct _TgSession {
    * must never be used from another thread). Guarded by lock. */
   GMutex lock;
   int cancel_fds[2];
-  GArray *removed_forwards; /* guint forward indexes, for the worker */
+  GQueue commands; /* Command*: forwards to add or remove, for the worker */
 
   /* worker thread only */
   ssh_session ssh;
@@ -525,28 +525,90 @@ relay_finish(TgSession *session, guint index, TgRelayStatus status)
   release_connection_slot(session);
 }
 
-/* Commands from the D-Bus thread: forwards to take away. */
-static void
-apply_removals(TgSession *session)
+/* Commands from the D-Bus thread: a forward to add (with its listeners,
+ * bound there) or to take away. Each is acknowledged back in the D-Bus
+ * thread once applied, so that a port is free when RemoveForward returns. */
+typedef struct {
+  gboolean add;
+  guint index;
+  TgForward *forward;   /* add */
+  GPtrArray *listeners; /* add: TgListener* */
+  TgSessionDoneFunc done;
+  gpointer done_data;
+  gboolean applied;
+} Command;
+
+static gboolean
+command_done_dispatch(gpointer data)
 {
-  g_autoptr(GArray) removed = NULL;
-  GPtrArray *listeners = session->config->listeners;
+  Command *command = data;
 
-  g_mutex_lock(&session->lock);
-  removed = session->removed_forwards;
-  session->removed_forwards = g_array_new(FALSE, FALSE, sizeof(guint));
-  g_mutex_unlock(&session->lock);
+  if (command->done != NULL)
+    command->done(command->applied, command->done_data);
+  return G_SOURCE_REMOVE;
+}
 
-  for (guint r = 0; r < removed->len; r++) {
-    guint index = g_array_index(removed, guint, r);
-    for (guint i = listeners->len; i-- > 0;) {
-      if (((TgListener *)g_ptr_array_index(listeners, i))->forward_index == index)
-        g_ptr_array_remove_index(listeners, i); /* closes it */
+static void
+command_free(gpointer data)
+{
+  Command *command = data;
+
+  tg_forward_free(command->forward);
+  if (command->listeners != NULL)
+    g_ptr_array_unref(command->listeners);
+  g_free(command);
+}
+
+static void
+command_acknowledge(TgSession *session, Command *command)
+{
+  GSource *source = g_idle_source_new();
+
+  g_source_set_callback(source, command_done_dispatch, command, command_free);
+  g_source_attach(source, session->context);
+  g_source_unref(source);
+}
+
+static void
+apply_command(TgSession *session, Command *command)
+{
+  TgSessionConfig *config = session->config;
+
+  if (command->add) {
+    /* forward indexes are positions in config->forwards: keep them aligned */
+    g_assert(command->index == config->forwards->len);
+    g_ptr_array_add(config->forwards, g_steal_pointer(&command->forward));
+    g_ptr_array_extend_and_steal(config->listeners, g_steal_pointer(&command->listeners));
+  } else {
+    for (guint i = config->listeners->len; i-- > 0;) {
+      if (((TgListener *)g_ptr_array_index(config->listeners, i))->forward_index ==
+          command->index)
+        g_ptr_array_remove_index(config->listeners, i); /* closes it */
     }
     for (guint i = session->relays->len; i-- > 0;) {
-      if (tg_relay_forward_index(g_ptr_array_index(session->relays, i)) == index)
+      if (tg_relay_forward_index(g_ptr_array_index(session->relays, i)) == command->index)
         relay_finish(session, i, TG_RELAY_FAILED);
     }
+  }
+  command->applied = TRUE;
+}
+
+/* Applies (or, when the session is ending, just acknowledges) every
+ * queued command. */
+static void
+apply_commands(TgSession *session, gboolean apply)
+{
+  for (;;) {
+    Command *command;
+
+    g_mutex_lock(&session->lock);
+    command = g_queue_pop_head(&session->commands);
+    g_mutex_unlock(&session->lock);
+    if (command == NULL)
+      return;
+    if (apply)
+      apply_command(session, command);
+    command_acknowledge(session, command);
   }
 }
 
@@ -645,7 +707,7 @@ run_relays(TgSession *session, GError **error)
     if (session->pollfds[0].revents & POLLIN) {
       eventfd_t ignored;
       eventfd_read(session->wake_fd, &ignored);
-      apply_removals(session);
+      apply_commands(session, TRUE);
       continue; /* the poll set changed */
     }
     if (session->pollfds[1].revents != 0 && !pump_ssh(session, error))
@@ -723,6 +785,7 @@ session_thread(gpointer data)
     ok = run_relays(session, &error);
   }
   release_everything(session);
+  apply_commands(session, FALSE); /* everything is closed: nothing to apply */
   if (ok || stop_requested(session))
     report_state(session, TG_TUNNEL_CLOSED, NULL);
   else
@@ -740,7 +803,7 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   session->config = config;
   session->counters = counters;
   session->usage = tg_usage_ref(usage);
-  session->removed_forwards = g_array_new(FALSE, FALSE, sizeof(guint));
+  g_queue_init(&session->commands);
   session->context = g_main_context_ref_thread_default();
   session->state_func = state_func;
   session->user_data = user_data;
@@ -767,13 +830,40 @@ tg_session_stop(TgSession *session)
   g_mutex_unlock(&session->lock);
 }
 
-void
-tg_session_remove_forward(TgSession *session, guint forward_index)
+static void
+queue_command(TgSession *session, Command *command)
 {
   g_mutex_lock(&session->lock);
-  g_array_append_val(session->removed_forwards, forward_index);
+  g_queue_push_tail(&session->commands, command);
   g_mutex_unlock(&session->lock);
   eventfd_write(session->wake_fd, 1);
+}
+
+void
+tg_session_add_forward(TgSession *session, guint forward_index, TgForward *forward,
+                       GPtrArray *listeners, TgSessionDoneFunc done, gpointer done_data)
+{
+  Command *command = g_new0(Command, 1);
+
+  command->add = TRUE;
+  command->index = forward_index;
+  command->forward = forward;
+  command->listeners = listeners;
+  command->done = done;
+  command->done_data = done_data;
+  queue_command(session, command);
+}
+
+void
+tg_session_remove_forward(TgSession *session, guint forward_index, TgSessionDoneFunc done,
+                          gpointer done_data)
+{
+  Command *command = g_new0(Command, 1);
+
+  command->index = forward_index;
+  command->done = done;
+  command->done_data = done_data;
+  queue_command(session, command);
 }
 
 void
@@ -785,7 +875,7 @@ tg_session_free(TgSession *session)
   close(session->wake_fd);
   g_mutex_clear(&session->lock);
   g_ptr_array_unref(session->relays);
-  g_array_unref(session->removed_forwards);
+  g_assert(g_queue_is_empty(&session->commands));
   tg_usage_unref(session->usage);
   g_free(session->pollfds);
   tg_session_config_free(session->config);

@@ -70,8 +70,19 @@ typedef struct _TgSession TgSession;
 TgSession *tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
                             TgSessionStateFunc state_func, gpointer user_data);
 
+/* Called in the D-Bus thread once the worker has applied a command
+ * (applied) or found the session ending (not applied: nothing runs). */
+typedef void (*TgSessionDoneFunc)(gboolean applied, gpointer user_data);
+
+/* Adds a forward (taken) with its bound listeners (taken) at forward_index,
+ * which must be the number of forwards the session has had so far. */
+void tg_session_add_forward(TgSession *session, guint forward_index, TgForward *forward,
+                            GPtrArray *listeners, TgSessionDoneFunc done,
+                            gpointer done_data);
+
 /* Closes the listeners and connections of one forward; the tunnel runs on. */
-void tg_session_remove_forward(TgSession *session, guint forward_index);
+void tg_session_remove_forward(TgSession *session, guint forward_index,
+                               TgSessionDoneFunc done, gpointer done_data);
 
 /* Asks the worker to close everything; CLOSED is reported when done. */
 void tg_session_stop(TgSession *session);

@@ -1,6 +1,7 @@
 #include "tunnel.h"
 
 #include "listener.h"
+#include "policy-gate.h"
 #include "log.h"
 #include "tg-error.h"
 
@@ -400,6 +401,7 @@ tg_tunnel_close(TgTunnel *tunnel, const char *reason, GDBusMethodInvocation *inv
 typedef struct {
   TgDaemon *daemon;
   char *path;
+  TgForward *forward; /* AddForward, RemoveForward */
 } TunnelCallData;
 
 static void
@@ -408,8 +410,11 @@ tunnel_call_data_free(gpointer data)
   TunnelCallData *call_data = data;
 
   g_free(call_data->path);
+  tg_forward_free(call_data->forward);
   g_free(call_data);
 }
+
+static void tunnel_act_add_forward(TgCall *call);
 
 static TgTunnel *
 tunnel_call_target(TgCall *call)
@@ -434,6 +439,10 @@ tunnel_call_decide(TgCall *call)
     return FALSE;
   call->required =
       tunnel->owner_uid == call->caller->uid ? TG_ACTION_OPEN : TG_ACTION_MANAGE;
+  if (call->act == tunnel_act_add_forward) /* as OpenTunnel would need */
+    call->required |=
+        tg_daemon_forward_actions(((TunnelCallData *)call->data)->daemon, tunnel->subject,
+                                  ((TunnelCallData *)call->data)->forward);
   return TRUE;
 }
 
@@ -473,24 +482,77 @@ tunnel_act_get_all(TgCall *call)
   tg_call_return_value(call, g_variant_new("(@a{sv})", tunnel_all_properties(tunnel)));
 }
 
+/* AddForward: through the same gates as OpenTunnel; the policy is the
+ * owner's, whoever asks. */
 static void
-tunnel_act_not_supported(TgCall *call)
+tunnel_act_add_forward(TgCall *call)
 {
+  TunnelCallData *data = call->data;
+  TgTunnel *tunnel = tunnel_call_target(call);
   g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) listeners = NULL;
+  gboolean all_addresses;
 
-  if (tunnel_call_target(call) == NULL)
+  if (tunnel == NULL)
     return;
-  error = g_error_new(TG_ERROR, TG_ERROR_NOT_SUPPORTED,
-                      "%s on a running tunnel is not supported yet",
-                      g_dbus_method_invocation_get_method_name(call->invocation));
-  tg_call_return_error(call, error);
+  if (tunnel->session == NULL)
+    error = g_error_new(TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is %s", tunnel->id,
+                        tg_tunnel_state_name(tunnel->state));
+  else if (tg_tunnel_find_forward(tunnel, data->forward->spec) != G_MAXUINT)
+    error = g_error_new(TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                        "Tunnel %s already has the forward '%s'", tunnel->id,
+                        data->forward->spec);
+  else if (tg_tunnel_count_forwards(tunnel) >= TG_MAX_FORWARDS_PER_TUNNEL)
+    error = g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                        "At most %d forwards per tunnel", TG_MAX_FORWARDS_PER_TUNNEL);
+  if (error != NULL || !tg_gate_check_new_forward(data->daemon, tunnel->subject,
+                                                  tunnel->id, data->forward, &error)) {
+    tg_call_return_error(call, error);
+    return;
+  }
+
+  listeners = g_ptr_array_new_with_free_func((GDestroyNotify)tg_listener_free);
+  all_addresses = tg_policy_forward_listens_on_all_addresses(
+      data->daemon->policy, tunnel->subject, data->forward);
+  if (!tg_listener_bind(data->forward, tunnel->forward_list->len, all_addresses,
+                        call->caller->uid, listeners, &error)) {
+    tg_call_return_error(call, error);
+    return;
+  }
+  tg_tunnel_add_forward(tunnel, g_steal_pointer(&data->forward),
+                        g_steal_pointer(&listeners), g_steal_pointer(&call->invocation),
+                        NULL);
+}
+
+static void
+tunnel_act_remove_forward(TgCall *call)
+{
+  TunnelCallData *data = call->data;
+  TgTunnel *tunnel = tunnel_call_target(call);
+  g_autofree char *reason = NULL;
+  guint index;
+
+  if (tunnel == NULL)
+    return;
+  index = tg_tunnel_find_forward(tunnel, data->forward->spec);
+  if (index == G_MAXUINT) {
+    g_autoptr(GError) error =
+        g_error_new(TG_ERROR, TG_ERROR_NOT_FOUND, "Tunnel %s has no forward '%s'",
+                    tunnel->id, data->forward->spec);
+    tg_call_return_error(call, error);
+    return;
+  }
+  reason = g_strdup_printf("RemoveForward() by %s (uid %u)", call->caller->user_name,
+                           (unsigned)call->caller->uid);
+  tg_tunnel_remove_forward(tunnel, index, reason, g_steal_pointer(&call->invocation));
 }
 
 /* Validation before authorization: a malformed request is refused without
  * asking polkit, and without revealing anything about the tunnel. */
 static gboolean
 tunnel_validate(TgDaemon *daemon, const char *interface, const char *method,
-                GVariant *parameters, void (**act)(TgCall *), GError **error)
+                GVariant *parameters, void (**act)(TgCall *), TgForward **forward_out,
+                GError **error)
 {
   if (g_str_equal(interface, "org.freedesktop.DBus.Properties")) {
     const char *property_interface, *name = NULL;
@@ -526,9 +588,12 @@ tunnel_validate(TgDaemon *daemon, const char *interface, const char *method,
 
     g_variant_get(parameters, "(&s)", &spec);
     forward = tg_forward_parse(spec, error);
-    if (forward == NULL)
+    if (forward == NULL || (g_str_equal(method, "AddForward") &&
+                            !tg_daemon_forward_is_served(forward, error)))
       return FALSE;
-    *act = tunnel_act_not_supported;
+    *act = g_str_equal(method, "AddForward") ? tunnel_act_add_forward
+                                             : tunnel_act_remove_forward;
+    *forward_out = g_steal_pointer(&forward);
     return TRUE;
   }
 unknown:
@@ -539,13 +604,14 @@ unknown:
 
 static void
 tunnel_authorize(TgDaemon *daemon, const char *path, GDBusMethodInvocation *invocation,
-                 void (*act)(TgCall *))
+                 void (*act)(TgCall *), TgForward *forward)
 {
   TunnelCallData *data = g_new0(TunnelCallData, 1);
   TgCall *call = tg_call_new(invocation);
 
   data->daemon = daemon;
   data->path = g_strdup(path);
+  data->forward = forward;
   call->data = data;
   call->free_data = tunnel_call_data_free;
   call->decide = tunnel_call_decide;
@@ -557,7 +623,7 @@ void
 tg_tunnel_authorize_close(TgDaemon *daemon, const char *path,
                           GDBusMethodInvocation *invocation)
 {
-  tunnel_authorize(daemon, path, invocation, tunnel_act_close);
+  tunnel_authorize(daemon, path, invocation, tunnel_act_close, NULL);
 }
 
 gint
@@ -577,6 +643,7 @@ tunnel_method_call(GDBusConnection *connection, const char *sender, const char *
   TgDaemon *daemon = user_data;
   g_autoptr(GError) error = NULL;
   void (*act)(TgCall *) = NULL;
+  TgForward *forward = NULL;
   TgAction action;
 
   if (!tg_authz_method_action(g_str_equal(interface, "org.freedesktop.DBus.Properties")
@@ -588,11 +655,11 @@ tunnel_method_call(GDBusConnection *connection, const char *sender, const char *
                                           interface, method);
     return;
   }
-  if (!tunnel_validate(daemon, interface, method, parameters, &act, &error)) {
+  if (!tunnel_validate(daemon, interface, method, parameters, &act, &forward, &error)) {
     g_dbus_method_invocation_return_gerror(invocation, error);
     return;
   }
-  tunnel_authorize(daemon, path, invocation, act);
+  tunnel_authorize(daemon, path, invocation, act, forward);
 }
 
 static const GDBusInterfaceVTable tunnel_vtable = {
@@ -700,32 +767,104 @@ tg_tunnel_get_forward(TgTunnel *tunnel, guint index)
   return g_ptr_array_index(tunnel->forward_list, index);
 }
 
+static void
+reply_when_applied(gboolean applied, gpointer user_data)
+{
+  GDBusMethodInvocation *invocation = user_data;
+
+  if (applied)
+    g_dbus_method_invocation_return_value(invocation, NULL);
+  else
+    g_dbus_method_invocation_return_error(invocation, TG_ERROR, TG_ERROR_DISCONNECTED,
+                                          "The tunnel closed before the change was made");
+}
+
 gboolean
-tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason)
+tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
+                         GDBusMethodInvocation *invocation)
 {
   const char *names[] = { "Forwards", "Listeners", NULL };
   TgForward *forward = g_ptr_array_index(tunnel->forward_list, index);
   gboolean any_left = FALSE;
+  gboolean freed_now;
 
   g_return_val_if_fail(forward != NULL, TRUE);
   tg_log_event(G_LOG_LEVEL_MESSAGE, "FORWARD_REMOVED", "TUNNEL_ID", tunnel->id, "USER",
                tunnel->owner_name, "FORWARD", forward->spec, "MESSAGE",
                "tunnel %s: removing forward '%s': %s", tunnel->id, forward->spec, reason);
-  if (tunnel->session != NULL)
-    tg_session_remove_forward(tunnel->session, index);
   tunnel->forward_list->pdata[index] = NULL;
   tg_forward_free(forward);
-  tunnel_publish_forwards(tunnel);
-  tunnel_emit_changed(tunnel, names);
-
   for (guint i = 0; i < tunnel->forward_list->len; i++)
     any_left |= g_ptr_array_index(tunnel->forward_list, i) != NULL;
-  if (any_left)
-    return TRUE;
-  /* a tunnel whose worker already ended is freed by this at once */
-  gboolean freed_now = tunnel->session == NULL;
-  tg_tunnel_close(tunnel, "no forward is left", NULL);
-  return !freed_now;
+
+  if (!any_left) {
+    /* a tunnel whose worker already ended is freed by this at once */
+    freed_now = tunnel->session == NULL;
+    tg_tunnel_close(tunnel, "no forward is left", invocation);
+    return !freed_now;
+  }
+  tunnel_publish_forwards(tunnel);
+  tunnel_emit_changed(tunnel, names);
+  if (tunnel->session != NULL)
+    tg_session_remove_forward(tunnel->session, index,
+                              invocation != NULL ? reply_when_applied : NULL, invocation);
+  else if (invocation != NULL)
+    g_dbus_method_invocation_return_value(invocation, NULL);
+  return TRUE;
+}
+
+gboolean
+tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
+                      GDBusMethodInvocation *invocation, GError **error)
+{
+  const char *names[] = { "Forwards", "Listeners", NULL };
+  guint index = tunnel->forward_list->len;
+
+  if (tunnel->session == NULL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is %s", tunnel->id,
+                tg_tunnel_state_name(tunnel->state));
+    tg_forward_free(forward);
+    g_ptr_array_unref(listeners);
+    return FALSE;
+  }
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "FORWARD_ADDED", "TUNNEL_ID", tunnel->id, "USER",
+               tunnel->owner_name, "FORWARD", forward->spec, "MESSAGE",
+               "tunnel %s: adding forward '%s'", tunnel->id, forward->spec);
+  g_ptr_array_add(tunnel->forward_list, tg_forward_copy(forward));
+  for (guint i = 0; i < listeners->len; i++) {
+    TgListener *listener = g_ptr_array_index(listeners, i);
+    ListenerInfo info = { .forward_index = index, .port = listener->port };
+
+    listener->forward_index = index;
+    g_strlcpy(info.address, listener->address, sizeof info.address);
+    g_array_append_val(tunnel->listener_info, info);
+  }
+  tunnel_publish_forwards(tunnel);
+  tunnel_emit_changed(tunnel, names);
+  tg_session_add_forward(tunnel->session, index, forward, listeners, reply_when_applied,
+                         invocation);
+  return TRUE;
+}
+
+guint
+tg_tunnel_find_forward(TgTunnel *tunnel, const char *spec)
+{
+  for (guint i = 0; i < tunnel->forward_list->len; i++) {
+    const TgForward *forward = g_ptr_array_index(tunnel->forward_list, i);
+    if (forward != NULL && g_str_equal(forward->spec, spec))
+      return i;
+  }
+  return G_MAXUINT;
+}
+
+guint
+tg_tunnel_count_forwards(TgTunnel *tunnel)
+{
+  guint n = 0;
+
+  for (guint i = 0; i < tunnel->forward_list->len; i++)
+    n += g_ptr_array_index(tunnel->forward_list, i) != NULL;
+  return n;
 }
 
 static gboolean

@@ -25,8 +25,20 @@ const TgForward *tg_tunnel_get_forward(TgTunnel *tunnel, guint index);
 
 /* Closes one forward's listeners and connections; the tunnel runs on, or
  * closes when no forward is left. Returns FALSE when the tunnel is gone
- * (freed) as a result: the caller must not use it any more. */
-gboolean tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason);
+ * (freed) as a result: the caller must not use it any more. invocation
+ * (may be NULL, taken) is answered once the listeners are closed. */
+gboolean tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
+                                  GDBusMethodInvocation *invocation);
+
+/* Adds a forward (taken) with its bound, listening sockets (taken) to a
+ * running tunnel; invocation (taken) is answered once the worker serves it. */
+gboolean tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
+                               GDBusMethodInvocation *invocation, GError **error);
+
+/* The index of the live forward with this canonical spec, or G_MAXUINT. */
+guint tg_tunnel_find_forward(TgTunnel *tunnel, const char *spec);
+/* How many forwards the tunnel has now. */
+guint tg_tunnel_count_forwards(TgTunnel *tunnel);
 
 /* The policy's limits for this tunnel: MaxConnections, MaxLifetime,
  * IdleTimeout. Applied at open and after each reload. */

@@ -33,7 +33,7 @@ import tgtest  # noqa: E402
 import world  # noqa: E402
 from tgtest import (ALICE, BOB, ADMIN, BUS, MPATH, MIFACE, TIFACE, ERR,  # noqa: E402
                     BUSCTL_TIMEOUT, V, UserBus, DaemonTestCase, agent_option,
-                    busctl_open, can_listen, close_all_tunnels,
+                    busctl_open, busctl_open_ok, can_listen, close_all_tunnels,
                     daemon_listeners, free_port, list_tunnels, prop, wait_for)
 
 CAROL = "tg-carol"
@@ -267,6 +267,25 @@ class PolicyDeniedTest(PolicyTestCase):
               "GatewayPorts no\n"                 # 3
               "Match User tg-carol\n"             # 4
               "\tAllowTcpForwarding no\n")        # 5
+
+    def test_add_forward_is_checked(self):
+        """AddForward passes the same policy as OpenTunnel: the owner's."""
+        w = self.w
+        self.set_policy({"policy.conf": self.POLICY})
+        f = self.cfg("policy.conf")
+        path = busctl_open_ok(w, ALICE, "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
+                              agent_option(w, ALICE))
+        port = free_port(w)
+        r = w.busctl(ALICE, BUSCTL_TIMEOUT, "call", BUS, path, TIFACE, "AddForward", "s",
+                     f"L 127.0.0.1:{port}:intra:9000")
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertIn(f"PermitOpen at {f}:2 does not allow intra:9000", r.stderr)
+        self.assertEqual(len(prop(w, ALICE, path, "Forwards")), 1)
+        self.assertNotIn(("127.0.0.1", port), daemon_listeners(w.daemon.pid))
+        r = w.busctl(ALICE, BUSCTL_TIMEOUT, "call", BUS, path, TIFACE, "AddForward", "s",
+                     f"L 127.0.0.1:{port}:intra:80")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(prop(w, ALICE, path, "Forwards")), 2)
 
     def test_denials_name_file_line_keyword_and_open_nothing(self):
         w = self.w

@@ -478,6 +478,86 @@ class CredentialsTest(ApiTestCase):
         self.open_fails("InvalidArgument", {"identity": V("s", "/tmp")})
 
 
+class LiveForwardsTest(ApiTestCase):
+    """AddForward and RemoveForward on a running tunnel (like ssh -O forward /
+    ssh -O cancel): the same gates as OpenTunnel, and a removed forward's
+    port is free when the call returns."""
+
+    def setUp(self):
+        super().setUp()
+        self.path = busctl_open_ok(self.w, ALICE, "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
+                                   agent_option(self.w, ALICE))
+        self.addCleanup(close_all_tunnels, self.w)
+
+    def forward_call(self, user, method, spec):
+        return self.w.busctl(user, BUSCTL_TIMEOUT, "call", BUS, self.path, TIFACE, method,
+                             "s", spec)
+
+    def test_add_use_remove(self):
+        w = self.w
+        port = free_port(w)
+        spec = f"L 127.0.0.1:{port}:intra:{w.data_port}"
+        r = self.forward_call(ALICE, "AddForward", spec)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(spec, prop(w, ALICE, self.path, "Forwards"))
+        self.assertIn([spec, "127.0.0.1", port], prop(w, ALICE, self.path, "Listeners"))
+        s = w.connect("client", "127.0.0.1", port, timeout=30)
+        self.addCleanup(s.close)
+        payload = os.urandom(256 * 1024)
+        self.assertEqual(world.roundtrip(s, b"ECHO\n", payload, None), payload)
+
+        # an open connection of the forward is closed with it
+        held = w.connect("client", "127.0.0.1", port, timeout=30)
+        self.addCleanup(held.close)
+        held.sendall(b"ECHO\nx")
+        self.assertEqual(held.recv(1), b"x")
+        r = self.forward_call(ALICE, "RemoveForward", spec)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertPortFree(port)
+        self.assertNotIn(spec, prop(w, ALICE, self.path, "Forwards"))
+        held.settimeout(10)
+        try:
+            self.assertEqual(held.recv(1), b"")
+        except ConnectionResetError:
+            pass
+        # the first forward works on
+        first = prop(w, ALICE, self.path, "Listeners")[0][2]
+        self.assertEqual(tgtest.curl(w, ALICE, f"http://127.0.0.1:{first}/").stdout.encode(),
+                         w.intranet_page)
+        self.assertEqual(prop(w, ALICE, self.path, "State"), "up")
+
+    def test_refusals(self):
+        w = self.w
+        port = free_port(w)
+        spec = f"L 127.0.0.1:{port}:intra:80"
+        self.assertEqual(self.forward_call(ALICE, "AddForward", spec).returncode, 0)
+        cases = [
+            (ALICE, "AddForward", spec, "already has the forward"),
+            (ALICE, "AddForward", "L 127.0.0.1:nope:intra:80", "nope"),
+            (ALICE, "AddForward", "R 0:intra:80", "not supported"),
+            (ALICE, "AddForward", f"L 0.0.0.0:{free_port(w)}:intra:80", "bind-any"),
+            (ALICE, "RemoveForward", "L 127.0.0.1:1:intra:80", "has no forward"),
+            (BOB, "AddForward", f"L 127.0.0.1:{free_port(w)}:intra:80",
+             "org.tunnelgate.manage"),
+            (BOB, "RemoveForward", spec, "org.tunnelgate.manage"),
+        ]
+        for user, method, arg, text in cases:
+            with self.subTest(user=user, method=method, arg=arg):
+                r = self.forward_call(user, method, arg)
+                self.assertNotEqual(r.returncode, 0, r.stdout)
+                self.assertIn(text, r.stderr)
+        self.assertIn(spec, prop(w, ALICE, self.path, "Forwards"))
+        self.assertEqual(len(prop(w, ALICE, self.path, "Forwards")), 2)
+
+    def test_removing_the_last_forward_closes_the_tunnel(self):
+        spec = prop(self.w, ALICE, self.path, "Forwards")[0]
+        port = prop(self.w, ALICE, self.path, "Listeners")[0][2]
+        r = self.forward_call(ALICE, "RemoveForward", spec)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGone(self.path)
+        self.assertPortFree(port)
+
+
 # ----------------------------------------------------------------------------
 
 
