@@ -1,0 +1,101 @@
+/* The firewall: one nftables table, `inet tunnelgate`, that makes the kernel
+ * refuse forwarding the policy did not sanction (nft/README.md has the design).
+ *
+ * tg_firewall_new() replaces the whole table in one transaction; the per-tunnel
+ * calls change set elements only, one batch each, independent of how many
+ * tunnels exist. Freeing the object leaves the table in force (fail closed). */
+#pragma once
+
+#include <glib.h>
+
+#include "policy-match.h"
+
+/* Default socket marks (SO_MARK, needs CAP_NET_ADMIN): "TG" + 1 and + 2. */
+#define TG_FIREWALL_DAEMON_MARK 0x54470001u
+#define TG_FIREWALL_CONNECT_BACK_MARK 0x54470002u
+#define TG_FIREWALL_LOG_PREFIX "tunnelgate-lockdown: "
+
+/* An address or network: a TgNetwork as PermitServer and the listener sources
+ * use it (family AF_INET/AF_INET6, prefix length, network-order bytes). */
+typedef TgNetwork TgFirewallAddress;
+
+typedef enum {
+  TG_FIREWALL_OWNERSHIP_AUTO,  /* owner|persist when the kernel has it (≥ 6.9) */
+  TG_FIREWALL_OWNERSHIP_NEVER, /* never own the table (others may edit; repair) */
+} TgFirewallOwnership;
+
+typedef struct {
+  guint32 daemon_mark;       /* 0: TG_FIREWALL_DAEMON_MARK */
+  guint32 connect_back_mark; /* 0: TG_FIREWALL_CONNECT_BACK_MARK */
+  gboolean egress_lockdown;
+  const TgPortRange *ssh_ports; /* n_ssh_ports ranges, first >= 1 */
+  gsize n_ssh_ports;
+  const TgFirewallAddress *ssh_servers; /* PermitServer hosts, resolved */
+  gsize n_ssh_servers;
+  const guint32 *exempt_uids;
+  gsize n_exempt_uids;
+  gboolean listener_guard;
+  gboolean connect_back_pinning;
+  const char *log_prefix; /* NULL: no logging; else e.g. TG_FIREWALL_LOG_PREFIX */
+  TgFirewallOwnership ownership;
+} TgFirewallConfig;
+
+typedef struct {
+  guint64 lockdown_packets;
+  guint64 listener_packets;
+  guint64 connect_back_packets;
+} TgFirewallCounters;
+
+typedef struct _TgFirewall TgFirewall;
+
+/* Validates the config, then installs the whole table in one batch (replacing an
+ * old one, e.g. of a killed daemon). A kernel without nftables or a refused batch
+ * is TG_ERROR_NOT_SUPPORTED / TG_ERROR_FAILED with the netlink error text. */
+TgFirewall *tg_firewall_new(const TgFirewallConfig *config, GError **error);
+/* Closes the sockets; the table stays in force. */
+void tg_firewall_free(TgFirewall *firewall);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgFirewall, tg_firewall_free)
+
+/* TRUE if the table carries owner|persist (nobody else can change it). */
+gboolean tg_firewall_is_owner(const TgFirewall *firewall);
+
+/* A daemon listener on family/port (address: what it is bound to, may be NULL;
+ * informational) reachable from loopback and from the n_sources allowed source
+ * addresses (prefix must be the full length). tunnel_id labels the elements for
+ * tg_firewall_describe(). One batch. */
+gboolean tg_firewall_add_listener(TgFirewall *firewall, int family,
+                                  const TgFirewallAddress *address, guint16 port,
+                                  const TgFirewallAddress *sources, gsize n_sources,
+                                  const char *tunnel_id, GError **error);
+gboolean tg_firewall_remove_listener(TgFirewall *firewall, int family, guint16 port,
+                                     GError **error);
+
+/* A destination (full-length address, port) connect-back sockets may reach. */
+gboolean tg_firewall_add_connect_back(TgFirewall *firewall,
+                                      const TgFirewallAddress *address, guint16 port,
+                                      const char *tunnel_id, GError **error);
+gboolean tg_firewall_remove_connect_back(TgFirewall *firewall,
+                                         const TgFirewallAddress *address, guint16 port,
+                                         GError **error);
+
+/* Replace the whole exempt uid / SSH server lists (policy reload). One batch. */
+gboolean tg_firewall_set_exempt_uids(TgFirewall *firewall, const guint32 *uids,
+                                     gsize n_uids, GError **error);
+gboolean tg_firewall_update_servers(TgFirewall *firewall,
+                                    const TgFirewallAddress *servers, gsize n_servers,
+                                    GError **error);
+
+/* Tamper repair: watch nftables events in context (NULL: the default one);
+ * changes by others are undone (full re-install) within ~100 ms and logged. */
+gboolean tg_firewall_watch(TgFirewall *firewall, GMainContext *context, GError **error);
+/* Number of repairs done since tg_firewall_new(). */
+guint tg_firewall_get_repair_count(const TgFirewall *firewall);
+
+/* Reads the kernel's counters. */
+gboolean tg_firewall_read_counters(TgFirewall *firewall, TgFirewallCounters *counters,
+                                   GError **error);
+/* Text listing of the state (for `tunnelgatectl firewall`), tunnel per element. */
+char *tg_firewall_describe(TgFirewall *firewall);
+
+/* Deletes the table (tests, uninstall). Not needed to stop the daemon. */
+gboolean tg_firewall_remove_table(GError **error);
