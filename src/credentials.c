@@ -207,9 +207,10 @@ tg_socket_peer_is_uid(int fd, uid_t uid, GError **error)
 }
 
 GBytes *
-tg_read_key_fd(int fd, gsize max_bytes, GError **error)
+tg_read_key_fd(int fd, gsize max_bytes, int cancel_fd, GError **error)
 {
   g_autoptr(GByteArray) content = g_byte_array_new();
+  gint64 deadline = g_get_monotonic_time() + CHILD_TIMEOUT_SECONDS * G_USEC_PER_SEC;
   struct stat st;
   guint8 chunk[4096];
 
@@ -219,13 +220,24 @@ tg_read_key_fd(int fd, gsize max_bytes, GError **error)
                         "The identity is not a regular file, pipe or socket");
     return NULL;
   }
+  /* non-blocking: a caller who drains the pipe behind our back must not
+   * leave us blocked in read() */
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   for (;;) {
-    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    struct pollfd pfds[2] = { { .fd = fd, .events = POLLIN },
+                              { .fd = cancel_fd, .events = POLLIN } };
+    gint64 left = (deadline - g_get_monotonic_time()) / 1000;
     ssize_t n;
 
-    if (poll(&pfd, 1, CHILD_TIMEOUT_SECONDS * 1000) <= 0) {
+    if (left <= 0 || poll(pfds, 2, (int)left) == 0) {
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "Reading the identity took more than %d seconds",
+                  CHILD_TIMEOUT_SECONDS);
+      return NULL;
+    }
+    if (pfds[1].revents & POLLIN) {
       g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                          "Timed out reading the identity");
+                          "Reading the identity was cancelled");
       return NULL;
     }
     n = read(fd, chunk, sizeof chunk);
@@ -245,5 +257,6 @@ tg_read_key_fd(int fd, gsize max_bytes, GError **error)
     }
     g_byte_array_append(content, chunk, n);
   }
+  explicit_bzero(chunk, sizeof chunk);
   return g_byte_array_free_to_bytes(g_steal_pointer(&content));
 }

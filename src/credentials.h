@@ -29,5 +29,6 @@ int tg_open_file_as_user(const TgIdentity *user, const char *path, GError **erro
 gboolean tg_socket_peer_is_uid(int fd, uid_t uid, GError **error);
 
 /* Reads a whole key file from fd (regular file, pipe or socket) up to
- * max_bytes; fails when the content is longer. */
-GBytes *tg_read_key_fd(int fd, gsize max_bytes, GError **error);
+ * max_bytes, within one overall deadline; fails when the content is longer,
+ * when it takes too long, or when cancel_fd becomes readable. */
+GBytes *tg_read_key_fd(int fd, gsize max_bytes, int cancel_fd, GError **error);

@@ -40,6 +40,8 @@ typedef struct {
 GDBusInterfaceInfo *tg_daemon_interface(TgDaemon *daemon, const char *name);
 
 #define TG_MAX_FORWARDS_PER_TUNNEL 32
+/* forwards ever added to one tunnel (removed ones keep their slot) */
+#define TG_MAX_FORWARD_SLOTS (8 * TG_MAX_FORWARDS_PER_TUNNEL)
 
 /* FALSE, with NotSupported, for a forward this version cannot serve yet. */
 gboolean tg_daemon_forward_is_served(const TgForward *forward, GError **error);

@@ -249,8 +249,8 @@ main(int argc, char **argv)
   g_main_loop_run(main_loop);
 
   g_bus_unown_name(name_id);
+  tg_manager_unexport(&daemon); /* no new tunnels while the old ones close */
   close_all_tunnels(&daemon);
-  tg_manager_unexport(&daemon);
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
   g_hash_table_unref(daemon.tunnels);
   g_hash_table_unref(daemon.usage);

@@ -492,6 +492,17 @@ open_act(TgCall *call)
     const TgForward *forward = g_ptr_array_index(request->forwards, i);
     gboolean all = tg_policy_forward_listens_on_all_addresses(daemon->policy,
                                                               request->subject, forward);
+    /* a reload between polkit and now may have widened what is needed */
+    if (request->destination->profile == NULL &&
+        (tg_daemon_forward_actions(daemon, request->subject, forward) & ~call->granted)) {
+      g_autoptr(GError) changed = g_error_new(
+          TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+          "Forward '%s' needs more than was authorized (the policy changed during the "
+          "call); try again",
+          forward->spec);
+      tg_call_return_error(call, changed);
+      return;
+    }
     if (!tg_listener_bind(forward, i, all, call->caller->uid, config->listeners,
                           &error)) {
       tg_call_return_error(call, error); /* bound listeners close with config */
@@ -516,9 +527,12 @@ open_act(TgCall *call)
   g_ptr_array_extend_and_steal(config->forwards, g_steal_pointer(&request->forwards));
   request->forwards = g_ptr_array_new();
 
-  tg_tunnel_open(daemon, call->caller, g_steal_pointer(&request->subject), destination,
-                 request->description, request->bind_to_caller, g_steal_pointer(&config),
-                 g_steal_pointer(&call->invocation));
+  TgTunnel *tunnel =
+      tg_tunnel_open(daemon, call->caller, g_steal_pointer(&request->subject),
+                     destination, request->description, request->bind_to_caller,
+                     g_steal_pointer(&config), g_steal_pointer(&call->invocation));
+  if (request->destination->profile != NULL)
+    tg_tunnel_set_profile(tunnel, request->destination->profile);
 }
 
 /* ---- CloseTunnel, ListTunnels, GetManagedObjects ---- */

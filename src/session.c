@@ -44,7 +44,8 @@ struct _TgSession {
    * must never be used from another thread). Guarded by lock. */
   GMutex lock;
   int cancel_fds[2];
-  GQueue commands; /* Command*: forwards to add or remove, for the worker */
+  GQueue commands;   /* Command*: forwards to add or remove, for the worker */
+  gboolean finished; /* the worker took its last command: answer new ones at once */
 
   /* worker thread only */
   ssh_session ssh;
@@ -202,7 +203,7 @@ load_credentials(TgSession *session, GError **error)
     key_fd = g_steal_fd(&config->identity_fd);
   if (key_fd < 0)
     return FALSE;
-  key_text = tg_read_key_fd(key_fd, MAX_KEY_FILE_BYTES, error);
+  key_text = tg_read_key_fd(key_fd, MAX_KEY_FILE_BYTES, -1, error);
   close(key_fd);
   if (key_text == NULL)
     return FALSE;
@@ -212,6 +213,8 @@ load_credentials(TgSession *session, GError **error)
     int rc = ssh_pki_import_privkey_base64(text, NULL, refuse_passphrase, NULL,
                                            &session->identity);
     explicit_bzero(text, strlen(text));
+    explicit_bzero((gpointer)g_bytes_get_data(key_text, NULL),
+                   g_bytes_get_size(key_text));
     if (rc != SSH_OK) {
       g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
                           "The identity is not a private key tunnelgate can read, or it "
@@ -235,21 +238,31 @@ stop_requested(TgSession *session)
 static int
 wait_connected(TgSession *session, int fd, int timeout_ms)
 {
-  struct pollfd pfds[2] = { { .fd = fd, .events = POLLOUT },
-                            { .fd = session->wake_fd, .events = POLLIN } };
+  gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
   int error = 0;
   socklen_t length = sizeof error;
-  int rc;
 
-  do
-    rc = poll(pfds, 2, timeout_ms);
-  while (rc < 0 && errno == EINTR);
-  if (rc == 0)
-    return ETIMEDOUT;
-  if (rc < 0)
-    return errno;
-  if (stop_requested(session))
-    return ECANCELED;
+  for (;;) {
+    struct pollfd pfds[2] = { { .fd = fd, .events = POLLOUT },
+                              { .fd = session->wake_fd, .events = POLLIN } };
+    gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+    int rc;
+
+    if (left <= 0)
+      return ETIMEDOUT;
+    rc = poll(pfds, 2, (int)left);
+    if (rc < 0 && errno != EINTR)
+      return errno;
+    if (stop_requested(session))
+      return ECANCELED;
+    if (rc > 0 && pfds[0].revents != 0)
+      break;
+    if (rc > 0 && (pfds[1].revents & POLLIN)) {
+      /* a command: the relay loop applies queued ones when it starts */
+      eventfd_t ignored;
+      eventfd_read(session->wake_fd, &ignored);
+    }
+  }
   getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
   return error;
 }
@@ -406,19 +419,24 @@ connect_session(TgSession *session, GError **error)
   /* libssh owns fd from here on (and 0.10 closes it on some errors) */
   add_cancel_fd(session, fd);
 
-  if (stop_requested(session) || ssh_connect(session->ssh) != SSH_OK) {
+  if (stop_requested(session)) {
+    close(fd); /* libssh takes the socket only in ssh_connect() */
+    g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED,
+                "SSH handshake with %s port %u: cancelled", config->host, config->port);
+    return FALSE;
+  }
+  if (ssh_connect(session->ssh) != SSH_OK) {
     g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED,
                 "SSH handshake with %s port %u failed: %s", config->host, config->port,
-                stop_requested(session) ? "cancelled" : ssh_get_error(session->ssh));
+                ssh_get_error(session->ssh));
     return FALSE;
   }
   if (!tg_hostkey_verify(session->ssh, config->host, config->host_key,
                          config->host_key_mode, error))
     return FALSE;
-  if (!authenticate(session, error))
-    return FALSE;
-  close_cancel_fds(session);
-  return TRUE;
+  /* the cancel descriptors stay until the end: a send() blocked on a stalled
+   * server (libssh's socket is blocking) is cut by tg_session_stop() too */
+  return authenticate(session, error);
 }
 
 /* ---- the relay loop ---- */
@@ -519,7 +537,10 @@ relay_finish(TgSession *session, guint index, TgRelayStatus status)
                status == TG_RELAY_DONE ? "done" : "failed", "MESSAGE",
                "tunnel %s: connection from %s to %s ended (%s), %s bytes sent/received",
                config->tunnel_id, tg_relay_peer(relay), tg_relay_destination(relay),
-               status == TG_RELAY_DONE ? "done" : tg_relay_failure(relay), bytes);
+               status == TG_RELAY_DONE           ? "done"
+               : tg_relay_failure(relay) != NULL ? tg_relay_failure(relay)
+                                                 : "closed by the daemon",
+               bytes);
   g_ptr_array_remove_index_fast(session->relays, index);
   atomic_fetch_sub(&session->counters->active_connections, 1);
   release_connection_slot(session);
@@ -603,6 +624,8 @@ apply_commands(TgSession *session, gboolean apply)
 
     g_mutex_lock(&session->lock);
     command = g_queue_pop_head(&session->commands);
+    if (!apply)
+      session->finished = TRUE;
     g_mutex_unlock(&session->lock);
     if (command == NULL)
       return;
@@ -641,9 +664,13 @@ build_pollfds(TgSession *session)
   gboolean ssh_output_queued = (ssh_get_status(session->ssh) & SSH_WRITE_PENDING) != 0;
   for (guint i = 0; i < session->relays->len; i++) {
     TgRelay *relay = g_ptr_array_index(session->relays, i);
+    short events = tg_relay_client_events(relay, ssh_output_queued);
+
+    /* a socket nothing is wanted from is left out: poll() would report its
+     * error or hang-up every round, a busy loop */
     session->pollfds[n++] = (struct pollfd){
-      .fd = tg_relay_client_fd(relay),
-      .events = tg_relay_client_events(relay, ssh_output_queued),
+      .fd = events != 0 ? tg_relay_client_fd(relay) : -1,
+      .events = events,
     };
   }
   return n;
@@ -692,6 +719,7 @@ run_relays(TgSession *session, GError **error)
 
   if (keepalive > 0)
     next_keepalive = g_get_monotonic_time() + keepalive * G_USEC_PER_SEC;
+  apply_commands(session, TRUE); /* those queued while connecting */
 
   while (!stop_requested(session)) {
     nfds_t n = build_pollfds(session);
@@ -717,8 +745,10 @@ run_relays(TgSession *session, GError **error)
         accept_connections(session, g_ptr_array_index(listeners, i));
     }
     /* relays in reverse, so that removing one does not move the unvisited */
-    gboolean ssh_output_queued = (ssh_get_status(session->ssh) & SSH_WRITE_PENDING) != 0;
     for (guint i = session->relays->len; i-- > 0;) {
+      /* per relay: one relay's write may fill libssh's queue for the next */
+      gboolean ssh_output_queued =
+          (ssh_get_status(session->ssh) & SSH_WRITE_PENDING) != 0;
       TgRelay *relay = g_ptr_array_index(session->relays, i);
       short revents =
           i < relays_before ? session->pollfds[2 + listeners->len + i].revents : 0;
@@ -745,8 +775,8 @@ run_relays(TgSession *session, GError **error)
 static void
 release_everything(TgSession *session)
 {
-  g_ptr_array_set_size(session->relays, 0);
-  atomic_store(&session->counters->active_connections, 0);
+  while (session->relays->len > 0) /* audited, and the user's slots released */
+    relay_finish(session, session->relays->len - 1, TG_RELAY_FAILED);
   g_ptr_array_set_size(session->config->listeners, 0);
   if (session->event != NULL) {
     ssh_event_remove_session(session->event, session->ssh);
@@ -833,10 +863,17 @@ tg_session_stop(TgSession *session)
 static void
 queue_command(TgSession *session, Command *command)
 {
+  gboolean finished;
+
   g_mutex_lock(&session->lock);
-  g_queue_push_tail(&session->commands, command);
+  finished = session->finished;
+  if (!finished)
+    g_queue_push_tail(&session->commands, command);
   g_mutex_unlock(&session->lock);
-  eventfd_write(session->wake_fd, 1);
+  if (finished) /* the tunnel is ending: nothing to change any more */
+    command_acknowledge(session, command);
+  else
+    eventfd_write(session->wake_fd, 1);
 }
 
 void

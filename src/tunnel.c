@@ -17,6 +17,7 @@ struct _TgTunnel {
   TgTunnelState state;
   char *server_host;
   guint16 server_port;
+  char *profile;            /* the administrator's profile it was started from, or NULL */
   TgPolicySubject *subject; /* the owner, as the policy sees them */
   GPtrArray *forward_list;  /* TgForward*, NULL where a forward was removed */
   GArray *listener_info;    /* ListenerInfo: what each listening socket bound */
@@ -50,13 +51,7 @@ typedef struct {
 /* Properties whose values are broadcast in PropertiesChanged. The others name
  * hosts and are announced as invalidated only (see dbus/org.tunnelgate.Tunnel1.xml). */
 static const char *const broadcast_properties[] = {
-  "State",
-  "Listeners",
-  "BytesSent",
-  "BytesReceived",
-  "ActiveConnections",
-  "TotalConnections",
-  NULL,
+  "State", "BytesSent", "BytesReceived", "ActiveConnections", "TotalConnections", NULL,
 };
 
 const char *
@@ -439,10 +434,16 @@ tunnel_call_decide(TgCall *call)
     return FALSE;
   call->required =
       tunnel->owner_uid == call->caller->uid ? TG_ACTION_OPEN : TG_ACTION_MANAGE;
-  if (call->act == tunnel_act_add_forward) /* as OpenTunnel would need */
-    call->required |=
-        tg_daemon_forward_actions(((TunnelCallData *)call->data)->daemon, tunnel->subject,
-                                  ((TunnelCallData *)call->data)->forward);
+  if (call->act == tunnel_act_add_forward) {
+    TunnelCallData *data = call->data;
+
+    /* a profile's tunnel logs in with the administrator's key: its user may
+     * not extend it beyond the forwards the profile sanctioned */
+    if (tunnel->profile != NULL)
+      call->required = TG_ACTION_MANAGE;
+    /* and what OpenTunnel would need for this forward */
+    call->required |= tg_daemon_forward_actions(data->daemon, tunnel->subject, data->forward);
+  }
   return TRUE;
 }
 
@@ -505,6 +506,10 @@ tunnel_act_add_forward(TgCall *call)
   else if (tg_tunnel_count_forwards(tunnel) >= TG_MAX_FORWARDS_PER_TUNNEL)
     error = g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
                         "At most %d forwards per tunnel", TG_MAX_FORWARDS_PER_TUNNEL);
+  else if (tunnel->forward_list->len >= TG_MAX_FORWARD_SLOTS)
+    error = g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                        "Tunnel %s has had %d forwards added; open a new tunnel",
+                        tunnel->id, TG_MAX_FORWARD_SLOTS);
   if (error != NULL || !tg_gate_check_new_forward(data->daemon, tunnel->subject,
                                                   tunnel->id, data->forward, &error)) {
     tg_call_return_error(call, error);
@@ -742,6 +747,13 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   return tunnel;
 }
 
+void
+tg_tunnel_set_profile(TgTunnel *tunnel, const char *profile)
+{
+  g_free(tunnel->profile);
+  tunnel->profile = g_strdup(profile);
+}
+
 const TgPolicySubject *
 tg_tunnel_get_subject(TgTunnel *tunnel)
 {
@@ -921,6 +933,7 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_ptr_array_unref(tunnel->forward_list);
   g_array_unref(tunnel->listener_info);
   g_free(tunnel->server_host);
+  g_free(tunnel->profile);
   tg_policy_subject_free(tunnel->subject);
   g_clear_handle_id(&tunnel->lifetime_timer, g_source_remove);
   tg_usage_unref(tunnel->usage);

@@ -16,6 +16,10 @@ TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner,
                          const char *description, gboolean bind_to_caller,
                          TgSessionConfig *config, GDBusMethodInvocation *open_invocation);
 
+/* Marks a tunnel started from an administrator's profile: AddForward on it
+ * then needs org.tunnelgate.manage. */
+void tg_tunnel_set_profile(TgTunnel *tunnel, const char *profile);
+
 /* What the policy needs to re-check a tunnel on reload. */
 const TgPolicySubject *tg_tunnel_get_subject(TgTunnel *tunnel);
 void tg_tunnel_get_server(TgTunnel *tunnel, const char **host, guint16 *port);

@@ -771,6 +771,14 @@ class ProfileTest(PolicyTestCase):
         self.assertHttpWorks(self.port)
         # she logged in as tg-bob on the gateway, with the profile's key
         self.assertRegex(w.proc("sshd").log()[sshd_mark:], r"Accepted publickey for tg-bob ")
+        # she may not extend it beyond the profile's forwards (the key is not hers)
+        extra = free_port(w)
+        r = w.busctl(ALICE, BUSCTL_TIMEOUT, "call", BUS, path, TIFACE, "AddForward", "s",
+                     f"L 127.0.0.1:{extra}:intra:9000")
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertIn("org.tunnelgate.manage", r.stderr)
+        self.assertEqual(prop(w, ALICE, path, "Forwards"), [self.spec])
+        self.assertNotIn(("127.0.0.1", extra), daemon_listeners(w.daemon.pid))
         # and she may close it as her own
         r = w.busctl(ALICE, BUSCTL_TIMEOUT, "call", BUS, path, TIFACE, "Close")
         self.assertEqual(r.returncode, 0, r.stderr)

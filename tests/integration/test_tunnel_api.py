@@ -296,18 +296,19 @@ class OpenTunnelTest(ApiTestCase):
             self.assertNotIn("intra", json.dumps(s["body"]), s)
 
     def test_forwards_and_last_error_annotated_invalidates(self):
-        """The introspection data must tell clients that Forwards and LastError
-        are announced as invalidated (org.freedesktop.DBus.Property.EmitsChangedSignal
-        = invalidates), as the daemon does and dbus-api.md documents."""
+        """The introspection data must tell clients that Forwards, Listeners and
+        LastError are announced as invalidated (org.freedesktop.DBus.Property.
+        EmitsChangedSignal = invalidates), as the daemon does and dbus-api.md
+        documents."""
         w = self.w
         path = busctl_open_ok(w, ALICE, "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
                               agent_option(w, ALICE))
         r = w.busctl(ALICE, BUSCTL_TIMEOUT, "introspect", BUS, path)
         self.assertEqual(r.returncode, 0, r.stderr)
-        for name in ("Forwards", "LastError"):
+        for name in ("Forwards", "Listeners", "LastError"):
             self.assertRegex(r.stdout, rf"(?m)^\.{name}\s+property\s.*emits-invalidation",
                              f"{name} should be annotated EmitsChangedSignal=invalidates")
-        for name in ("State", "Listeners", "BytesSent", "TotalConnections"):
+        for name in ("State", "BytesSent", "TotalConnections"):
             self.assertRegex(r.stdout, rf"(?m)^\.{name}\s+property\s.*emits-change\s*$")
 
     def test_get_managed_objects_full_properties(self):
@@ -495,6 +496,8 @@ class LiveForwardsTest(ApiTestCase):
 
     def test_add_use_remove(self):
         w = self.w
+        ub = self.user_bus(BOB)   # any user may listen to the broadcasts
+        ub.add_match(f"type='signal',sender='{BUS}'")
         port = free_port(w)
         spec = f"L 127.0.0.1:{port}:intra:{w.data_port}"
         r = self.forward_call(ALICE, "AddForward", spec)
@@ -525,6 +528,13 @@ class LiveForwardsTest(ApiTestCase):
         self.assertEqual(tgtest.curl(w, ALICE, f"http://127.0.0.1:{first}/").stdout.encode(),
                          w.intranet_page)
         self.assertEqual(prop(w, ALICE, self.path, "State"), "up")
+        # Forwards and Listeners changed, announced as invalidated: no host leaks
+        sigs = wait_for(lambda: [s for s in ub.signals() if s["member"] == "PropertiesChanged"
+                                 and s["path"] == self.path], timeout=10,
+                        what="PropertiesChanged for the added forward")
+        for s in sigs:
+            self.assertNotIn("intra", json.dumps(s["body"]), s)
+        self.assertTrue(any("Listeners" in s["body"][2] for s in sigs), sigs)
 
     def test_refusals(self):
         w = self.w
