@@ -26,8 +26,10 @@ struct _TgTunnel {
 
   TgUsage *usage;
   guint lifetime_timer;
-  guint64 idle_limit; /* seconds, 0: none (IdleTimeout) */
-  gint64 idle_since;  /* monotonic time the tunnel went quiet, 0: busy */
+  guint connect_timer; /* a tunnel still connecting when it fires is given up */
+  char *abort_reason;  /* why the daemon gave it up, for the OpenTunnel reply */
+  guint64 idle_limit;  /* seconds, 0: none (IdleTimeout) */
+  gint64 idle_since;   /* monotonic time the tunnel went quiet, 0: busy */
   char *last_error;
 
   TgCounters counters;
@@ -329,6 +331,7 @@ tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_dat
   TgTunnel *tunnel = user_data;
 
   if (state == TG_TUNNEL_UP) {
+    g_clear_handle_id(&tunnel->connect_timer, g_source_remove);
     tunnel_set_state(tunnel, TG_TUNNEL_UP, NULL);
     tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_UP", "TUNNEL_ID", tunnel->id, "USER",
                  tunnel->owner_name, "MESSAGE", "tunnel %s of %s to %s is up", tunnel->id,
@@ -353,6 +356,10 @@ tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_dat
     if (error != NULL)
       g_dbus_method_invocation_return_gerror(g_steal_pointer(&tunnel->open_invocation),
                                              error);
+    else if (tunnel->abort_reason != NULL)
+      g_dbus_method_invocation_return_error(g_steal_pointer(&tunnel->open_invocation),
+                                            TG_ERROR, TG_ERROR_CONNECT_FAILED, "%s",
+                                            tunnel->abort_reason);
     else
       g_dbus_method_invocation_return_error(
           g_steal_pointer(&tunnel->open_invocation), TG_ERROR, TG_ERROR_DISCONNECTED,
@@ -442,7 +449,8 @@ tunnel_call_decide(TgCall *call)
     if (tunnel->profile != NULL)
       call->required = TG_ACTION_MANAGE;
     /* and what OpenTunnel would need for this forward */
-    call->required |= tg_daemon_forward_actions(data->daemon, tunnel->subject, data->forward);
+    call->required |=
+        tg_daemon_forward_actions(data->daemon, tunnel->subject, data->forward);
   }
   return TRUE;
 }
@@ -673,6 +681,25 @@ static const GDBusInterfaceVTable tunnel_vtable = {
    * tunnel's properties is authorized like any other call */
 };
 
+/* Every step of connecting has its own timeout, but an ssh-agent that never
+ * answers (libssh waits for it without one) would keep a tunnel connecting
+ * for ever: this bounds the whole. */
+static gboolean
+tunnel_connect_timed_out(gpointer user_data)
+{
+  TgTunnel *tunnel = user_data;
+
+  tunnel->connect_timer = 0;
+  if (tunnel->state == TG_TUNNEL_CONNECTING && tunnel->session != NULL) {
+    tunnel->abort_reason = g_strdup_printf(
+        "Tunnel %s was not up after %u seconds (server, host key check, or "
+        "authentication with the ssh-agent did not finish)",
+        tunnel->id, tunnel->daemon->connect_timeout_seconds * 3);
+    tg_tunnel_close(tunnel, tunnel->abort_reason, NULL);
+  }
+  return G_SOURCE_REMOVE;
+}
+
 static void
 tunnel_caller_vanished(GDBusConnection *connection, const char *name, gpointer user_data)
 {
@@ -742,6 +769,8 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
         tunnel_caller_vanished, tunnel, NULL);
 
   tg_tunnel_apply_policy(tunnel, daemon->policy);
+  tunnel->connect_timer = g_timeout_add_seconds(daemon->connect_timeout_seconds * 3,
+                                                tunnel_connect_timed_out, tunnel);
   tunnel->session = tg_session_start(config, &tunnel->counters, tunnel->usage,
                                      tunnel_session_state, tunnel);
   return tunnel;
@@ -936,6 +965,8 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_free(tunnel->profile);
   tg_policy_subject_free(tunnel->subject);
   g_clear_handle_id(&tunnel->lifetime_timer, g_source_remove);
+  g_clear_handle_id(&tunnel->connect_timer, g_source_remove);
+  g_free(tunnel->abort_reason);
   tg_usage_unref(tunnel->usage);
   g_free(tunnel->last_error);
   g_free(tunnel);

@@ -803,7 +803,7 @@ class HostKeyTest(ApiTestCase):
         w.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         return (w.dir / (name + ".pub")).read_text().strip()
 
-    def restart(self, system_known_hosts="", state_known_hosts=None):
+    def restart(self, system_known_hosts="", state_known_hosts=None, args=()):
         """Start a daemon with these known hosts files (stopping this test's
         previous one); it is stopped, and checked, when the test ends."""
         w = self.W
@@ -818,7 +818,7 @@ class HostKeyTest(ApiTestCase):
         state.mkdir(mode=0o700)
         if state_known_hosts is not None:
             (state / "known_hosts").write_text(state_known_hosts)
-        d = w.start_daemon(known_hosts=kh, state_dir=state)
+        d = w.start_daemon(known_hosts=kh, state_dir=state, args=list(args))
         self.addCleanup(self.stop_daemon, d)
         self.ub = self.user_bus(ALICE)
         self.agent = {"agent": V("s", str(w.users[ALICE].agent_sock))}
@@ -832,6 +832,29 @@ class HostKeyTest(ApiTestCase):
         port = self.listener_port(path)
         r = tgtest.curl(self.W, ALICE, f"http://127.0.0.1:{port}/")
         self.assertEqual(r.stdout.encode(), self.W.intranet_page, r.stderr)
+
+    def test_agent_that_never_answers(self):
+        """A tunnel stuck connecting (here: an ssh-agent that accepts and never
+        answers, which libssh waits for without a timeout) is given up after
+        three connect timeouts, with ConnectFailed, and leaves nothing behind."""
+        w = self.W
+        self.restart(system_known_hosts=w.known_hosts_line + "\n", args=["--connect-timeout", "1"])
+        sock = w.users[ALICE].dir / "silent-agent.sock"
+        script = ("import socket,time\n"
+                  f"s=socket.socket(socket.AF_UNIX); s.bind({str(sock)!r}); s.listen(8)\n"
+                  "held=[]\n"
+                  "while True: held.append(s.accept()[0])\n")
+        agent = w.spawn_as(ALICE, [world.PYTHON, "-c", script], name="silent-agent")
+        self.addCleanup(agent.stop)
+        tgtest.wait_for(sock.exists, timeout=10, what="the silent agent's socket")
+        port = free_port(w)
+        t0 = time.monotonic()
+        e = self.assertDBusError("ConnectFailed", self.open_as, self.ub, "tg-alice@gw",
+                                 [f"L 127.0.0.1:{port}:intra:80"],
+                                 {"agent": V("s", str(sock))}, contains="not up after 3")
+        self.assertLess(time.monotonic() - t0, 30, e.message)
+        self.assertNoTunnels()
+        self.assertPortFree(port)
 
     def test_unknown_host_key_then_pinned(self):
         w = self.W
