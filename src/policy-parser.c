@@ -6,6 +6,7 @@
 
 #include "config-tokenizer.h"
 #include "policy-private.h"
+#include "text.h"
 #include "tg-error.h"
 
 /* Beyond this a "number" is a typo, and sums of times stay far from
@@ -325,22 +326,6 @@ parse_hosts(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *sett
 }
 
 static gboolean
-parse_decimal(const char *text, guint64 max, guint64 *value)
-{
-  *value = 0;
-  if (*text == '\0')
-    return FALSE;
-  for (const char *p = text; *p != '\0'; p++) {
-    if (!g_ascii_isdigit(*p))
-      return FALSE;
-    *value = *value * 10 + (guint64)(*p - '0');
-    if (*value > max)
-      return FALSE;
-  }
-  return TRUE;
-}
-
-static gboolean
 parse_count(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *setting,
             GError **error)
 {
@@ -350,7 +335,7 @@ parse_count(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *sett
     setting->none = TRUE;
     return TRUE;
   }
-  if (!parse_decimal(line->words[1], MAX_COUNT, &setting->number))
+  if (!tg_text_parse_decimal(line->words[1], MAX_COUNT, &setting->number))
     return set_value_error(info, line, line->words[1],
                            "expected a number from 0 to 4294967295 or 'none'", error);
   return TRUE;

@@ -25,19 +25,28 @@ tg_text_printable(const char *text, gsize max_bytes)
 }
 
 gboolean
-tg_text_parse_port(const char *text, guint16 *port)
+tg_text_parse_decimal(const char *text, guint64 max, guint64 *value)
 {
-  guint value = 0;
-
+  *value = 0;
   if (*text == '\0')
     return FALSE;
   for (const char *p = text; *p != '\0'; p++) {
     if (!g_ascii_isdigit(*p))
       return FALSE;
-    value = value * 10 + (guint)(*p - '0');
-    if (value > G_MAXUINT16)
+    *value = *value * 10 + (guint64)(*p - '0');
+    if (*value > max)
       return FALSE;
   }
+  return TRUE;
+}
+
+gboolean
+tg_text_parse_port(const char *text, guint16 *port)
+{
+  guint64 value;
+
+  if (!tg_text_parse_decimal(text, G_MAXUINT16, &value))
+    return FALSE;
   *port = (guint16)value;
   return TRUE;
 }

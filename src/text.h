@@ -8,5 +8,8 @@
  * control characters as \uNNNN, cut after @max_bytes with "...". */
 char *tg_text_printable(const char *text, gsize max_bytes);
 
+/* A decimal number 0..max: digits only, no sign, no blanks. */
+gboolean tg_text_parse_decimal(const char *text, guint64 max, guint64 *value);
+
 /* A decimal port 0..65535: digits only, no sign, no blanks. */
 gboolean tg_text_parse_port(const char *text, guint16 *port);
