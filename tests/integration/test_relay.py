@@ -122,16 +122,9 @@ class BigTransferTest(RelayTestCase):
         t0 = time.monotonic()
         s.sendall(f"SEND {BIG}\n".encode())
         s.shutdown(socket.SHUT_WR)
-        h = hashlib.sha256()
-        n = 0
-        while True:
-            c = s.recv(256 * 1024)
-            if not c:
-                break
-            h.update(c)
-            n += len(c)
+        n, digest = tgtest.recv_hashed(s)
         self.assertEqual(n, BIG)
-        self.assertEqual(h.hexdigest(), self.w.pattern_sha256(BIG))
+        self.assertEqual(digest, self.w.pattern_sha256(BIG))
         print(f"\n  SEND {BIG // MIB} MiB in {time.monotonic() - t0:.1f}s", file=sys.stderr)
 
     def test_hash_upload_with_half_close(self):
@@ -262,16 +255,9 @@ class ConcurrencyTest(RelayTestCase):
                         f"({rss0} -> {rss1} -> {rss2} KiB)")
         self.assertLess(other, 30, "a stalled reader held up other connections")
         # now read everything: nothing was lost
-        h = hashlib.sha256()
-        n = 0
-        while True:
-            c = stalled.recv(256 * 1024)
-            if not c:
-                break
-            h.update(c)
-            n += len(c)
+        n, digest = tgtest.recv_hashed(stalled)
         self.assertEqual(n, BIG)
-        self.assertEqual(h.hexdigest(), w.pattern_sha256(BIG))
+        self.assertEqual(digest, w.pattern_sha256(BIG))
         print(f"\n  RSS {rss0} -> {rss1} -> {rss2} KiB during a stalled {BIG // MIB} MiB SEND",
               file=sys.stderr)
 

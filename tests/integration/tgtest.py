@@ -229,6 +229,18 @@ def curl(w, user, url, timeout=30, text=True):
                     text=text)
 
 
+def recv_hashed(sock, chunk=256 * 1024):
+    """Reads sock to EOF: (byte count, hex SHA-256 of what came)."""
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        c = sock.recv(chunk)
+        if not c:
+            return n, h.hexdigest()
+        h.update(c)
+        n += len(c)
+
+
 def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 
