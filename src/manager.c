@@ -320,13 +320,14 @@ fail:
   return NULL;
 }
 
+/* "user@host:port", IPv6 addresses in brackets, as Destination shows it. */
 static char *
-destination_text(const TgDestination *destination, const char *user)
+destination_text(const char *user, const char *host, guint16 port)
 {
-  gboolean ipv6 = strchr(destination->host, ':') != NULL;
+  gboolean ipv6 = strchr(host, ':') != NULL;
 
-  return g_strdup_printf("%s@%s%s%s:%u", user, ipv6 ? "[" : "", destination->host,
-                         ipv6 ? "]" : "", destination->port);
+  return g_strdup_printf("%s@%s%s%s:%u", user, ipv6 ? "[" : "", host, ipv6 ? "]" : "",
+                         port);
 }
 
 TgAction
@@ -388,9 +389,10 @@ open_decide(TgCall *call)
   }
   g_ptr_array_add(specs, NULL);
   joined = g_strjoinv(";", (char **)specs->pdata);
-  destination = destination_text(request->destination, request->destination->user != NULL
-                                                           ? request->destination->user
-                                                           : call->caller->user_name);
+  destination =
+      destination_text(request->destination->user != NULL ? request->destination->user
+                                                          : call->caller->user_name,
+                       request->destination->host, request->destination->port);
 
   /* polkit rules may look at these: action.lookup("destination") */
   g_variant_builder_add(&details, "{ss}", "destination", destination);
@@ -476,9 +478,7 @@ open_act(TgCall *call)
                                                     : call->caller->user_name);
     config->host_key = g_steal_pointer(&request->host_key);
   }
-  destination =
-      g_strdup_printf("%s@%s%s%s:%u", config->user, strchr(config->host, ':') ? "[" : "",
-                      config->host, strchr(config->host, ':') ? "]" : "", config->port);
+  destination = destination_text(config->user, config->host, config->port);
 
   /* polkit said who may ask; now the organisation policy says what */
   if (!tg_gate_check_open(daemon, request->subject, config->host, config->port,

@@ -533,8 +533,7 @@ tunnel_act_add_forward(TgCall *call)
     return;
   }
   tg_tunnel_add_forward(tunnel, g_steal_pointer(&data->forward),
-                        g_steal_pointer(&listeners), g_steal_pointer(&call->invocation),
-                        NULL);
+                        g_steal_pointer(&listeners), g_steal_pointer(&call->invocation));
 }
 
 static void
@@ -854,20 +853,14 @@ tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
   return TRUE;
 }
 
-gboolean
+void
 tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
-                      GDBusMethodInvocation *invocation, GError **error)
+                      GDBusMethodInvocation *invocation)
 {
   const char *names[] = { "Forwards", "Listeners", NULL };
   guint index = tunnel->forward_list->len;
 
-  if (tunnel->session == NULL) {
-    g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is %s", tunnel->id,
-                tg_tunnel_state_name(tunnel->state));
-    tg_forward_free(forward);
-    g_ptr_array_unref(listeners);
-    return FALSE;
-  }
+  g_assert(tunnel->session != NULL); /* the caller answered for a tunnel that ended */
   tg_log_event(G_LOG_LEVEL_MESSAGE, "FORWARD_ADDED", "TUNNEL_ID", tunnel->id, "USER",
                tunnel->owner_name, "FORWARD", forward->spec, "MESSAGE",
                "tunnel %s: adding forward '%s'", tunnel->id, forward->spec);
@@ -876,7 +869,6 @@ tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners
     TgListener *listener = g_ptr_array_index(listeners, i);
     ListenerInfo info = { .forward_index = index, .port = listener->port };
 
-    listener->forward_index = index;
     g_strlcpy(info.address, listener->address, sizeof info.address);
     g_array_append_val(tunnel->listener_info, info);
   }
@@ -884,7 +876,6 @@ tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners
   tunnel_emit_changed(tunnel, names);
   tg_session_add_forward(tunnel->session, index, forward, listeners, reply_when_applied,
                          invocation);
-  return TRUE;
 }
 
 guint

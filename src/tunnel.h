@@ -35,9 +35,11 @@ gboolean tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *rea
                                   GDBusMethodInvocation *invocation);
 
 /* Adds a forward (taken) with its bound, listening sockets (taken) to a
- * running tunnel; invocation (taken) is answered once the worker serves it. */
-gboolean tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
-                               GDBusMethodInvocation *invocation, GError **error);
+ * running tunnel (one whose worker has not ended); invocation (taken) is
+ * answered once the worker serves it. The listeners were bound for the
+ * forward's index, the tunnel's number of forwards so far. */
+void tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
+                           GDBusMethodInvocation *invocation);
 
 /* The index of the live forward with this canonical spec, or G_MAXUINT. */
 guint tg_tunnel_find_forward(TgTunnel *tunnel, const char *spec);
