@@ -121,6 +121,31 @@ receive_fd(int channel, int *child_errno)
   return fd;
 }
 
+/* The child has answered (or never will): it must not hold this thread.
+ * A child that has not exited a second after its answer (seen under
+ * valgrind, whose exit path can deadlock after fork() in a threaded
+ * process) is killed, so that waitpid() never blocks for ever. Polled
+ * with WNOHANG rather than a pidfd: valgrind 3.19 lacks pidfd_open. */
+static void
+reap_child(pid_t pid, gboolean kill_now)
+{
+  gint64 deadline = g_get_monotonic_time() + G_USEC_PER_SEC;
+
+  while (!kill_now) {
+    pid_t rc = waitpid(pid, NULL, WNOHANG);
+
+    if (rc == pid || (rc < 0 && errno != EINTR))
+      return;
+    if (g_get_monotonic_time() >= deadline)
+      kill_now = TRUE;
+    else if (rc == 0)
+      g_usleep(5000);
+  }
+  kill(pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+    ;
+}
+
 static int
 open_as_user(const TgIdentity *user, OpenKind kind, const char *path, GError **error)
 {
@@ -158,10 +183,7 @@ open_as_user(const TgIdentity *user, OpenKind kind, const char *path, GError **e
 
   fd = receive_fd(channel[0], &child_errno);
   close(channel[0]);
-  if (child_errno == ETIMEDOUT)
-    kill(pid, SIGKILL);
-  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-    ;
+  reap_child(pid, child_errno == ETIMEDOUT);
 
   if (fd < 0) {
     g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,

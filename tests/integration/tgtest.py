@@ -270,6 +270,8 @@ def check_daemon_stopped_cleanly(w, daemon=None):
                else f"killed by signal {-res.returncode}")
         if d.valgrind and res.returncode == world.VALGRIND_ERROR_EXIT:
             why += " (valgrind found errors)"
+        if d.hang_report:
+            why += f"; it did not stop on SIGTERM, and was:\n{d.hang_report}"
         problems.append(f"tunnelgated: {why}")
     bad = [line for line in res.log.splitlines() if re.search(r"-(CRITICAL|ERROR) \*\*", line)]
     if bad:

@@ -206,6 +206,29 @@ def _uids_processes(uid):
     return pids
 
 
+def _process_snapshot(pid):
+    """What a process that would not stop was doing: each thread's name and
+    kernel wait channel, and its children (a hang's first clue)."""
+    lines = []
+
+    def describe(p, indent):
+        try:
+            comm = _read(f"/proc/{p}/comm").strip()
+            lines.append(f"{indent}pid {p} ({comm}) state "
+                         f"{_read(f'/proc/{p}/stat').split(')')[-1].split()[0]}")
+            for t in sorted(os.listdir(f"/proc/{p}/task"), key=int):
+                lines.append(f"{indent}  thread {t} {_read(f'/proc/{p}/task/{t}/comm').strip()}"
+                             f" waits in {_read(f'/proc/{p}/task/{t}/wchan').strip() or '-'}")
+            children = _read(f"/proc/{p}/task/{p}/children").split()
+        except (OSError, ValueError):
+            return
+        for c in children:
+            describe(int(c), indent + "  ")
+
+    describe(pid, "")
+    return "\n".join(lines)
+
+
 def _kill_pids(pids, sig=signal.SIGKILL):
     for pid in pids:
         if pid == os.getpid():
@@ -387,6 +410,7 @@ class Daemon(Proc):
         self.state_dir = state_dir
         self.known_hosts = known_hosts
         self.result = None
+        self.hang_report = ""
 
     @property
     def valgrind(self):
@@ -415,6 +439,7 @@ class Daemon(Proc):
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 killed = True
+                self.hang_report = _process_snapshot(self.pid)
                 try:
                     os.killpg(self.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -425,7 +450,8 @@ class Daemon(Proc):
         if check:
             why = None
             if killed:
-                why = f"did not exit within {timeout}s of {signal.Signals(sig).name}; killed"
+                why = (f"did not exit within {timeout}s of {signal.Signals(sig).name}; "
+                       f"killed. It was:\n{self.hang_report}")
             elif rc == VALGRIND_ERROR_EXIT and self.valgrind:
                 why = "valgrind reported errors"
             elif rc != 0:
