@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <string.h>
+#include <sys/socket.h>
 
 #include "config-tokenizer.h"
 #include "policy-private.h"
@@ -48,6 +49,8 @@ const TgKeywordInfo tg_policy_keywords[TG_KW_COUNT] = {
   [TG_KW_ALLOW_DYNAMIC_FORWARDING] =
       WORD("AllowDynamicForwarding", yes_no_words, "yes", 0),
   [TG_KW_GATEWAY_PORTS] = WORD("GatewayPorts", gateway_ports_words, "no", 0),
+  [TG_KW_LISTENER_SOURCES] =
+      OTHER("ListenerSources", TG_VALUE_ADDRESSES, "any", TG_KEYWORD_LIST),
   [TG_KW_PERMIT_OPEN] = HOSTS("PermitOpen", TG_PORT_REQUIRED, 0),
   [TG_KW_PERMIT_REMOTE_OPEN] = HOSTS("PermitRemoteOpen", TG_PORT_REQUIRED, 0),
   [TG_KW_PERMIT_LISTEN] = HOSTS("PermitListen", TG_PORT_LISTEN, 0),
@@ -58,20 +61,18 @@ const TgKeywordInfo tg_policy_keywords[TG_KW_COUNT] = {
   [TG_KW_IDLE_TIMEOUT] = OTHER("IdleTimeout", TG_VALUE_TIME, "none", 0),
   [TG_KW_HOST_KEY_POLICY] =
       WORD("HostKeyPolicy", host_key_policy_words, "known-or-pinned", 0),
-  [TG_KW_EGRESS_LOCKDOWN] = WORD("EgressLockdown", yes_no_words, "no",
-                                 TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
-  [TG_KW_SSH_PORTS] = OTHER("SshPorts", TG_VALUE_PORTS, "22",
-                            TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
-  [TG_KW_LOCKDOWN_EXEMPT] =
-      WORD("LockdownExempt", yes_no_words, "no", TG_KEYWORD_RESERVED),
-  [TG_KW_LISTENER_GUARD] = WORD("ListenerGuard", yes_no_words, "yes",
-                                TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
-  [TG_KW_CONNECT_BACK_PINNING] = WORD("ConnectBackPinning", yes_no_words, "yes",
-                                      TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
+  [TG_KW_EGRESS_LOCKDOWN] =
+      WORD("EgressLockdown", yes_no_words, "no", TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_SSH_PORTS] = OTHER("SshPorts", TG_VALUE_PORTS, "22", TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_LOCKDOWN_EXEMPT] = WORD("LockdownExempt", yes_no_words, "no", 0),
+  [TG_KW_LISTENER_GUARD] =
+      WORD("ListenerGuard", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_CONNECT_BACK_PINNING] =
+      WORD("ConnectBackPinning", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
   [TG_KW_DETECT_SSH_BANNER] = WORD("DetectSshBanner", yes_no_words, "no",
                                    TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
-  [TG_KW_LOG_REJECTIONS] = WORD("LogRejections", yes_no_words, "yes",
-                                TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
+  [TG_KW_LOG_REJECTIONS] =
+      WORD("LogRejections", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
   [TG_KW_SERVER_MODE] = WORD("ServerMode", yes_no_words, "no",
                              TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
   [TG_KW_SFTP_ONLY] = WORD("SftpOnly", yes_no_words, "no", TG_KEYWORD_RESERVED),
@@ -106,6 +107,25 @@ host_entry_free(gpointer data)
   g_free(entry);
 }
 
+/* TgNetwork is bytes only, and parsing zeroes what the address does not
+ * use, so equal addresses are equal bytes. */
+static guint
+network_hash(gconstpointer key)
+{
+  const TgNetwork *network = key;
+  guint hash = network->family;
+
+  for (gsize i = 0; i < sizeof network->bytes; i++)
+    hash = hash * 31 + network->bytes[i];
+  return hash;
+}
+
+static gboolean
+network_equal(gconstpointer a, gconstpointer b)
+{
+  return memcmp(a, b, sizeof(TgNetwork)) == 0;
+}
+
 static TgSetting *
 setting_new(TgPolicyKeyword keyword, const char *file, guint line)
 {
@@ -117,6 +137,11 @@ setting_new(TgPolicyKeyword keyword, const char *file, guint line)
   if (tg_policy_keywords[keyword].type == TG_VALUE_HOSTS) {
     setting->hosts.entries = g_ptr_array_new_with_free_func(host_entry_free);
     setting->hosts.index = tg_host_index_new();
+  }
+  if (tg_policy_keywords[keyword].type == TG_VALUE_ADDRESSES) {
+    setting->addresses = g_array_new(FALSE, FALSE, sizeof(TgNetwork));
+    setting->address_set =
+        g_hash_table_new_full(network_hash, network_equal, g_free, NULL);
   }
   return setting;
 }
@@ -132,6 +157,10 @@ tg_setting_free(TgSetting *setting)
   if (setting->hosts.entries != NULL)
     g_ptr_array_unref(setting->hosts.entries);
   tg_host_index_free(setting->hosts.index);
+  if (setting->addresses != NULL)
+    g_array_unref(setting->addresses);
+  if (setting->address_set != NULL)
+    g_hash_table_unref(setting->address_set);
   g_free(setting);
 }
 
@@ -296,8 +325,22 @@ add_host_entry(const TgKeywordInfo *info, const TgConfigLine *line, const char *
   return TRUE;
 }
 
-/* Entries add up over the lines of a block; "any" and "none" stand alone,
- * since "none" next to entries has no clear meaning. */
+/* "any" and "none" stand alone in a block, since "none" next to entries
+ * has no clear meaning. */
+static gboolean
+check_any_none_alone(const TgKeywordInfo *info, const TgConfigLine *line, gboolean any,
+                     gboolean none, guint n_entries, GError **error)
+{
+  if ((any ? 1 : 0) + (none ? 1 : 0) + (n_entries > 0 ? 1 : 0) <= 1)
+    return TRUE;
+  tg_config_set_error(error, line->file, line->number,
+                      "%s: 'any' and 'none' cannot be combined with other entries "
+                      "in the same block",
+                      info->name);
+  return FALSE;
+}
+
+/* Entries add up over the lines of a block. */
 static gboolean
 parse_hosts(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *setting,
             GError **error)
@@ -314,15 +357,95 @@ parse_hosts(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *sett
     else if (!add_host_entry(info, line, word, hosts, error))
       return FALSE;
   }
-  if ((hosts->any ? 1 : 0) + (hosts->none ? 1 : 0) + (hosts->entries->len > 0 ? 1 : 0) >
-      1) {
+  return check_any_none_alone(info, line, hosts->any, hosts->none, hosts->entries->len,
+                              error);
+}
+
+/* Does an address entry name a port? As tg_host_pattern_parse() splits:
+ * after "[...]", or after the only ':' (two or more make an IPv6 address). */
+static gboolean
+entry_has_port(const char *text)
+{
+  const char *colon = strchr(text, ':');
+
+  if (text[0] == '[') {
+    const char *close = strchr(text, ']');
+
+    return close != NULL && strchr(close, ':') != NULL;
+  }
+  return colon != NULL && strchr(colon + 1, ':') == NULL;
+}
+
+/* ListenerSources: single addresses, since the firewall's listener sets
+ * hold addresses (with the listener's port), not networks, names or ports.
+ * An address given twice is kept once: the firewall adds and removes each
+ * element exactly once. */
+static gboolean
+add_address(const TgKeywordInfo *info, const TgConfigLine *line, const char *text,
+            TgSetting *setting, GError **error)
+{
+  g_autoptr(GError) local_error = NULL;
+  g_autoptr(TgHostPattern) pattern = NULL;
+  g_autofree char *shown = tg_text_printable(text, MAX_QUOTED);
+  const char *problem = NULL;
+
+  if (entry_has_port(text)) {
+    problem = ", without a port";
+  } else {
+    pattern = tg_host_pattern_parse(text, TG_PORT_OPTIONAL, &local_error);
+    if (pattern == NULL)
+      return set_value_error(info, line, text, local_error->message, error);
+    switch (pattern->kind) {
+    case TG_HOST_PATTERN_ANY:
+    case TG_HOST_PATTERN_SUFFIX:
+    case TG_HOST_PATTERN_GLOB:
+      problem = ", not wildcards ('any' allows every source)";
+      break;
+    case TG_HOST_PATTERN_NAME:
+      problem = ", not host names (the daemon does not resolve them)";
+      break;
+    case TG_HOST_PATTERN_NETWORK:
+      if (pattern->network.prefix != (pattern->network.family == AF_INET ? 32 : 128))
+        problem = " (the firewall's listener sets hold addresses, not networks)";
+      break;
+    }
+  }
+  if (problem != NULL) {
     tg_config_set_error(error, line->file, line->number,
-                        "%s: 'any' and 'none' cannot be combined with other entries "
-                        "in the same block",
-                        info->name);
+                        "%s takes single IP addresses%s: %s", info->name, problem, shown);
     return FALSE;
   }
+  if (g_hash_table_add(setting->address_set,
+                       g_memdup2(&pattern->network, sizeof pattern->network)))
+    g_array_append_val(setting->addresses, pattern->network);
   return TRUE;
+}
+
+/* Entries add up over the lines of a block and are separated by commas
+ * and/or blanks, as SshPorts. */
+static gboolean
+parse_addresses(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *setting,
+                GError **error)
+{
+  for (guint i = 1; i < line->n_words; i++) {
+    g_auto(GStrv) parts = g_strsplit(line->words[i], ",", -1);
+
+    for (guint j = 0; parts[j] != NULL; j++) {
+      const char *part = parts[j];
+
+      if (*part == '\0')
+        return set_value_error(info, line, line->words[i], "empty entry between commas",
+                               error);
+      if (g_ascii_strcasecmp(part, "any") == 0)
+        setting->any = TRUE;
+      else if (g_ascii_strcasecmp(part, "none") == 0)
+        setting->none = TRUE;
+      else if (!add_address(info, line, part, setting, error))
+        return FALSE;
+    }
+  }
+  return check_any_none_alone(info, line, setting->any, setting->none,
+                              setting->addresses->len, error);
 }
 
 static gboolean
@@ -460,6 +583,8 @@ parse_value(TgSetting *setting, const TgConfigLine *line, GError **error)
     return parse_ports(info, line, setting, error);
   case TG_VALUE_PATH:
     return parse_path(info, line, setting, error);
+  case TG_VALUE_ADDRESSES:
+    return parse_addresses(info, line, setting, error);
   }
   g_return_val_if_reached(FALSE);
 }

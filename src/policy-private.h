@@ -11,6 +11,7 @@ typedef enum {
   TG_KW_ALLOW_STREAM_LOCAL_FORWARDING,
   TG_KW_ALLOW_DYNAMIC_FORWARDING,
   TG_KW_GATEWAY_PORTS,
+  TG_KW_LISTENER_SOURCES,
   TG_KW_PERMIT_OPEN,
   TG_KW_PERMIT_REMOTE_OPEN,
   TG_KW_PERMIT_LISTEN,
@@ -36,12 +37,13 @@ typedef enum {
 } TgPolicyKeyword;
 
 typedef enum {
-  TG_VALUE_WORD,  /* one of the keyword's words: yes|no, no|yes|clientspecified... */
-  TG_VALUE_HOSTS, /* allow-list entries, any, none */
-  TG_VALUE_COUNT, /* number or none */
-  TG_VALUE_TIME,  /* seconds, "90m", "1h30m", or none */
-  TG_VALUE_PORTS, /* port,... */
-  TG_VALUE_PATH,  /* absolute path */
+  TG_VALUE_WORD,      /* one of the keyword's words: yes|no, no|yes|clientspecified... */
+  TG_VALUE_HOSTS,     /* allow-list entries, any, none */
+  TG_VALUE_COUNT,     /* number or none */
+  TG_VALUE_TIME,      /* seconds, "90m", "1h30m", or none */
+  TG_VALUE_PORTS,     /* port,... */
+  TG_VALUE_PATH,      /* absolute path */
+  TG_VALUE_ADDRESSES, /* single IP addresses, any, none (ListenerSources) */
 } TgValueType;
 
 typedef enum {
@@ -89,11 +91,16 @@ typedef struct {
   const char *file; /* owned by the policy; "<default>" for defaults */
   guint line;       /* 0 for defaults */
   guint word;       /* TG_VALUE_WORD */
-  gboolean none;    /* TG_VALUE_COUNT, TG_VALUE_TIME */
+  gboolean none;    /* TG_VALUE_COUNT, TG_VALUE_TIME, TG_VALUE_ADDRESSES */
+  gboolean any;     /* TG_VALUE_ADDRESSES */
   guint64 number;   /* TG_VALUE_COUNT, TG_VALUE_TIME (seconds) */
   char *path;       /* TG_VALUE_PATH */
   GArray *ports;    /* TG_VALUE_PORTS: TgPortRange */
   TgHostList hosts; /* TG_VALUE_HOSTS */
+  /* TG_VALUE_ADDRESSES: TgNetwork with full-length prefixes, in file order,
+   * each once; @address_set holds the same addresses while lines add up. */
+  GArray *addresses;
+  GHashTable *address_set;
 } TgSetting;
 
 typedef enum {

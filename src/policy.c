@@ -543,6 +543,66 @@ tg_policy_get_host_key_policy(const TgPolicy *policy, const TgPolicySubject *sub
   return (TgHostKeyPolicy)setting->word;
 }
 
+void
+tg_policy_get_listener_sources(const TgPolicy *policy, const TgPolicySubject *subject,
+                               TgListenerSources *sources)
+{
+  const TgSetting *setting;
+
+  g_return_if_fail(policy != NULL && sources != NULL);
+
+  setting = tg_policy_effective(policy, subject, TG_KW_LISTENER_SOURCES);
+  sources->any = setting->any;
+  sources->addresses = setting->any ? NULL : setting->addresses;
+  fill_origin(&sources->origin, setting);
+}
+
+/* Calls @func for each entry of @setting; TRUE when it allows any server. */
+static gboolean
+foreach_server_entry(const TgSetting *setting,
+                     void (*func)(const TgHostPattern *pattern, gpointer user_data),
+                     gpointer user_data)
+{
+  const TgHostList *hosts = &setting->hosts;
+  gboolean any = hosts->any;
+
+  for (guint i = 0; i < hosts->entries->len; i++) {
+    const TgHostEntry *entry = g_ptr_array_index(hosts->entries, i);
+
+    any |= entry->pattern->kind == TG_HOST_PATTERN_ANY;
+    func(entry->pattern, user_data);
+  }
+  return any;
+}
+
+/* The settings tg_policy_effective() can return for someone: every Match
+ * block's, the first global one, and the default only when no global line
+ * sets PermitServer. */
+void
+tg_policy_foreach_server(const TgPolicy *policy,
+                         void (*func)(const TgHostPattern *pattern, gpointer user_data),
+                         gpointer user_data, gboolean *any)
+{
+  const TgSetting *last;
+  gboolean found_any = FALSE;
+
+  g_return_if_fail(policy != NULL && func != NULL);
+
+  for (guint i = 0; i < policy->match_blocks->len; i++) {
+    const TgBlock *block = g_ptr_array_index(policy->match_blocks, i);
+
+    if (block->settings[TG_KW_PERMIT_SERVER] != NULL)
+      found_any |=
+          foreach_server_entry(block->settings[TG_KW_PERMIT_SERVER], func, user_data);
+  }
+  last = policy->global[TG_KW_PERMIT_SERVER] != NULL
+             ? policy->global[TG_KW_PERMIT_SERVER]
+             : policy->defaults[TG_KW_PERMIT_SERVER];
+  found_any |= foreach_server_entry(last, func, user_data);
+  if (any != NULL)
+    *any = found_any;
+}
+
 const TgPolicyGlobals *
 tg_policy_get_globals(const TgPolicy *policy)
 {
@@ -593,6 +653,24 @@ append_hosts(GString *out, const TgSetting *setting)
   }
 }
 
+static void
+append_addresses(GString *out, const TgSetting *setting)
+{
+  if (setting->any || setting->none) {
+    g_string_append(out, setting->any ? "any" : "none");
+    return;
+  }
+  for (guint i = 0; i < setting->addresses->len; i++) {
+    TgHostPattern pattern = { TG_HOST_PATTERN_NETWORK,
+                              NULL,
+                              g_array_index(setting->addresses, TgNetwork, i),
+                              { 0, G_MAXUINT16 } };
+    g_autofree char *text = tg_host_pattern_to_string(&pattern, TG_PORT_OPTIONAL);
+
+    g_string_append_printf(out, "%s%s", i > 0 ? " " : "", text);
+  }
+}
+
 /* Paths are the only values that may need quotes to parse back. */
 static void
 append_quoted(GString *out, const char *text)
@@ -636,6 +714,9 @@ append_value(GString *out, const TgSetting *setting)
     break;
   case TG_VALUE_PATH:
     append_quoted(out, setting->path);
+    break;
+  case TG_VALUE_ADDRESSES:
+    append_addresses(out, setting);
     break;
   }
 }

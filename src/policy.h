@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include "forward-spec.h"
+#include "policy-match.h"
 
 typedef struct _TgPolicy TgPolicy;
 
@@ -159,6 +160,42 @@ gboolean tg_policy_forward_listens_on_all_addresses(const TgPolicy *policy,
                                                     const TgPolicySubject *subject,
                                                     const TgForward *forward);
 
+/* ListenerSources: which remote sources may connect to @subject's L and D
+ * listeners when GatewayPorts lets one bind beyond loopback (the firewall's
+ * ListenerGuard enforces it; loopback is always allowed). */
+typedef struct {
+  gboolean any; /* no restriction */
+  /* TgNetwork (policy-match.h), full-length prefix; empty for none; NULL
+   * when any */
+  const GArray *addresses;
+  TgPolicyOrigin origin;
+} TgListenerSources;
+
+/* Fills @sources; its pointers belong to the policy. Addresses are in file
+ * order, each once; IPv4-mapped IPv6 addresses are stored as IPv4 (as
+ * TgHostQuery does). */
+void tg_policy_get_listener_sources(const TgPolicy *policy,
+                                    const TgPolicySubject *subject,
+                                    TgListenerSources *sources);
+
+/* Every PermitServer entry of every block (global sections, Match blocks,
+ * the built-in default), in precedence order, each pattern once per entry;
+ * @any is set when some block allows any server ("any" or "*").
+ *
+ * Precisely: the blocks whose value can apply to someone, as
+ * tg_policy_check_server() finds them: every Match block that sets
+ * PermitServer, in order; then the first global line (later global lines
+ * are ignored, with a warning, and are left out); the built-in default
+ * ("any") only when no global line sets PermitServer. A "*" entry is passed
+ * to @func too (TG_HOST_PATTERN_ANY). Ports of entries are in the patterns;
+ * @any may be NULL. For the firewall's server set, which holds addresses:
+ * NAME patterns are resolved by the caller, NETWORK patterns used as they
+ * are, and SUFFIX, GLOB and ANY patterns cannot be listed there. */
+void tg_policy_foreach_server(const TgPolicy *policy,
+                              void (*func)(const TgHostPattern *pattern,
+                                           gpointer user_data),
+                              gpointer user_data, gboolean *any);
+
 typedef enum {
   TG_POLICY_MAX_TUNNELS,
   TG_POLICY_MAX_CONNECTIONS,
@@ -192,18 +229,18 @@ TgHostKeyPolicy tg_policy_get_host_key_policy(const TgPolicy *policy,
                                               const TgPolicySubject *subject,
                                               TgPolicyOrigin *origin);
 
-/* ---- Reserved for the firewall and server mode (parsed, not in force) --- */
+/* ---- The firewall; server mode (reserved: parsed, not in force) --------- */
 
 typedef struct {
   gboolean egress_lockdown;
   const GArray *ssh_ports; /* TgPortRange (policy-match.h), at least one */
   gboolean listener_guard;
   gboolean connect_back_pinning;
-  gboolean detect_ssh_banner;
+  gboolean detect_ssh_banner; /* reserved */
   gboolean log_rejections;
-  gboolean server_mode;
-  const char *sshd_drop_in; /* absolute path */
-  gboolean sshd_reload;
+  gboolean server_mode;     /* reserved */
+  const char *sshd_drop_in; /* reserved; absolute path */
+  gboolean sshd_reload;     /* reserved */
 } TgPolicyGlobals;
 
 /* The global-only keywords; owned by the policy. */
@@ -212,6 +249,7 @@ const TgPolicyGlobals *tg_policy_get_globals(const TgPolicy *policy);
 gboolean tg_policy_is_lockdown_exempt(const TgPolicy *policy,
                                       const TgPolicySubject *subject,
                                       TgPolicyOrigin *origin);
+/* SftpOnly (reserved). */
 gboolean tg_policy_is_sftp_only(const TgPolicy *policy, const TgPolicySubject *subject,
                                 TgPolicyOrigin *origin);
 

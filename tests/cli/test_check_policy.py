@@ -22,14 +22,14 @@ EXAMPLES = os.path.join(DATA, "examples")
 
 # doc/policy.md: keywords that parse now and take effect later
 RESERVED = {
-    "EgressLockdown", "SshPorts", "LockdownExempt", "ListenerGuard",
-    "ConnectBackPinning", "DetectSshBanner", "LogRejections", "ServerMode",
-    "SftpOnly", "ServerPermitOpen", "SshdDropIn", "SshdReload",
+    "DetectSshBanner", "ServerMode", "SftpOnly", "ServerPermitOpen", "SshdDropIn",
+    "SshdReload",
 }
 # doc/policy.md, in the order of its tables (the order of the dump)
 KEYWORDS = [
     "AllowTcpForwarding", "AllowStreamLocalForwarding", "AllowDynamicForwarding",
-    "GatewayPorts", "PermitOpen", "PermitRemoteOpen", "PermitListen", "PermitServer",
+    "GatewayPorts", "ListenerSources", "PermitOpen", "PermitRemoteOpen",
+    "PermitListen", "PermitServer",
     "MaxTunnels", "MaxConnections", "MaxLifetime", "IdleTimeout", "HostKeyPolicy",
     "EgressLockdown", "SshPorts", "LockdownExempt", "ListenerGuard",
     "ConnectBackPinning", "DetectSshBanner", "LogRejections", "ServerMode",
@@ -40,6 +40,7 @@ BUILT_IN_DEFAULTS = [
     "allowstreamlocalforwarding yes",
     "allowdynamicforwarding yes",
     "gatewayports no",
+    "listenersources any",
     "permitopen any",
     "permitremoteopen any",
     "permitlisten any",
@@ -159,6 +160,18 @@ class ValidFiles(Case):
         self.assertEqual(lines(err), reserved_warnings(path))
         self.assert_valid("--strict", os.path.join(EXAMPLES, "workstation.conf"))
 
+    def test_firewall_keywords_do_not_warn(self):
+        path = self.write("firewall.conf", "EgressLockdown yes\nSshPorts 22,2222\n"
+                          "ListenerGuard yes\nConnectBackPinning yes\n"
+                          "LogRejections no\nListenerSources 192.0.2.1\n"
+                          "Match Group neteng\n  LockdownExempt yes\n"
+                          "  ListenerSources none\n")
+        self.assert_valid("--strict", path)
+        path = self.write("banner.conf", "EgressLockdown yes\nDetectSshBanner yes\n")
+        self.assertEqual(run("check-policy", path), (0, "", (
+            f"tunnelgatectl: warning: {path}:2: DetectSshBanner is reserved and not "
+            "yet in force\n")))
+
     def test_repeated_keyword_warns_naming_both_lines(self):
         path = self.write("repeat.conf", "MaxTunnels 2\nMaxTunnels 3\n")
         self.assertEqual(run("check-policy", path), (0, "", (
@@ -194,6 +207,9 @@ class BrokenFiles(Case):
          "90, 30m or 1h30m, not 0, or 'none')"),
         ("\n\nSshdDropIn \"/etc/x\n", 3, "unterminated quote"),
         ("MaxTunnels\n", 1, "MaxTunnels: missing value"),
+        ("GatewayPorts yes\nMatch User alice\n  ListenerSources 10.0.0.0/8\n", 3,
+         "ListenerSources takes single IP addresses (the firewall's listener sets hold "
+         "addresses, not networks): 10.0.0.0/8"),
     ]
 
     def test_errors_name_file_and_line(self):

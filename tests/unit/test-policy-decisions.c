@@ -3,6 +3,7 @@
  * Group, the effective dump, and concurrent readers. Each expected answer
  * names the exact file:line that decides it. */
 #include <string.h>
+#include <sys/socket.h>
 
 #include "policy-match.h"
 #include "policy.h"
@@ -593,6 +594,146 @@ test_reserved_values(void)
   g_assert_true(defaults->sshd_reload);
 }
 
+/* ---- The firewall's lists ------------------------------------------------------ */
+
+static void
+assert_addresses(const GArray *addresses, const char *const *expected)
+{
+  g_assert_nonnull(addresses);
+  g_assert_cmpuint(addresses->len, ==, g_strv_length((char **)expected));
+  for (guint i = 0; i < addresses->len; i++) {
+    const TgNetwork *address = &g_array_index(addresses, TgNetwork, i);
+    TgHostPattern pattern = { TG_HOST_PATTERN_NETWORK, NULL, *address, { 0, 65535 } };
+    g_autofree char *text = tg_host_pattern_to_string(&pattern, TG_PORT_OPTIONAL);
+
+    g_assert_cmpuint(address->prefix, ==, address->family == AF_INET ? 32 : 128);
+    g_assert_cmpstr(text, ==, expected[i]);
+  }
+}
+
+static void
+test_listener_sources(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(TgPolicy) policy =
+      tg_policy_parse_string("t.conf",
+                             "ListenerSources 192.0.2.1 ::ffff:192.0.2.2\n" /* 1 */
+                             "ListenerSources 2001:db8::1,192.0.2.1\n"      /* 2 */
+                             "Match User alice\n"                           /* 3 */
+                             "  ListenerSources none\n"                     /* 4 */
+                             "Match User bob\n"                             /* 5 */
+                             "  ListenerSources any\n"                      /* 6 */
+                             "Match Group ops\n"                            /* 7 */
+                             "  ListenerSources [2001:db8::9]\n",           /* 8 */
+                             -1, &error);
+  g_autoptr(TgPolicy) empty = tg_policy_parse_string("t.conf", "", -1, NULL);
+  const char *ops_groups[] = { "carol", "ops", NULL };
+  g_autoptr(TgPolicySubject) alice = tg_policy_subject_new("alice", 1000, NULL);
+  g_autoptr(TgPolicySubject) bob = tg_policy_subject_new("bob", 1001, NULL);
+  g_autoptr(TgPolicySubject) carol = tg_policy_subject_new("carol", 1002, ops_groups);
+  const char *const global[] = { "192.0.2.1", "192.0.2.2", "2001:db8::1", NULL };
+  const char *const ops[] = { "2001:db8::9", NULL };
+  const char *const nothing[] = { NULL };
+  TgListenerSources sources;
+
+  g_assert_no_error(error);
+  tg_policy_get_listener_sources(policy, NULL, &sources);
+  g_assert_false(sources.any);
+  assert_addresses(sources.addresses, global);
+  g_assert_cmpuint(g_array_index(sources.addresses, TgNetwork, 1).family, ==, AF_INET);
+  g_assert_cmpstr(sources.origin.keyword, ==, "ListenerSources");
+  g_assert_cmpstr(sources.origin.file, ==, "t.conf");
+  g_assert_cmpuint(sources.origin.line, ==, 1);
+
+  tg_policy_get_listener_sources(policy, alice, &sources);
+  g_assert_false(sources.any);
+  assert_addresses(sources.addresses, nothing);
+  g_assert_cmpuint(sources.origin.line, ==, 4);
+
+  tg_policy_get_listener_sources(policy, bob, &sources);
+  g_assert_true(sources.any);
+  g_assert_null(sources.addresses);
+  g_assert_cmpuint(sources.origin.line, ==, 6);
+
+  tg_policy_get_listener_sources(policy, carol, &sources);
+  g_assert_false(sources.any);
+  assert_addresses(sources.addresses, ops);
+  g_assert_cmpuint(sources.origin.line, ==, 8);
+
+  tg_policy_get_listener_sources(empty, alice, &sources);
+  g_assert_true(sources.any);
+  g_assert_null(sources.addresses);
+  g_assert_cmpstr(sources.origin.file, ==, "<default>");
+  g_assert_cmpuint(sources.origin.line, ==, 0);
+}
+
+/* tg_policy_foreach_server() collects "pattern@kind" texts. */
+static void
+collect_server(const TgHostPattern *pattern, gpointer user_data)
+{
+  GPtrArray *seen = user_data;
+
+  g_ptr_array_add(seen, tg_host_pattern_to_string(pattern, TG_PORT_OPTIONAL));
+}
+
+static void
+assert_servers(const char *text, const char *const *expected, gboolean expect_any)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(TgPolicy) policy = tg_policy_parse_string("t.conf", text, -1, &error);
+  g_autoptr(GPtrArray) seen = g_ptr_array_new_with_free_func(g_free);
+  gboolean any = !expect_any;
+
+  g_assert_no_error(error);
+  tg_policy_foreach_server(policy, collect_server, seen, &any);
+  g_ptr_array_add(seen, NULL);
+  g_assert_cmpstrv((char **)seen->pdata, expected);
+  g_assert_cmpint(any, ==, expect_any);
+  /* @any may be NULL. */
+  g_ptr_array_set_size(seen, 0);
+  tg_policy_foreach_server(policy, collect_server, seen, NULL);
+  g_assert_cmpuint(seen->len, ==, g_strv_length((char **)expected));
+}
+
+static void
+test_foreach_server(void)
+{
+  static const char *const listed[] = {
+    "jump.ops.corp", "10.7.0.0/16", "*.dba.corp:2222", "gw.corp:22", "10.9.0.0/16",
+    "2001:db8::/32", "gw?.corp",    "192.0.2.1",       NULL,
+  };
+  static const char *const with_star[] = { "*", "gw.corp", NULL };
+  static const char *const global_any[] = { "gw.corp", NULL };
+  static const char *const none[] = { NULL };
+
+  /* Match blocks first, in file order (across a Match block that sets
+   * nothing), then the first global section; the default "any" cannot
+   * apply to anyone, and a later global line is ignored. */
+  assert_servers("PermitServer gw.corp:22 10.9.0.0/16\n"
+                 "PermitServer 2001:db8::/32 gw?.corp\n"
+                 "PermitServer 192.0.2.1\n"
+                 "Match Group ops\n"
+                 "  PermitServer jump.ops.corp\n"
+                 "  PermitServer 10.7.0.0/16\n"
+                 "Match User alice\n"
+                 "  MaxTunnels 1\n"
+                 "Match Group dba\n"
+                 "  PermitServer *.dba.corp:2222\n"
+                 "Match All\n"
+                 "  PermitServer none\n",
+                 listed, FALSE);
+  /* "*" in a Match block allows any server; it is passed on too. */
+  assert_servers("PermitServer gw.corp\nMatch User bob\n  PermitServer *\n", with_star,
+                 TRUE);
+  /* "any" in a Match block: no pattern, but any. */
+  assert_servers("PermitServer gw.corp\nMatch User bob\n  PermitServer any\n", global_any,
+                 TRUE);
+  /* No global line: the default "any" applies to those no block matches. */
+  assert_servers("Match User bob\n  PermitServer gw.corp\n", global_any, TRUE);
+  assert_servers("", none, TRUE);
+  assert_servers("PermitServer none\n", none, FALSE);
+}
+
 /* ---- Match User and Group ------------------------------------------------------ */
 
 static void
@@ -653,6 +794,7 @@ test_dump(Fixture *fixture, gconstpointer data)
       "allowstreamlocalforwarding local  # t.conf:15\n"
       "allowdynamicforwarding yes  # t.conf:16\n"
       "gatewayports clientspecified  # t.conf:17\n"
+      "listenersources any  # <default>\n"
       "permitopen any  # t.conf:18\n"
       "permitremoteopen localhost:80  # t.conf:8\n"
       "permitlisten 0 7000  # t.conf:21\n"
@@ -684,6 +826,7 @@ test_dump(Fixture *fixture, gconstpointer data)
                                         "allowstreamlocalforwarding no\n"
                                         "allowdynamicforwarding no\n"
                                         "gatewayports no\n"
+                                        "listenersources any\n"
                                         "permitopen db.corp:5432 *.web.corp:443 "
                                         "10.0.0.0/8:22 [2001:db8::]/32:8000-8999\n"
                                         "permitremoteopen localhost:80\n"
@@ -810,6 +953,8 @@ main(int argc, char **argv)
   g_test_add_func("/policy-decisions/gateway-ports-yes", test_gateway_ports_yes);
   g_test_add_func("/policy-decisions/host-key-policy", test_host_key_policy);
   g_test_add_func("/policy-decisions/reserved-values", test_reserved_values);
+  g_test_add_func("/policy-decisions/listener-sources", test_listener_sources);
+  g_test_add_func("/policy-decisions/foreach-server", test_foreach_server);
   g_test_add_func("/policy-decisions/match-criteria", test_match_criteria);
   ADD_FIXTURE_TEST("/policy-decisions/dump", test_dump);
   ADD_FIXTURE_TEST("/policy-decisions/dump-parses-back", test_dump_parses_back);

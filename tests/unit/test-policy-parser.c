@@ -103,6 +103,13 @@ test_keyword_values(void)
     { "allowdynamicforwarding No", "allowdynamicforwarding no  # t.conf:1" },
     { "GatewayPorts clientspecified", "gatewayports clientspecified  # t.conf:1" },
     { "GatewayPorts yes", "gatewayports yes  # t.conf:1" },
+    { "ListenerSources 192.0.2.7", "listenersources 192.0.2.7  # t.conf:1" },
+    { "ListenerSources 192.0.2.7,2001:DB8::1 [2001:db8::2] 198.51.100.1/32",
+      "listenersources 192.0.2.7 2001:db8::1 2001:db8::2 198.51.100.1  # t.conf:1" },
+    { "ListenerSources ::ffff:192.0.2.9 192.0.2.9 ::ffff:c000:209",
+      "listenersources 192.0.2.9  # t.conf:1" },
+    { "ListenerSources ANY", "listenersources any  # t.conf:1" },
+    { "ListenerSources none", "listenersources none  # t.conf:1" },
     { "PermitOpen DB.corp:5432 *.web.corp:443 10.0.0.0/8:22 [2001:db8::]/32:8000-8999",
       "permitopen db.corp:5432 *.web.corp:443 10.0.0.0/8:22 [2001:db8::]/32:8000-8999  "
       "# t.conf:1" },
@@ -229,6 +236,51 @@ test_bad_values(void)
                     "PermitListen)" },
     { "SshdDropIn relative.conf", "t.conf:1: SshdDropIn: invalid value 'relative.conf' "
                                   "(expected an absolute path)" },
+    { "ListenerSources 10.0.0.0/8",
+      "t.conf:1: ListenerSources takes single IP addresses (the firewall's listener "
+      "sets hold addresses, not networks): 10.0.0.0/8" },
+    { "ListenerSources 192.0.2.1\nListenerSources 2001:db8::/64",
+      "t.conf:2: ListenerSources takes single IP addresses (the firewall's listener "
+      "sets hold addresses, not networks): 2001:db8::/64" },
+    { "ListenerSources ::ffff:10.0.0.0/104",
+      "t.conf:1: ListenerSources takes single IP addresses (the firewall's listener "
+      "sets hold addresses, not networks): ::ffff:10.0.0.0/104" },
+    { "ListenerSources 192.0.2.1 gw.corp.example.com",
+      "t.conf:1: ListenerSources takes single IP addresses, not host names (the daemon "
+      "does not resolve them): gw.corp.example.com" },
+    { "ListenerSources *", "t.conf:1: ListenerSources takes single IP addresses, not "
+                           "wildcards ('any' allows every source): *" },
+    { "ListenerSources 192.0.2.*", "t.conf:1: ListenerSources takes single IP addresses, "
+                                   "not wildcards ('any' allows every source): "
+                                   "192.0.2.*" },
+    { "ListenerSources *.corp", "t.conf:1: ListenerSources takes single IP addresses, "
+                                "not wildcards ('any' allows every source): *.corp" },
+    { "ListenerSources 192.0.2.1:22", "t.conf:1: ListenerSources takes single IP "
+                                      "addresses, without a port: 192.0.2.1:22" },
+    { "ListenerSources [2001:db8::1]:22", "t.conf:1: ListenerSources takes single IP "
+                                          "addresses, without a port: [2001:db8::1]:22" },
+    { "ListenerSources 192.0.2.1,,192.0.2.2",
+      "t.conf:1: ListenerSources: invalid value '192.0.2.1,,192.0.2.2' (empty entry "
+      "between commas)" },
+    { "ListenerSources 192.0.2.1,", "t.conf:1: ListenerSources: invalid value "
+                                    "'192.0.2.1,' (empty entry between commas)" },
+    { "ListenerSources 192.0.2.300", "t.conf:1: ListenerSources takes single IP "
+                                     "addresses, not host names (the daemon does not "
+                                     "resolve them): 192.0.2.300" },
+    { "ListenerSources fe80::1%eth0", "t.conf:1: ListenerSources: invalid value "
+                                      "'fe80::1%eth0' (invalid address 'fe80::1%eth0')" },
+    { "ListenerSources 10.1.2.3/8", "t.conf:1: ListenerSources: invalid value "
+                                    "'10.1.2.3/8' (host bits set in '10.1.2.3/8' (the "
+                                    "network is 10.0.0.0/8))" },
+    { "ListenerSources any,192.0.2.1", "t.conf:1: ListenerSources: 'any' and 'none' "
+                                       "cannot be combined with other entries in the "
+                                       "same block" },
+    { "Match User a\n  ListenerSources none\n  ListenerSources 192.0.2.1",
+      "t.conf:3: ListenerSources: 'any' and 'none' cannot be combined with other "
+      "entries in the same block" },
+    { "ListenerSources any none", "t.conf:1: ListenerSources: 'any' and 'none' cannot "
+                                  "be combined with other entries in the same block" },
+    { "ListenerSources", "t.conf:1: ListenerSources: missing value" },
     { "SftpOnly maybe",
       "t.conf:1: SftpOnly: invalid value 'maybe' (expected no or yes)" },
     { "ServerPermitOpen *", "t.conf:1: ServerPermitOpen: invalid value '*' (missing port "
@@ -477,6 +529,7 @@ test_global_only_in_match(void)
     "AllowStreamLocalForwarding no",
     "AllowDynamicForwarding no",
     "GatewayPorts yes",
+    "ListenerSources none",
     "PermitOpen none",
     "PermitRemoteOpen none",
     "PermitListen none",
@@ -513,6 +566,82 @@ test_global_only_in_match(void)
 /* ---- Precedence ------------------------------------------------------------ */
 
 static const char *const no_warnings[] = { NULL };
+
+/* The firewall keywords are in force: no warning. DetectSshBanner and
+ * server mode are still reserved. */
+static void
+test_reserved_warnings(void)
+{
+  static const char *const in_force[] = {
+    "EgressLockdown yes",
+    "SshPorts 22,2222",
+    "LockdownExempt yes",
+    "ListenerGuard no",
+    "ConnectBackPinning no",
+    "LogRejections no",
+    "ListenerSources 192.0.2.1",
+    "Match User alice\n  LockdownExempt yes\n  ListenerSources none",
+  };
+  static const char *const reserved[] = {
+    "DetectSshBanner yes",
+    "ServerMode yes",
+    "SftpOnly yes",
+    "ServerPermitOpen none",
+    "SshdDropIn /etc/ssh/x.conf",
+    "SshdReload no",
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS(in_force); i++) {
+    g_autoptr(TgPolicy) policy = parse_ok(in_force[i]);
+
+    g_test_message("%s", in_force[i]);
+    assert_warnings(policy, no_warnings);
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS(reserved); i++) {
+    g_autoptr(TgPolicy) policy = parse_ok(reserved[i]);
+    g_autofree char *keyword = g_strndup(reserved[i], strcspn(reserved[i], " "));
+    g_autofree char *warning =
+        g_strdup_printf("t.conf:1: %s is reserved and not yet in force", keyword);
+    const char *expected[] = { warning, NULL };
+
+    assert_warnings(policy, expected);
+  }
+}
+
+/* ListenerSources lines add up within a block (each address once), not
+ * across blocks; a Match block overrides the global value. */
+static void
+test_listener_sources_lines(void)
+{
+  g_autoptr(TgPolicy) policy = parse_ok("ListenerSources 192.0.2.1,192.0.2.2\n"
+                                        "GatewayPorts yes\n"
+                                        "ListenerSources 2001:db8::5 192.0.2.1\n"
+                                        "listenersources ::ffff:192.0.2.2,192.0.2.3\n"
+                                        "Match Group ops\n"
+                                        "  ListenerSources none\n"
+                                        "Match User alice\n"
+                                        "  ListenerSources 198.51.100.7\n"
+                                        "  ListenerSources 198.51.100.8\n"
+                                        "Match User bob\n"
+                                        "  ListenerSources any\n");
+  const char *ops_groups[] = { "carol", "ops", NULL };
+  g_autoptr(TgPolicySubject) alice = tg_policy_subject_new("alice", 1000, NULL);
+  g_autoptr(TgPolicySubject) bob = tg_policy_subject_new("bob", 1001, NULL);
+  g_autoptr(TgPolicySubject) carol = tg_policy_subject_new("carol", 1002, ops_groups);
+  g_autoptr(TgPolicySubject) dave = tg_policy_subject_new("dave", 1003, NULL);
+
+  assert_effective(
+      policy, NULL, "listenersources",
+      "listenersources 192.0.2.1 192.0.2.2 2001:db8::5 192.0.2.3  # t.conf:1");
+  assert_effective(
+      policy, dave, "listenersources",
+      "listenersources 192.0.2.1 192.0.2.2 2001:db8::5 192.0.2.3  # t.conf:1");
+  assert_effective(policy, alice, "listenersources",
+                   "listenersources 198.51.100.7 198.51.100.8  # t.conf:8");
+  assert_effective(policy, bob, "listenersources", "listenersources any  # t.conf:11");
+  assert_effective(policy, carol, "listenersources", "listenersources none  # t.conf:6");
+  assert_warnings(policy, no_warnings);
+}
 
 static void
 test_first_value_wins_in_file(void)
@@ -889,14 +1018,15 @@ test_validate(void)
   const char *files[3] = { NULL, NULL, NULL };
 
   policy_tree_init(&tree);
-  first = policy_tree_write(&tree, "a.conf", "EgressLockdown yes\nMaxTunnels 2\n");
+  first = policy_tree_write(&tree, "a.conf",
+                            "EgressLockdown yes\nDetectSshBanner yes\nMaxTunnels 2\n");
   second = policy_tree_write(&tree, "b.conf", "MaxTunnels 3\n");
   files[0] = first;
   files[1] = second;
   g_assert_true(tg_policy_validate(files, &report, &error));
   g_assert_no_error(error);
-  expected = g_strdup_printf("%s:1: EgressLockdown is reserved and not yet in force\n"
-                             "%s:1: MaxTunnels ignored: already set at %s:2\n",
+  expected = g_strdup_printf("%s:2: DetectSshBanner is reserved and not yet in force\n"
+                             "%s:1: MaxTunnels ignored: already set at %s:3\n",
                              first, second, first);
   g_assert_cmpstr(report, ==, expected);
   g_free(second);
@@ -1054,6 +1184,8 @@ main(int argc, char **argv)
   g_test_add_func("/policy-parser/huge-files", test_huge_files);
   g_test_add_func("/policy-parser/match-syntax-errors", test_match_syntax_errors);
   g_test_add_func("/policy-parser/global-only-in-match", test_global_only_in_match);
+  g_test_add_func("/policy-parser/reserved-warnings", test_reserved_warnings);
+  g_test_add_func("/policy-parser/listener-sources-lines", test_listener_sources_lines);
   g_test_add_func("/policy-parser/first-value-wins-in-file",
                   test_first_value_wins_in_file);
   g_test_add_func("/policy-parser/warnings-are-bounded", test_warnings_are_bounded);
