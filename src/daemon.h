@@ -6,6 +6,7 @@
 
 #include "authz.h"
 #include "counters.h"
+#include "enforcer.h"
 #include "forward-spec.h"
 #include "policy.h"
 
@@ -28,6 +29,7 @@ typedef struct {
   guint counters_timer;
 
   TgPolicy *policy;     /* replaced as a whole on reload */
+  TgEnforcer *enforcer; /* the firewall table, kept in step with the policy */
   char *default_policy; /* the shipped default policy file */
   GHashTable *usage;    /* uid -> TgUsage*, per-user connection counts */
 

@@ -19,7 +19,47 @@ tg_listener_free(TgListener *listener)
     return;
   if (listener->fd >= 0)
     close(listener->fd);
+  if (listener->allowed_sources != NULL)
+    g_array_unref(listener->allowed_sources);
   g_free(listener);
+}
+
+gboolean
+tg_listener_allows_peer(const TgListener *listener, const struct sockaddr_storage *peer)
+{
+  static const guint8 v6_loopback[16] = { [15] = 1 };
+  static const guint8 v4_mapped[12] = { [10] = 0xff, [11] = 0xff };
+  guint8 bytes[16];
+  int family;
+
+  if (peer->ss_family == AF_INET) {
+    family = AF_INET;
+    memcpy(bytes, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+  } else if (peer->ss_family == AF_INET6) {
+    const guint8 *raw = ((const struct sockaddr_in6 *)peer)->sin6_addr.s6_addr;
+
+    if (memcmp(raw, v4_mapped, 12) == 0) {
+      family = AF_INET;
+      memcpy(bytes, raw + 12, 4);
+    } else {
+      family = AF_INET6;
+      memcpy(bytes, raw, 16);
+    }
+  } else {
+    return FALSE;
+  }
+  if ((family == AF_INET && bytes[0] == 127) ||
+      (family == AF_INET6 && memcmp(bytes, v6_loopback, 16) == 0))
+    return TRUE;
+  if (listener->allowed_sources == NULL)
+    return TRUE;
+  for (guint i = 0; i < listener->allowed_sources->len; i++) {
+    const TgNetwork *source = &g_array_index(listener->allowed_sources, TgNetwork, i);
+    if (source->family == family &&
+        memcmp(source->bytes, bytes, family == AF_INET ? 4 : 16) == 0)
+      return TRUE;
+  }
+  return FALSE;
 }
 
 static gboolean

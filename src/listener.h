@@ -7,15 +7,21 @@
 
 #include <glib.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "forward-spec.h"
+#include "policy-match.h"
 
 typedef struct {
   int fd;
   guint forward_index; /* index of the forward in the tunnel's list */
   char address[INET6_ADDRSTRLEN];
   guint16 port;
+  /* ListenerSources: the remote addresses (TgNetwork, full length) that may
+   * connect besides loopback; NULL for any. Checked on accept, as well as by
+   * the firewall's listener guard. Immutable once the worker has it. */
+  GArray *allowed_sources;
 } TgListener;
 
 /* Binds the listening end of forward (TCP, L or D). A forward without a bind
@@ -27,4 +33,8 @@ gboolean tg_listener_bind(const TgForward *forward, guint forward_index,
                           GError **error);
 
 void tg_listener_free(TgListener *listener);
+
+/* Whether a connection from @peer (a sockaddr_in/in6) may use @listener. */
+gboolean tg_listener_allows_peer(const TgListener *listener,
+                                 const struct sockaddr_storage *peer);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgListener, tg_listener_free)

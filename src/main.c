@@ -27,11 +27,13 @@ typedef struct {
   char *system_known_hosts;
   char *default_policy;
   int connect_timeout;
+  gboolean no_firewall_owner;
   gboolean verbose;
   gboolean version;
 } Options;
 
 static GMainLoop *main_loop;
+static gboolean options_no_firewall_owner;
 static int exit_status = EXIT_SUCCESS;
 
 static gboolean
@@ -83,6 +85,20 @@ connect_bus(const char *address, GError **error)
       G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
           G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
       NULL, NULL, error);
+}
+
+/* The policy's firewall, before the daemon takes its name: a policy that
+ * asks for enforcement the kernel cannot give is an error, not a skip. */
+static gboolean
+apply_firewall(TgDaemon *daemon, GError **error)
+{
+  daemon->enforcer = tg_enforcer_new(!options_no_firewall_owner);
+  if (tg_enforcer_apply_policy(daemon->enforcer, daemon->policy, error))
+    return TRUE;
+  g_prefix_error(error,
+                 "the policy asks for the firewall (EgressLockdown, ListenerGuard or "
+                 "ConnectBackPinning), but table inet tunnelgate cannot be installed: ");
+  return FALSE;
 }
 
 static GDBusNodeInfo *
@@ -164,6 +180,10 @@ parse_options(int *argc, char ***argv, Options *options, GError **error)
       "System known hosts file (default /etc/ssh/ssh_known_hosts)", "FILE" },
     { "connect-timeout", 0, 0, G_OPTION_ARG_INT, &options->connect_timeout,
       "Seconds to wait for an SSH server (default 15)", "SECONDS" },
+    { "no-firewall-owner", 0, 0, G_OPTION_ARG_NONE, &options->no_firewall_owner,
+      "Do not make the firewall table owned by the daemon on kernels that could "
+      "(others may change it; tamper repair puts it back)",
+      NULL },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &options->verbose, "Log debug messages",
       NULL },
     { "version", 0, 0, G_OPTION_ARG_NONE, &options->version, "Print the version", NULL },
@@ -208,6 +228,7 @@ main(int argc, char **argv)
   }
   if (options.verbose)
     g_log_set_debug_enabled(TRUE);
+  options_no_firewall_owner = options.no_firewall_owner;
 
   daemon.config_dir = options.config_dir ? options.config_dir : g_strdup(TG_SYSCONFDIR);
   daemon.state_dir = options.state_dir ? options.state_dir : g_strdup(TG_STATEDIR);
@@ -225,6 +246,7 @@ main(int argc, char **argv)
   if (ssh_init() != SSH_OK || !prepare_state_dir(daemon.state_dir, &error) ||
       !tg_drop_privileges(&error) ||
       (daemon.policy = tg_gate_load(&daemon, &error)) == NULL ||
+      !apply_firewall(&daemon, &error) ||
       (daemon.introspection = load_introspection(&error)) == NULL ||
       (daemon.bus = connect_bus(options.bus_address, &error)) == NULL ||
       (authority = polkit_authority_get_sync(NULL, &error)) == NULL) {
@@ -253,6 +275,7 @@ main(int argc, char **argv)
   close_all_tunnels(&daemon);
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
   g_hash_table_unref(daemon.tunnels);
+  tg_enforcer_free(daemon.enforcer); /* the table stays in force */
   g_hash_table_unref(daemon.usage);
   tg_policy_unref(daemon.policy);
   g_free(daemon.default_policy);

@@ -510,6 +510,14 @@ open_act(TgCall *call)
     }
   }
 
+  config->tunnel_id = g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
+  if (!tg_gate_guard_listeners(daemon, request->subject, config->listeners,
+                               config->tunnel_id, &error)) {
+    g_prefix_error(&error, "Cannot guard the listeners in the firewall: ");
+    tg_call_return_error(call, error);
+    return;
+  }
+  config->socket_mark = tg_enforcer_socket_mark(daemon->enforcer);
   config->owner.uid = call->caller->uid;
   config->owner.gid = call->caller->gid;
   config->owner.user_name = g_strdup(call->caller->user_name);
@@ -656,6 +664,15 @@ reload_act(TgCall *call)
   tg_call_return_value(call, NULL);
 }
 
+static void
+firewall_act(TgCall *call)
+{
+  TgDaemon *daemon = call->data;
+  g_autofree char *text = tg_enforcer_describe(daemon->enforcer);
+
+  tg_call_return_value(call, g_variant_new("(s)", text));
+}
+
 /* ---- per-user usage ---- */
 
 TgUsage *
@@ -740,6 +757,9 @@ manager_method_call(GDBusConnection *connection, const char *sender, const char 
     if (g_str_equal(method, "ReloadPolicy")) {
       call->decide = manage_decide;
       call->act = reload_act;
+    } else if (g_str_equal(method, "GetFirewall")) {
+      call->decide = manage_decide;
+      call->act = firewall_act;
     } else {
       call->decide = list_decide;
       call->act = g_str_equal(method, "ListTunnels") ? list_act : managed_objects_act;
@@ -759,7 +779,8 @@ manager_get_property(GDBusConnection *connection, const char *sender, const char
   if (g_str_equal(name, "PolicyFiles"))
     return g_variant_new_strv(tg_policy_get_files(((TgDaemon *)user_data)->policy), -1);
   if (g_str_equal(name, "Enforcing"))
-    return g_variant_new_boolean(FALSE);
+    return g_variant_new_boolean(
+        tg_enforcer_is_enforcing(((TgDaemon *)user_data)->enforcer));
   g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_PROPERTY, "No property %s", name);
   return NULL;
 }

@@ -1,6 +1,7 @@
 #include "policy-gate.h"
 
 #include "config.h"
+#include "listener.h"
 #include "log.h"
 #include "tg-error.h"
 #include "tunnel.h"
@@ -131,6 +132,40 @@ tg_gate_load(TgDaemon *daemon, GError **error)
   return tg_policy_load(daemon->default_policy, main_file, dropins, error);
 }
 
+gboolean
+tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subject,
+                        GPtrArray *listeners, const char *tunnel_id, GError **error)
+{
+  TgListenerSources sources;
+
+  tg_policy_get_listener_sources(daemon->policy, subject, &sources);
+  for (guint i = 0; i < listeners->len; i++) {
+    TgListener *listener = g_ptr_array_index(listeners, i);
+
+    if (!sources.any && sources.addresses != NULL) {
+      listener->allowed_sources =
+          g_array_sized_new(FALSE, FALSE, sizeof(TgNetwork), sources.addresses->len);
+      g_array_append_vals(listener->allowed_sources, sources.addresses->data,
+                          sources.addresses->len);
+    }
+    if (!tg_enforcer_add_listener(daemon->enforcer, listener, &sources, tunnel_id,
+                                  error)) {
+      for (guint j = 0; j < i; j++) {
+        const TgListener *done = g_ptr_array_index(listeners, j);
+        tg_enforcer_remove_listener(daemon->enforcer, done->address, done->port);
+      }
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+void
+tg_gate_unguard_listener(TgDaemon *daemon, const char *address, guint16 port)
+{
+  tg_enforcer_remove_listener(daemon->enforcer, address, port);
+}
+
 /* The new policy, applied to one open tunnel. */
 static void
 recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel)
@@ -174,6 +209,12 @@ tg_gate_reload(TgDaemon *daemon, GError **error)
 
   if (fresh == NULL)
     return FALSE;
+  if (!tg_enforcer_apply_policy(daemon->enforcer, fresh, error)) {
+    g_prefix_error(error, "The new policy asks for a firewall that cannot be installed; "
+                          "the old policy stays in force: ");
+    tg_policy_unref(fresh);
+    return FALSE;
+  }
   g_clear_pointer(&daemon->policy, tg_policy_unref);
   daemon->policy = fresh;
   tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_RELOADED", "MESSAGE",

@@ -31,10 +31,21 @@ TgPolicyDecision *tg_gate_check_forward(TgDaemon *daemon, const TgPolicySubject 
 void tg_gate_log_decision(const TgPolicySubject *subject, const char *tunnel_id,
                           const char *what, const TgPolicyDecision *decision);
 
+/* Newly bound listeners of @subject's tunnel @tunnel_id: each gets the
+ * sources ListenerSources allows (checked on accept) and its element in the
+ * firewall's listener guard. On error none of them is guarded. */
+gboolean tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subject,
+                                 GPtrArray *listeners, const char *tunnel_id,
+                                 GError **error);
+/* The guard of a listener that closed (bound to @address, @port). */
+void tg_gate_unguard_listener(TgDaemon *daemon, const char *address, guint16 port);
+
 /* Loads the policy files; on success replaces the daemon's policy and
  * re-checks every tunnel: tunnels whose server the new policy forbids are
- * closed, forbidden forwards are removed from the others. On error nothing
- * changes and the error names file and line. */
+ * closed, forbidden forwards are removed from the others; the firewall
+ * follows the new policy. On error (a broken file, or a firewall the new
+ * policy asks for that cannot be installed) nothing changes and the error
+ * says why. */
 gboolean tg_gate_reload(TgDaemon *daemon, GError **error);
 
 /* The policy files the daemon reads, in precedence order. */

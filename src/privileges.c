@@ -35,6 +35,7 @@ tg_drop_privileges(GError **error)
 {
   struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
   struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = { { 0 } };
+  struct __user_cap_data_struct current[_LINUX_CAPABILITY_U32S_3] = { { 0 } };
   int last = last_capability();
 
   if (geteuid() != 0)
@@ -49,8 +50,17 @@ tg_drop_privileges(GError **error)
       return FALSE;
     }
   }
+  /* what we were given of the kept ones: a daemon started without, say,
+   * CAP_NET_ADMIN runs, and the part that needs it (the firewall) says so */
+  if (syscall(SYS_capget, &header, current) != 0) {
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                "Cannot read capabilities: %s", g_strerror(errno));
+    return FALSE;
+  }
   for (gsize i = 0; i < G_N_ELEMENTS(kept_capabilities); i++) {
     int capability = kept_capabilities[i];
+    if ((current[CAP_TO_INDEX(capability)].permitted & CAP_TO_MASK(capability)) == 0)
+      continue;
     data[CAP_TO_INDEX(capability)].effective |= CAP_TO_MASK(capability);
     data[CAP_TO_INDEX(capability)].permitted |= CAP_TO_MASK(capability);
   }

@@ -294,6 +294,20 @@ connect_tcp(TgSession *session, GError **error)
       continue;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* the firewall's lockdown lets only marked sockets reach SSH servers;
+     * the mark goes on before connect(), so the SYN carries it */
+    if (config->socket_mark != 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_MARK, &config->socket_mark,
+                   sizeof config->socket_mark) != 0) {
+      int saved = errno;
+
+      close(fd);
+      freeaddrinfo(addresses);
+      g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED,
+                  "Cannot mark the connection to %s for the firewall (SO_MARK): %s",
+                  config->host, g_strerror(saved));
+      return -1;
+    }
     if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
       last_error = 0;
     else if (errno == EINPROGRESS)
@@ -461,6 +475,18 @@ release_connection_slot(TgSession *session)
 }
 
 static void
+peer_text(const struct sockaddr_storage *peer, char *address, gsize size, guint16 *port)
+{
+  if (peer->ss_family == AF_INET) {
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, address, size);
+    *port = ntohs(((const struct sockaddr_in *)peer)->sin_port);
+  } else if (peer->ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, address, size);
+    *port = ntohs(((const struct sockaddr_in6 *)peer)->sin6_port);
+  }
+}
+
+static void
 accept_connections(TgSession *session, TgListener *listener)
 {
   TgSessionConfig *config = session->config;
@@ -477,6 +503,20 @@ accept_connections(TgSession *session, TgListener *listener)
 
     if (fd < 0)
       return; /* EAGAIN, or a connection that went away before accept */
+    if (!tg_listener_allows_peer(listener, &peer)) {
+      /* the firewall's listener guard normally stops these before the
+       * handshake; this holds without it (guard off, or not yet in place) */
+      peer_text(&peer, address, sizeof address, &port);
+      tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID",
+                   config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
+                   forward->spec, "DECISION", "deny", "RULE", "ListenerSources",
+                   "MESSAGE",
+                   "tunnel %s: refusing a connection from %s port %u to %s: not an "
+                   "allowed source (ListenerSources)",
+                   config->tunnel_id, address, port, forward->spec);
+      close(fd);
+      continue;
+    }
     if (!take_connection_slot(session)) {
       tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID",
                    config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
@@ -498,15 +538,7 @@ accept_connections(TgSession *session, TgListener *listener)
       continue;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (peer.ss_family == AF_INET) {
-      inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, address,
-                sizeof address);
-      port = ntohs(((struct sockaddr_in *)&peer)->sin_port);
-    } else if (peer.ss_family == AF_INET6) {
-      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, address,
-                sizeof address);
-      port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
-    }
+    peer_text(&peer, address, sizeof address, &port);
     g_ptr_array_add(session->relays, tg_relay_new(session->ssh, listener->forward_index,
                                                   fd, forward->connect.host,
                                                   forward->connect.port, address, port));

@@ -48,6 +48,7 @@ typedef struct {
   char *known_hosts;        /* the daemon's own known_hosts */
   char *global_known_hosts; /* /etc/ssh/ssh_known_hosts */
   char *tunnel_id;          /* for log fields */
+  guint32 socket_mark;      /* SO_MARK of the SSH socket (the firewall's); 0: none */
 
   GPtrArray *forwards;  /* TgForward*, owned */
   GPtrArray *listeners; /* TgListener*, owned; bound, not yet listening */

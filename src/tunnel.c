@@ -48,7 +48,23 @@ typedef struct {
   guint forward_index;
   char address[INET6_ADDRSTRLEN];
   guint16 port;
+  gboolean guarded; /* its firewall element is (still) in place */
 } ListenerInfo;
+
+/* Takes away the firewall elements of the listeners of forward @index
+ * (G_MAXUINT: all), once they are closed or about to be. */
+static void
+tunnel_unguard(TgTunnel *tunnel, guint index)
+{
+  for (guint i = 0; i < tunnel->listener_info->len; i++) {
+    ListenerInfo *info = &g_array_index(tunnel->listener_info, ListenerInfo, i);
+
+    if (info->guarded && (index == G_MAXUINT || info->forward_index == index)) {
+      tg_gate_unguard_listener(tunnel->daemon, info->address, info->port);
+      info->guarded = FALSE;
+    }
+  }
+}
 
 /* Properties whose values are broadcast in PropertiesChanged. The others name
  * hosts and are announced as invalidated only (see dbus/org.tunnelgate.Tunnel1.xml). */
@@ -344,6 +360,7 @@ tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_dat
 
   /* FAILED or CLOSED: the worker is done and has closed everything */
   g_clear_pointer(&tunnel->session, tg_session_free);
+  tunnel_unguard(tunnel, G_MAXUINT);
   tg_log_event(G_LOG_LEVEL_MESSAGE,
                state == TG_TUNNEL_FAILED ? "TUNNEL_FAILED" : "TUNNEL_CLOSED", "TUNNEL_ID",
                tunnel->id, "USER", tunnel->owner_name, "MESSAGE",
@@ -528,7 +545,9 @@ tunnel_act_add_forward(TgCall *call)
   all_addresses = tg_policy_forward_listens_on_all_addresses(
       data->daemon->policy, tunnel->subject, data->forward);
   if (!tg_listener_bind(data->forward, tunnel->forward_list->len, all_addresses,
-                        call->caller->uid, listeners, &error)) {
+                        call->caller->uid, listeners, &error) ||
+      !tg_gate_guard_listeners(data->daemon, tunnel->subject, listeners, tunnel->id,
+                               &error)) {
     tg_call_return_error(call, error);
     return;
   }
@@ -720,7 +739,9 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   g_autoptr(GError) error = NULL;
 
   tunnel->daemon = daemon;
-  tunnel->id = g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
+  tunnel->id = config->tunnel_id != NULL
+                   ? g_strdup(config->tunnel_id)
+                   : g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
   tunnel->path = g_strconcat(TG_TUNNEL_PATH_PREFIX, tunnel->id, NULL);
   tunnel->owner_uid = owner->uid;
   tunnel->owner_name = g_strdup(owner->user_name);
@@ -741,14 +762,16 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   for (guint i = 0; i < config->listeners->len; i++) {
     const TgListener *listener = g_ptr_array_index(config->listeners, i);
     ListenerInfo info = { .forward_index = listener->forward_index,
-                          .port = listener->port };
+                          .port = listener->port,
+                          .guarded = TRUE };
     g_strlcpy(info.address, listener->address, sizeof info.address);
     g_array_append_val(tunnel->listener_info, info);
   }
   tunnel_publish_forwards(tunnel);
   tunnel->open_invocation = open_invocation;
   tunnel->usage = tg_daemon_usage(daemon, owner->uid);
-  config->tunnel_id = g_strdup(tunnel->id);
+  if (config->tunnel_id == NULL)
+    config->tunnel_id = g_strdup(tunnel->id);
 
   g_hash_table_insert(daemon->tunnels, tunnel->id, tunnel);
   tunnel->registration = g_dbus_connection_register_object(
@@ -834,6 +857,7 @@ tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
                "tunnel %s: removing forward '%s': %s", tunnel->id, forward->spec, reason);
   tunnel->forward_list->pdata[index] = NULL;
   tg_forward_free(forward);
+  tunnel_unguard(tunnel, index);
   for (guint i = 0; i < tunnel->forward_list->len; i++)
     any_left |= g_ptr_array_index(tunnel->forward_list, i) != NULL;
 
@@ -867,7 +891,9 @@ tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners
   g_ptr_array_add(tunnel->forward_list, tg_forward_copy(forward));
   for (guint i = 0; i < listeners->len; i++) {
     TgListener *listener = g_ptr_array_index(listeners, i);
-    ListenerInfo info = { .forward_index = index, .port = listener->port };
+    ListenerInfo info = { .forward_index = index,
+                          .port = listener->port,
+                          .guarded = TRUE };
 
     g_strlcpy(info.address, listener->address, sizeof info.address);
     g_array_append_val(tunnel->listener_info, info);
@@ -938,6 +964,7 @@ tg_tunnel_free(TgTunnel *tunnel)
   /* the daemon only frees tunnels whose worker has finished */
   g_assert(tunnel->session == NULL);
   g_assert(tunnel->open_invocation == NULL);
+  tunnel_unguard(tunnel, G_MAXUINT);
   if (tunnel->registration != 0)
     g_dbus_connection_unregister_object(tunnel->daemon->bus, tunnel->registration);
   if (tunnel->caller_watch != 0)

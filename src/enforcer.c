@@ -1,0 +1,578 @@
+#include "enforcer.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <gio/gio.h>
+
+#include "firewall.h"
+#include "log.h"
+#include "tg-error.h"
+
+#define RESOLVE_INTERVAL_SECONDS 300
+
+/* What the table is built from, to tell a structural change (a new table)
+ * from a change of set contents (element updates). */
+typedef struct {
+  gboolean egress_lockdown;
+  gboolean listener_guard;
+  gboolean connect_back_pinning;
+  gboolean log_rejections;
+  GArray *ssh_ports; /* TgPortRange */
+} Shape;
+
+typedef struct {
+  int family;
+  guint16 port;
+  TgFirewallAddress address;
+  GArray *sources; /* TgFirewallAddress of the listener's family */
+  char *tunnel_id;
+} Guard;
+
+struct _TgEnforcer {
+  TgFirewall *firewall; /* NULL: nothing in force */
+  Shape shape;
+  GArray *exempt_uids;     /* guint32, sorted */
+  GArray *server_networks; /* TgFirewallAddress: PermitServer addresses and networks */
+  GArray *resolved;        /* TgFirewallAddress: PermitServer names, resolved */
+  GPtrArray *server_names; /* char*: PermitServer names to resolve */
+  GHashTable *guards;      /* "family/port" -> Guard */
+  GCancellable *resolving;
+  guint resolve_timer;
+  gboolean may_own;
+  gboolean applied; /* a policy was applied once */
+};
+
+static void
+guard_free(gpointer data)
+{
+  Guard *guard = data;
+
+  g_array_unref(guard->sources);
+  g_free(guard->tunnel_id);
+  g_free(guard);
+}
+
+static char *
+guard_key(int family, guint16 port)
+{
+  return g_strdup_printf("%d/%u", family, port);
+}
+
+TgEnforcer *
+tg_enforcer_new(gboolean may_own)
+{
+  TgEnforcer *enforcer = g_new0(TgEnforcer, 1);
+
+  enforcer->may_own = may_own;
+  enforcer->exempt_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+  enforcer->server_networks = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
+  enforcer->resolved = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
+  enforcer->server_names = g_ptr_array_new_with_free_func(g_free);
+  enforcer->guards = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, guard_free);
+  enforcer->shape.ssh_ports = g_array_new(FALSE, FALSE, sizeof(TgPortRange));
+  return enforcer;
+}
+
+void
+tg_enforcer_free(TgEnforcer *enforcer)
+{
+  if (enforcer == NULL)
+    return;
+  if (enforcer->resolving != NULL) {
+    g_cancellable_cancel(enforcer->resolving);
+    g_object_unref(enforcer->resolving);
+  }
+  if (enforcer->resolve_timer != 0)
+    g_source_remove(enforcer->resolve_timer);
+  tg_firewall_free(enforcer->firewall); /* the table stays in force */
+  g_array_unref(enforcer->exempt_uids);
+  g_array_unref(enforcer->server_networks);
+  g_array_unref(enforcer->resolved);
+  g_ptr_array_unref(enforcer->server_names);
+  g_hash_table_unref(enforcer->guards);
+  g_array_unref(enforcer->shape.ssh_ports);
+  g_free(enforcer);
+}
+
+gboolean
+tg_enforcer_is_enforcing(const TgEnforcer *enforcer)
+{
+  return enforcer->firewall != NULL;
+}
+
+guint32
+tg_enforcer_socket_mark(const TgEnforcer *enforcer)
+{
+  /* marked whenever the table is there: pinning and a later lockdown (a
+   * reload) must not find unmarked sessions */
+  return enforcer->firewall != NULL ? TG_FIREWALL_DAEMON_MARK : 0;
+}
+
+/* ---- from the policy ---- */
+
+static void
+read_shape(const TgPolicy *policy, Shape *shape)
+{
+  const TgPolicyGlobals *globals = tg_policy_get_globals(policy);
+
+  shape->egress_lockdown = globals->egress_lockdown;
+  shape->listener_guard = globals->listener_guard;
+  shape->connect_back_pinning = globals->connect_back_pinning;
+  shape->log_rejections = globals->log_rejections;
+  shape->ssh_ports = g_array_new(FALSE, FALSE, sizeof(TgPortRange));
+  g_array_append_vals(shape->ssh_ports, globals->ssh_ports->data,
+                      globals->ssh_ports->len);
+}
+
+static gboolean
+shape_equal(const Shape *a, const Shape *b)
+{
+  return a->egress_lockdown == b->egress_lockdown &&
+         a->listener_guard == b->listener_guard &&
+         a->connect_back_pinning == b->connect_back_pinning &&
+         a->log_rejections == b->log_rejections &&
+         a->ssh_ports->len == b->ssh_ports->len &&
+         memcmp(a->ssh_ports->data, b->ssh_ports->data,
+                a->ssh_ports->len * sizeof(TgPortRange)) == 0;
+}
+
+static int
+compare_uids(gconstpointer a, gconstpointer b)
+{
+  guint32 x = *(const guint32 *)a, y = *(const guint32 *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* LockdownExempt is per user and group: every user NSS knows is asked. */
+static GArray *
+exempt_uids(const TgPolicy *policy)
+{
+  GArray *uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+  struct passwd *entry;
+
+  setpwent();
+  while ((entry = getpwent()) != NULL) {
+    g_autoptr(TgPolicySubject) subject = tg_policy_subject_from_uid(entry->pw_uid, NULL);
+    TgPolicyOrigin origin;
+    guint32 uid = entry->pw_uid;
+
+    if (subject != NULL && tg_policy_is_lockdown_exempt(policy, subject, &origin))
+      g_array_append_val(uids, uid);
+  }
+  endpwent();
+  g_array_sort(uids, compare_uids);
+  for (guint i = 1; i < uids->len;) { /* a user listed twice */
+    if (g_array_index(uids, guint32, i) == g_array_index(uids, guint32, i - 1))
+      g_array_remove_index(uids, i);
+    else
+      i++;
+  }
+  return uids;
+}
+
+typedef struct {
+  GArray *networks;
+  GPtrArray *names;
+} ServerCollector;
+
+static void
+collect_server(const TgHostPattern *pattern, gpointer user_data)
+{
+  ServerCollector *collector = user_data;
+
+  if (pattern->kind == TG_HOST_PATTERN_NETWORK)
+    g_array_append_val(collector->networks, pattern->network);
+  else if (pattern->kind == TG_HOST_PATTERN_NAME &&
+           !g_ptr_array_find_with_equal_func(collector->names, pattern->name, g_str_equal,
+                                             NULL))
+    g_ptr_array_add(collector->names, g_strdup(pattern->name));
+  /* "*.corp", globs and "*": no address to put in a set; SshPorts covers them */
+}
+
+static gboolean
+arrays_equal(GArray *a, GArray *b, gsize element_size)
+{
+  return a->len == b->len && memcmp(a->data, b->data, a->len * element_size) == 0;
+}
+
+/* ---- PermitServer names, resolved in a thread ---- */
+
+static void
+resolve_thread(GTask *task, gpointer source, gpointer task_data,
+               GCancellable *cancellable)
+{
+  GPtrArray *names = task_data;
+  GArray *addresses = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
+
+  for (guint i = 0; i < names->len && !g_cancellable_is_cancelled(cancellable); i++) {
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
+    struct addrinfo *result = NULL;
+
+    if (getaddrinfo(g_ptr_array_index(names, i), NULL, &hints, &result) != 0)
+      continue; /* unknown today: the next round tries again */
+    for (struct addrinfo *a = result; a != NULL; a = a->ai_next) {
+      TgFirewallAddress address = { 0 };
+
+      if (a->ai_family == AF_INET) {
+        address.family = AF_INET;
+        address.prefix = 32;
+        memcpy(address.bytes, &((struct sockaddr_in *)a->ai_addr)->sin_addr, 4);
+      } else if (a->ai_family == AF_INET6) {
+        address.family = AF_INET6;
+        address.prefix = 128;
+        memcpy(address.bytes, &((struct sockaddr_in6 *)a->ai_addr)->sin6_addr, 16);
+      } else {
+        continue;
+      }
+      g_array_append_val(addresses, address);
+    }
+    freeaddrinfo(result);
+  }
+  g_task_return_pointer(task, addresses, (GDestroyNotify)g_array_unref);
+}
+
+static gboolean push_servers(TgEnforcer *enforcer, GError **error);
+
+static void
+resolved(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TgEnforcer *enforcer = user_data;
+  g_autoptr(GArray) addresses = g_task_propagate_pointer(G_TASK(result), NULL);
+  g_autoptr(GError) error = NULL;
+
+  if (addresses == NULL) /* cancelled: the enforcer may be gone */
+    return;
+  g_clear_object(&enforcer->resolving);
+  if (arrays_equal(addresses, enforcer->resolved, sizeof(TgFirewallAddress)))
+    return;
+  g_array_set_size(enforcer->resolved, 0);
+  g_array_append_vals(enforcer->resolved, addresses->data, addresses->len);
+  if (enforcer->firewall != NULL && !push_servers(enforcer, &error))
+    tg_warning("cannot update the SSH server addresses in the firewall: %s",
+               error->message);
+  else if (enforcer->firewall != NULL)
+    tg_message("firewall: PermitServer names resolved to %u addresses", addresses->len);
+}
+
+static void
+start_resolving(TgEnforcer *enforcer)
+{
+  g_autoptr(GTask) task = NULL;
+  GPtrArray *names;
+
+  if (enforcer->resolving != NULL) {
+    g_cancellable_cancel(enforcer->resolving);
+    g_clear_object(&enforcer->resolving);
+  }
+  if (enforcer->server_names->len == 0) {
+    g_array_set_size(enforcer->resolved, 0);
+    return;
+  }
+  names = g_ptr_array_new_with_free_func(g_free);
+  for (guint i = 0; i < enforcer->server_names->len; i++)
+    g_ptr_array_add(names, g_strdup(g_ptr_array_index(enforcer->server_names, i)));
+  enforcer->resolving = g_cancellable_new();
+  task = g_task_new(NULL, enforcer->resolving, resolved, enforcer);
+  g_task_set_task_data(task, names, (GDestroyNotify)g_ptr_array_unref);
+  g_task_run_in_thread(task, resolve_thread);
+}
+
+static gboolean
+resolve_again(gpointer user_data)
+{
+  start_resolving(user_data);
+  return G_SOURCE_CONTINUE;
+}
+
+static GArray *
+all_servers(TgEnforcer *enforcer)
+{
+  GArray *servers = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
+
+  g_array_append_vals(servers, enforcer->server_networks->data,
+                      enforcer->server_networks->len);
+  g_array_append_vals(servers, enforcer->resolved->data, enforcer->resolved->len);
+  return servers;
+}
+
+static gboolean
+push_servers(TgEnforcer *enforcer, GError **error)
+{
+  g_autoptr(GArray) servers = all_servers(enforcer);
+
+  return tg_firewall_update_servers(
+      enforcer->firewall, (const TgFirewallAddress *)servers->data, servers->len, error);
+}
+
+/* ---- the table ---- */
+
+static gboolean
+put_guard(TgFirewall *firewall, const Guard *guard, GError **error)
+{
+  return tg_firewall_add_listener(firewall, guard->family, &guard->address, guard->port,
+                                  (const TgFirewallAddress *)guard->sources->data,
+                                  guard->sources->len, guard->tunnel_id, error);
+}
+
+/* A new table in one transaction, with every current listener put back. */
+static TgFirewall *
+install(TgEnforcer *enforcer, const Shape *shape, GError **error)
+{
+  g_autoptr(GArray) servers = all_servers(enforcer);
+  TgFirewallConfig config = {
+    .egress_lockdown = shape->egress_lockdown,
+    .ssh_ports = (const TgPortRange *)shape->ssh_ports->data,
+    .n_ssh_ports = shape->ssh_ports->len,
+    .ssh_servers = (const TgFirewallAddress *)servers->data,
+    .n_ssh_servers = servers->len,
+    .exempt_uids = (const guint32 *)enforcer->exempt_uids->data,
+    .n_exempt_uids = enforcer->exempt_uids->len,
+    .listener_guard = shape->listener_guard,
+    .connect_back_pinning = shape->connect_back_pinning,
+    .log_prefix = shape->log_rejections ? TG_FIREWALL_LOG_PREFIX : NULL,
+    .ownership =
+        enforcer->may_own ? TG_FIREWALL_OWNERSHIP_AUTO : TG_FIREWALL_OWNERSHIP_NEVER,
+  };
+  g_autoptr(TgFirewall) firewall = tg_firewall_new(&config, error);
+  GHashTableIter iter;
+  gpointer guard;
+
+  if (firewall == NULL)
+    return NULL;
+  if (shape->listener_guard) {
+    g_hash_table_iter_init(&iter, enforcer->guards);
+    while (g_hash_table_iter_next(&iter, NULL, &guard)) {
+      if (!put_guard(firewall, guard, error))
+        return NULL;
+    }
+  }
+  if (!tg_firewall_watch(firewall, NULL, error))
+    return NULL;
+  return g_steal_pointer(&firewall);
+}
+
+gboolean
+tg_enforcer_apply_policy(TgEnforcer *enforcer, const TgPolicy *policy, GError **error)
+{
+  Shape shape;
+  gboolean wanted, any_server = FALSE;
+  g_autoptr(GArray) uids = NULL;
+  ServerCollector servers = { g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress)),
+                              g_ptr_array_new_with_free_func(g_free) };
+  gboolean ok = TRUE;
+
+  read_shape(policy, &shape);
+  wanted = shape.egress_lockdown || shape.listener_guard || shape.connect_back_pinning;
+  if (!wanted) {
+    /* ours, or one a previous daemon left (fail closed) that the policy no
+     * longer wants; a table that stays is stricter, not weaker: a warning */
+    if (enforcer->firewall != NULL || !enforcer->applied) {
+      g_autoptr(GError) local_error = NULL;
+      gboolean had = enforcer->firewall != NULL;
+
+      g_clear_pointer(&enforcer->firewall, tg_firewall_free);
+      if (!tg_firewall_remove_table(&local_error))
+        tg_warning("firewall: the policy asks for no enforcement, but table inet "
+                   "tunnelgate cannot be removed: %s",
+                   local_error->message);
+      else if (had)
+        tg_message("firewall: the policy asks for no enforcement; table inet "
+                   "tunnelgate removed");
+    }
+    enforcer->applied = TRUE;
+    g_array_unref(enforcer->shape.ssh_ports);
+    enforcer->shape = shape;
+    shape.ssh_ports = NULL;
+    goto out;
+  }
+
+  uids = exempt_uids(policy);
+  tg_policy_foreach_server(policy, collect_server, &servers, &any_server);
+  if (enforcer->firewall == NULL || !shape_equal(&shape, &enforcer->shape)) {
+    /* a new table: the old one's owner socket must let go first (with
+     * owner|persist the table stays, orphaned, until the new batch replaces
+     * it in one transaction) */
+    GArray *old_uids = enforcer->exempt_uids, *old_networks = enforcer->server_networks;
+    TgFirewall *firewall;
+
+    enforcer->exempt_uids = uids;
+    enforcer->server_networks = servers.networks;
+    g_clear_pointer(&enforcer->firewall, tg_firewall_free);
+    firewall = install(enforcer, &shape, error);
+    if (firewall == NULL) {
+      g_autoptr(GError) again = NULL;
+
+      /* the old table is still in force (the transaction was refused);
+       * take it back under our control as it was */
+      enforcer->exempt_uids = old_uids;
+      enforcer->server_networks = old_networks;
+      old_uids = uids;
+      old_networks = servers.networks;
+      if (enforcer->shape.ssh_ports->len > 0)
+        enforcer->firewall = install(enforcer, &enforcer->shape, &again);
+      ok = FALSE;
+    } else {
+      enforcer->firewall = firewall;
+      g_array_unref(enforcer->shape.ssh_ports);
+      enforcer->shape = shape;
+      shape.ssh_ports = NULL;
+      tg_message("firewall: table inet tunnelgate installed (lockdown %s, listener "
+                 "guard %s, connect-back pinning %s, %s)",
+                 enforcer->shape.egress_lockdown ? "on" : "off",
+                 enforcer->shape.listener_guard ? "on" : "off",
+                 enforcer->shape.connect_back_pinning ? "on" : "off",
+                 tg_firewall_is_owner(firewall) ? "owned by the daemon"
+                                                : "not owned: tamper repair only");
+    }
+    g_array_unref(old_uids);
+    g_array_unref(old_networks);
+    uids = NULL;
+    servers.networks = NULL;
+  } else {
+    if (!arrays_equal(uids, enforcer->exempt_uids, sizeof(guint32))) {
+      if (!tg_firewall_set_exempt_uids(enforcer->firewall, (const guint32 *)uids->data,
+                                       uids->len, error)) {
+        ok = FALSE;
+        goto out;
+      }
+      g_array_unref(enforcer->exempt_uids);
+      enforcer->exempt_uids = g_steal_pointer(&uids);
+    }
+    if (!arrays_equal(servers.networks, enforcer->server_networks,
+                      sizeof(TgFirewallAddress))) {
+      GArray *old = enforcer->server_networks;
+
+      enforcer->server_networks = servers.networks;
+      servers.networks = NULL;
+      if (!push_servers(enforcer, error)) {
+        servers.networks = enforcer->server_networks;
+        enforcer->server_networks = old;
+        ok = FALSE;
+        goto out;
+      }
+      g_array_unref(old);
+    }
+  }
+  if (ok) {
+    enforcer->applied = TRUE;
+    g_ptr_array_unref(enforcer->server_names);
+    enforcer->server_names = g_steal_pointer(&servers.names);
+    start_resolving(enforcer);
+    if (enforcer->resolve_timer == 0)
+      enforcer->resolve_timer =
+          g_timeout_add_seconds(RESOLVE_INTERVAL_SECONDS, resolve_again, enforcer);
+  }
+
+out:
+  if (shape.ssh_ports != NULL)
+    g_array_unref(shape.ssh_ports);
+  if (servers.networks != NULL)
+    g_array_unref(servers.networks);
+  if (servers.names != NULL)
+    g_ptr_array_unref(servers.names);
+  return ok;
+}
+
+/* ---- listeners ---- */
+
+static gboolean
+parse_address(const char *text, TgFirewallAddress *address)
+{
+  memset(address, 0, sizeof *address);
+  if (inet_pton(AF_INET, text, address->bytes) == 1) {
+    address->family = AF_INET;
+    address->prefix = 32;
+    return TRUE;
+  }
+  if (inet_pton(AF_INET6, text, address->bytes) == 1) {
+    address->family = AF_INET6;
+    address->prefix = 128;
+    return TRUE;
+  }
+  return FALSE;
+}
+
+static gboolean
+is_loopback(const TgFirewallAddress *address)
+{
+  static const guint8 v6_loopback[16] = { [15] = 1 };
+
+  if (address->family == AF_INET)
+    return address->bytes[0] == 127;
+  return memcmp(address->bytes, v6_loopback, 16) == 0;
+}
+
+gboolean
+tg_enforcer_add_listener(TgEnforcer *enforcer, const TgListener *listener,
+                         const TgListenerSources *sources, const char *tunnel_id,
+                         GError **error)
+{
+  Guard *guard;
+  TgFirewallAddress address;
+
+  if (enforcer->firewall == NULL || !enforcer->shape.listener_guard)
+    return TRUE;
+  if (!parse_address(listener->address, &address)) {
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Listener address %s is not an address",
+                listener->address);
+    return FALSE;
+  }
+  if (!is_loopback(&address) && sources->any)
+    return TRUE; /* open to every source: nothing to guard */
+
+  guard = g_new0(Guard, 1);
+  guard->family = address.family;
+  guard->port = listener->port;
+  guard->address = address;
+  guard->sources = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
+  guard->tunnel_id = g_strdup(tunnel_id);
+  if (!is_loopback(&address) && sources->addresses != NULL) {
+    for (guint i = 0; i < sources->addresses->len; i++) {
+      const TgNetwork *source = &g_array_index(sources->addresses, TgNetwork, i);
+      if (source->family == guard->family)
+        g_array_append_val(guard->sources, *source);
+    }
+  }
+  if (!put_guard(enforcer->firewall, guard, error)) {
+    guard_free(guard);
+    return FALSE;
+  }
+  g_hash_table_insert(enforcer->guards, guard_key(guard->family, guard->port), guard);
+  return TRUE;
+}
+
+void
+tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address_text, guint16 port)
+{
+  TgFirewallAddress address;
+  g_autofree char *key = NULL;
+  g_autoptr(GError) error = NULL;
+  Guard *guard;
+
+  if (!parse_address(address_text, &address))
+    return;
+  key = guard_key(address.family, port);
+  guard = g_hash_table_lookup(enforcer->guards, key);
+  /* only the tunnel's own guard: another may hold the port by now */
+  if (guard == NULL || memcmp(&guard->address, &address, sizeof address) != 0)
+    return;
+  if (enforcer->firewall != NULL &&
+      !tg_firewall_remove_listener(enforcer->firewall, guard->family, guard->port,
+                                   &error))
+    tg_warning("firewall: cannot remove the guard of port %u: %s", guard->port,
+               error->message);
+  g_hash_table_remove(enforcer->guards, key);
+}
+
+char *
+tg_enforcer_describe(TgEnforcer *enforcer)
+{
+  if (enforcer->firewall == NULL)
+    return g_strdup("The firewall is not in force: the policy sets EgressLockdown, "
+                    "ListenerGuard and ConnectBackPinning to no.\n");
+  return tg_firewall_describe(enforcer->firewall);
+}

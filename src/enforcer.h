@@ -1,0 +1,48 @@
+/* The daemon's side of the firewall: turns the policy into the nftables
+ * table (src/firewall.h) and keeps the table in step with the tunnels.
+ * D-Bus thread only.
+ *
+ * The table is managed while the policy asks for any of EgressLockdown,
+ * ListenerGuard or ConnectBackPinning. A policy that asks for it when the
+ * table cannot be installed is an error (at start: the daemon does not
+ * start; on reload: the reload is refused and the old policy stays). With
+ * all three off the daemon removes its table. */
+#pragma once
+
+#include <glib.h>
+
+#include "listener.h"
+#include "policy.h"
+
+typedef struct _TgEnforcer TgEnforcer;
+
+/* @may_own: let the table be owned by the daemon where the kernel can
+ * (owner|persist, 6.9+); FALSE for --no-firewall-owner. */
+TgEnforcer *tg_enforcer_new(gboolean may_own);
+/* Closes the netlink sockets; the table stays in force (fail closed). */
+void tg_enforcer_free(TgEnforcer *enforcer);
+
+/* Installs, updates or removes the table for @policy. Structural changes
+ * (ports, switches, logging) replace the table in one transaction and put
+ * every current listener back; changed exemptions and servers are set
+ * updates. PermitServer names are resolved in a thread afterwards and added
+ * when the answers come (and again every 5 minutes). */
+gboolean tg_enforcer_apply_policy(TgEnforcer *enforcer, const TgPolicy *policy,
+                                  GError **error);
+
+/* Whether the table is in force (Manager1.Enforcing). */
+gboolean tg_enforcer_is_enforcing(const TgEnforcer *enforcer);
+/* SO_MARK for the daemon's SSH sockets: 0 when no lockdown is in force. */
+guint32 tg_enforcer_socket_mark(const TgEnforcer *enforcer);
+
+/* A listener's guard: reachable from loopback and from @sources. Does
+ * nothing (TRUE) when the guard is off or the listener is open to any
+ * source (not loopback-bound and sources->any). */
+gboolean tg_enforcer_add_listener(TgEnforcer *enforcer, const TgListener *listener,
+                                  const TgListenerSources *sources, const char *tunnel_id,
+                                  GError **error);
+/* Takes away the guard of the listener bound to @address (text) and @port. */
+void tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address, guint16 port);
+
+/* The live table for `tunnelgatectl firewall`. */
+char *tg_enforcer_describe(TgEnforcer *enforcer);
