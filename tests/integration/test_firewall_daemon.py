@@ -318,9 +318,9 @@ class TableLifeTest(FirewallTestCase):
 
         nft(w, "delete", "table", "inet", "tunnelgate")
         t0 = time.monotonic()
-        wait_for(lambda: table_exists(w), timeout=1.0, interval=0.02,
+        wait_for(lambda: table_exists(w), timeout=1.0 * SLOW, interval=0.02,
                  what="the deleted table to be back")
-        wait_for(lambda: table_json(w) == with_tunnel, timeout=1.0, interval=0.02,
+        wait_for(lambda: table_json(w) == with_tunnel, timeout=1.0 * SLOW, interval=0.02,
                  what="the table to be as before")
         took = time.monotonic() - t0
         # the lockdown holds again
@@ -329,7 +329,7 @@ class TableLifeTest(FirewallTestCase):
 
         # one element by hand
         nft(w, "delete", "element", "inet", "tunnelgate", "ssh_ports", "{ 22 }")
-        wait_for(lambda: table_json(w) == with_tunnel, timeout=1.0, interval=0.02,
+        wait_for(lambda: table_json(w) == with_tunnel, timeout=1.0 * SLOW, interval=0.02,
                  what="the deleted element to be back")
         wait_for(lambda: re.search(r"changed by nft\[\d+\] \(DELSETELEM ssh_ports.*restored",
                                    w.daemon.log()),
