@@ -18,6 +18,7 @@
  * from a change of set contents (element updates). */
 typedef struct {
   gboolean egress_lockdown;
+  gboolean detect_ssh_banner;
   gboolean listener_guard;
   gboolean connect_back_pinning;
   gboolean log_rejections;
@@ -120,6 +121,7 @@ read_shape(const TgPolicy *policy, Shape *shape)
   const TgPolicyGlobals *globals = tg_policy_get_globals(policy);
 
   shape->egress_lockdown = globals->egress_lockdown;
+  shape->detect_ssh_banner = globals->detect_ssh_banner;
   shape->listener_guard = globals->listener_guard;
   shape->connect_back_pinning = globals->connect_back_pinning;
   shape->log_rejections = globals->log_rejections;
@@ -132,6 +134,7 @@ static gboolean
 shape_equal(const Shape *a, const Shape *b)
 {
   return a->egress_lockdown == b->egress_lockdown &&
+         a->detect_ssh_banner == b->detect_ssh_banner &&
          a->listener_guard == b->listener_guard &&
          a->connect_back_pinning == b->connect_back_pinning &&
          a->log_rejections == b->log_rejections &&
@@ -325,6 +328,7 @@ install(TgEnforcer *enforcer, const Shape *shape, GError **error)
   g_autoptr(GArray) servers = all_servers(enforcer);
   TgFirewallConfig config = {
     .egress_lockdown = shape->egress_lockdown,
+    .detect_ssh_banner = shape->detect_ssh_banner,
     .ssh_ports = (const TgPortRange *)shape->ssh_ports->data,
     .n_ssh_ports = shape->ssh_ports->len,
     .ssh_servers = (const TgFirewallAddress *)servers->data,

@@ -80,6 +80,7 @@ struct _TgFirewall {
   guint32 daemon_mark;
   guint32 connect_back_mark;
   gboolean egress_lockdown;
+  gboolean detect_ssh_banner;
   gboolean listener_guard;
   gboolean connect_back_pinning;
   char *log_prefix;
@@ -504,6 +505,60 @@ reject_counted(TgFirewall *firewall, struct nftnl_rule *rule, const char *counte
   tg_nft_add_reject_tcp_reset(rule);
 }
 
+/* DetectSshBanner: an SSH client sends its identification string first
+ * thing ("SSH-2.0-..."; "SSH-1.99-" for old compatibility), on any port:
+ * the first payload of a user's own ssh to a server on port 443 is reset
+ * here. Loopback (a client of the daemon's own listeners), the daemon's
+ * sockets, root's (sshd's accepted sockets answer with a banner too) and
+ * exempt users' pass. The payload of every outgoing TCP packet is compared
+ * (8 bytes at the start of the TCP payload): no conntrack needed. */
+static void
+write_banner_rules(TgFirewall *firewall, TgNftBatch *batch)
+{
+  static const char *const banners[] = { "SSH-2.0-", "SSH-1.99" };
+  struct nftnl_rule *rule;
+  guint8 tcp = IPPROTO_TCP;
+  guint16 loopback = ARPHRD_LOOPBACK;
+  guint32 root = 0;
+
+  for (gsize i = 0; i < G_N_ELEMENTS(banners); i++) {
+    rule = rule_new("output");
+    tg_nft_add_meta(rule, NFT_META_L4PROTO, NFT_REG_1);
+    tg_nft_add_cmp(rule, NFT_REG_1, NFT_CMP_EQ, &tcp, 1);
+    tg_nft_add_payload(rule, NFT_PAYLOAD_INNER_HEADER, 0, 8, NFT_REG_1);
+    tg_nft_add_cmp(rule, NFT_REG_1, NFT_CMP_EQ, banners[i], 8);
+    tg_nft_add_verdict(rule, NFT_JUMP, "banner");
+    batch_rule(batch, rule, "ssh banner -> banner");
+  }
+  rule = rule_new("banner");
+  tg_nft_add_meta(rule, NFT_META_OIFTYPE, NFT_REG_1);
+  tg_nft_add_cmp(rule, NFT_REG_1, NFT_CMP_EQ, &loopback, sizeof loopback);
+  tg_nft_add_verdict(rule, NF_ACCEPT, NULL);
+  batch_rule(batch, rule, "loopback accept");
+
+  rule = rule_new("banner");
+  match_mark(rule, firewall->daemon_mark);
+  tg_nft_add_verdict(rule, NF_ACCEPT, NULL);
+  batch_rule(batch, rule, "daemon mark accept");
+
+  rule = rule_new("banner");
+  tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG_1);
+  tg_nft_add_cmp(rule, NFT_REG_1, NFT_CMP_EQ, &root, sizeof root);
+  tg_nft_add_verdict(rule, NF_ACCEPT, NULL);
+  batch_rule(batch, rule, "root accept");
+
+  rule = rule_new("banner");
+  tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG_1);
+  tg_nft_add_lookup(rule, NFT_REG_1, "exempt_uids");
+  tg_nft_add_verdict(rule, NF_ACCEPT, NULL);
+  batch_rule(batch, rule, "exempt uid accept");
+
+  rule = rule_new("banner");
+  reject_counted(firewall, rule, COUNTER_LOCKDOWN,
+                 firewall->log_prefix != NULL ? "tunnelgate-banner: " : NULL);
+  batch_rule(batch, rule, "ssh banner reject");
+}
+
 static void
 write_egress_rules(TgFirewall *firewall, TgNftBatch *batch)
 {
@@ -549,6 +604,9 @@ write_egress_rules(TgFirewall *firewall, TgNftBatch *batch)
       batch_rule(batch, rule, "ssh server reject");
     }
   }
+
+  if (firewall->detect_ssh_banner)
+    write_banner_rules(firewall, batch);
 
   for (int i = 0; i < 2; i++) {
     rule = rule_new("pin");
@@ -730,6 +788,7 @@ build_full_batch(TgFirewall *firewall, guint32 table_flags)
   batch_chain(batch, "egress", -1);
   batch_chain(batch, "pin", -1);
   batch_chain(batch, "guard", -1);
+  batch_chain(batch, "banner", -1);
   batch_chain(batch, "output", NF_INET_LOCAL_OUT);
   batch_chain(batch, "input", NF_INET_LOCAL_IN);
   write_egress_rules(firewall, batch);
@@ -841,6 +900,7 @@ tg_firewall_new(const TgFirewallConfig *config, GError **error)
                                     ? config->connect_back_mark
                                     : TG_FIREWALL_CONNECT_BACK_MARK;
   firewall->egress_lockdown = config->egress_lockdown;
+  firewall->detect_ssh_banner = config->egress_lockdown && config->detect_ssh_banner;
   firewall->listener_guard = config->listener_guard;
   firewall->connect_back_pinning = config->connect_back_pinning;
   firewall->log_prefix = g_strdup(config->log_prefix);
@@ -1247,9 +1307,10 @@ tg_firewall_describe(TgFirewall *firewall)
                          firewall->repairs);
   g_string_append_printf(
       out,
-      "egress lockdown %s, listener guard %s, connect-back pinning %s, "
-      "daemon mark 0x%08x, connect-back mark 0x%08x\n",
-      firewall->egress_lockdown ? "on" : "off", firewall->listener_guard ? "on" : "off",
+      "egress lockdown %s, ssh banner detection %s, listener guard %s, "
+      "connect-back pinning %s, daemon mark 0x%08x, connect-back mark 0x%08x\n",
+      firewall->egress_lockdown ? "on" : "off",
+      firewall->detect_ssh_banner ? "on" : "off", firewall->listener_guard ? "on" : "off",
       firewall->connect_back_pinning ? "on" : "off", firewall->daemon_mark,
       firewall->connect_back_mark);
   g_string_append(out, "ssh ports:");

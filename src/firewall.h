@@ -28,6 +28,7 @@ typedef struct {
   guint32 daemon_mark;       /* 0: TG_FIREWALL_DAEMON_MARK */
   guint32 connect_back_mark; /* 0: TG_FIREWALL_CONNECT_BACK_MARK */
   gboolean egress_lockdown;
+  gboolean detect_ssh_banner;   /* with egress_lockdown: reset SSH client banners */
   const TgPortRange *ssh_ports; /* n_ssh_ports ranges, first >= 1 */
   gsize n_ssh_ports;
   const TgFirewallAddress *ssh_servers; /* PermitServer hosts, resolved */

@@ -69,8 +69,8 @@ const TgKeywordInfo tg_policy_keywords[TG_KW_COUNT] = {
       WORD("ListenerGuard", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
   [TG_KW_CONNECT_BACK_PINNING] =
       WORD("ConnectBackPinning", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_DETECT_SSH_BANNER] = WORD("DetectSshBanner", yes_no_words, "no",
-                                   TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
+  [TG_KW_DETECT_SSH_BANNER] =
+      WORD("DetectSshBanner", yes_no_words, "no", TG_KEYWORD_GLOBAL_ONLY),
   [TG_KW_LOG_REJECTIONS] =
       WORD("LogRejections", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
   [TG_KW_SERVER_MODE] = WORD("ServerMode", yes_no_words, "no",

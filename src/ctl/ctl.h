@@ -1,6 +1,6 @@
 /* tunnelgatectl: what the verbs share. Each group of verbs lives in its own
- * file (ctl-policy.c: check-policy) and is listed once, in the verb table of
- * tunnelgatectl.c. */
+ * file (ctl-policy.c: check-policy; ctl-bus.c: the verbs that ask the daemon) and is
+ * listed once, in the verb table of tunnelgatectl.c. */
 #pragma once
 
 #include <glib.h>
@@ -27,3 +27,6 @@ gboolean ctl_parse_options(const char *verb, const char *parameters,
 
 /* ctl-policy.c */
 int ctl_check_policy(int argc, char **argv);
+
+/* ctl-bus.c: verbs that ask the daemon */
+int ctl_firewall(int argc, char **argv);

@@ -23,6 +23,8 @@ static const CtlVerb verbs[] = {
   { "check-policy", "[FILE…]",
     "Validate the policy like sshd -t; with --user, show a user's like sshd -T",
     ctl_check_policy },
+  { "firewall", "", "Show the live firewall table and the tunnel of each element",
+    ctl_firewall },
 };
 
 void

@@ -22,7 +22,7 @@ EXAMPLES = os.path.join(DATA, "examples")
 
 # doc/policy.md: keywords that parse now and take effect later
 RESERVED = {
-    "DetectSshBanner", "ServerMode", "SftpOnly", "ServerPermitOpen", "SshdDropIn",
+    "ServerMode", "SftpOnly", "ServerPermitOpen", "SshdDropIn",
     "SshdReload",
 }
 # doc/policy.md, in the order of its tables (the order of the dump)
@@ -168,8 +168,10 @@ class ValidFiles(Case):
                           "  ListenerSources none\n")
         self.assert_valid("--strict", path)
         path = self.write("banner.conf", "EgressLockdown yes\nDetectSshBanner yes\n")
+        self.assert_valid("--strict", path)
+        path = self.write("server.conf", "ServerMode yes\n")
         self.assertEqual(run("check-policy", path), (0, "", (
-            f"tunnelgatectl: warning: {path}:2: DetectSshBanner is reserved and not "
+            f"tunnelgatectl: warning: {path}:1: ServerMode is reserved and not "
             "yet in force\n")))
 
     def test_repeated_keyword_warns_naming_both_lines(self):

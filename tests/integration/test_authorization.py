@@ -93,6 +93,7 @@ class MalloryTest(AuthzTestCase):
             (MPATH, MIFACE, "ListTunnels", "", []),
             (MPATH, MIFACE, "CheckForward", "ss", ["tg-mallory@gw", "L 127.0.0.1:0:intra:80"]),
             (MPATH, MIFACE, "ReloadPolicy", "", []),
+            (MPATH, MIFACE, "GetFirewall", "", []),
             (MPATH, OM, "GetManagedObjects", "", []),
             (p, TIFACE, "Close", "", []),
             (p, TIFACE, "AddForward", "s", ["L 127.0.0.1:0:intra:9000"]),
@@ -130,7 +131,8 @@ class MalloryTest(AuthzTestCase):
         log = w.daemon.log()
         uid = w.users[MALLORY].uid
         for member in ("OpenTunnel", "CloseTunnel", "ListTunnels", "CheckForward",
-                       "ReloadPolicy", "GetManagedObjects", "Close", "AddForward",
+                       "ReloadPolicy", "GetFirewall", "GetManagedObjects", "Close",
+                       "AddForward",
                        "RemoveForward", "Get", "GetAll"):
             self.assertRegex(log, rf"denied {member} from :\S+ \(uid {uid}\)",
                              f"no denial of {member} logged")
@@ -157,7 +159,8 @@ class MalloryTest(AuthzTestCase):
         w = self.w
         mallory = self.user_bus(MALLORY)
         self.assertIsInstance(mallory.get(BUS, MPATH, MIFACE, "Version"), str)
-        self.assertIs(mallory.get(BUS, MPATH, MIFACE, "Enforcing"), False)
+        # the default policy's ListenerGuard yes puts the firewall in force
+        self.assertIs(mallory.get(BUS, MPATH, MIFACE, "Enforcing"), True)
         (xml,) = mallory.call(BUS, MPATH, "org.freedesktop.DBus.Introspectable", "Introspect")
         self.assertIn("org.tunnelgate.Manager1", xml)
         r = w.busctl(MALLORY, BUSCTL_TIMEOUT, "get-property", BUS, MPATH, MIFACE, "Version")

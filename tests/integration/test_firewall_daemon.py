@@ -251,6 +251,47 @@ class LockdownTest(FirewallTestCase):
         self.assertEqual(rc, 255, err)
 
 
+class BannerTest(FirewallTestCase):
+    """DetectSshBanner: an sshd on a port that is not an SSH port, at an
+    address that is not in the server set, is still found by the banner the
+    client sends first."""
+
+    POLICY = """\
+EgressLockdown yes
+SshPorts 22
+# a wildcard: the daemon may go to gw, but no address goes into the server set
+PermitServer g*
+DetectSshBanner {banner}
+Match User tg-bob
+  LockdownExempt yes
+"""
+
+    def test_ssh_on_another_port_is_reset(self):
+        w = self.w
+        self.start(self.POLICY.format(banner="no"))
+        self.assertEqual(set_elements(w, "ssh_servers_v4"), [])
+        rc, err = own_ssh(w, ALICE, port=2222)
+        self.assertEqual(rc, 0, f"without banner detection port 2222 is open: {err}")
+
+        self.assertEqual(self.reload(self.POLICY.format(banner="yes")).returncode, 0)
+        before = counter(w, "lockdown_rejects")
+        rc, err = own_ssh(w, ALICE, port=2222)
+        self.assertEqual(rc, 255, err)
+        self.assertIn("reset", err.lower())
+        self.assertGreater(counter(w, "lockdown_rejects"), before)
+        # an exempt user, and the daemon's own session, pass
+        rc, err = own_ssh(w, BOB, port=2222)
+        self.assertEqual(rc, 0, err)
+        path, port = self.open_web_tunnel(ALICE)
+        self.assertEqual(curl(w, ALICE, f"http://127.0.0.1:{port}/").returncode, 0)
+        # ssh through a sanctioned tunnel (to the loopback listener) passes
+        lport = free_port(w)
+        busctl_open_ok(w, ALICE, "gw", [f"L 127.0.0.1:{lport}:gw:2222"],
+                       agent_option(w, ALICE))
+        rc, err = own_ssh(w, ALICE, host="127.0.0.1", port=lport)
+        self.assertEqual(rc, 0, err)
+
+
 class ListenerGuardTest(FirewallTestCase):
 
     POLICY = """\
@@ -362,6 +403,15 @@ class TableLifeTest(FirewallTestCase):
         r = w.busctl(ALICE, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "GetFirewall")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("not allowed org.tunnelgate.manage", r.stderr)
+        # the same through tunnelgatectl
+        r = w.ctl(ADMIN, "firewall")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, out)
+        self.assertIn(f"ssh servers: {w.gateway_ip}", r.stdout)
+        r = w.ctl(ALICE, "firewall")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("not allowed org.tunnelgate.manage", r.stderr)
+        self.assertIn("org.tunnelgate.Error.NotAuthorized", r.stderr)
 
         r = self.reload("EgressLockdown no\nListenerGuard no\nConnectBackPinning no\n")
         self.assertEqual(r.returncode, 0, r.stderr)

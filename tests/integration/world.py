@@ -659,7 +659,7 @@ class World:
     @property
     def ctl_binary(self):
         env = os.environ.get("TG_CTL")
-        return Path(env) if env else self.build_root / "src" / "tunnelgatectl"
+        return Path(env) if env else self.build_root / "src" / "ctl" / "tunnelgatectl"
 
     # -- start -------------------------------------------------------------------
 

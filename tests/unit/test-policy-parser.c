@@ -567,8 +567,8 @@ test_global_only_in_match(void)
 
 static const char *const no_warnings[] = { NULL };
 
-/* The firewall keywords are in force: no warning. DetectSshBanner and
- * server mode are still reserved. */
+/* The firewall keywords are in force: no warning. Server mode is still
+ * reserved. */
 static void
 test_reserved_warnings(void)
 {
@@ -579,11 +579,11 @@ test_reserved_warnings(void)
     "ListenerGuard no",
     "ConnectBackPinning no",
     "LogRejections no",
+    "DetectSshBanner yes",
     "ListenerSources 192.0.2.1",
     "Match User alice\n  LockdownExempt yes\n  ListenerSources none",
   };
   static const char *const reserved[] = {
-    "DetectSshBanner yes",
     "ServerMode yes",
     "SftpOnly yes",
     "ServerPermitOpen none",
@@ -1019,13 +1019,13 @@ test_validate(void)
 
   policy_tree_init(&tree);
   first = policy_tree_write(&tree, "a.conf",
-                            "EgressLockdown yes\nDetectSshBanner yes\nMaxTunnels 2\n");
+                            "EgressLockdown yes\nServerMode yes\nMaxTunnels 2\n");
   second = policy_tree_write(&tree, "b.conf", "MaxTunnels 3\n");
   files[0] = first;
   files[1] = second;
   g_assert_true(tg_policy_validate(files, &report, &error));
   g_assert_no_error(error);
-  expected = g_strdup_printf("%s:2: DetectSshBanner is reserved and not yet in force\n"
+  expected = g_strdup_printf("%s:2: ServerMode is reserved and not yet in force\n"
                              "%s:1: MaxTunnels ignored: already set at %s:3\n",
                              first, second, first);
   g_assert_cmpstr(report, ==, expected);
