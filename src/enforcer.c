@@ -41,11 +41,28 @@ struct _TgEnforcer {
   GArray *resolved;        /* TgFirewallAddress: PermitServer names, resolved */
   GPtrArray *server_names; /* char*: PermitServer names to resolve */
   GHashTable *guards;      /* "family/port" -> Guard */
+  GHashTable *pins;        /* "address/port" -> Pin */
   GCancellable *resolving;
   guint resolve_timer;
   gboolean may_own;
   gboolean applied; /* a policy was applied once */
 };
+
+typedef struct {
+  TgFirewallAddress address;
+  guint16 port;
+  guint count; /* forwards that go there */
+  char *tunnel_id;
+} Pin;
+
+static void
+pin_free(gpointer data)
+{
+  Pin *pin = data;
+
+  g_free(pin->tunnel_id);
+  g_free(pin);
+}
 
 static void
 guard_free(gpointer data)
@@ -74,6 +91,7 @@ tg_enforcer_new(gboolean may_own)
   enforcer->resolved = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
   enforcer->server_names = g_ptr_array_new_with_free_func(g_free);
   enforcer->guards = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, guard_free);
+  enforcer->pins = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, pin_free);
   enforcer->shape.ssh_ports = g_array_new(FALSE, FALSE, sizeof(TgPortRange));
   return enforcer;
 }
@@ -95,6 +113,7 @@ tg_enforcer_free(TgEnforcer *enforcer)
   g_array_unref(enforcer->resolved);
   g_ptr_array_unref(enforcer->server_names);
   g_hash_table_unref(enforcer->guards);
+  g_hash_table_unref(enforcer->pins);
   g_array_unref(enforcer->shape.ssh_ports);
   g_free(enforcer);
 }
@@ -354,6 +373,15 @@ install(TgEnforcer *enforcer, const Shape *shape, GError **error)
         return NULL;
     }
   }
+  if (shape->connect_back_pinning) {
+    g_hash_table_iter_init(&iter, enforcer->pins);
+    while (g_hash_table_iter_next(&iter, NULL, &guard)) {
+      const Pin *pin = guard;
+      if (!tg_firewall_add_connect_back(firewall, &pin->address, pin->port,
+                                        pin->tunnel_id, error))
+        return NULL;
+    }
+  }
   if (!tg_firewall_watch(firewall, NULL, error))
     return NULL;
   return g_steal_pointer(&firewall);
@@ -570,6 +598,107 @@ tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address_text, guin
     tg_warning("firewall: cannot remove the guard of port %u: %s", guard->port,
                error->message);
   g_hash_table_remove(enforcer->guards, key);
+}
+
+guint32
+tg_enforcer_connect_back_mark(const TgEnforcer *enforcer)
+{
+  if (enforcer->firewall == NULL)
+    return 0;
+  /* without pinning, connect-back sockets pass like the daemon's others
+   * (the lockdown must not refuse a sanctioned connect-back to port 22) */
+  return enforcer->shape.connect_back_pinning ? TG_FIREWALL_CONNECT_BACK_MARK
+                                              : TG_FIREWALL_DAEMON_MARK;
+}
+
+static gboolean
+sockaddr_to_address(const struct sockaddr_storage *sockaddr, TgFirewallAddress *address,
+                    guint16 *port)
+{
+  memset(address, 0, sizeof *address);
+  if (sockaddr->ss_family == AF_INET) {
+    const struct sockaddr_in *v4 = (const struct sockaddr_in *)sockaddr;
+    address->family = AF_INET;
+    address->prefix = 32;
+    memcpy(address->bytes, &v4->sin_addr, 4);
+    *port = ntohs(v4->sin_port);
+    return TRUE;
+  }
+  if (sockaddr->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)sockaddr;
+    address->family = AF_INET6;
+    address->prefix = 128;
+    memcpy(address->bytes, &v6->sin6_addr, 16);
+    *port = ntohs(v6->sin6_port);
+    return TRUE;
+  }
+  return FALSE;
+}
+
+static char *
+pin_key(const TgFirewallAddress *address, guint16 port)
+{
+  char text[INET6_ADDRSTRLEN] = "";
+
+  inet_ntop(address->family, address->bytes, text, sizeof text);
+  return g_strdup_printf("%s/%u", text, port);
+}
+
+gboolean
+tg_enforcer_add_connect_back(TgEnforcer *enforcer,
+                             const struct sockaddr_storage *sockaddr,
+                             const char *tunnel_id, GError **error)
+{
+  TgFirewallAddress address;
+  guint16 port;
+  g_autofree char *key = NULL;
+  Pin *pin;
+
+  if (enforcer->firewall == NULL || !enforcer->shape.connect_back_pinning)
+    return TRUE;
+  if (!sockaddr_to_address(sockaddr, &address, &port)) {
+    g_set_error_literal(error, TG_ERROR, TG_ERROR_FAILED,
+                        "A connect-back destination is neither IPv4 nor IPv6");
+    return FALSE;
+  }
+  key = pin_key(&address, port);
+  pin = g_hash_table_lookup(enforcer->pins, key);
+  if (pin != NULL) {
+    pin->count++;
+    return TRUE;
+  }
+  if (!tg_firewall_add_connect_back(enforcer->firewall, &address, port, tunnel_id, error))
+    return FALSE;
+  pin = g_new0(Pin, 1);
+  pin->address = address;
+  pin->port = port;
+  pin->count = 1;
+  pin->tunnel_id = g_strdup(tunnel_id);
+  g_hash_table_insert(enforcer->pins, g_steal_pointer(&key), pin);
+  return TRUE;
+}
+
+void
+tg_enforcer_remove_connect_back(TgEnforcer *enforcer,
+                                const struct sockaddr_storage *sockaddr)
+{
+  TgFirewallAddress address;
+  guint16 port;
+  g_autofree char *key = NULL;
+  g_autoptr(GError) error = NULL;
+  Pin *pin;
+
+  if (!sockaddr_to_address(sockaddr, &address, &port))
+    return;
+  key = pin_key(&address, port);
+  pin = g_hash_table_lookup(enforcer->pins, key);
+  if (pin == NULL || --pin->count > 0)
+    return;
+  if (enforcer->firewall != NULL &&
+      !tg_firewall_remove_connect_back(enforcer->firewall, &address, port, &error))
+    tg_warning("firewall: cannot remove the connect-back element %s: %s", key,
+               error->message);
+  g_hash_table_remove(enforcer->pins, key);
 }
 
 char *

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <glib.h>
+#include <sys/socket.h>
 
 #include "listener.h"
 #include "policy.h"
@@ -43,6 +44,21 @@ gboolean tg_enforcer_add_listener(TgEnforcer *enforcer, const TgListener *listen
                                   GError **error);
 /* Takes away the guard of the listener bound to @address (text) and @port. */
 void tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address, guint16 port);
+
+/* SO_MARK for connect-back sockets: the connect-back mark under
+ * ConnectBackPinning, the daemon mark when the table is there without it,
+ * 0 when no table is in force. */
+guint32 tg_enforcer_connect_back_mark(const TgEnforcer *enforcer);
+
+/* ConnectBackPinning: connect-back sockets may reach @address (a struct
+ * sockaddr_in/in6 with its port). Counted: the same destination for two
+ * forwards is one element, removed with the last. Nothing (TRUE) when
+ * pinning is off. */
+gboolean tg_enforcer_add_connect_back(TgEnforcer *enforcer,
+                                      const struct sockaddr_storage *address,
+                                      const char *tunnel_id, GError **error);
+void tg_enforcer_remove_connect_back(TgEnforcer *enforcer,
+                                     const struct sockaddr_storage *address);
 
 /* The live table for `tunnelgatectl firewall`. */
 char *tg_enforcer_describe(TgEnforcer *enforcer);

@@ -233,9 +233,16 @@ tg_daemon_forward_is_served(const TgForward *forward, GError **error)
 {
   const char *missing = NULL;
 
-  if (forward->kind == TG_FORWARD_REMOTE)
-    missing = "remote (R) forwards";
-  else if (forward->kind == TG_FORWARD_DYNAMIC)
+  if (forward->kind == TG_FORWARD_REMOTE && forward->remote_dynamic)
+    missing = "remote dynamic (R port, SOCKS on the server) forwards";
+  else if (forward->kind == TG_FORWARD_REMOTE && forward->listen.path != NULL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
+                "Forward '%s': remote Unix-socket forwarding "
+                "(streamlocal-forward@openssh.com) has no client API in libssh 0.10, "
+                "which tunnelgate uses; forward a remote TCP port instead",
+                forward->spec);
+    return FALSE;
+  } else if (forward->kind == TG_FORWARD_DYNAMIC)
     missing = "dynamic (D, SOCKS) forwards";
   else if (forward->listen.path != NULL || forward->connect.path != NULL)
     missing = "Unix socket forwards";
@@ -503,8 +510,15 @@ open_act(TgCall *call)
       tg_call_return_error(call, changed);
       return;
     }
-    if (!tg_listener_bind(forward, i, all, call->caller->uid, config->listeners,
-                          &error)) {
+    if (forward->kind == TG_FORWARD_REMOTE) {
+      TgConnectBack *connect_back = tg_gate_resolve_connect_back(forward, i, &error);
+      if (connect_back == NULL) {
+        tg_call_return_error(call, error);
+        return;
+      }
+      g_ptr_array_add(config->connect_backs, connect_back);
+    } else if (!tg_listener_bind(forward, i, all, call->caller->uid, config->listeners,
+                                 &error)) {
       tg_call_return_error(call, error); /* bound listeners close with config */
       return;
     }
@@ -517,7 +531,21 @@ open_act(TgCall *call)
     tg_call_return_error(call, error);
     return;
   }
+  for (guint i = 0; i < config->connect_backs->len; i++) {
+    if (!tg_gate_pin_connect_back(daemon, g_ptr_array_index(config->connect_backs, i),
+                                  config->tunnel_id, &error)) {
+      for (guint j = 0; j < i; j++)
+        tg_gate_unpin_connect_back(daemon, g_ptr_array_index(config->connect_backs, j));
+      for (guint j = 0; j < config->listeners->len; j++) {
+        const TgListener *listener = g_ptr_array_index(config->listeners, j);
+        tg_gate_unguard_listener(daemon, listener->address, listener->port);
+      }
+      tg_call_return_error(call, error);
+      return;
+    }
+  }
   config->socket_mark = tg_enforcer_socket_mark(daemon->enforcer);
+  config->connect_back_mark = tg_enforcer_connect_back_mark(daemon->enforcer);
   config->owner.uid = call->caller->uid;
   config->owner.gid = call->caller->gid;
   config->owner.user_name = g_strdup(call->caller->user_name);

@@ -1,5 +1,9 @@
 #include "policy-gate.h"
 
+#include <netdb.h>
+#include <string.h>
+#include <sys/socket.h>
+
 #include "config.h"
 #include "listener.h"
 #include "log.h"
@@ -164,6 +168,71 @@ void
 tg_gate_unguard_listener(TgDaemon *daemon, const char *address, guint16 port)
 {
   tg_enforcer_remove_listener(daemon->enforcer, address, port);
+}
+
+TgConnectBack *
+tg_gate_resolve_connect_back(const TgForward *forward, guint index, GError **error)
+{
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
+  struct addrinfo *result = NULL;
+  char port[8];
+  g_autoptr(TgConnectBack) connect_back = tg_connect_back_new(index);
+  int rc;
+
+  g_snprintf(port, sizeof port, "%u", forward->connect.port);
+  rc = getaddrinfo(forward->connect.host, port, &hints, &result);
+  if (rc != 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "Forward '%s': cannot resolve %s: %s", forward->spec,
+                forward->connect.host, gai_strerror(rc));
+    return NULL;
+  }
+  for (struct addrinfo *a = result; a != NULL; a = a->ai_next) {
+    struct sockaddr_storage address = { 0 };
+
+    if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+        a->ai_addrlen > sizeof address)
+      continue;
+    memcpy(&address, a->ai_addr, a->ai_addrlen);
+    g_array_append_val(connect_back->addresses, address);
+  }
+  freeaddrinfo(result);
+  if (connect_back->addresses->len == 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "Forward '%s': %s has no IPv4 or IPv6 address", forward->spec,
+                forward->connect.host);
+    return NULL;
+  }
+  return g_steal_pointer(&connect_back);
+}
+
+gboolean
+tg_gate_pin_connect_back(TgDaemon *daemon, const TgConnectBack *connect_back,
+                         const char *tunnel_id, GError **error)
+{
+  for (guint i = 0; i < connect_back->addresses->len; i++) {
+    if (!tg_enforcer_add_connect_back(
+            daemon->enforcer,
+            &g_array_index(connect_back->addresses, struct sockaddr_storage, i),
+            tunnel_id, error)) {
+      for (guint j = 0; j < i; j++)
+        tg_enforcer_remove_connect_back(
+            daemon->enforcer,
+            &g_array_index(connect_back->addresses, struct sockaddr_storage, j));
+      g_prefix_error(error, "Cannot pin the connect-back destination in the firewall: ");
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+void
+tg_gate_unpin_connect_back(TgDaemon *daemon, const TgConnectBack *connect_back)
+{
+  for (guint i = 0; i < connect_back->addresses->len; i++)
+    tg_enforcer_remove_connect_back(
+        daemon->enforcer,
+        &g_array_index(connect_back->addresses, struct sockaddr_storage, i));
 }
 
 /* The new policy, applied to one open tunnel. */

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "daemon.h"
+#include "session.h"
 #include "forward-spec.h"
 #include "hostkey.h"
 
@@ -39,6 +40,18 @@ gboolean tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subjec
                                  GError **error);
 /* The guard of a listener that closed (bound to @address, @port). */
 void tg_gate_unguard_listener(TgDaemon *daemon, const char *address, guint16 port);
+
+/* R: where the forward's connections go, resolved now (the D-Bus thread
+ * waits for the resolver; R destinations are mostly addresses or
+ * "localhost"). InvalidArgument naming the forward when it does not
+ * resolve. */
+TgConnectBack *tg_gate_resolve_connect_back(const TgForward *forward, guint index,
+                                            GError **error);
+/* ConnectBackPinning: the kernel lets connect-back sockets reach exactly
+ * these addresses (all or none are pinned). */
+gboolean tg_gate_pin_connect_back(TgDaemon *daemon, const TgConnectBack *connect_back,
+                                  const char *tunnel_id, GError **error);
+void tg_gate_unpin_connect_back(TgDaemon *daemon, const TgConnectBack *connect_back);
 
 /* Loads the policy files; on success replaces the daemon's policy and
  * re-checks every tunnel: tunnels whose server the new policy forbids are

@@ -6,7 +6,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-typedef enum { RELAY_OPENING, RELAY_OPEN } RelayState;
+typedef enum {
+  RELAY_OPENING,    /* L: the channel is being opened */
+  RELAY_CONNECTING, /* R: the channel is open, our TCP connect is not yet */
+  RELAY_OPEN,
+} RelayState;
 
 struct _TgRelay {
   int client_fd;
@@ -58,17 +62,17 @@ on_channel_eof_or_close(ssh_session session, ssh_channel channel, void *user_dat
   ((TgRelay *)user_data)->channel_news = TRUE;
 }
 
-TgRelay *
-tg_relay_new(ssh_session session, guint forward_index, int client_fd,
-             const char *target_host, guint16 target_port, const char *origin_address,
-             guint16 origin_port)
+static TgRelay *
+relay_new(ssh_channel channel, RelayState state, guint forward_index, int client_fd,
+          const char *target_host, guint16 target_port, const char *origin_address,
+          guint16 origin_port)
 {
   TgRelay *relay = g_new0(TgRelay, 1);
 
   relay->client_fd = client_fd;
   relay->forward_index = forward_index;
-  relay->channel = ssh_channel_new(session);
-  relay->state = RELAY_OPENING;
+  relay->channel = channel;
+  relay->state = state;
   relay->target_host = g_strdup(target_host);
   relay->target_port = target_port;
   relay->origin_address = g_strdup(origin_address);
@@ -86,6 +90,25 @@ tg_relay_new(ssh_session session, guint forward_index, int client_fd,
   relay->callbacks.channel_close_function = on_channel_eof_or_close;
   ssh_set_channel_callbacks(relay->channel, &relay->callbacks);
   return relay;
+}
+
+TgRelay *
+tg_relay_new(ssh_session session, guint forward_index, int client_fd,
+             const char *target_host, guint16 target_port, const char *origin_address,
+             guint16 origin_port)
+{
+  return relay_new(ssh_channel_new(session), RELAY_OPENING, forward_index, client_fd,
+                   target_host, target_port, origin_address, origin_port);
+}
+
+TgRelay *
+tg_relay_new_connect_back(ssh_channel channel, guint forward_index, int connecting_fd,
+                          const char *target_host, guint16 target_port,
+                          const char *origin_address, guint16 origin_port)
+{
+  /* the origin is the server side's peer; the "client" socket is ours */
+  return relay_new(channel, RELAY_CONNECTING, forward_index, connecting_fd, target_host,
+                   target_port, origin_address, origin_port);
 }
 
 guint
@@ -130,6 +153,8 @@ tg_relay_client_events(TgRelay *relay, gboolean ssh_output_queued)
 {
   short events = 0;
 
+  if (relay->state == RELAY_CONNECTING)
+    return POLLOUT;
   if (relay->state != RELAY_OPEN)
     return 0;
   if (!relay->client_eof && !ssh_output_queued &&
@@ -147,6 +172,12 @@ tg_relay_wants_pump(TgRelay *relay)
   return relay->state == RELAY_OPENING || relay->channel_news || relay->failure != NULL ||
          relay->outgoing_end > relay->outgoing_start ||
          (relay->client_eof && !relay->eof_sent);
+}
+
+gboolean
+tg_relay_has_news(TgRelay *relay)
+{
+  return relay->state == RELAY_OPEN && relay->channel_news && relay->pending_end == 0;
 }
 
 static TgRelayStatus
@@ -258,6 +289,36 @@ pump_to_server(TgRelay *relay, short client_revents, gboolean ssh_output_queued,
   return TG_RELAY_CONTINUE;
 }
 
+static void
+allocate_buffers(TgRelay *relay)
+{
+  relay->state = RELAY_OPEN;
+  relay->pending_size = PENDING_CAPACITY;
+  relay->pending = g_malloc(relay->pending_size);
+  relay->outgoing = g_malloc(OUTGOING_CAPACITY);
+}
+
+/* R: our connection to the target is up, or failed. */
+static TgRelayStatus
+relay_connected(TgRelay *relay, short client_revents)
+{
+  int error = 0;
+  socklen_t length = sizeof error;
+
+  if ((client_revents & (POLLOUT | POLLERR | POLLHUP)) == 0)
+    return TG_RELAY_CONTINUE;
+  if (getsockopt(relay->client_fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0)
+    error = errno;
+  if (error != 0) {
+    g_autofree char *why =
+        g_strdup_printf("cannot connect to %s port %u: %s", relay->target_host,
+                        relay->target_port, g_strerror(error));
+    return relay_fail(relay, why);
+  }
+  allocate_buffers(relay);
+  return TG_RELAY_CONTINUE;
+}
+
 static TgRelayStatus
 relay_open(TgRelay *relay)
 {
@@ -273,10 +334,7 @@ relay_open(TgRelay *relay)
         relay->target_port, ssh_get_error(ssh_channel_get_session(relay->channel)));
     return relay_fail(relay, why);
   }
-  relay->state = RELAY_OPEN;
-  relay->pending_size = PENDING_CAPACITY;
-  relay->pending = g_malloc(relay->pending_size);
-  relay->outgoing = g_malloc(OUTGOING_CAPACITY);
+  allocate_buffers(relay);
   return TG_RELAY_CONTINUE;
 }
 
@@ -292,6 +350,12 @@ tg_relay_pump(TgRelay *relay, short client_revents, gboolean ssh_output_queued,
     status = relay_open(relay);
     if (status != TG_RELAY_CONTINUE || relay->state == RELAY_OPENING)
       return status;
+  }
+  if (relay->state == RELAY_CONNECTING) {
+    status = relay_connected(relay, client_revents);
+    if (status != TG_RELAY_CONTINUE || relay->state == RELAY_CONNECTING)
+      return status;
+    client_revents &= ~POLLOUT; /* that was the connect */
   }
   if (client_revents & POLLERR)
     return relay_fail(relay, "client connection error");
@@ -315,7 +379,7 @@ tg_relay_free(TgRelay *relay)
     return;
   if (relay->channel != NULL) {
     ssh_remove_channel_callbacks(relay->channel, &relay->callbacks);
-    if (relay->state == RELAY_OPEN && !ssh_channel_is_closed(relay->channel))
+    if (relay->state != RELAY_OPENING && !ssh_channel_is_closed(relay->channel))
       ssh_channel_close(relay->channel);
     ssh_channel_free(relay->channel);
   }

@@ -36,6 +36,15 @@ TgRelay *tg_relay_new(ssh_session session, guint forward_index, int client_fd,
                       const char *target_host, guint16 target_port,
                       const char *origin_address, guint16 origin_port);
 
+/* A remote forward's connection: the server opened @channel (accepted);
+ * @connecting_fd (taken, non-blocking) is the daemon's connection to
+ * target_host:target_port, still connecting. The relay starts moving bytes
+ * once it is connected, and fails (closing the channel) if it cannot. */
+TgRelay *tg_relay_new_connect_back(ssh_channel channel, guint forward_index,
+                                   int connecting_fd, const char *target_host,
+                                   guint16 target_port, const char *origin_address,
+                                   guint16 origin_port);
+
 /* The index of the forward whose listener accepted this connection. */
 guint tg_relay_forward_index(TgRelay *relay);
 
@@ -47,6 +56,12 @@ int tg_relay_client_fd(TgRelay *relay);
 /* TRUE when the relay has work without news on its client socket: the
  * channel has data, EOF or close pending, or the channel is still opening. */
 gboolean tg_relay_wants_pump(TgRelay *relay);
+
+/* TRUE when libssh holds data, EOF or close for an open relay that nobody
+ * took yet: arrived while libssh processed packets outside the poll loop
+ * (e.g. waiting for the server's answer to a tcpip-forward request). The
+ * loop must not sleep in poll() then: the SSH socket may stay quiet. */
+gboolean tg_relay_has_news(TgRelay *relay);
 
 /* Moves what can be moved without blocking. */
 TgRelayStatus tg_relay_pump(TgRelay *relay, short client_revents,

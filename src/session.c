@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 #include <libssh/libssh.h>
-#include <libssh/server.h> /* ssh_send_keepalive(), usable by clients too */
+#include <libssh/server.h> /* ssh_send_keepalive() and the ssh_message calls for
+                            * channel opens: usable by clients too */
 
 #include "hostkey.h"
 #include "listener.h"
@@ -27,12 +28,21 @@
 #define ACCEPTS_PER_ROUND 64
 #define PUMP_ROUNDS 64
 
+/* A remote forward the server listens for (worker thread only). */
+typedef struct {
+  guint forward_index;
+  char address[256]; /* as sent: "localhost", "", an address */
+  guint16 port;      /* as bound (the server's choice for 0) */
+  gboolean active;   /* listening; FALSE once cancelled */
+} RemoteListen;
+
 struct _TgSession {
   TgSessionConfig *config;
   TgCounters *counters;
   TgUsage *usage;
   GMainContext *context;
   TgSessionStateFunc state_func;
+  TgSessionListenFunc listen_func;
   gpointer user_data;
   GThread *thread;
   int wake_fd;
@@ -53,6 +63,7 @@ struct _TgSession {
   int agent_fd;
   ssh_key identity;
   GPtrArray *relays; /* TgRelay* */
+  GArray *remotes;   /* RemoteListen */
   struct pollfd *pollfds;
   gsize pollfds_size;
 };
@@ -65,7 +76,38 @@ tg_session_config_new(void)
   config->agent_fd = config->identity_fd = -1;
   config->forwards = g_ptr_array_new_with_free_func((GDestroyNotify)tg_forward_free);
   config->listeners = g_ptr_array_new_with_free_func((GDestroyNotify)tg_listener_free);
+  config->connect_backs =
+      g_ptr_array_new_with_free_func((GDestroyNotify)tg_connect_back_free);
   return config;
+}
+
+TgConnectBack *
+tg_connect_back_new(guint forward_index)
+{
+  TgConnectBack *connect_back = g_new0(TgConnectBack, 1);
+
+  connect_back->forward_index = forward_index;
+  connect_back->addresses = g_array_new(FALSE, TRUE, sizeof(struct sockaddr_storage));
+  return connect_back;
+}
+
+TgConnectBack *
+tg_connect_back_copy(const TgConnectBack *connect_back)
+{
+  TgConnectBack *copy = tg_connect_back_new(connect_back->forward_index);
+
+  g_array_append_vals(copy->addresses, connect_back->addresses->data,
+                      connect_back->addresses->len);
+  return copy;
+}
+
+void
+tg_connect_back_free(TgConnectBack *connect_back)
+{
+  if (connect_back == NULL)
+    return;
+  g_array_unref(connect_back->addresses);
+  g_free(connect_back);
 }
 
 void
@@ -90,6 +132,7 @@ tg_session_config_free(TgSessionConfig *config)
   g_free(config->tunnel_id);
   g_ptr_array_unref(config->forwards);
   g_ptr_array_unref(config->listeners);
+  g_ptr_array_unref(config->connect_backs);
   g_free(config);
 }
 
@@ -132,6 +175,50 @@ report_state(TgSession *session, TgTunnelState state, GError *error)
    * this thread whenever the D-Bus thread is not inside its loop */
   g_source_set_priority(source, G_PRIORITY_DEFAULT);
   g_source_set_callback(source, report_dispatch, report, report_free);
+  g_source_attach(source, session->context);
+  g_source_unref(source);
+}
+
+typedef struct {
+  TgSession *session;
+  guint forward_index;
+  char *address;
+  guint16 port;
+} ListenReport;
+
+static gboolean
+listen_report_dispatch(gpointer data)
+{
+  ListenReport *report = data;
+
+  report->session->listen_func(report->forward_index, report->address, report->port,
+                               report->session->user_data);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+listen_report_free(gpointer data)
+{
+  ListenReport *report = data;
+
+  g_free(report->address);
+  g_free(report);
+}
+
+/* Queued like report_state(), so the D-Bus thread hears it before UP (or
+ * before the AddForward acknowledgement that follows it). */
+static void
+report_listen(TgSession *session, const RemoteListen *remote)
+{
+  ListenReport *report = g_new0(ListenReport, 1);
+  GSource *source = g_idle_source_new();
+
+  report->session = session;
+  report->forward_index = remote->forward_index;
+  report->address = g_strdup(remote->address[0] != '\0' ? remote->address : "*");
+  report->port = remote->port;
+  g_source_set_priority(source, G_PRIORITY_DEFAULT);
+  g_source_set_callback(source, listen_report_dispatch, report, listen_report_free);
   g_source_attach(source, session->context);
   g_source_unref(source);
 }
@@ -578,17 +665,239 @@ relay_finish(TgSession *session, guint index, TgRelayStatus status)
   release_connection_slot(session);
 }
 
+/* ---- remote (R) forwards ---- */
+
+static const TgConnectBack *
+find_connect_back(TgSession *session, guint forward_index)
+{
+  for (guint i = 0; i < session->config->connect_backs->len; i++) {
+    const TgConnectBack *connect_back =
+        g_ptr_array_index(session->config->connect_backs, i);
+    if (connect_back->forward_index == forward_index)
+      return connect_back;
+  }
+  return NULL;
+}
+
+static RemoteListen *
+find_remote_by_port(TgSession *session, int port)
+{
+  for (guint i = 0; i < session->remotes->len; i++) {
+    RemoteListen *remote = &g_array_index(session->remotes, RemoteListen, i);
+    if (remote->active && remote->port == port)
+      return remote;
+  }
+  return NULL;
+}
+
+/* Asks the server to listen (tcpip-forward) and waits for its answer, at
+ * most the session timeout; packets that arrive meanwhile are processed as
+ * usual. No bind address means "localhost", as OpenSSH sends it: an empty
+ * one (what libssh sends for NULL) would mean every interface. */
+static gboolean
+request_listen(TgSession *session, guint forward_index, GError **error)
+{
+  TgSessionConfig *config = session->config;
+  const TgForward *forward = g_ptr_array_index(config->forwards, forward_index);
+  RemoteListen remote = { .forward_index = forward_index, .active = TRUE };
+  const char *host = forward->listen.host;
+  int bound = 0, rc, blocking = ssh_is_blocking(session->ssh);
+
+  if (host == NULL)
+    host = "localhost";
+  else if (g_str_equal(host, "*"))
+    host = "";
+  g_strlcpy(remote.address, host, sizeof remote.address);
+  ssh_set_blocking(session->ssh, 1);
+  rc = ssh_channel_listen_forward(session->ssh, host, forward->listen.port, &bound);
+  ssh_set_blocking(session->ssh, blocking);
+  if (rc != SSH_OK || (forward->listen.port == 0 && (bound <= 0 || bound > 65535))) {
+    g_set_error(
+        error, TG_ERROR, TG_ERROR_FAILED,
+        "Forward '%s': %s refused to listen on %s port %u (its AllowTcpForwarding, "
+        "PermitListen or GatewayPorts forbid it, or the port is in use)%s%s",
+        forward->spec, config->host, host[0] != '\0' ? host : "*", forward->listen.port,
+        rc == SSH_ERROR ? ": " : "", rc == SSH_ERROR ? ssh_get_error(session->ssh) : "");
+    return FALSE;
+  }
+  remote.port = forward->listen.port != 0 ? forward->listen.port : (guint16)bound;
+  g_array_append_val(session->remotes, remote);
+  report_listen(session, &remote);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "REMOTE_LISTEN", "TUNNEL_ID", config->tunnel_id,
+               "USER", config->owner.user_name, "FORWARD", forward->spec, "MESSAGE",
+               "tunnel %s: %s listens on %s port %u for %s", config->tunnel_id,
+               config->host, host[0] != '\0' ? host : "*", remote.port, forward->spec);
+  return TRUE;
+}
+
+static void
+cancel_listen(TgSession *session, guint forward_index)
+{
+  for (guint i = 0; i < session->remotes->len; i++) {
+    RemoteListen *remote = &g_array_index(session->remotes, RemoteListen, i);
+    int blocking;
+
+    if (remote->forward_index != forward_index || !remote->active)
+      continue;
+    remote->active = FALSE; /* channels for it are refused from now on */
+    blocking = ssh_is_blocking(session->ssh);
+    ssh_set_blocking(session->ssh, 1);
+    ssh_channel_cancel_forward(session->ssh, remote->address, remote->port);
+    ssh_set_blocking(session->ssh, blocking);
+  }
+}
+
+/* A connect-back socket: marked for the firewall's pinning, connecting
+ * (non-blocking) to the first of the forward's addresses. */
+static int
+connect_back(TgSession *session, const TgConnectBack *connect_back, GError **error)
+{
+  TgSessionConfig *config = session->config;
+  int last_error = EHOSTUNREACH;
+
+  for (guint i = 0; i < connect_back->addresses->len; i++) {
+    const struct sockaddr_storage *address =
+        &g_array_index(connect_back->addresses, struct sockaddr_storage, i);
+    socklen_t length = address->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                     : sizeof(struct sockaddr_in6);
+    int one = 1;
+    int fd = socket(address->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+      last_error = errno;
+      continue;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (config->connect_back_mark != 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_MARK, &config->connect_back_mark,
+                   sizeof config->connect_back_mark) != 0) {
+      last_error = errno;
+      close(fd);
+      break; /* never unmarked */
+    }
+    if (connect(fd, (const struct sockaddr *)address, length) == 0 ||
+        errno == EINPROGRESS)
+      return fd;
+    last_error = errno;
+    close(fd);
+  }
+  g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED, "%s", g_strerror(last_error));
+  return -1;
+}
+
+/* libssh hands every request it does not handle itself to this, in the
+ * worker thread while it processes packets. A forwarded-tcpip channel for a
+ * port the daemon asked for gets a connect-back relay; any other channel
+ * open is refused (SSH_MSG_CHANNEL_OPEN_FAILURE), as is anything else that
+ * wants a reply. Returns 1 for "reply with the default refusal". */
+static int
+on_ssh_message(ssh_session ssh, ssh_message message, void *user_data)
+{
+  TgSession *session = user_data;
+  TgSessionConfig *config = session->config;
+  const char *originator;
+  int port, originator_port;
+  RemoteListen *remote;
+  const TgConnectBack *target;
+  const TgForward *forward;
+  g_autoptr(GError) error = NULL;
+  ssh_channel channel;
+  int fd;
+
+  if (ssh_message_type(message) != SSH_REQUEST_CHANNEL_OPEN)
+    return 1;
+  if (ssh_message_subtype(message) != SSH_CHANNEL_FORWARDED_TCPIP) {
+    tg_log_event(G_LOG_LEVEL_WARNING, "CHANNEL_REFUSED", "TUNNEL_ID", config->tunnel_id,
+                 "MESSAGE", "tunnel %s: refusing a channel of type %d the server opened",
+                 config->tunnel_id, ssh_message_subtype(message));
+    return 1;
+  }
+  port = ssh_message_channel_request_open_destination_port(message);
+  originator = ssh_message_channel_request_open_originator(message);
+  originator_port = ssh_message_channel_request_open_originator_port(message);
+  if (originator == NULL)
+    originator = "?";
+  remote = find_remote_by_port(session, port);
+  target = remote != NULL ? find_connect_back(session, remote->forward_index) : NULL;
+  if (target == NULL) {
+    tg_log_event(
+        G_LOG_LEVEL_WARNING, "CHANNEL_REFUSED", "TUNNEL_ID", config->tunnel_id, "PEER",
+        originator, "MESSAGE",
+        "tunnel %s: refusing a forwarded connection from %s port %d for port %d, "
+        "which the daemon did not ask the server to listen on",
+        config->tunnel_id, originator, originator_port, port);
+    return 1;
+  }
+  forward = g_ptr_array_index(config->forwards, remote->forward_index);
+  if (!take_connection_slot(session)) {
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID",
+                 config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
+                 forward->spec, "DECISION", "deny", "RULE", "MaxConnections", "MESSAGE",
+                 "tunnel %s: %s already has %u connections (MaxConnections), refusing "
+                 "a forwarded one",
+                 config->tunnel_id, config->owner.user_name,
+                 atomic_load(&session->usage->max_connections));
+    return 1;
+  }
+  if (session->relays->len >= MAX_CONNECTIONS_PER_TUNNEL) {
+    release_connection_slot(session);
+    return 1;
+  }
+  fd = connect_back(session, target, &error);
+  if (fd < 0) {
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_FAILED", "TUNNEL_ID", config->tunnel_id,
+                 "FORWARD", forward->spec, "MESSAGE",
+                 "tunnel %s: cannot connect to %s port %u for %s: %s", config->tunnel_id,
+                 forward->connect.host, forward->connect.port, forward->spec,
+                 error->message);
+    release_connection_slot(session);
+    return 1;
+  }
+  channel = ssh_message_channel_request_open_reply_accept(message);
+  if (channel == NULL) {
+    close(fd);
+    release_connection_slot(session);
+    return 1;
+  }
+  g_ptr_array_add(session->relays,
+                  tg_relay_new_connect_back(channel, remote->forward_index, fd,
+                                            forward->connect.host, forward->connect.port,
+                                            originator, (guint16)originator_port));
+  tg_counter_add(&session->counters->total_connections, 1);
+  atomic_fetch_add(&session->counters->active_connections, 1);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_OPENED", "TUNNEL_ID", config->tunnel_id,
+               "USER", config->owner.user_name, "FORWARD", forward->spec, "MESSAGE",
+               "tunnel %s: forwarded connection from %s port %d for %s",
+               config->tunnel_id, originator, originator_port, forward->spec);
+  return 0;
+}
+
+/* The first forwards' remote listeners, in the handshake phase. */
+static gboolean
+start_remote_forwards(TgSession *session, GError **error)
+{
+  ssh_set_message_callback(session->ssh, on_ssh_message, session);
+  for (guint i = 0; i < session->config->forwards->len; i++) {
+    const TgForward *forward = g_ptr_array_index(session->config->forwards, i);
+    if (forward->kind == TG_FORWARD_REMOTE && !request_listen(session, i, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
 /* Commands from the D-Bus thread: a forward to add (with its listeners,
  * bound there) or to take away. Each is acknowledged back in the D-Bus
  * thread once applied, so that a port is free when RemoveForward returns. */
 typedef struct {
   gboolean add;
   guint index;
-  TgForward *forward;   /* add */
-  GPtrArray *listeners; /* add: TgListener* */
+  TgForward *forward;          /* add */
+  GPtrArray *listeners;        /* add: TgListener* */
+  TgConnectBack *connect_back; /* add, R */
   TgSessionDoneFunc done;
   gpointer done_data;
   gboolean applied;
+  GError *error; /* not applied because the server refused */
 } Command;
 
 static gboolean
@@ -597,7 +906,7 @@ command_done_dispatch(gpointer data)
   Command *command = data;
 
   if (command->done != NULL)
-    command->done(command->applied, command->done_data);
+    command->done(command->applied, command->error, command->done_data);
   return G_SOURCE_REMOVE;
 }
 
@@ -609,6 +918,8 @@ command_free(gpointer data)
   tg_forward_free(command->forward);
   if (command->listeners != NULL)
     g_ptr_array_unref(command->listeners);
+  tg_connect_back_free(command->connect_back);
+  g_clear_error(&command->error);
   g_free(command);
 }
 
@@ -632,7 +943,16 @@ apply_command(TgSession *session, Command *command)
     g_assert(command->index == config->forwards->len);
     g_ptr_array_add(config->forwards, g_steal_pointer(&command->forward));
     g_ptr_array_extend_and_steal(config->listeners, g_steal_pointer(&command->listeners));
+    if (command->connect_back != NULL) {
+      g_ptr_array_add(config->connect_backs, g_steal_pointer(&command->connect_back));
+      if (!request_listen(session, command->index, &command->error))
+        return; /* not applied: the D-Bus thread takes the forward back */
+    }
   } else {
+    const TgForward *forward = g_ptr_array_index(config->forwards, command->index);
+
+    if (forward->kind == TG_FORWARD_REMOTE)
+      cancel_listen(session, command->index);
     for (guint i = config->listeners->len; i-- > 0;) {
       if (((TgListener *)g_ptr_array_index(config->listeners, i))->forward_index ==
           command->index)
@@ -760,6 +1080,10 @@ run_relays(TgSession *session, GError **error)
 
     if (keepalive > 0)
       timeout = MAX(0, (next_keepalive - g_get_monotonic_time()) / 1000);
+    for (guint i = 0; i < session->relays->len && timeout != 0; i++) {
+      if (tg_relay_has_news(g_ptr_array_index(session->relays, i)))
+        timeout = 0; /* taken from libssh below, not announced by the socket */
+    }
     if (poll(session->pollfds, n, timeout) < 0 && errno != EINTR) {
       g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "poll: %s", g_strerror(errno));
       return FALSE;
@@ -837,7 +1161,8 @@ session_thread(gpointer data)
 {
   TgSession *session = data;
   g_autoptr(GError) error = NULL;
-  gboolean ok = connect_session(session, &error);
+  gboolean ok =
+      connect_session(session, &error) && start_remote_forwards(session, &error);
 
   if (ok) {
     ssh_set_blocking(session->ssh, 0);
@@ -857,7 +1182,8 @@ session_thread(gpointer data)
 
 TgSession *
 tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
-                 TgSessionStateFunc state_func, gpointer user_data)
+                 TgSessionStateFunc state_func, TgSessionListenFunc listen_func,
+                 gpointer user_data)
 {
   TgSession *session = g_new0(TgSession, 1);
   g_autofree char *name = g_strdup_printf("tunnel-%s", config->tunnel_id);
@@ -868,7 +1194,9 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   g_queue_init(&session->commands);
   session->context = g_main_context_ref_thread_default();
   session->state_func = state_func;
+  session->listen_func = listen_func;
   session->user_data = user_data;
+  session->remotes = g_array_new(FALSE, TRUE, sizeof(RemoteListen));
   session->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   session->cancel_fds[0] = session->cancel_fds[1] = -1;
   session->agent_fd = -1;
@@ -910,7 +1238,8 @@ queue_command(TgSession *session, Command *command)
 
 void
 tg_session_add_forward(TgSession *session, guint forward_index, TgForward *forward,
-                       GPtrArray *listeners, TgSessionDoneFunc done, gpointer done_data)
+                       GPtrArray *listeners, TgConnectBack *connect_back,
+                       TgSessionDoneFunc done, gpointer done_data)
 {
   Command *command = g_new0(Command, 1);
 
@@ -918,6 +1247,7 @@ tg_session_add_forward(TgSession *session, guint forward_index, TgForward *forwa
   command->index = forward_index;
   command->forward = forward;
   command->listeners = listeners;
+  command->connect_back = connect_back;
   command->done = done;
   command->done_data = done_data;
   queue_command(session, command);
@@ -944,6 +1274,7 @@ tg_session_free(TgSession *session)
   close(session->wake_fd);
   g_mutex_clear(&session->lock);
   g_ptr_array_unref(session->relays);
+  g_array_unref(session->remotes);
   g_assert(g_queue_is_empty(&session->commands));
   tg_usage_unref(session->usage);
   g_free(session->pollfds);

@@ -27,6 +27,19 @@ typedef enum {
 
 const char *tg_tunnel_state_name(TgTunnelState state);
 
+/* Where the connections of a remote (R) forward go: its destination's
+ * addresses, resolved when the forward was added (and pinned in the
+ * firewall); each connection tries them in order. */
+typedef struct {
+  guint forward_index;
+  GArray *addresses; /* struct sockaddr_storage, port set */
+} TgConnectBack;
+
+TgConnectBack *tg_connect_back_new(guint forward_index);
+TgConnectBack *tg_connect_back_copy(const TgConnectBack *connect_back);
+void tg_connect_back_free(TgConnectBack *connect_back);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgConnectBack, tg_connect_back_free)
+
 typedef struct {
   char *host; /* SSH server */
   guint16 port;
@@ -44,14 +57,16 @@ typedef struct {
   char *ciphers; /* libssh cipher list or NULL for the defaults */
   guint keepalive_seconds;
   guint connect_timeout_seconds;
-  char *ssh_dir;            /* what libssh takes for ~/.ssh: the state dir */
-  char *known_hosts;        /* the daemon's own known_hosts */
-  char *global_known_hosts; /* /etc/ssh/ssh_known_hosts */
-  char *tunnel_id;          /* for log fields */
-  guint32 socket_mark;      /* SO_MARK of the SSH socket (the firewall's); 0: none */
+  char *ssh_dir;             /* what libssh takes for ~/.ssh: the state dir */
+  char *known_hosts;         /* the daemon's own known_hosts */
+  char *global_known_hosts;  /* /etc/ssh/ssh_known_hosts */
+  char *tunnel_id;           /* for log fields */
+  guint32 socket_mark;       /* SO_MARK of the SSH socket (the firewall's); 0: none */
+  guint32 connect_back_mark; /* SO_MARK of connect-back sockets; 0: none */
 
-  GPtrArray *forwards;  /* TgForward*, owned */
-  GPtrArray *listeners; /* TgListener*, owned; bound, not yet listening */
+  GPtrArray *forwards;      /* TgForward*, owned */
+  GPtrArray *listeners;     /* TgListener*, owned; bound, not yet listening */
+  GPtrArray *connect_backs; /* TgConnectBack*, owned: one per R forward */
 } TgSessionConfig;
 
 TgSessionConfig *tg_session_config_new(void);
@@ -64,22 +79,34 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgSessionConfig, tg_session_config_free)
 typedef void (*TgSessionStateFunc)(TgTunnelState state, const GError *error,
                                    gpointer user_data);
 
+/* The server listens for a remote forward: on @address (as asked:
+ * "localhost", an address, or "*") and @port (the one it chose for port 0).
+ * Called before UP for the tunnel's first forwards, and before the
+ * acknowledgement of an AddForward. */
+typedef void (*TgSessionListenFunc)(guint forward_index, const char *address,
+                                    guint16 port, gpointer user_data);
+
 typedef struct _TgSession TgSession;
 
 /* Takes ownership of config. counters must outlive the session; usage (the
  * owner's connections over all tunnels) is shared and referenced. */
 TgSession *tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
-                            TgSessionStateFunc state_func, gpointer user_data);
+                            TgSessionStateFunc state_func,
+                            TgSessionListenFunc listen_func, gpointer user_data);
 
 /* Called in the D-Bus thread once the worker has applied a command
- * (applied) or found the session ending (not applied: nothing runs). */
-typedef void (*TgSessionDoneFunc)(gboolean applied, gpointer user_data);
+ * (applied), found the session ending (not applied, no error: nothing runs),
+ * or could not apply it (not applied, @error: the server refused to listen
+ * for a remote forward). */
+typedef void (*TgSessionDoneFunc)(gboolean applied, const GError *error,
+                                  gpointer user_data);
 
-/* Adds a forward (taken) with its bound listeners (taken) at forward_index,
- * which must be the number of forwards the session has had so far. */
+/* Adds a forward (taken) with its bound listeners (taken; L and D) or its
+ * connect-back addresses (taken; R, else NULL) at forward_index, which must
+ * be the number of forwards the session has had so far. */
 void tg_session_add_forward(TgSession *session, guint forward_index, TgForward *forward,
-                            GPtrArray *listeners, TgSessionDoneFunc done,
-                            gpointer done_data);
+                            GPtrArray *listeners, TgConnectBack *connect_back,
+                            TgSessionDoneFunc done, gpointer done_data);
 
 /* Closes the listeners and connections of one forward; the tunnel runs on. */
 void tg_session_remove_forward(TgSession *session, guint forward_index,

@@ -21,6 +21,8 @@ struct _TgTunnel {
   TgPolicySubject *subject; /* the owner, as the policy sees them */
   GPtrArray *forward_list;  /* TgForward*, NULL where a forward was removed */
   GArray *listener_info;    /* ListenerInfo: what each listening socket bound */
+  GPtrArray *pins;          /* TgConnectBack: R destinations pinned in the firewall */
+  char *owner_bus_name;     /* the opener's connection, told the R ports */
   GStrv forwards;           /* published: specs of forward_list */
   GVariant *listeners;      /* published: a(ssq), sunk */
 
@@ -46,10 +48,25 @@ struct _TgTunnel {
 
 typedef struct {
   guint forward_index;
-  char address[INET6_ADDRSTRLEN];
+  char address[256]; /* L, D: the bound address; R: as the server was asked */
   guint16 port;
   gboolean guarded; /* its firewall element is (still) in place */
 } ListenerInfo;
+
+/* Takes away the firewall's connect-back elements of forward @index
+ * (G_MAXUINT: all). */
+static void
+tunnel_unpin(TgTunnel *tunnel, guint index)
+{
+  for (guint i = tunnel->pins->len; i-- > 0;) {
+    const TgConnectBack *pin = g_ptr_array_index(tunnel->pins, i);
+
+    if (index == G_MAXUINT || pin->forward_index == index) {
+      tg_gate_unpin_connect_back(tunnel->daemon, pin);
+      g_ptr_array_remove_index(tunnel->pins, i);
+    }
+  }
+}
 
 /* Takes away the firewall elements of the listeners of forward @index
  * (G_MAXUINT: all), once they are closed or about to be. */
@@ -340,6 +357,34 @@ tunnel_reply_closers(TgTunnel *tunnel)
   g_ptr_array_set_size(tunnel->close_invocations, 0);
 }
 
+/* The server listens for an R forward: Listeners gets its real port (the
+ * server's choice for port 0). Everyone hears that Listeners changed; the
+ * opener's connection also gets the new value, so that a `busctl monitor`
+ * or the CLI learns a chosen port at once. */
+static void
+tunnel_remote_listening(guint forward_index, const char *address, guint16 port,
+                        gpointer user_data)
+{
+  TgTunnel *tunnel = user_data;
+  const char *names[] = { "Listeners", NULL };
+  ListenerInfo info = { .forward_index = forward_index, .port = port };
+  GVariantBuilder changed;
+  const char *invalidated[] = { NULL };
+
+  g_strlcpy(info.address, address, sizeof info.address);
+  g_array_append_val(tunnel->listener_info, info);
+  tunnel_publish_forwards(tunnel);
+  tunnel_emit_changed(tunnel, names);
+  if (tunnel->owner_bus_name == NULL)
+    return;
+  g_variant_builder_init(&changed, G_VARIANT_TYPE("a{sv}"));
+  g_variant_builder_add(&changed, "{sv}", "Listeners", tunnel->listeners);
+  g_dbus_connection_emit_signal(
+      tunnel->daemon->bus, tunnel->owner_bus_name, tunnel->path,
+      "org.freedesktop.DBus.Properties", "PropertiesChanged",
+      g_variant_new("(sa{sv}^as)", TG_TUNNEL_INTERFACE, &changed, invalidated), NULL);
+}
+
 /* Reports from the worker, in the D-Bus thread. */
 static void
 tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_data)
@@ -361,6 +406,7 @@ tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_dat
   /* FAILED or CLOSED: the worker is done and has closed everything */
   g_clear_pointer(&tunnel->session, tg_session_free);
   tunnel_unguard(tunnel, G_MAXUINT);
+  tunnel_unpin(tunnel, G_MAXUINT);
   tg_log_event(G_LOG_LEVEL_MESSAGE,
                state == TG_TUNNEL_FAILED ? "TUNNEL_FAILED" : "TUNNEL_CLOSED", "TUNNEL_ID",
                tunnel->id, "USER", tunnel->owner_name, "MESSAGE",
@@ -517,6 +563,7 @@ tunnel_act_add_forward(TgCall *call)
   TgTunnel *tunnel = tunnel_call_target(call);
   g_autoptr(GError) error = NULL;
   g_autoptr(GPtrArray) listeners = NULL;
+  g_autoptr(TgConnectBack) connect_back = NULL;
   gboolean all_addresses;
 
   if (tunnel == NULL)
@@ -542,17 +589,28 @@ tunnel_act_add_forward(TgCall *call)
   }
 
   listeners = g_ptr_array_new_with_free_func((GDestroyNotify)tg_listener_free);
-  all_addresses = tg_policy_forward_listens_on_all_addresses(
-      data->daemon->policy, tunnel->subject, data->forward);
-  if (!tg_listener_bind(data->forward, tunnel->forward_list->len, all_addresses,
-                        call->caller->uid, listeners, &error) ||
-      !tg_gate_guard_listeners(data->daemon, tunnel->subject, listeners, tunnel->id,
-                               &error)) {
-    tg_call_return_error(call, error);
-    return;
+  if (data->forward->kind == TG_FORWARD_REMOTE) {
+    connect_back =
+        tg_gate_resolve_connect_back(data->forward, tunnel->forward_list->len, &error);
+    if (connect_back == NULL ||
+        !tg_gate_pin_connect_back(data->daemon, connect_back, tunnel->id, &error)) {
+      tg_call_return_error(call, error);
+      return;
+    }
+  } else {
+    all_addresses = tg_policy_forward_listens_on_all_addresses(
+        data->daemon->policy, tunnel->subject, data->forward);
+    if (!tg_listener_bind(data->forward, tunnel->forward_list->len, all_addresses,
+                          call->caller->uid, listeners, &error) ||
+        !tg_gate_guard_listeners(data->daemon, tunnel->subject, listeners, tunnel->id,
+                                 &error)) {
+      tg_call_return_error(call, error);
+      return;
+    }
   }
   tg_tunnel_add_forward(tunnel, g_steal_pointer(&data->forward),
-                        g_steal_pointer(&listeners), g_steal_pointer(&call->invocation));
+                        g_steal_pointer(&listeners), g_steal_pointer(&connect_back),
+                        g_steal_pointer(&call->invocation));
 }
 
 static void
@@ -759,6 +817,11 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
     g_ptr_array_add(tunnel->forward_list,
                     tg_forward_copy(g_ptr_array_index(config->forwards, i)));
   tunnel->listener_info = g_array_new(FALSE, TRUE, sizeof(ListenerInfo));
+  tunnel->pins = g_ptr_array_new_with_free_func((GDestroyNotify)tg_connect_back_free);
+  for (guint i = 0; i < config->connect_backs->len; i++)
+    g_ptr_array_add(tunnel->pins,
+                    tg_connect_back_copy(g_ptr_array_index(config->connect_backs, i)));
+  tunnel->owner_bus_name = g_strdup(owner->bus_name);
   for (guint i = 0; i < config->listeners->len; i++) {
     const TgListener *listener = g_ptr_array_index(config->listeners, i);
     ListenerInfo info = { .forward_index = listener->forward_index,
@@ -793,8 +856,9 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   tg_tunnel_apply_policy(tunnel, daemon->policy);
   tunnel->connect_timer = g_timeout_add_seconds(daemon->connect_timeout_seconds * 3,
                                                 tunnel_connect_timed_out, tunnel);
-  tunnel->session = tg_session_start(config, &tunnel->counters, tunnel->usage,
-                                     tunnel_session_state, tunnel);
+  tunnel->session =
+      tg_session_start(config, &tunnel->counters, tunnel->usage, tunnel_session_state,
+                       tunnel_remote_listening, tunnel);
   return tunnel;
 }
 
@@ -831,15 +895,51 @@ tg_tunnel_get_forward(TgTunnel *tunnel, guint index)
 }
 
 static void
-reply_when_applied(gboolean applied, gpointer user_data)
+reply_when_applied(gboolean applied, const GError *error, gpointer user_data)
 {
   GDBusMethodInvocation *invocation = user_data;
 
   if (applied)
     g_dbus_method_invocation_return_value(invocation, NULL);
+  else if (error != NULL)
+    g_dbus_method_invocation_return_gerror(invocation, error);
   else
     g_dbus_method_invocation_return_error(invocation, TG_ERROR, TG_ERROR_DISCONNECTED,
                                           "The tunnel closed before the change was made");
+}
+
+typedef struct {
+  TgTunnel *tunnel; /* alive: acknowledgements come before the worker's end */
+  guint index;
+  GDBusMethodInvocation *invocation;
+} AddReply;
+
+/* AddForward's answer; a forward the server would not listen for is taken
+ * back (the tunnel runs on). */
+static void
+reply_when_added(gboolean applied, const GError *error, gpointer user_data)
+{
+  AddReply *reply = user_data;
+  TgTunnel *tunnel = reply->tunnel;
+  TgForward *forward = g_ptr_array_index(tunnel->forward_list, reply->index);
+
+  if (!applied && error != NULL && forward != NULL) {
+    const char *names[] = { "Forwards", "Listeners", NULL };
+
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "FORWARD_REMOVED", "TUNNEL_ID", tunnel->id, "USER",
+                 tunnel->owner_name, "FORWARD", forward->spec, "MESSAGE",
+                 "tunnel %s: forward '%s' not added: %s", tunnel->id, forward->spec,
+                 error->message);
+    tunnel->forward_list->pdata[reply->index] = NULL;
+    tg_forward_free(forward);
+    tunnel_unguard(tunnel, reply->index);
+    tunnel_unpin(tunnel, reply->index);
+    tunnel_publish_forwards(tunnel);
+    tunnel_emit_changed(tunnel, names);
+  }
+  if (reply->invocation != NULL)
+    reply_when_applied(applied, error, reply->invocation);
+  g_free(reply);
 }
 
 gboolean
@@ -858,6 +958,7 @@ tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
   tunnel->forward_list->pdata[index] = NULL;
   tg_forward_free(forward);
   tunnel_unguard(tunnel, index);
+  tunnel_unpin(tunnel, index);
   for (guint i = 0; i < tunnel->forward_list->len; i++)
     any_left |= g_ptr_array_index(tunnel->forward_list, i) != NULL;
 
@@ -879,10 +980,11 @@ tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
 
 void
 tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
-                      GDBusMethodInvocation *invocation)
+                      TgConnectBack *connect_back, GDBusMethodInvocation *invocation)
 {
   const char *names[] = { "Forwards", "Listeners", NULL };
   guint index = tunnel->forward_list->len;
+  AddReply *reply = g_new0(AddReply, 1);
 
   g_assert(tunnel->session != NULL); /* the caller answered for a tunnel that ended */
   tg_log_event(G_LOG_LEVEL_MESSAGE, "FORWARD_ADDED", "TUNNEL_ID", tunnel->id, "USER",
@@ -898,10 +1000,15 @@ tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners
     g_strlcpy(info.address, listener->address, sizeof info.address);
     g_array_append_val(tunnel->listener_info, info);
   }
+  if (connect_back != NULL)
+    g_ptr_array_add(tunnel->pins, tg_connect_back_copy(connect_back));
   tunnel_publish_forwards(tunnel);
   tunnel_emit_changed(tunnel, names);
-  tg_session_add_forward(tunnel->session, index, forward, listeners, reply_when_applied,
-                         invocation);
+  reply->tunnel = tunnel;
+  reply->index = index;
+  reply->invocation = invocation;
+  tg_session_add_forward(tunnel->session, index, forward, listeners, connect_back,
+                         reply_when_added, reply);
 }
 
 guint
@@ -965,6 +1072,7 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_assert(tunnel->session == NULL);
   g_assert(tunnel->open_invocation == NULL);
   tunnel_unguard(tunnel, G_MAXUINT);
+  tunnel_unpin(tunnel, G_MAXUINT);
   if (tunnel->registration != 0)
     g_dbus_connection_unregister_object(tunnel->daemon->bus, tunnel->registration);
   if (tunnel->caller_watch != 0)
@@ -979,6 +1087,8 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_variant_unref(tunnel->listeners);
   g_ptr_array_unref(tunnel->forward_list);
   g_array_unref(tunnel->listener_info);
+  g_ptr_array_unref(tunnel->pins);
+  g_free(tunnel->owner_bus_name);
   g_free(tunnel->server_host);
   g_free(tunnel->profile);
   tg_policy_subject_free(tunnel->subject);

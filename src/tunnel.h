@@ -34,11 +34,14 @@ const TgForward *tg_tunnel_get_forward(TgTunnel *tunnel, guint index);
 gboolean tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
                                   GDBusMethodInvocation *invocation);
 
-/* Adds a forward (taken) with its bound, listening sockets (taken) to a
+/* Adds a forward (taken) with its bound, listening sockets (taken; L, D)
+ * or its resolved and pinned connect-back destination (taken; R) to a
  * running tunnel (one whose worker has not ended); invocation (taken) is
- * answered once the worker serves it. The listeners were bound for the
- * forward's index, the tunnel's number of forwards so far. */
+ * answered once the worker serves it (for R: once the server listens, or
+ * with the server's refusal). The listeners were bound for the forward's
+ * index, the tunnel's number of forwards so far. */
 void tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
+                           TgConnectBack *connect_back,
                            GDBusMethodInvocation *invocation);
 
 /* The index of the live forward with this canonical spec, or G_MAXUINT. */
