@@ -32,6 +32,43 @@ typedef struct {
   gboolean version;
 } Options;
 
+/* Every log line passes here: text that came from a peer (a server's error
+ * or disconnect message, a SOCKS host name, a forwarded connection's
+ * originator) must not forge lines or terminal escapes, so control
+ * characters in string fields become '?'. Then GLib's default writer
+ * (journal fields under systemd, stderr elsewhere). */
+static GLogWriterOutput
+log_writer(GLogLevelFlags level, const GLogField *fields, gsize n_fields,
+           gpointer user_data)
+{
+  GLogField *clean = g_newa(GLogField, n_fields);
+  GPtrArray *copies = g_ptr_array_new_with_free_func(g_free);
+  GLogWriterOutput result;
+
+  for (gsize i = 0; i < n_fields; i++) {
+    clean[i] = fields[i];
+    if (fields[i].length == -1 && fields[i].value != NULL) {
+      const char *text = fields[i].value;
+      gboolean dirty = FALSE;
+
+      for (const char *p = text; *p != '\0' && !dirty; p++)
+        dirty = (guchar)*p < 0x20 || *p == 0x7f;
+      if (dirty) {
+        char *copy = g_strdup(text);
+        for (char *p = copy; *p != '\0'; p++) {
+          if ((guchar)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+        }
+        g_ptr_array_add(copies, copy);
+        clean[i].value = copy;
+      }
+    }
+  }
+  result = g_log_writer_default(level, clean, n_fields, user_data);
+  g_ptr_array_unref(copies);
+  return result;
+}
+
 static GMainLoop *main_loop;
 static gboolean options_no_firewall_owner;
 static int exit_status = EXIT_SUCCESS;
@@ -212,6 +249,7 @@ main(int argc, char **argv)
   TgDaemon daemon = { 0 };
   guint name_id;
 
+  g_log_set_writer_func(log_writer, NULL, NULL);
   setlocale(LC_ALL, "");
   umask(022);
   /* sends use MSG_NOSIGNAL, but a closed peer must never kill the daemon */

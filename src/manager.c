@@ -242,9 +242,7 @@ tg_daemon_forward_is_served(const TgForward *forward, GError **error)
                 "which tunnelgate uses; forward a remote TCP port instead",
                 forward->spec);
     return FALSE;
-  } else if (forward->kind == TG_FORWARD_DYNAMIC)
-    missing = "dynamic (D, SOCKS) forwards";
-  else if (forward->listen.path != NULL || forward->connect.path != NULL)
+  } else if (forward->listen.path != NULL || forward->connect.path != NULL)
     missing = "Unix socket forwards";
   if (missing == NULL)
     return TRUE;

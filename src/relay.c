@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 typedef enum {
-  RELAY_OPENING,    /* L: the channel is being opened */
+  RELAY_SOCKS,      /* D: reading the client's SOCKS handshake */
+  RELAY_DECIDING,   /* D: the request waits for the policy's answer */
+  RELAY_OPENING,    /* L (and D, once allowed): the channel is being opened */
   RELAY_CONNECTING, /* R: the channel is open, our TCP connect is not yet */
   RELAY_OPEN,
 } RelayState;
@@ -38,6 +40,13 @@ struct _TgRelay {
   char *failure;
   guint64 bytes_sent, bytes_received;
   struct ssh_channel_callbacks_struct callbacks;
+
+  /* D only */
+  gboolean socks;
+  TgSocksParser parser;
+  guint8 *handshake; /* TG_SOCKS_MAX_HANDSHAKE bytes */
+  gsize handshake_length;
+  gint64 deadline;
 };
 
 #define PENDING_CAPACITY (256 * 1024)
@@ -61,6 +70,8 @@ on_channel_eof_or_close(ssh_session session, ssh_channel channel, void *user_dat
 {
   ((TgRelay *)user_data)->channel_news = TRUE;
 }
+
+static TgRelayStatus relay_fail(TgRelay *relay, const char *why);
 
 static TgRelay *
 relay_new(ssh_channel channel, RelayState state, guint forward_index, int client_fd,
@@ -99,6 +110,128 @@ tg_relay_new(ssh_session session, guint forward_index, int client_fd,
 {
   return relay_new(ssh_channel_new(session), RELAY_OPENING, forward_index, client_fd,
                    target_host, target_port, origin_address, origin_port);
+}
+
+TgRelay *
+tg_relay_new_socks(ssh_session session, guint forward_index, int client_fd,
+                   const char *origin_address, guint16 origin_port, gint64 deadline)
+{
+  TgRelay *relay = relay_new(ssh_channel_new(session), RELAY_SOCKS, forward_index,
+                             client_fd, "", 0, origin_address, origin_port);
+
+  relay->socks = TRUE;
+  tg_socks_parser_init(&relay->parser);
+  relay->handshake = g_malloc(TG_SOCKS_MAX_HANDSHAKE);
+  relay->deadline = deadline;
+  g_free(relay->destination_text);
+  relay->destination_text = g_strdup("(SOCKS handshake)");
+  return relay;
+}
+
+const char *
+tg_relay_socks_host(TgRelay *relay)
+{
+  return relay->parser.host;
+}
+
+guint16
+tg_relay_socks_port(TgRelay *relay)
+{
+  return relay->parser.port;
+}
+
+gint64
+tg_relay_deadline(TgRelay *relay)
+{
+  return relay->state == RELAY_SOCKS ? relay->deadline : 0;
+}
+
+/* A small handshake answer; the socket buffer of a fresh connection always
+ * has room for it. */
+static gboolean
+send_small(TgRelay *relay, const guint8 *data, gsize length)
+{
+  return length == 0 || send(relay->client_fd, data, length,
+                             MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)length;
+}
+
+void
+tg_relay_socks_allow(TgRelay *relay)
+{
+  g_return_if_fail(relay->state == RELAY_DECIDING);
+  g_free(relay->target_host);
+  relay->target_host = g_strdup(relay->parser.host);
+  relay->target_port = relay->parser.port;
+  g_free(relay->destination_text);
+  relay->destination_text =
+      g_strdup_printf("%s port %u", relay->target_host, relay->target_port);
+  relay->state = RELAY_OPENING;
+}
+
+TgRelayStatus
+tg_relay_socks_deny(TgRelay *relay, TgSocksStatus status, const char *why)
+{
+  guint8 reply[TG_SOCKS_MAX_REPLY];
+
+  g_free(relay->destination_text);
+  relay->destination_text =
+      g_strdup_printf("%s port %u", relay->parser.host, relay->parser.port);
+  send_small(relay, reply, tg_socks_reply(&relay->parser, status, reply));
+  return relay_fail(relay, why);
+}
+
+/* D: reads the handshake and answers its first part; a complete request is
+ * handed to the session for the policy's decision. */
+static TgRelayStatus
+pump_socks(TgRelay *relay, short client_revents)
+{
+  guint8 reply[TG_SOCKS_MAX_REPLY];
+  gsize consumed, reply_length;
+  const char *error;
+  ssize_t n;
+
+  if (g_get_monotonic_time() >= relay->deadline)
+    return relay_fail(relay, "SOCKS handshake not finished in time");
+  if ((client_revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+    return TG_RELAY_CONTINUE;
+  n = recv(relay->client_fd, relay->handshake + relay->handshake_length,
+           TG_SOCKS_MAX_HANDSHAKE - relay->handshake_length, MSG_DONTWAIT);
+  if (n == 0)
+    return relay_fail(relay, "the client left during the SOCKS handshake");
+  if (n < 0)
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
+               ? TG_RELAY_CONTINUE
+               : relay_fail(relay, "client connection reset");
+  relay->handshake_length += n;
+
+  for (;;) {
+    TgSocksResult result =
+        tg_socks_parse(&relay->parser, relay->handshake, relay->handshake_length,
+                       &consumed, reply, &reply_length, &error);
+
+    switch (result) {
+    case TG_SOCKS_MORE:
+      if (relay->handshake_length == TG_SOCKS_MAX_HANDSHAKE)
+        return relay_fail(relay, "SOCKS handshake too long");
+      return TG_RELAY_CONTINUE;
+    case TG_SOCKS_ERROR:
+      send_small(relay, reply, reply_length);
+      return relay_fail(relay, error);
+    case TG_SOCKS_REPLY:
+      if (!send_small(relay, reply, reply_length))
+        return relay_fail(relay, "client connection broken");
+      break;
+    case TG_SOCKS_REQUEST:
+      break;
+    }
+    memmove(relay->handshake, relay->handshake + consumed,
+            relay->handshake_length - consumed);
+    relay->handshake_length -= consumed;
+    if (result == TG_SOCKS_REQUEST) {
+      relay->state = RELAY_DECIDING;
+      return TG_RELAY_SOCKS_REQUEST;
+    }
+  }
 }
 
 TgRelay *
@@ -155,6 +288,8 @@ tg_relay_client_events(TgRelay *relay, gboolean ssh_output_queued)
 
   if (relay->state == RELAY_CONNECTING)
     return POLLOUT;
+  if (relay->state == RELAY_SOCKS)
+    return POLLIN;
   if (relay->state != RELAY_OPEN)
     return 0;
   if (!relay->client_eof && !ssh_output_queued &&
@@ -169,6 +304,10 @@ tg_relay_client_events(TgRelay *relay, gboolean ssh_output_queued)
 gboolean
 tg_relay_wants_pump(TgRelay *relay)
 {
+  if (relay->state == RELAY_SOCKS)
+    return g_get_monotonic_time() >= relay->deadline;
+  if (relay->state == RELAY_DECIDING)
+    return FALSE;
   return relay->state == RELAY_OPENING || relay->channel_news || relay->failure != NULL ||
          relay->outgoing_end > relay->outgoing_start ||
          (relay->client_eof && !relay->eof_sent);
@@ -296,6 +435,12 @@ allocate_buffers(TgRelay *relay)
   relay->pending_size = PENDING_CAPACITY;
   relay->pending = g_malloc(relay->pending_size);
   relay->outgoing = g_malloc(OUTGOING_CAPACITY);
+  if (relay->handshake != NULL) {
+    /* what a SOCKS client sent after its request goes first */
+    memcpy(relay->outgoing, relay->handshake, relay->handshake_length);
+    relay->outgoing_end = relay->handshake_length;
+    g_clear_pointer(&relay->handshake, g_free);
+  }
 }
 
 /* R: our connection to the target is up, or failed. */
@@ -332,7 +477,18 @@ relay_open(TgRelay *relay)
     g_autofree char *why = g_strdup_printf(
         "the server refused the channel to %s port %u: %s", relay->target_host,
         relay->target_port, ssh_get_error(ssh_channel_get_session(relay->channel)));
+    if (relay->socks) {
+      guint8 reply[TG_SOCKS_MAX_REPLY];
+      send_small(relay, reply,
+                 tg_socks_reply(&relay->parser, TG_SOCKS_UNREACHABLE, reply));
+    }
     return relay_fail(relay, why);
+  }
+  if (relay->socks) {
+    guint8 reply[TG_SOCKS_MAX_REPLY];
+    if (!send_small(relay, reply,
+                    tg_socks_reply(&relay->parser, TG_SOCKS_GRANTED, reply)))
+      return relay_fail(relay, "client connection broken");
   }
   allocate_buffers(relay);
   return TG_RELAY_CONTINUE;
@@ -346,6 +502,10 @@ tg_relay_pump(TgRelay *relay, short client_revents, gboolean ssh_output_queued,
 
   if (relay->failure != NULL)
     return TG_RELAY_FAILED;
+  if (relay->state == RELAY_SOCKS)
+    return pump_socks(relay, client_revents);
+  if (relay->state == RELAY_DECIDING)
+    return TG_RELAY_CONTINUE;
   if (relay->state == RELAY_OPENING) {
     status = relay_open(relay);
     if (status != TG_RELAY_CONTINUE || relay->state == RELAY_OPENING)
@@ -379,7 +539,8 @@ tg_relay_free(TgRelay *relay)
     return;
   if (relay->channel != NULL) {
     ssh_remove_channel_callbacks(relay->channel, &relay->callbacks);
-    if (relay->state != RELAY_OPENING && !ssh_channel_is_closed(relay->channel))
+    if ((relay->state == RELAY_OPEN || relay->state == RELAY_CONNECTING) &&
+        !ssh_channel_is_closed(relay->channel))
       ssh_channel_close(relay->channel);
     ssh_channel_free(relay->channel);
   }
@@ -391,5 +552,6 @@ tg_relay_free(TgRelay *relay)
   g_free(relay->failure);
   g_free(relay->peer_text);
   g_free(relay->destination_text);
+  g_free(relay->handshake);
   g_free(relay);
 }

@@ -20,13 +20,16 @@
 #include <poll.h>
 
 #include "counters.h"
+#include "socks.h"
 
 typedef struct _TgRelay TgRelay;
 
 typedef enum {
   TG_RELAY_CONTINUE,
-  TG_RELAY_DONE,   /* both directions finished normally */
-  TG_RELAY_FAILED, /* channel refused or broken, or the client reset */
+  TG_RELAY_DONE,          /* both directions finished normally */
+  TG_RELAY_FAILED,        /* channel refused or broken, or the client reset */
+  TG_RELAY_SOCKS_REQUEST, /* a SOCKS client asked for a destination: decide
+                           * with tg_relay_socks_allow() or _deny() */
 } TgRelayStatus;
 
 /* Takes ownership of client_fd (non-blocking). The channel is opened with
@@ -44,6 +47,26 @@ TgRelay *tg_relay_new_connect_back(ssh_channel channel, guint forward_index,
                                    int connecting_fd, const char *target_host,
                                    guint16 target_port, const char *origin_address,
                                    guint16 origin_port);
+
+/* A dynamic (D) forward's connection: a SOCKS handshake first, which must
+ * complete before @deadline (monotonic time). */
+TgRelay *tg_relay_new_socks(ssh_session session, guint forward_index, int client_fd,
+                            const char *origin_address, guint16 origin_port,
+                            gint64 deadline);
+
+/* The destination a SOCKS client asked for (after TG_RELAY_SOCKS_REQUEST). */
+const char *tg_relay_socks_host(TgRelay *relay);
+guint16 tg_relay_socks_port(TgRelay *relay);
+/* Opens the channel to it; the client hears success or failure from the
+ * channel's opening. */
+void tg_relay_socks_allow(TgRelay *relay);
+/* Refuses it with the protocol's code (TG_SOCKS_NOT_ALLOWED for a policy
+ * denial); returns TG_RELAY_FAILED with @why as the failure. */
+TgRelayStatus tg_relay_socks_deny(TgRelay *relay, TgSocksStatus status, const char *why);
+
+/* The monotonic time by which the relay must have made progress (a SOCKS
+ * handshake), or 0. Past it, tg_relay_pump() fails the relay. */
+gint64 tg_relay_deadline(TgRelay *relay);
 
 /* The index of the forward whose listener accepted this connection. */
 guint tg_relay_forward_index(TgRelay *relay);

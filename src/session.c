@@ -27,6 +27,11 @@
 #define MAX_CONNECTIONS_PER_TUNNEL 1024
 #define ACCEPTS_PER_ROUND 64
 #define PUMP_ROUNDS 64
+#define SOCKS_HANDSHAKE_SECONDS 30
+/* R with port 0 on a busy session: ports tried (Linux's ephemeral range) */
+#define FIRST_RANDOM_PORT 32768
+#define LAST_RANDOM_PORT 60999
+#define RANDOM_PORT_ATTEMPTS 8
 
 /* A remote forward the server listens for (worker thread only). */
 typedef struct {
@@ -133,6 +138,8 @@ tg_session_config_free(TgSessionConfig *config)
   g_ptr_array_unref(config->forwards);
   g_ptr_array_unref(config->listeners);
   g_ptr_array_unref(config->connect_backs);
+  if (config->policy != NULL)
+    tg_policy_unref(config->policy);
   g_free(config);
 }
 
@@ -626,9 +633,17 @@ accept_connections(TgSession *session, TgListener *listener)
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     peer_text(&peer, address, sizeof address, &port);
-    g_ptr_array_add(session->relays, tg_relay_new(session->ssh, listener->forward_index,
-                                                  fd, forward->connect.host,
-                                                  forward->connect.port, address, port));
+    if (forward->kind == TG_FORWARD_DYNAMIC)
+      g_ptr_array_add(session->relays,
+                      tg_relay_new_socks(session->ssh, listener->forward_index, fd,
+                                         address, port,
+                                         g_get_monotonic_time() +
+                                             SOCKS_HANDSHAKE_SECONDS * G_USEC_PER_SEC));
+    else
+      g_ptr_array_add(session->relays,
+                      tg_relay_new(session->ssh, listener->forward_index, fd,
+                                   forward->connect.host, forward->connect.port, address,
+                                   port));
     tg_counter_add(&session->counters->total_connections, 1);
     atomic_fetch_add(&session->counters->active_connections, 1);
     tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_OPENED", "TUNNEL_ID", config->tunnel_id,
@@ -665,6 +680,54 @@ relay_finish(TgSession *session, guint index, TgRelayStatus status)
   release_connection_slot(session);
 }
 
+/* ---- dynamic (D) forwards ---- */
+
+void
+tg_session_set_policy(TgSession *session, TgPolicy *policy)
+{
+  g_mutex_lock(&session->lock);
+  tg_policy_ref(policy);
+  if (session->config->policy != NULL)
+    tg_policy_unref(session->config->policy);
+  session->config->policy = policy;
+  g_mutex_unlock(&session->lock);
+}
+
+/* A SOCKS client's destination, checked like PermitOpen for the owner with
+ * the policy in force now; a denial gets SOCKS's "not allowed by ruleset"
+ * and is logged like every decision. */
+static TgRelayStatus
+socks_decide(TgSession *session, TgRelay *relay, gboolean ssh_output_queued)
+{
+  TgSessionConfig *config = session->config;
+  const TgForward *forward =
+      g_ptr_array_index(config->forwards, tg_relay_forward_index(relay));
+  const char *host = tg_relay_socks_host(relay);
+  guint16 port = tg_relay_socks_port(relay);
+  g_autoptr(TgPolicy) policy = NULL;
+  g_autoptr(TgPolicyDecision) decision = NULL;
+  g_autofree char *uid = g_strdup_printf("%u", (unsigned)config->owner.uid);
+  g_autofree char *what = NULL;
+  g_autofree char *rule = NULL;
+
+  g_mutex_lock(&session->lock);
+  policy = tg_policy_ref(config->policy);
+  g_mutex_unlock(&session->lock);
+  decision = tg_policy_check_socks_destination(policy, config->subject, host, port);
+  what = g_strdup_printf("SOCKS %s port %u via '%s'", host, port, forward->spec);
+  rule = g_strdup_printf("%s:%u %s", decision->file, decision->line, decision->keyword);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_DECISION", "USER", config->owner.user_name,
+               "UID", uid, "TUNNEL_ID", config->tunnel_id, "FORWARD", what, "DECISION",
+               decision->allowed ? "allow" : "deny", "RULE", rule, "MESSAGE",
+               "policy %s %s for %s (uid %s): %s",
+               decision->allowed ? "allows" : "denies", what, config->owner.user_name,
+               uid, decision->reason);
+  if (!decision->allowed)
+    return tg_relay_socks_deny(relay, TG_SOCKS_NOT_ALLOWED, decision->reason);
+  tg_relay_socks_allow(relay);
+  return tg_relay_pump(relay, 0, ssh_output_queued, session->counters);
+}
+
 /* ---- remote (R) forwards ---- */
 
 static const TgConnectBack *
@@ -690,6 +753,20 @@ find_remote_by_port(TgSession *session, int port)
   return NULL;
 }
 
+/* No channel is open or can arrive: the next packet after a global
+ * request's answer cannot be anything but what we ask for. */
+static gboolean
+session_is_quiet(TgSession *session)
+{
+  if (session->relays->len > 0)
+    return FALSE;
+  for (guint i = 0; i < session->remotes->len; i++) {
+    if (g_array_index(session->remotes, RemoteListen, i).active)
+      return FALSE;
+  }
+  return TRUE;
+}
+
 /* Asks the server to listen (tcpip-forward) and waits for its answer, at
  * most the session timeout; packets that arrive meanwhile are processed as
  * usual. No bind address means "localhost", as OpenSSH sends it: an empty
@@ -709,7 +786,20 @@ request_listen(TgSession *session, guint forward_index, GError **error)
     host = "";
   g_strlcpy(remote.address, host, sizeof remote.address);
   ssh_set_blocking(session->ssh, 1);
-  rc = ssh_channel_listen_forward(session->ssh, host, forward->listen.port, &bound);
+  if (forward->listen.port == 0 && !session_is_quiet(session)) {
+    /* libssh 0.10 reads the port the server chose from the last packet it
+     * received, which is another one when traffic arrives with the answer
+     * (its "no guarantee the last packet we received contains that info"):
+     * on a busy session the daemon picks a free-looking port itself and
+     * asks for that one, trying a few. */
+    rc = SSH_ERROR;
+    for (int attempt = 0; attempt < RANDOM_PORT_ATTEMPTS && rc != SSH_OK; attempt++) {
+      bound = g_random_int_range(FIRST_RANDOM_PORT, LAST_RANDOM_PORT + 1);
+      rc = ssh_channel_listen_forward(session->ssh, host, bound, NULL);
+    }
+  } else {
+    rc = ssh_channel_listen_forward(session->ssh, host, forward->listen.port, &bound);
+  }
   ssh_set_blocking(session->ssh, blocking);
   if (rc != SSH_OK || (forward->listen.port == 0 && (bound <= 0 || bound > 65535))) {
     g_set_error(
@@ -790,12 +880,24 @@ connect_back(TgSession *session, const TgConnectBack *connect_back, GError **err
  * port the daemon asked for gets a connect-back relay; any other channel
  * open is refused (SSH_MSG_CHANNEL_OPEN_FAILURE), as is anything else that
  * wants a reply. Returns 1 for "reply with the default refusal". */
+/* What a server says about itself goes to the log as printable ASCII, at
+ * most @size - 1 bytes: no line breaks or terminal escapes from a peer. */
+static void
+printable_copy(const char *text, char *out, gsize size)
+{
+  gsize i = 0;
+
+  for (; text != NULL && text[i] != '\0' && i + 1 < size; i++)
+    out[i] = g_ascii_isprint(text[i]) ? text[i] : '?';
+  out[i] = '\0';
+}
+
 static int
 on_ssh_message(ssh_session ssh, ssh_message message, void *user_data)
 {
   TgSession *session = user_data;
   TgSessionConfig *config = session->config;
-  const char *originator;
+  char originator[INET6_ADDRSTRLEN + 16];
   int port, originator_port;
   RemoteListen *remote;
   const TgConnectBack *target;
@@ -813,10 +915,11 @@ on_ssh_message(ssh_session ssh, ssh_message message, void *user_data)
     return 1;
   }
   port = ssh_message_channel_request_open_destination_port(message);
-  originator = ssh_message_channel_request_open_originator(message);
+  printable_copy(ssh_message_channel_request_open_originator(message), originator,
+                 sizeof originator);
+  if (originator[0] == '\0')
+    g_strlcpy(originator, "?", sizeof originator);
   originator_port = ssh_message_channel_request_open_originator_port(message);
-  if (originator == NULL)
-    originator = "?";
   remote = find_remote_by_port(session, port);
   target = remote != NULL ? find_connect_back(session, remote->forward_index) : NULL;
   if (target == NULL) {
@@ -1081,8 +1184,16 @@ run_relays(TgSession *session, GError **error)
     if (keepalive > 0)
       timeout = MAX(0, (next_keepalive - g_get_monotonic_time()) / 1000);
     for (guint i = 0; i < session->relays->len && timeout != 0; i++) {
-      if (tg_relay_has_news(g_ptr_array_index(session->relays, i)))
+      TgRelay *relay = g_ptr_array_index(session->relays, i);
+      gint64 deadline = tg_relay_deadline(relay);
+
+      if (tg_relay_has_news(relay))
         timeout = 0; /* taken from libssh below, not announced by the socket */
+      else if (deadline != 0) {
+        int left = (int)MIN(MAX(0, (deadline - g_get_monotonic_time()) / 1000 + 1),
+                            G_MAXINT / 2);
+        timeout = timeout < 0 ? left : MIN(timeout, left);
+      }
     }
     if (poll(session->pollfds, n, timeout) < 0 && errno != EINTR) {
       g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "poll: %s", g_strerror(errno));
@@ -1113,6 +1224,8 @@ run_relays(TgSession *session, GError **error)
       if (revents == 0 && !tg_relay_wants_pump(relay))
         continue;
       status = tg_relay_pump(relay, revents, ssh_output_queued, session->counters);
+      if (status == TG_RELAY_SOCKS_REQUEST)
+        status = socks_decide(session, relay, ssh_output_queued);
       if (status != TG_RELAY_CONTINUE)
         relay_finish(session, i, status);
     }

@@ -16,6 +16,7 @@
 #include "credentials.h"
 #include "forward-spec.h"
 #include "hostkey.h"
+#include "policy.h"
 
 typedef enum {
   TG_TUNNEL_CONNECTING,
@@ -67,6 +68,10 @@ typedef struct {
   GPtrArray *forwards;      /* TgForward*, owned */
   GPtrArray *listeners;     /* TgListener*, owned; bound, not yet listening */
   GPtrArray *connect_backs; /* TgConnectBack*, owned: one per R forward */
+
+  /* D: each SOCKS request is checked against the policy for the owner */
+  const TgPolicySubject *subject; /* the tunnel's; outlives the session */
+  TgPolicy *policy;               /* a reference; tg_session_set_policy() */
 } TgSessionConfig;
 
 TgSessionConfig *tg_session_config_new(void);
@@ -111,6 +116,9 @@ void tg_session_add_forward(TgSession *session, guint forward_index, TgForward *
 /* Closes the listeners and connections of one forward; the tunnel runs on. */
 void tg_session_remove_forward(TgSession *session, guint forward_index,
                                TgSessionDoneFunc done, gpointer done_data);
+
+/* The policy the worker checks SOCKS requests against from now on. */
+void tg_session_set_policy(TgSession *session, TgPolicy *policy);
 
 /* Asks the worker to close everything; CLOSED is reported when done. */
 void tg_session_stop(TgSession *session);

@@ -854,6 +854,8 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
         tunnel_caller_vanished, tunnel, NULL);
 
   tg_tunnel_apply_policy(tunnel, daemon->policy);
+  config->subject = tunnel->subject;
+  config->policy = tg_policy_ref(daemon->policy);
   tunnel->connect_timer = g_timeout_add_seconds(daemon->connect_timeout_seconds * 3,
                                                 tunnel_connect_timed_out, tunnel);
   tunnel->session =
@@ -1045,6 +1047,8 @@ tunnel_lifetime_over(gpointer user_data)
 void
 tg_tunnel_apply_policy(TgTunnel *tunnel, const TgPolicy *policy)
 {
+  if (tunnel->session != NULL)
+    tg_session_set_policy(tunnel->session, (TgPolicy *)policy);
   TgPolicyLimit lifetime, idle, connections;
   gint64 age = (g_get_real_time() - tunnel->created) / G_USEC_PER_SEC;
 

@@ -323,8 +323,8 @@ class AdminTest(AuthzTestCase):
                                   ["tg-alice@gw", "L 127.0.0.1:0:intra:80"])
         self.assertTrue(allowed)
         self.assertIn("PermitOpen", why)
-        self.denied(alice, self.path, TIFACE, "AddForward", "s", ["R 0:intra:9000"],
-                    error="org.tunnelgate.Error.NotSupported")
+        msg = self.denied(alice, self.path, TIFACE, "AddForward", "s", ["R 0:intra:9000"])
+        self.assertIn("org.tunnelgate.open-remote", msg)
         self.assertAliceTunnelWorks()
 
 

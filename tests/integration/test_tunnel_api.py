@@ -544,7 +544,10 @@ class LiveForwardsTest(ApiTestCase):
         cases = [
             (ALICE, "AddForward", spec, "already has the forward"),
             (ALICE, "AddForward", "L 127.0.0.1:nope:intra:80", "nope"),
-            (ALICE, "AddForward", "R 0:intra:80", "not supported"),
+            # remote forwards need polkit's open-remote, which alice lacks here
+            (ALICE, "AddForward", "R 0:intra:80", "org.tunnelgate.open-remote"),
+            (ALICE, "AddForward", "R /tmp/tg.sock:intra:80", "libssh 0.10"),
+            (ALICE, "AddForward", "R 0", "not supported"),
             (ALICE, "AddForward", f"L 0.0.0.0:{free_port(w)}:intra:80", "bind-any"),
             (ALICE, "RemoveForward", "L 127.0.0.1:1:intra:80", "has no forward"),
             (BOB, "AddForward", f"L 127.0.0.1:{free_port(w)}:intra:80",
@@ -630,8 +633,13 @@ class ErrorsTest(ApiTestCase):
                    contains="only one")
 
     def test_unsupported_and_limits(self):
-        self.fails("NotSupported", "tg-alice@gw", ["R 0:intra:80"])
-        self.fails("NotSupported", "tg-alice@gw", ["D 127.0.0.1:0"])
+        self.fails("NotAuthorized", "tg-alice@gw", ["R 0:intra:80"],
+                   contains="org.tunnelgate.open-remote")
+        self.fails("NotSupported", "tg-alice@gw", ["R /tmp/tg.sock:intra:80"],
+                   contains="libssh 0.10")
+        self.fails("NotSupported", "tg-alice@gw", ["R 8022"], contains="remote dynamic")
+        self.fails("NotSupported", "tg-alice@gw", ["L /tmp/tg.sock:intra:80"],
+                   contains="Unix socket")
         self.fails("InvalidArgument", "@someprofile", ["L 127.0.0.1:0:intra:80"],
                    contains="defines its own forwards")
         self.fails("InvalidArgument", "@someprofile", [], contains="brings its own key")
