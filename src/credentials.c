@@ -18,7 +18,7 @@
 #define CHILD_TIMEOUT_SECONDS 5
 #define MAX_GROUPS 256
 
-typedef enum { OPEN_FILE, CONNECT_UNIX } OpenKind;
+typedef enum { OPEN_FILE, CONNECT_UNIX, LISTEN_UNIX, UNLINK_PATH } OpenKind;
 
 /* The child: only async-signal-safe calls from here on (the parent has
  * threads). Raw syscalls change the credentials of this, the only, thread. */
@@ -48,6 +48,26 @@ child_open_as_user(int channel, const TgIdentity *user, const gid_t *groups, int
 
   if (kind == OPEN_FILE) {
     fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+  } else if (kind == UNLINK_PATH) {
+    if (unlink(path) != 0)
+      result_errno = errno;
+    goto send; /* no descriptor */
+  } else if (kind == LISTEN_UNIX) {
+    struct sockaddr_un address = { .sun_family = AF_UNIX };
+    size_t length = strlen(path);
+
+    if (length >= sizeof address.sun_path) {
+      result_errno = ENAMETOOLONG;
+      goto send;
+    }
+    memcpy(address.sun_path, path, length + 1);
+    umask(0177); /* the socket file: the caller's, mode 0600 */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 ||
+                    listen(fd, SOMAXCONN) != 0)) {
+      result_errno = errno;
+      goto send;
+    }
   } else {
     struct sockaddr_un address = { .sun_family = AF_UNIX };
     size_t length = strlen(path);
@@ -67,7 +87,7 @@ child_open_as_user(int channel, const TgIdentity *user, const gid_t *groups, int
     result_errno = errno;
 
 send:
-  if (result_errno == 0) {
+  if (result_errno == 0 && kind != UNLINK_PATH) {
     struct cmsghdr *cmsg;
 
     msg.msg_control = control;
@@ -84,7 +104,7 @@ send:
 }
 
 static int
-receive_fd(int channel, int *child_errno)
+receive_fd(int channel, gboolean expect_fd, int *child_errno)
 {
   char control[CMSG_SPACE(sizeof(int))] = { 0 };
   struct iovec iov = { child_errno, sizeof *child_errno };
@@ -112,7 +132,7 @@ receive_fd(int channel, int *child_errno)
         cmsg->cmsg_len == CMSG_LEN(sizeof(int)))
       memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
   }
-  if (*child_errno == 0 && fd < 0)
+  if (*child_errno == 0 && fd < 0 && expect_fd)
     *child_errno = EIO;
   if (*child_errno != 0 && fd >= 0) {
     close(fd);
@@ -181,17 +201,21 @@ open_as_user(const TgIdentity *user, OpenKind kind, const char *path, GError **e
     return -1;
   }
 
-  fd = receive_fd(channel[0], &child_errno);
+  fd = receive_fd(channel[0], kind != UNLINK_PATH, &child_errno);
   close(channel[0]);
   reap_child(pid, child_errno == ETIMEDOUT);
 
-  if (fd < 0) {
-    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                "Cannot %s '%s' as user %s: %s",
-                kind == OPEN_FILE ? "open" : "connect to", path, user->user_name,
+  if (child_errno != 0) {
+    static const char *const verbs[] = { "open", "connect to", "create the socket",
+                                         "remove" };
+    g_set_error(error, TG_ERROR,
+                child_errno == EADDRINUSE ? TG_ERROR_ADDRESS_IN_USE
+                                          : TG_ERROR_INVALID_ARGUMENT,
+                "Cannot %s '%s' as user %s: %s", verbs[kind], path, user->user_name,
                 g_strerror(child_errno));
+    return -1;
   }
-  return fd;
+  return kind == UNLINK_PATH ? 0 : fd;
 }
 
 int
@@ -204,6 +228,22 @@ int
 tg_open_file_as_user(const TgIdentity *user, const char *path, GError **error)
 {
   return open_as_user(user, OPEN_FILE, path, error);
+}
+
+int
+tg_listen_unix_as_user(const TgIdentity *user, const char *path, GError **error)
+{
+  int fd = open_as_user(user, LISTEN_UNIX, path, error);
+
+  if (fd >= 0)
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return fd;
+}
+
+gboolean
+tg_unlink_as_user(const TgIdentity *user, const char *path, GError **error)
+{
+  return open_as_user(user, UNLINK_PATH, path, error) == 0;
 }
 
 gboolean

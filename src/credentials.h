@@ -24,6 +24,15 @@ int tg_connect_unix_as_user(const TgIdentity *user, const char *path, GError **e
 /* Opens path read-only as the given user. */
 int tg_open_file_as_user(const TgIdentity *user, const char *path, GError **error);
 
+/* Creates a listening Unix socket at path as the given user, with mode
+ * 0600 (the user's umask does not matter): the user owns the file, and
+ * may create it only where they could. Returns it non-blocking. An
+ * existing file is not replaced (AddressInUse). */
+int tg_listen_unix_as_user(const TgIdentity *user, const char *path, GError **error);
+
+/* Removes path as the given user. */
+gboolean tg_unlink_as_user(const TgIdentity *user, const char *path, GError **error);
+
 /* Checks that the process at the other end of a Unix socket runs as uid:
  * a caller may use only their own ssh-agent. */
 gboolean tg_socket_peer_is_uid(int fd, uid_t uid, GError **error);

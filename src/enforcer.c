@@ -33,6 +33,15 @@ typedef struct {
   char *tunnel_id;
 } Guard;
 
+/* One round of PermitServer name resolution (see start_resolving()). */
+typedef struct _ResolveRound ResolveRound;
+struct _ResolveRound {
+  TgEnforcer *enforcer; /* NULL once abandoned; D-Bus thread only */
+  GPtrArray *names;     /* char* */
+  GArray *addresses;    /* TgFirewallAddress: the result */
+  GMainContext *context;
+};
+
 struct _TgEnforcer {
   TgFirewall *firewall; /* NULL: nothing in force */
   Shape shape;
@@ -42,7 +51,7 @@ struct _TgEnforcer {
   GPtrArray *server_names; /* char*: PermitServer names to resolve */
   GHashTable *guards;      /* "family/port" -> Guard */
   GHashTable *pins;        /* "address/port" -> Pin */
-  GCancellable *resolving;
+  ResolveRound *resolving; /* the round whose answer is wanted, or NULL */
   guint resolve_timer;
   gboolean may_own;
   gboolean applied; /* a policy was applied once */
@@ -101,10 +110,8 @@ tg_enforcer_free(TgEnforcer *enforcer)
 {
   if (enforcer == NULL)
     return;
-  if (enforcer->resolving != NULL) {
-    g_cancellable_cancel(enforcer->resolving);
-    g_object_unref(enforcer->resolving);
-  }
+  if (enforcer->resolving != NULL)
+    enforcer->resolving->enforcer = NULL; /* it reports to nobody */
   if (enforcer->resolve_timer != 0)
     g_source_remove(enforcer->resolve_timer);
   tg_firewall_free(enforcer->firewall); /* the table stays in force */
@@ -223,18 +230,60 @@ arrays_equal(GArray *a, GArray *b, gsize element_size)
 
 /* ---- PermitServer names, resolved in a thread ---- */
 
-static void
-resolve_thread(GTask *task, gpointer source, gpointer task_data,
-               GCancellable *cancellable)
-{
-  GPtrArray *names = task_data;
-  GArray *addresses = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
+/* One round of resolution: a thread of its own that ends with the round
+ * (not a pool thread: glibc keeps a resolver context per thread), and
+ * reports in the D-Bus thread. A round the enforcer no longer wants (a newer
+ * round, or the enforcer gone) is dropped when it reports. */
 
-  for (guint i = 0; i < names->len && !g_cancellable_is_cancelled(cancellable); i++) {
+static void
+resolve_round_free(gpointer data)
+{
+  ResolveRound *round = data;
+
+  g_ptr_array_unref(round->names);
+  if (round->addresses != NULL)
+    g_array_unref(round->addresses);
+  g_main_context_unref(round->context);
+  g_free(round);
+}
+
+static gboolean push_servers(TgEnforcer *enforcer, GError **error);
+
+static gboolean
+resolved(gpointer data)
+{
+  ResolveRound *round = data;
+  TgEnforcer *enforcer = round->enforcer;
+  g_autoptr(GError) error = NULL;
+
+  if (enforcer == NULL) /* abandoned */
+    return G_SOURCE_REMOVE;
+  enforcer->resolving = NULL;
+  if (arrays_equal(round->addresses, enforcer->resolved, sizeof(TgFirewallAddress)))
+    return G_SOURCE_REMOVE;
+  g_array_set_size(enforcer->resolved, 0);
+  g_array_append_vals(enforcer->resolved, round->addresses->data, round->addresses->len);
+  if (enforcer->firewall != NULL && !push_servers(enforcer, &error))
+    tg_warning("cannot update the SSH server addresses in the firewall: %s",
+               error->message);
+  else if (enforcer->firewall != NULL)
+    tg_message("firewall: PermitServer names resolved to %u addresses",
+               round->addresses->len);
+  return G_SOURCE_REMOVE;
+}
+
+static gpointer
+resolve_thread(gpointer data)
+{
+  ResolveRound *round = data;
+  GSource *source;
+
+  round->addresses = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
+  for (guint i = 0; i < round->names->len; i++) {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
     struct addrinfo *result = NULL;
 
-    if (getaddrinfo(g_ptr_array_index(names, i), NULL, &hints, &result) != 0)
+    if (getaddrinfo(g_ptr_array_index(round->names, i), NULL, &hints, &result) != 0)
       continue; /* unknown today: the next round tries again */
     for (struct addrinfo *a = result; a != NULL; a = a->ai_next) {
       TgFirewallAddress address = { 0 };
@@ -250,57 +299,38 @@ resolve_thread(GTask *task, gpointer source, gpointer task_data,
       } else {
         continue;
       }
-      g_array_append_val(addresses, address);
+      g_array_append_val(round->addresses, address);
     }
     freeaddrinfo(result);
   }
-  g_task_return_pointer(task, addresses, (GDestroyNotify)g_array_unref);
-}
-
-static gboolean push_servers(TgEnforcer *enforcer, GError **error);
-
-static void
-resolved(GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  TgEnforcer *enforcer = user_data;
-  g_autoptr(GArray) addresses = g_task_propagate_pointer(G_TASK(result), NULL);
-  g_autoptr(GError) error = NULL;
-
-  if (addresses == NULL) /* cancelled: the enforcer may be gone */
-    return;
-  g_clear_object(&enforcer->resolving);
-  if (arrays_equal(addresses, enforcer->resolved, sizeof(TgFirewallAddress)))
-    return;
-  g_array_set_size(enforcer->resolved, 0);
-  g_array_append_vals(enforcer->resolved, addresses->data, addresses->len);
-  if (enforcer->firewall != NULL && !push_servers(enforcer, &error))
-    tg_warning("cannot update the SSH server addresses in the firewall: %s",
-               error->message);
-  else if (enforcer->firewall != NULL)
-    tg_message("firewall: PermitServer names resolved to %u addresses", addresses->len);
+  source = g_idle_source_new();
+  g_source_set_callback(source, resolved, round, resolve_round_free);
+  g_source_attach(source, round->context);
+  g_source_unref(source);
+  return NULL;
 }
 
 static void
 start_resolving(TgEnforcer *enforcer)
 {
-  g_autoptr(GTask) task = NULL;
-  GPtrArray *names;
+  ResolveRound *round;
 
   if (enforcer->resolving != NULL) {
-    g_cancellable_cancel(enforcer->resolving);
-    g_clear_object(&enforcer->resolving);
+    enforcer->resolving->enforcer = NULL; /* its answer is stale */
+    enforcer->resolving = NULL;
   }
   if (enforcer->server_names->len == 0) {
     g_array_set_size(enforcer->resolved, 0);
     return;
   }
-  names = g_ptr_array_new_with_free_func(g_free);
+  round = g_new0(ResolveRound, 1);
+  round->enforcer = enforcer;
+  round->names = g_ptr_array_new_with_free_func(g_free);
   for (guint i = 0; i < enforcer->server_names->len; i++)
-    g_ptr_array_add(names, g_strdup(g_ptr_array_index(enforcer->server_names, i)));
-  enforcer->resolving = g_cancellable_new();
-  task = g_task_new(NULL, enforcer->resolving, resolved, enforcer);
-  g_task_set_task_data(task, names, (GDestroyNotify)g_ptr_array_unref);
-  g_task_run_in_thread(task, resolve_thread);
+    g_ptr_array_add(round->names, g_strdup(g_ptr_array_index(enforcer->server_names, i)));
+  round->context = g_main_context_ref_thread_default();
+  enforcer->resolving = round;
+  g_thread_unref(g_thread_new("resolve", resolve_thread, round));
 }
 
 static gboolean

@@ -21,7 +21,36 @@ tg_listener_free(TgListener *listener)
     close(listener->fd);
   if (listener->allowed_sources != NULL)
     g_array_unref(listener->allowed_sources);
+  if (listener->path != NULL) {
+    g_autoptr(GError) error = NULL;
+
+    if (!tg_unlink_as_user(&listener->owner, listener->path, &error))
+      g_warning("Cannot remove the socket of a closed forward: %s", error->message);
+    g_free(listener->path);
+    g_free(listener->owner.user_name);
+  }
   g_free(listener);
+}
+
+TgListener *
+tg_listener_bind_unix(const TgForward *forward, guint forward_index,
+                      const TgIdentity *owner, GError **error)
+{
+  TgListener *listener;
+  int fd = tg_listen_unix_as_user(owner, forward->listen.path, error);
+
+  if (fd < 0) {
+    g_prefix_error(error, "Forward '%s': ", forward->spec);
+    return NULL;
+  }
+  listener = g_new0(TgListener, 1);
+  listener->fd = fd;
+  listener->forward_index = forward_index;
+  listener->path = g_strdup(forward->listen.path);
+  listener->owner.uid = owner->uid;
+  listener->owner.gid = owner->gid;
+  listener->owner.user_name = g_strdup(owner->user_name);
+  return listener;
 }
 
 gboolean
@@ -46,7 +75,8 @@ tg_listener_allows_peer(const TgListener *listener, const struct sockaddr_storag
       memcpy(bytes, raw, 16);
     }
   } else {
-    return FALSE;
+    /* a Unix socket: its file mode (0600, the caller's) decides */
+    return peer->ss_family == AF_UNIX;
   }
   if ((family == AF_INET && bytes[0] == 127) ||
       (family == AF_INET6 && memcmp(bytes, v6_loopback, 16) == 0))

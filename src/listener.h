@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "credentials.h"
 #include "forward-spec.h"
 #include "policy-match.h"
 
@@ -22,6 +23,10 @@ typedef struct {
    * connect besides loopback; NULL for any. Checked on accept, as well as by
    * the firewall's listener guard. Immutable once the worker has it. */
   GArray *allowed_sources;
+  /* A Unix socket listener: its path (created as owner, removed as owner
+   * when the listener is freed); NULL for TCP. */
+  char *path;
+  TgIdentity owner;
 } TgListener;
 
 /* Binds the listening end of forward (TCP, L or D). A forward without a bind
@@ -31,6 +36,11 @@ typedef struct {
 gboolean tg_listener_bind(const TgForward *forward, guint forward_index,
                           gboolean all_addresses, uid_t caller_uid, GPtrArray *out,
                           GError **error);
+
+/* The Unix socket listener of forward (L local_socket:...), created as
+ * @owner with mode 0600 (it blocks: fork, wait; worker threads only). */
+TgListener *tg_listener_bind_unix(const TgForward *forward, guint forward_index,
+                                  const TgIdentity *owner, GError **error);
 
 void tg_listener_free(TgListener *listener);
 

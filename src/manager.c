@@ -242,8 +242,8 @@ tg_daemon_forward_is_served(const TgForward *forward, GError **error)
                 "which tunnelgate uses; forward a remote TCP port instead",
                 forward->spec);
     return FALSE;
-  } else if (forward->listen.path != NULL || forward->connect.path != NULL)
-    missing = "Unix socket forwards";
+  } else if (forward->kind == TG_FORWARD_REMOTE && forward->connect.path != NULL)
+    missing = "remote forwards to a local Unix socket";
   if (missing == NULL)
     return TRUE;
   g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
@@ -341,6 +341,8 @@ tg_daemon_forward_actions(TgDaemon *daemon, const TgPolicySubject *subject,
 {
   if (forward->kind == TG_FORWARD_REMOTE)
     return TG_ACTION_OPEN_REMOTE;
+  if (forward->listen.path != NULL)
+    return TG_ACTION_NONE; /* a socket file of the caller's, mode 0600 */
   if (!tg_forward_listens_on_loopback_only(forward) ||
       tg_policy_forward_listens_on_all_addresses(daemon->policy, subject, forward))
     return TG_ACTION_BIND_ANY;
@@ -515,6 +517,8 @@ open_act(TgCall *call)
         return;
       }
       g_ptr_array_add(config->connect_backs, connect_back);
+    } else if (forward->listen.path != NULL) {
+      /* a Unix socket: created by the worker, as the caller */
     } else if (!tg_listener_bind(forward, i, all, call->caller->uid, config->listeners,
                                  &error)) {
       tg_call_return_error(call, error); /* bound listeners close with config */

@@ -41,6 +41,8 @@ struct _TgRelay {
   guint64 bytes_sent, bytes_received;
   struct ssh_channel_callbacks_struct callbacks;
 
+  gboolean unix_target; /* target_host is a socket path on the server */
+
   /* D only */
   gboolean socks;
   TgSocksParser parser;
@@ -110,6 +112,20 @@ tg_relay_new(ssh_session session, guint forward_index, int client_fd,
 {
   return relay_new(ssh_channel_new(session), RELAY_OPENING, forward_index, client_fd,
                    target_host, target_port, origin_address, origin_port);
+}
+
+TgRelay *
+tg_relay_new_unix_target(ssh_session session, guint forward_index, int client_fd,
+                         const char *target_path, const char *origin_address,
+                         guint16 origin_port)
+{
+  TgRelay *relay = relay_new(ssh_channel_new(session), RELAY_OPENING, forward_index,
+                             client_fd, target_path, 0, origin_address, origin_port);
+
+  relay->unix_target = TRUE;
+  g_free(relay->destination_text);
+  relay->destination_text = g_strdup_printf("unix socket %s", target_path);
+  return relay;
 }
 
 TgRelay *
@@ -467,16 +483,19 @@ relay_connected(TgRelay *relay, short client_revents)
 static TgRelayStatus
 relay_open(TgRelay *relay)
 {
-  int rc =
-      ssh_channel_open_forward(relay->channel, relay->target_host, relay->target_port,
-                               relay->origin_address, relay->origin_port);
+  int rc = relay->unix_target
+               ? ssh_channel_open_forward_unix(relay->channel, relay->target_host,
+                                               relay->origin_address, relay->origin_port)
+               : ssh_channel_open_forward(relay->channel, relay->target_host,
+                                          relay->target_port, relay->origin_address,
+                                          relay->origin_port);
   if (rc == SSH_AGAIN)
     return TG_RELAY_CONTINUE;
   if (rc != SSH_OK) {
     /* read the reason now: the session's error text is overwritten later */
     g_autofree char *why = g_strdup_printf(
-        "the server refused the channel to %s port %u: %s", relay->target_host,
-        relay->target_port, ssh_get_error(ssh_channel_get_session(relay->channel)));
+        "the server refused the channel to %s: %s", relay->destination_text,
+        ssh_get_error(ssh_channel_get_session(relay->channel)));
     if (relay->socks) {
       guint8 reply[TG_SOCKS_MAX_REPLY];
       send_small(relay, reply,

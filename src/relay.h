@@ -39,6 +39,12 @@ TgRelay *tg_relay_new(ssh_session session, guint forward_index, int client_fd,
                       const char *target_host, guint16 target_port,
                       const char *origin_address, guint16 origin_port);
 
+/* As tg_relay_new(), to a Unix socket on the server
+ * (direct-streamlocal@openssh.com) at @target_path. */
+TgRelay *tg_relay_new_unix_target(ssh_session session, guint forward_index, int client_fd,
+                                  const char *target_path, const char *origin_address,
+                                  guint16 origin_port);
+
 /* A remote forward's connection: the server opened @channel (accepted);
  * @connecting_fd (taken, non-blocking) is the daemon's connection to
  * target_host:target_port, still connecting. The relay starts moving bytes

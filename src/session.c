@@ -215,15 +215,16 @@ listen_report_free(gpointer data)
 /* Queued like report_state(), so the D-Bus thread hears it before UP (or
  * before the AddForward acknowledgement that follows it). */
 static void
-report_listen(TgSession *session, const RemoteListen *remote)
+report_listener(TgSession *session, guint forward_index, const char *address,
+                guint16 port)
 {
   ListenReport *report = g_new0(ListenReport, 1);
   GSource *source = g_idle_source_new();
 
   report->session = session;
-  report->forward_index = remote->forward_index;
-  report->address = g_strdup(remote->address[0] != '\0' ? remote->address : "*");
-  report->port = remote->port;
+  report->forward_index = forward_index;
+  report->address = g_strdup(address);
+  report->port = port;
   g_source_set_priority(source, G_PRIORITY_DEFAULT);
   g_source_set_callback(source, listen_report_dispatch, report, listen_report_free);
   g_source_attach(source, session->context);
@@ -633,12 +634,20 @@ accept_connections(TgSession *session, TgListener *listener)
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     peer_text(&peer, address, sizeof address, &port);
+    if (peer.ss_family == AF_UNIX) {
+      g_strlcpy(address, "127.0.0.1", sizeof address); /* as OpenSSH names them */
+      port = 0;
+    }
     if (forward->kind == TG_FORWARD_DYNAMIC)
       g_ptr_array_add(session->relays,
                       tg_relay_new_socks(session->ssh, listener->forward_index, fd,
                                          address, port,
                                          g_get_monotonic_time() +
                                              SOCKS_HANDSHAKE_SECONDS * G_USEC_PER_SEC));
+    else if (forward->connect.path != NULL)
+      g_ptr_array_add(session->relays,
+                      tg_relay_new_unix_target(session->ssh, listener->forward_index, fd,
+                                               forward->connect.path, address, port));
     else
       g_ptr_array_add(session->relays,
                       tg_relay_new(session->ssh, listener->forward_index, fd,
@@ -812,7 +821,8 @@ request_listen(TgSession *session, guint forward_index, GError **error)
   }
   remote.port = forward->listen.port != 0 ? forward->listen.port : (guint16)bound;
   g_array_append_val(session->remotes, remote);
-  report_listen(session, &remote);
+  report_listener(session, forward_index,
+                  remote.address[0] != '\0' ? remote.address : "*", remote.port);
   tg_log_event(G_LOG_LEVEL_MESSAGE, "REMOTE_LISTEN", "TUNNEL_ID", config->tunnel_id,
                "USER", config->owner.user_name, "FORWARD", forward->spec, "MESSAGE",
                "tunnel %s: %s listens on %s port %u for %s", config->tunnel_id,
@@ -975,14 +985,34 @@ on_ssh_message(ssh_session ssh, ssh_message message, void *user_data)
   return 0;
 }
 
-/* The first forwards' remote listeners, in the handshake phase. */
+/* L local_socket:...: the socket file is created here, as the owner (a
+ * child process; this thread may block, the D-Bus thread may not). */
 static gboolean
-start_remote_forwards(TgSession *session, GError **error)
+bind_unix_listener(TgSession *session, guint forward_index, GError **error)
+{
+  const TgForward *forward = g_ptr_array_index(session->config->forwards, forward_index);
+  TgListener *listener =
+      tg_listener_bind_unix(forward, forward_index, &session->config->owner, error);
+
+  if (listener == NULL)
+    return FALSE;
+  g_ptr_array_add(session->config->listeners, listener);
+  report_listener(session, forward_index, listener->path, 0);
+  return TRUE;
+}
+
+/* What the first forwards need beyond what the D-Bus thread bound: the
+ * server's listeners (R) and the Unix socket listeners, before UP. */
+static gboolean
+start_forwards(TgSession *session, GError **error)
 {
   ssh_set_message_callback(session->ssh, on_ssh_message, session);
   for (guint i = 0; i < session->config->forwards->len; i++) {
     const TgForward *forward = g_ptr_array_index(session->config->forwards, i);
     if (forward->kind == TG_FORWARD_REMOTE && !request_listen(session, i, error))
+      return FALSE;
+    if (forward->kind == TG_FORWARD_LOCAL && forward->listen.path != NULL &&
+        !bind_unix_listener(session, i, error))
       return FALSE;
   }
   return TRUE;
@@ -1046,11 +1076,16 @@ apply_command(TgSession *session, Command *command)
     g_assert(command->index == config->forwards->len);
     g_ptr_array_add(config->forwards, g_steal_pointer(&command->forward));
     g_ptr_array_extend_and_steal(config->listeners, g_steal_pointer(&command->listeners));
+    const TgForward *forward = g_ptr_array_index(config->forwards, command->index);
+
     if (command->connect_back != NULL) {
       g_ptr_array_add(config->connect_backs, g_steal_pointer(&command->connect_back));
       if (!request_listen(session, command->index, &command->error))
         return; /* not applied: the D-Bus thread takes the forward back */
     }
+    if (forward->kind == TG_FORWARD_LOCAL && forward->listen.path != NULL &&
+        !bind_unix_listener(session, command->index, &command->error))
+      return;
   } else {
     const TgForward *forward = g_ptr_array_index(config->forwards, command->index);
 
@@ -1274,8 +1309,7 @@ session_thread(gpointer data)
 {
   TgSession *session = data;
   g_autoptr(GError) error = NULL;
-  gboolean ok =
-      connect_session(session, &error) && start_remote_forwards(session, &error);
+  gboolean ok = connect_session(session, &error) && start_forwards(session, &error);
 
   if (ok) {
     ssh_set_blocking(session->ssh, 0);

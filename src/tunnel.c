@@ -597,7 +597,7 @@ tunnel_act_add_forward(TgCall *call)
       tg_call_return_error(call, error);
       return;
     }
-  } else {
+  } else if (data->forward->listen.path == NULL) {
     all_addresses = tg_policy_forward_listens_on_all_addresses(
         data->daemon->policy, tunnel->subject, data->forward);
     if (!tg_listener_bind(data->forward, tunnel->forward_list->len, all_addresses,

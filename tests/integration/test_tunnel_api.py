@@ -638,8 +638,8 @@ class ErrorsTest(ApiTestCase):
         self.fails("NotSupported", "tg-alice@gw", ["R /tmp/tg.sock:intra:80"],
                    contains="libssh 0.10")
         self.fails("NotSupported", "tg-alice@gw", ["R 8022"], contains="remote dynamic")
-        self.fails("NotSupported", "tg-alice@gw", ["L /tmp/tg.sock:intra:80"],
-                   contains="Unix socket")
+        self.fails("NotSupported", "tg-alice@gw", ["R 8022:/tmp/tg.sock"],
+                   contains="local Unix socket")
         self.fails("InvalidArgument", "@someprofile", ["L 127.0.0.1:0:intra:80"],
                    contains="defines its own forwards")
         self.fails("InvalidArgument", "@someprofile", [], contains="brings its own key")
