@@ -149,6 +149,16 @@ class DynamicTest(tgtest.DaemonTestCase):
                  what=f"the daemon's descriptors back to {baseline}")
         self.assertEqual(prop(w, ALICE, self.path, "ActiveConnections"), 0)
 
+    def test_all_addresses_need_bind_any(self):
+        """D *:port listens beyond loopback: polkit's bind-any, which the test
+        rules do not give alice."""
+        w = self.w
+        port = free_port(w)
+        r = tgtest.busctl_open(w, ALICE, "gw", [f"D *:{port}"], agent_option(w, ALICE))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("org.tunnelgate.bind-any", r.stderr)
+        self.assertTrue(tgtest.can_listen(w, port))
+
     def test_silent_client_is_dropped(self):
         """A client that never finishes its handshake does not hold a
         connection for ever (30 s)."""

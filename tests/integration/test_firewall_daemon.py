@@ -128,13 +128,16 @@ def table_exists(w):
     return nft(w, "list", "table", "inet", "tunnelgate", check=False).returncode == 0
 
 
-def own_ssh(w, user, host="gw", port=None, extra=()):
-    """The user's own OpenSSH client with a local forward, running `true` on the
-    server: (returncode, stderr)."""
+def own_ssh(w, user, host="gw", port=None, kind="L"):
+    """The user's own OpenSSH client with a forward of `kind` (L, R or D),
+    running `true` on the server: (returncode, stderr)."""
     lport = free_port(w)
+    forward = {"L": ["-L", f"127.0.0.1:{lport}:intra:80"],
+               "R": ["-R", f"127.0.0.1:{lport}:127.0.0.1:9000"],
+               "D": ["-D", f"127.0.0.1:{lport}"]}[kind]
     argv = w.ssh_argv(user, ["true"], host=host, port=port,
                       options=["-o", "ExitOnForwardFailure=yes", "-o", "HostKeyAlias=gw",
-                               "-L", f"127.0.0.1:{lport}:intra:80", *extra])
+                               *forward])
     r = w.run_as(user, argv, timeout=60)
     return r.returncode, r.stderr
 
@@ -186,9 +189,10 @@ class LockdownTest(FirewallTestCase):
         self.assertTrue(self.enforcing())
         self.wait_server_resolved()
         before = counter(w, "lockdown_rejects")
-        rc, err = own_ssh(w, ALICE)
-        self.assertEqual(rc, 255)
-        self.assertIn("Connection refused", err)
+        for kind in ("L", "R", "D"):
+            rc, err = own_ssh(w, ALICE, kind=kind)
+            self.assertEqual(rc, 255, f"ssh -{kind}: {err}")
+            self.assertIn("Connection refused", err)
         # a custom port: gw is a PermitServer, so every port of it is closed
         rc, err = own_ssh(w, ALICE, port=2222)
         self.assertEqual(rc, 255)
@@ -197,7 +201,7 @@ class LockdownTest(FirewallTestCase):
         rc, err = own_ssh(w, ALICE, host="gw6")
         self.assertEqual(rc, 255)
         self.assertIn("Connection refused", err)
-        self.assertGreaterEqual(counter(w, "lockdown_rejects") - before, 3)
+        self.assertGreaterEqual(counter(w, "lockdown_rejects") - before, 5)
 
         # the same user through the daemon: its socket carries the mark
         path, port = self.open_web_tunnel(ALICE)
@@ -206,8 +210,9 @@ class LockdownTest(FirewallTestCase):
         self.assertIn("intranet", r.stdout.lower())
 
         # an exempt user's own ssh goes through
-        rc, err = own_ssh(w, BOB)
-        self.assertEqual(rc, 0, err)
+        for kind in ("L", "R", "D"):
+            rc, err = own_ssh(w, BOB, kind=kind)
+            self.assertEqual(rc, 0, f"ssh -{kind}: {err}")
 
     def test_custom_ssh_port_and_any_server(self):
         """PermitServer * puts no address in the server set: SshPorts decides,
