@@ -1169,7 +1169,12 @@ build_pollfds(TgSession *session)
 static gboolean
 session_alive(TgSession *session, GError **error)
 {
-  if (ssh_is_connected(session->ssh))
+  /* a fatal protocol error (e.g. an oversized packet) leaves libssh's
+   * session in its error state while ssh_is_connected() stays true; its
+   * error code alone says little (SSH_FATAL is also set for data on an
+   * unknown channel, which libssh survives) */
+  if (ssh_is_connected(session->ssh) &&
+      (ssh_get_status(session->ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) == 0)
     return TRUE;
   g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Lost the connection to %s: %s",
               session->config->host,
