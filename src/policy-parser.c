@@ -73,16 +73,18 @@ const TgKeywordInfo tg_policy_keywords[TG_KW_COUNT] = {
       WORD("DetectSshBanner", yes_no_words, "no", TG_KEYWORD_GLOBAL_ONLY),
   [TG_KW_LOG_REJECTIONS] =
       WORD("LogRejections", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_SERVER_MODE] = WORD("ServerMode", yes_no_words, "no",
-                             TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
-  [TG_KW_SFTP_ONLY] = WORD("SftpOnly", yes_no_words, "no", TG_KEYWORD_RESERVED),
+  [TG_KW_SERVER_MODE] = WORD("ServerMode", yes_no_words, "no", TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_SFTP_ONLY] = WORD("SftpOnly", yes_no_words, "no", 0),
   [TG_KW_SERVER_PERMIT_OPEN] =
-      HOSTS("ServerPermitOpen", TG_PORT_REQUIRED, TG_KEYWORD_RESERVED),
+      HOSTS("ServerPermitOpen", TG_PORT_REQUIRED, TG_KEYWORD_FIREWALL_HOSTS),
+  [TG_KW_SSHD_CONFIG] =
+      OTHER("SshdConfig", TG_VALUE_PATH, "/etc/ssh/sshd_config", TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_SSHD_BINARY] =
+      OTHER("SshdBinary", TG_VALUE_PATH, "/usr/sbin/sshd", TG_KEYWORD_GLOBAL_ONLY),
   [TG_KW_SSHD_DROP_IN] =
       OTHER("SshdDropIn", TG_VALUE_PATH, "/etc/ssh/sshd_config.d/00-tunnelgate.conf",
-            TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
-  [TG_KW_SSHD_RELOAD] = WORD("SshdReload", yes_no_words, "yes",
-                             TG_KEYWORD_GLOBAL_ONLY | TG_KEYWORD_RESERVED),
+            TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_SSHD_RELOAD] = WORD("SshdReload", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
 };
 
 /* Keywords are case-insensitive, as in sshd_config. -1 when unknown. */
@@ -136,6 +138,7 @@ setting_new(TgPolicyKeyword keyword, const char *file, guint line)
   setting->line = line;
   if (tg_policy_keywords[keyword].type == TG_VALUE_HOSTS) {
     setting->hosts.entries = g_ptr_array_new_with_free_func(host_entry_free);
+    setting->hosts.patterns = g_ptr_array_new();
     setting->hosts.index = tg_host_index_new();
   }
   if (tg_policy_keywords[keyword].type == TG_VALUE_ADDRESSES) {
@@ -154,6 +157,8 @@ tg_setting_free(TgSetting *setting)
   g_free(setting->path);
   if (setting->ports != NULL)
     g_array_unref(setting->ports);
+  if (setting->hosts.patterns != NULL)
+    g_ptr_array_unref(setting->hosts.patterns);
   if (setting->hosts.entries != NULL)
     g_ptr_array_unref(setting->hosts.entries);
   tg_host_index_free(setting->hosts.index);
@@ -317,10 +322,19 @@ add_host_entry(const TgKeywordInfo *info, const TgConfigLine *line, const char *
 
   if (pattern == NULL)
     return set_value_error(info, line, text, local_error->message, error);
+  if ((info->flags & TG_KEYWORD_FIREWALL_HOSTS) &&
+      pattern->kind != TG_HOST_PATTERN_NAME && pattern->kind != TG_HOST_PATTERN_NETWORK) {
+    tg_host_pattern_free(pattern);
+    return set_value_error(info, line, text,
+                           "the firewall holds addresses: names, addresses or networks, "
+                           "not wildcards ('any' allows every destination)",
+                           error);
+  }
   entry = g_new0(TgHostEntry, 1);
   entry->pattern = pattern;
   entry->line = line->number;
   g_ptr_array_add(hosts->entries, entry);
+  g_ptr_array_add(hosts->patterns, pattern);
   tg_host_index_add(hosts->index, pattern, entry);
   return TRUE;
 }
@@ -811,6 +825,8 @@ fill_globals(TgPolicy *policy)
   globals->detect_ssh_banner = effective_flag(policy, TG_KW_DETECT_SSH_BANNER);
   globals->log_rejections = effective_flag(policy, TG_KW_LOG_REJECTIONS);
   globals->server_mode = effective_flag(policy, TG_KW_SERVER_MODE);
+  globals->sshd_config = tg_policy_effective(policy, NULL, TG_KW_SSHD_CONFIG)->path;
+  globals->sshd_binary = tg_policy_effective(policy, NULL, TG_KW_SSHD_BINARY)->path;
   globals->sshd_drop_in = tg_policy_effective(policy, NULL, TG_KW_SSHD_DROP_IN)->path;
   globals->sshd_reload = effective_flag(policy, TG_KW_SSHD_RELOAD);
 }

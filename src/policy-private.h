@@ -31,6 +31,8 @@ typedef enum {
   TG_KW_SERVER_MODE,
   TG_KW_SFTP_ONLY,
   TG_KW_SERVER_PERMIT_OPEN,
+  TG_KW_SSHD_CONFIG,
+  TG_KW_SSHD_BINARY,
   TG_KW_SSHD_DROP_IN,
   TG_KW_SSHD_RELOAD,
   TG_KW_COUNT
@@ -49,7 +51,12 @@ typedef enum {
 typedef enum {
   TG_KEYWORD_GLOBAL_ONLY = 1 << 0, /* an error inside Match */
   TG_KEYWORD_LIST = 1 << 1,        /* lines add up within one block */
-  TG_KEYWORD_RESERVED = 1 << 2,    /* parsed; the daemon does not act on it yet */
+  /* Parsed, but the daemon does not act on it yet: setting it warns. No
+   * keyword is reserved at present; the flag stays for the next one. */
+  TG_KEYWORD_RESERVED = 1 << 2,
+  /* TG_VALUE_HOSTS enforced by the firewall, which holds addresses: names
+   * (the daemon resolves them), addresses and networks; no wildcards. */
+  TG_KEYWORD_FIREWALL_HOSTS = 1 << 3,
 } TgKeywordFlags;
 
 typedef struct {
@@ -80,8 +87,9 @@ typedef struct {
 typedef struct {
   gboolean any;
   gboolean none;
-  GPtrArray *entries; /* TgHostEntry, in file order */
-  TgHostIndex *index; /* over entries; lookups return the TgHostEntry */
+  GPtrArray *entries;  /* TgHostEntry, in file order */
+  GPtrArray *patterns; /* the entries' TgHostPattern (borrowed), in file order */
+  TgHostIndex *index;  /* over entries; lookups return the TgHostEntry */
 } TgHostList;
 
 /* One keyword's value in one block. For list keywords, every line of the

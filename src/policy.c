@@ -633,6 +633,23 @@ tg_policy_is_sftp_only(const TgPolicy *policy, const TgPolicySubject *subject,
   return get_flag(policy, subject, TG_KW_SFTP_ONLY, origin);
 }
 
+void
+tg_policy_get_server_permit_open(const TgPolicy *policy, const TgPolicySubject *subject,
+                                 TgPolicyHostList *list)
+{
+  const TgSetting *setting;
+  const TgHostList *hosts;
+
+  g_return_if_fail(policy != NULL && list != NULL);
+
+  setting = tg_policy_effective(policy, subject, TG_KW_SERVER_PERMIT_OPEN);
+  hosts = &setting->hosts;
+  list->any = hosts->any;
+  list->none = hosts->none;
+  list->entries = hosts->any || hosts->none ? NULL : hosts->patterns;
+  fill_origin(&list->origin, setting);
+}
+
 /* ---- The effective policy ----------------------------------------------- */
 
 static void

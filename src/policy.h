@@ -129,7 +129,10 @@ TgPolicyDecision *tg_policy_check_remote_open(const TgPolicy *policy,
                                               const char *host, guint16 port);
 
 /* ServerPermitOpen (server mode): may @subject's own SSH sessions on this
- * host forward to @host:@port? Reserved: not yet enforced by the daemon. */
+ * host forward to @host:@port, matched as PermitOpen matches (names as
+ * written, addresses as addresses)? The daemon enforces ServerPermitOpen in
+ * the kernel, from tg_policy_get_server_permit_open(); this answers the
+ * same question for one destination (logs, tests, tunnelgatectl). */
 TgPolicyDecision *tg_policy_check_server_permit_open(const TgPolicy *policy,
                                                      const TgPolicySubject *subject,
                                                      const char *host, guint16 port);
@@ -229,18 +232,21 @@ TgHostKeyPolicy tg_policy_get_host_key_policy(const TgPolicy *policy,
                                               const TgPolicySubject *subject,
                                               TgPolicyOrigin *origin);
 
-/* ---- The firewall; server mode (reserved: parsed, not in force) --------- */
+/* ---- The firewall; server mode ------------------------------------------ */
 
 typedef struct {
   gboolean egress_lockdown;
   const GArray *ssh_ports; /* TgPortRange (policy-match.h), at least one */
   gboolean listener_guard;
   gboolean connect_back_pinning;
-  gboolean detect_ssh_banner; /* reserved */
+  gboolean detect_ssh_banner;
   gboolean log_rejections;
-  gboolean server_mode;     /* reserved */
-  const char *sshd_drop_in; /* reserved; absolute path */
-  gboolean sshd_reload;     /* reserved */
+  /* Server mode (doc/policy.md, "Server mode"); paths are absolute. */
+  gboolean server_mode;
+  const char *sshd_config;  /* SshdConfig: sshd's main configuration file */
+  const char *sshd_binary;  /* SshdBinary: the sshd run for -t and -T */
+  const char *sshd_drop_in; /* SshdDropIn: the file the daemon writes */
+  gboolean sshd_reload;     /* SshdReload: SIGHUP sshd after writing it */
 } TgPolicyGlobals;
 
 /* The global-only keywords; owned by the policy. */
@@ -249,9 +255,35 @@ const TgPolicyGlobals *tg_policy_get_globals(const TgPolicy *policy);
 gboolean tg_policy_is_lockdown_exempt(const TgPolicy *policy,
                                       const TgPolicySubject *subject,
                                       TgPolicyOrigin *origin);
-/* SftpOnly (reserved). */
+
+/* SftpOnly (server mode): no forwarding of any kind for @subject's SSH
+ * sessions on this host. */
 gboolean tg_policy_is_sftp_only(const TgPolicy *policy, const TgPolicySubject *subject,
                                 TgPolicyOrigin *origin);
+
+/* An allow-list as its effective value for one subject. */
+typedef struct {
+  gboolean any;             /* "any" (the default): no restriction */
+  gboolean none;            /* "none": no forwarding destination at all */
+  const GPtrArray *entries; /* const TgHostPattern* (policy-match.h), in order; NULL for
+                             * any/none */
+  TgPolicyOrigin origin;
+} TgPolicyHostList;
+
+/* ServerPermitOpen (server mode): the destinations @subject's new TCP
+ * connections on this host may reach, for the firewall, which enforces it;
+ * fills @list, whose pointers belong to the policy. The value is that of the
+ * first matching Match block that sets it, else of the first global line,
+ * else the default "any"; its entries are all that block's lines', in file
+ * order (the origin names the first line). Each entry is a TgHostPattern
+ * with a port range (ports; "*" is 0-65535, else no port 0) and of kind
+ * TG_HOST_PATTERN_NAME (to be resolved by the caller) or
+ * TG_HOST_PATTERN_NETWORK (used as it is: a single address has a
+ * full-length prefix; IPv4-mapped IPv6 is stored as IPv4); the parser
+ * refuses wildcards here. Neither @any nor @none: at least one entry. */
+void tg_policy_get_server_permit_open(const TgPolicy *policy,
+                                      const TgPolicySubject *subject,
+                                      TgPolicyHostList *list);
 
 /* ---- The effective policy ----------------------------------------------- */
 

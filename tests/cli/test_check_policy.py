@@ -20,11 +20,6 @@ DATA = os.path.join(SOURCE_ROOT, "data")
 SHIPPED_DEFAULT = os.path.join(DATA, "policy.conf")
 EXAMPLES = os.path.join(DATA, "examples")
 
-# doc/policy.md: keywords that parse now and take effect later
-RESERVED = {
-    "ServerMode", "SftpOnly", "ServerPermitOpen", "SshdDropIn",
-    "SshdReload",
-}
 # doc/policy.md, in the order of its tables (the order of the dump)
 KEYWORDS = [
     "AllowTcpForwarding", "AllowStreamLocalForwarding", "AllowDynamicForwarding",
@@ -33,7 +28,8 @@ KEYWORDS = [
     "MaxTunnels", "MaxConnections", "MaxLifetime", "IdleTimeout", "HostKeyPolicy",
     "EgressLockdown", "SshPorts", "LockdownExempt", "ListenerGuard",
     "ConnectBackPinning", "DetectSshBanner", "LogRejections", "ServerMode",
-    "SftpOnly", "ServerPermitOpen", "SshdDropIn", "SshdReload",
+    "SftpOnly", "ServerPermitOpen", "SshdConfig", "SshdBinary", "SshdDropIn",
+    "SshdReload",
 ]
 BUILT_IN_DEFAULTS = [
     "allowtcpforwarding yes",
@@ -60,6 +56,8 @@ BUILT_IN_DEFAULTS = [
     "servermode no",
     "sftponly no",
     "serverpermitopen any",
+    "sshdconfig /etc/ssh/sshd_config",
+    "sshdbinary /usr/sbin/sshd",
     "sshddropin /etc/ssh/sshd_config.d/00-tunnelgate.conf",
     "sshdreload yes",
 ]
@@ -85,21 +83,6 @@ def line_of(path, text):
             if text in line:
                 return number
     raise AssertionError(f"{text!r} not in {path}")
-
-
-def policy_lines(path):
-    """(number, keyword) of every setting line (not comments, not Match)."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            words = line.split()
-            if words and not words[0].startswith("#") and words[0] != "Match":
-                yield number, words[0]
-
-
-def reserved_warnings(path):
-    return [f"tunnelgatectl: warning: {path}:{number}: {keyword} is reserved and not "
-            "yet in force"
-            for number, keyword in policy_lines(path) if keyword in RESERVED]
 
 
 def policy_examples():
@@ -144,20 +127,21 @@ class ValidFiles(Case):
         self.assert_valid(SHIPPED_DEFAULT)
         self.assert_valid("--strict", SHIPPED_DEFAULT)
 
-    def test_examples_are_valid_with_warnings_only_for_reserved_keywords(self):
+    def test_examples_are_valid_and_silent(self):
         examples = policy_examples()
         self.assertGreaterEqual(len(examples), 4)
         for path in examples:
             with self.subTest(example=os.path.basename(path)):
-                status, out, err = run("check-policy", path)
-                self.assertEqual((status, out), (0, ""))
-                self.assertEqual(lines(err), reserved_warnings(path))
+                self.assert_valid(path)
+                self.assert_valid("--strict", path)
 
     def test_strict_fails_on_warnings(self):
-        path = os.path.join(EXAMPLES, "jump-host.conf")
+        path = self.write("repeat.conf", "ServerMode yes\nSshdReload no\n"
+                          "SshdReload yes\n")
         status, out, err = run("check-policy", "--strict", path)
         self.assertEqual((status, out), (1, ""))
-        self.assertEqual(lines(err), reserved_warnings(path))
+        self.assertEqual(lines(err), [f"tunnelgatectl: warning: {path}:3: SshdReload "
+                                      "ignored: already set in this block at line 2"])
         self.assert_valid("--strict", os.path.join(EXAMPLES, "workstation.conf"))
 
     def test_firewall_keywords_do_not_warn(self):
@@ -169,10 +153,21 @@ class ValidFiles(Case):
         self.assert_valid("--strict", path)
         path = self.write("banner.conf", "EgressLockdown yes\nDetectSshBanner yes\n")
         self.assert_valid("--strict", path)
-        path = self.write("server.conf", "ServerMode yes\n")
-        self.assertEqual(run("check-policy", path), (0, "", (
-            f"tunnelgatectl: warning: {path}:1: ServerMode is reserved and not "
-            "yet in force\n")))
+
+    def test_no_keyword_is_reserved(self):
+        # every keyword set once (the dump of the built-in defaults): no warning
+        every = self.write("every.conf", "".join(f"{line}\n"
+                                                 for line in BUILT_IN_DEFAULTS))
+        self.assert_valid("--strict", every)
+        path = self.write("server.conf", "ServerMode yes\n"
+                          "SshdConfig /etc/ssh/sshd_config\n"
+                          "SshdBinary /usr/sbin/sshd\n"
+                          "SshdDropIn /etc/ssh/sshd_config.d/00-tunnelgate.conf\n"
+                          "SshdReload yes\n"
+                          "Match Group sftponly\n  SftpOnly yes\n"
+                          "Match Group jump\n  ServerPermitOpen intra:80\n"
+                          "  ServerPermitOpen 10.20.0.0/16:22\n")
+        self.assert_valid("--strict", path)
 
     def test_repeated_keyword_warns_naming_both_lines(self):
         path = self.write("repeat.conf", "MaxTunnels 2\nMaxTunnels 3\n")
@@ -212,6 +207,16 @@ class BrokenFiles(Case):
         ("GatewayPorts yes\nMatch User alice\n  ListenerSources 10.0.0.0/8\n", 3,
          "ListenerSources takes single IP addresses (the firewall's listener sets hold "
          "addresses, not networks): 10.0.0.0/8"),
+        ("ServerMode yes\nSshdBinary sbin/sshd\n", 2,
+         "SshdBinary: invalid value 'sbin/sshd' (expected an absolute path)"),
+        ("SshdConfig\n", 1, "SshdConfig: missing value"),
+        ("Match Group sftponly\n  SftpOnly yes\n  SshdConfig /etc/ssh/x\n", 3,
+         "SshdConfig is not allowed in a Match block (global only)"),
+        ("Match Group jump\n  ServerPermitOpen intra:80\n"
+         "  ServerPermitOpen *.intra:22\n", 3,
+         "ServerPermitOpen: invalid value '*.intra:22' (the firewall holds addresses: "
+         "names, addresses or networks, not wildcards ('any' allows every "
+         "destination))"),
     ]
 
     def test_errors_name_file_and_line(self):
@@ -438,6 +443,37 @@ Match Group ops
         self.assertIn("permitopen none", lines(out))
         self.assertIn("maxtunnels 0", lines(out))
 
+    def test_example_server_mode(self):
+        sftp = os.path.join(EXAMPLES, "sftp-only-server.conf")
+        sam = self.effective("--user", "sam", "--groups", "users,sftponly", "--origins",
+                             sftp)
+        self.assertEqual(sam["sftponly"],
+                         f"sftponly yes  # {sftp}:{line_of(sftp, '  SftpOnly yes')}")
+        self.assertEqual(sam["servermode"],
+                         f"servermode yes  # {sftp}:{line_of(sftp, 'ServerMode yes')}")
+        self.assertEqual(sam["sshdconfig"], f"sshdconfig /etc/ssh/sshd_config  # {sftp}:"
+                         f"{line_of(sftp, 'SshdConfig ')}")
+        self.assertEqual(sam["serverpermitopen"], "serverpermitopen any  # <default>")
+        web = self.effective("--user", "web", "--groups", "users", sftp)
+        self.assertEqual(web["sftponly"], "sftponly no")
+
+        jump = os.path.join(EXAMPLES, "jump-host.conf")
+        first = line_of(jump, "ServerPermitOpen 10.20.0.0/16:22")
+        op = self.effective("--user", "op", "--groups", "staff,operators", "--origins",
+                            jump)
+        self.assertEqual(op["serverpermitopen"], "serverpermitopen 10.20.0.0/16:22 "
+                         "10.20.0.0/16:443 bastion.internal.example.com:22  "
+                         f"# {jump}:{first}")
+        # contractors come first: a contractor who is an operator too
+        both = self.effective("--user", "c", "--groups", "operators,contractors", jump)
+        self.assertEqual(both["serverpermitopen"], "serverpermitopen "
+                         "app1.internal.example.com:22 app2.internal.example.com:22")
+        nobody = self.effective("--user", "j", "--groups", "jump", jump)
+        self.assertEqual(nobody["serverpermitopen"], "serverpermitopen none")
+        other = self.effective("--user", "joe", "--groups", "", jump)
+        self.assertEqual(other["serverpermitopen"], "serverpermitopen any")
+        self.assertEqual(other["sftponly"], "sftponly no")
+
     def test_match_user(self):
         path = self.write("users.conf", "Match User a*,!admin\n  PermitServer gw:22 "
                           "10.0.0.0/8\n")
@@ -448,7 +484,8 @@ Match Group ops
 
     def test_dump_is_a_policy_meaning_the_same(self):
         for path in policy_examples():
-            for groups in ("", "dba", "operators", "oncall", "sysadmin", "neteng"):
+            for groups in ("", "dba", "operators", "oncall", "sysadmin", "neteng",
+                           "sftponly", "jump,developers", "contractors"):
                 with self.subTest(example=os.path.basename(path), groups=groups):
                     args = ["check-policy", "--user", "u", "--groups", groups]
                     status, dump, _ = run(*args, path)

@@ -412,22 +412,168 @@ test_remote_open(Fixture *fixture, gconstpointer data)
 static void
 test_server_permit_open(void)
 {
-  g_autoptr(TgPolicy) policy = tg_policy_parse_string("t.conf",
-                                                      "ServerPermitOpen none\n"
-                                                      "Match Group jump\n"
-                                                      "  ServerPermitOpen *.intra:22\n",
-                                                      -1, NULL);
+  g_autoptr(TgPolicy) policy =
+      tg_policy_parse_string("t.conf",
+                             "ServerPermitOpen none\n"
+                             "Match Group jump\n"
+                             "  ServerPermitOpen a.intra:22\n"
+                             "  ServerPermitOpen 10.0.0.0/8:80\n",
+                             -1, NULL);
   const char *groups[] = { "u", "jump", NULL };
   g_autoptr(TgPolicySubject) jumper = tg_policy_subject_new("u", 5, groups);
   g_autoptr(TgPolicyDecision) denied =
       tg_policy_check_server_permit_open(policy, NULL, "a.intra", 22);
   g_autoptr(TgPolicyDecision) allowed =
       tg_policy_check_server_permit_open(policy, jumper, "a.intra", 22);
+  g_autoptr(TgPolicyDecision) network =
+      tg_policy_check_server_permit_open(policy, jumper, "10.1.2.3", 80);
+  g_autoptr(TgPolicyDecision) port =
+      tg_policy_check_server_permit_open(policy, jumper, "10.1.2.3", 22);
+  g_autoptr(TgPolicyDecision) name =
+      tg_policy_check_server_permit_open(policy, jumper, "b.intra", 22);
 
   assert_decision(denied, FALSE,
                   "ServerPermitOpen none at t.conf:1 does not allow "
                   "a.intra:22");
   assert_decision(allowed, TRUE, "ServerPermitOpen at t.conf:3 allows a.intra:22");
+  assert_decision(network, TRUE, "ServerPermitOpen at t.conf:4 allows 10.1.2.3:80");
+  assert_decision(port, FALSE, "ServerPermitOpen at t.conf:3 does not allow 10.1.2.3:22");
+  assert_decision(name, FALSE, "ServerPermitOpen at t.conf:3 does not allow b.intra:22");
+}
+
+/* tg_policy_get_server_permit_open(): the list the firewall is built from. */
+static void
+assert_host_list(const TgPolicyHostList *list, gboolean any, gboolean none,
+                 const char *const *entries, const char *file, guint line)
+{
+  g_assert_cmpint(list->any, ==, any);
+  g_assert_cmpint(list->none, ==, none);
+  g_assert_cmpstr(list->origin.keyword, ==, "ServerPermitOpen");
+  g_assert_cmpstr(list->origin.file, ==, file);
+  g_assert_cmpuint(list->origin.line, ==, line);
+  if (entries == NULL) {
+    g_assert_null(list->entries);
+    return;
+  }
+  g_assert_nonnull(list->entries);
+  g_assert_cmpuint(list->entries->len, ==, g_strv_length((char **)entries));
+  for (guint i = 0; i < list->entries->len; i++) {
+    const TgHostPattern *pattern = g_ptr_array_index(list->entries, i);
+    g_autofree char *text = tg_host_pattern_to_string(pattern, TG_PORT_REQUIRED);
+
+    g_assert_cmpstr(text, ==, entries[i]);
+  }
+}
+
+static void
+test_get_server_permit_open(void)
+{
+  g_autoptr(TgPolicy) policy = tg_policy_parse_string(
+      "t.conf",
+      "ServerPermitOpen intra.corp:80\n"                                  /* 1 */
+      "ServerPermitOpen [2001:db8::]/32:8000-8999 [::ffff:10.1.2.3]:22\n" /* 2 */
+      "Match Group contractors\n"                                         /* 3 */
+      "  ServerPermitOpen none\n"                                         /* 4 */
+      "Match Group jump\n"                                                /* 5 */
+      "  ServerPermitOpen 10.20.0.0/16:22\n"                              /* 6 */
+      "  ServerPermitOpen DB.Corp.:5432 192.0.2.7:*\n"                    /* 7 */
+      "Match User admin\n"                                                /* 8 */
+      "  ServerPermitOpen any\n",                                         /* 9 */
+      -1, NULL);
+  g_autoptr(TgPolicy) empty = tg_policy_parse_string("t.conf", "", -1, NULL);
+  const char *jump_groups[] = { "j", "staff", "jump", NULL };
+  const char *both_groups[] = { "c", "jump", "contractors", NULL };
+  const char *admin_groups[] = { "admin", "jump", NULL };
+  g_autoptr(TgPolicySubject) jumper = tg_policy_subject_new("j", 10, jump_groups);
+  g_autoptr(TgPolicySubject) contractor = tg_policy_subject_new("c", 11, both_groups);
+  g_autoptr(TgPolicySubject) admin = tg_policy_subject_new("admin", 12, admin_groups);
+  g_autoptr(TgPolicySubject) other = tg_policy_subject_new("o", 13, NULL);
+  static const char *const global[] = { "intra.corp:80", "[2001:db8::]/32:8000-8999",
+                                        "10.1.2.3:22", NULL };
+  static const char *const jump[] = { "10.20.0.0/16:22", "db.corp:5432", "192.0.2.7:*",
+                                      NULL };
+  TgPolicyHostList list;
+  const TgHostPattern *pattern;
+
+  /* the global lines add up; a supplementary group matches */
+  tg_policy_get_server_permit_open(policy, other, &list);
+  assert_host_list(&list, FALSE, FALSE, global, "t.conf", 1);
+  tg_policy_get_server_permit_open(policy, NULL, &list);
+  assert_host_list(&list, FALSE, FALSE, global, "t.conf", 1);
+  tg_policy_get_server_permit_open(policy, jumper, &list);
+  assert_host_list(&list, FALSE, FALSE, jump, "t.conf", 6);
+  /* the first matching block decides */
+  tg_policy_get_server_permit_open(policy, contractor, &list);
+  assert_host_list(&list, FALSE, TRUE, NULL, "t.conf", 4);
+  tg_policy_get_server_permit_open(policy, admin, &list);
+  assert_host_list(&list, FALSE, FALSE, jump, "t.conf", 6);
+  tg_policy_get_server_permit_open(empty, jumper, &list);
+  assert_host_list(&list, TRUE, FALSE, NULL, "<default>", 0);
+
+  /* what the firewall reads: kinds, networks, ports */
+  tg_policy_get_server_permit_open(policy, jumper, &list);
+  pattern = g_ptr_array_index(list.entries, 0);
+  g_assert_cmpint(pattern->kind, ==, TG_HOST_PATTERN_NETWORK);
+  g_assert_cmpint(pattern->network.family, ==, AF_INET);
+  g_assert_cmpuint(pattern->network.prefix, ==, 16);
+  g_assert_cmpuint(pattern->network.bytes[0], ==, 10);
+  g_assert_cmpuint(pattern->network.bytes[1], ==, 20);
+  g_assert_cmpuint(pattern->ports.first, ==, 22);
+  g_assert_cmpuint(pattern->ports.last, ==, 22);
+  pattern = g_ptr_array_index(list.entries, 1);
+  g_assert_cmpint(pattern->kind, ==, TG_HOST_PATTERN_NAME);
+  g_assert_cmpstr(pattern->name, ==, "db.corp");
+  pattern = g_ptr_array_index(list.entries, 2);
+  g_assert_cmpuint(pattern->network.prefix, ==, 32);
+  g_assert_cmpuint(pattern->ports.first, ==, 0); /* "*" */
+  g_assert_cmpuint(pattern->ports.last, ==, 65535);
+  tg_policy_get_server_permit_open(policy, other, &list);
+  pattern = g_ptr_array_index(list.entries, 1);
+  g_assert_cmpint(pattern->network.family, ==, AF_INET6);
+  g_assert_cmpuint(pattern->network.prefix, ==, 32);
+  g_assert_cmpuint(pattern->ports.first, ==, 8000);
+  g_assert_cmpuint(pattern->ports.last, ==, 8999);
+  /* IPv4-mapped IPv6 is the IPv4 address */
+  pattern = g_ptr_array_index(list.entries, 2);
+  g_assert_cmpint(pattern->network.family, ==, AF_INET);
+  g_assert_cmpuint(pattern->network.prefix, ==, 32);
+}
+
+/* SftpOnly by Match Group: any of the user's groups, supplementary ones
+ * included; a negated group excludes; Match User beats a later block. */
+static void
+test_sftp_only(void)
+{
+  g_autoptr(TgPolicy) policy = tg_policy_parse_string("t.conf",
+                                                      "SftpOnly no\n"              /* 1 */
+                                                      "Match User keep\n"          /* 2 */
+                                                      "  SftpOnly no\n"            /* 3 */
+                                                      "Match Group sftp,!admins\n" /* 4 */
+                                                      "  SftpOnly yes\n",          /* 5 */
+                                                      -1, NULL);
+  const char *primary[] = { "sftp", NULL };
+  const char *supplementary[] = { "users", "staff", "sftp", NULL };
+  const char *admin[] = { "users", "sftp", "admins", NULL };
+  const char *keep[] = { "keep", "sftp", NULL };
+  const char *none[] = { "users", NULL };
+  g_autoptr(TgPolicySubject) a = tg_policy_subject_new("a", 1, primary);
+  g_autoptr(TgPolicySubject) b = tg_policy_subject_new("b", 2, supplementary);
+  g_autoptr(TgPolicySubject) c = tg_policy_subject_new("c", 3, admin);
+  g_autoptr(TgPolicySubject) k = tg_policy_subject_new("keep", 4, keep);
+  g_autoptr(TgPolicySubject) d = tg_policy_subject_new("d", 5, none);
+  TgPolicyOrigin origin;
+
+  g_assert_true(tg_policy_is_sftp_only(policy, a, &origin));
+  g_assert_cmpstr(origin.keyword, ==, "SftpOnly");
+  g_assert_cmpuint(origin.line, ==, 5);
+  g_assert_true(tg_policy_is_sftp_only(policy, b, &origin));
+  g_assert_cmpuint(origin.line, ==, 5);
+  g_assert_false(tg_policy_is_sftp_only(policy, c, &origin));
+  g_assert_cmpuint(origin.line, ==, 1);
+  g_assert_false(tg_policy_is_sftp_only(policy, k, &origin));
+  g_assert_cmpuint(origin.line, ==, 3);
+  g_assert_false(tg_policy_is_sftp_only(policy, d, NULL));
+  g_assert_false(tg_policy_is_sftp_only(policy, NULL, NULL));
 }
 
 /* ---- Values and limits ------------------------------------------------------- */
@@ -550,13 +696,14 @@ test_host_key_policy(void)
 }
 
 static void
-test_reserved_values(void)
+test_global_values(void)
 {
   g_autoptr(TgPolicy) policy = tg_policy_parse_string(
       "t.conf",
       "EgressLockdown yes\nSshPorts 22,2222\nListenerGuard no\nConnectBackPinning no\n"
       "DetectSshBanner yes\nLogRejections no\nServerMode yes\n"
       "SshdDropIn /etc/ssh/sshd_config.d/01-tg.conf\nSshdReload no\n"
+      "SshdConfig /srv/ssh/sshd_config\nSshdBinary /opt/openssh/sbin/sshd\n"
       "Match Group sftp\n  SftpOnly yes\n  LockdownExempt yes\n",
       -1, NULL);
   g_autoptr(TgPolicy) empty = tg_policy_parse_string("t.conf", "", -1, NULL);
@@ -576,8 +723,10 @@ test_reserved_values(void)
   g_assert_true(globals->server_mode);
   g_assert_cmpstr(globals->sshd_drop_in, ==, "/etc/ssh/sshd_config.d/01-tg.conf");
   g_assert_false(globals->sshd_reload);
+  g_assert_cmpstr(globals->sshd_config, ==, "/srv/ssh/sshd_config");
+  g_assert_cmpstr(globals->sshd_binary, ==, "/opt/openssh/sbin/sshd");
   g_assert_true(tg_policy_is_sftp_only(policy, sftp, &origin));
-  g_assert_cmpuint(origin.line, ==, 11);
+  g_assert_cmpuint(origin.line, ==, 13);
   g_assert_true(tg_policy_is_lockdown_exempt(policy, sftp, NULL));
   g_assert_false(tg_policy_is_sftp_only(policy, NULL, NULL));
 
@@ -592,6 +741,8 @@ test_reserved_values(void)
   g_assert_cmpstr(defaults->sshd_drop_in, ==,
                   "/etc/ssh/sshd_config.d/00-tunnelgate.conf");
   g_assert_true(defaults->sshd_reload);
+  g_assert_cmpstr(defaults->sshd_config, ==, "/etc/ssh/sshd_config");
+  g_assert_cmpstr(defaults->sshd_binary, ==, "/usr/sbin/sshd");
 }
 
 /* ---- The firewall's lists ------------------------------------------------------ */
@@ -814,6 +965,8 @@ test_dump(Fixture *fixture, gconstpointer data)
       "servermode no  # <default>\n"
       "sftponly no  # <default>\n"
       "serverpermitopen any  # <default>\n"
+      "sshdconfig /etc/ssh/sshd_config  # <default>\n"
+      "sshdbinary /usr/sbin/sshd  # <default>\n"
       "sshddropin /etc/ssh/sshd_config.d/00-tunnelgate.conf  # <default>\n"
       "sshdreload yes  # <default>\n";
   g_autofree char *carol =
@@ -948,11 +1101,14 @@ main(int argc, char **argv)
   ADD_FIXTURE_TEST("/policy-decisions/socks-destinations", test_socks_destinations);
   ADD_FIXTURE_TEST("/policy-decisions/remote-open", test_remote_open);
   g_test_add_func("/policy-decisions/server-permit-open", test_server_permit_open);
+  g_test_add_func("/policy-decisions/get-server-permit-open",
+                  test_get_server_permit_open);
+  g_test_add_func("/policy-decisions/sftp-only", test_sftp_only);
   ADD_FIXTURE_TEST("/policy-decisions/limits", test_limits);
   g_test_add_func("/policy-decisions/time-limits", test_time_limits);
   g_test_add_func("/policy-decisions/gateway-ports-yes", test_gateway_ports_yes);
   g_test_add_func("/policy-decisions/host-key-policy", test_host_key_policy);
-  g_test_add_func("/policy-decisions/reserved-values", test_reserved_values);
+  g_test_add_func("/policy-decisions/global-values", test_global_values);
   g_test_add_func("/policy-decisions/listener-sources", test_listener_sources);
   g_test_add_func("/policy-decisions/foreach-server", test_foreach_server);
   g_test_add_func("/policy-decisions/match-criteria", test_match_criteria);

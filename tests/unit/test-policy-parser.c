@@ -144,8 +144,16 @@ test_keyword_values(void)
     { "LogRejections no", "logrejections no  # t.conf:1" },
     { "ServerMode yes", "servermode yes  # t.conf:1" },
     { "SftpOnly yes", "sftponly yes  # t.conf:1" },
-    { "ServerPermitOpen intra:80 10.0.0.0/8:*", "serverpermitopen intra:80 10.0.0.0/8:*  "
-                                                "# t.conf:1" },
+    { "ServerPermitOpen intra:80 10.0.0.0/8:* [2001:db8::1]:8000-8999 "
+      "[::ffff:10.1.2.3]:22",
+      "serverpermitopen intra:80 10.0.0.0/8:* [2001:db8::1]:8000-8999 10.1.2.3:22  "
+      "# t.conf:1" },
+    { "ServerPermitOpen NONE", "serverpermitopen none  # t.conf:1" },
+    { "ServerPermitOpen any", "serverpermitopen any  # t.conf:1" },
+    { "SshdConfig /srv/ssh/sshd_config", "sshdconfig /srv/ssh/sshd_config  # t.conf:1" },
+    { "sshdconfig \"/etc/ssh/my config\"",
+      "sshdconfig \"/etc/ssh/my config\"  # t.conf:1" },
+    { "SshdBinary /usr/local/sbin/sshd", "sshdbinary /usr/local/sbin/sshd  # t.conf:1" },
     { "SshdDropIn /etc/ssh/sshd_config.d/10-tg.conf",
       "sshddropin "
       "/etc/ssh/sshd_config.d/10-tg.conf  "
@@ -285,6 +293,44 @@ test_bad_values(void)
       "t.conf:1: SftpOnly: invalid value 'maybe' (expected no or yes)" },
     { "ServerPermitOpen *", "t.conf:1: ServerPermitOpen: invalid value '*' (missing port "
                             "(expected host:port))" },
+    /* The firewall holds addresses: it cannot list wildcards. */
+    { "ServerPermitOpen *.intra:22",
+      "t.conf:1: ServerPermitOpen: invalid value '*.intra:22' (the firewall holds "
+      "addresses: names, addresses or networks, not wildcards ('any' allows every "
+      "destination))" },
+    { "ServerPermitOpen db:5432\nServerPermitOpen db?.corp:5432",
+      "t.conf:2: ServerPermitOpen: invalid value 'db?.corp:5432' (the firewall holds "
+      "addresses: names, addresses or networks, not wildcards ('any' allows every "
+      "destination))" },
+    { "Match Group jump\n  ServerPermitOpen *:443",
+      "t.conf:2: ServerPermitOpen: invalid value '*:443' (the firewall holds "
+      "addresses: names, addresses or networks, not wildcards ('any' allows every "
+      "destination))" },
+    { "ServerPermitOpen 10.1.2.3/8:22", "t.conf:1: ServerPermitOpen: invalid value "
+                                        "'10.1.2.3/8:22' (host bits set in '10.1.2.3/8' "
+                                        "(the network is 10.0.0.0/8))" },
+    { "ServerPermitOpen none intra:80", "t.conf:1: ServerPermitOpen: 'any' and 'none' "
+                                        "cannot be combined with other entries in the "
+                                        "same block" },
+    { "SshdConfig sshd_config", "t.conf:1: SshdConfig: invalid value 'sshd_config' "
+                                "(expected an absolute path)" },
+    { "# sshd\n\nSshdConfig ./etc/ssh/sshd_config",
+      "t.conf:3: SshdConfig: invalid value './etc/ssh/sshd_config' (expected an absolute "
+      "path)" },
+    { "SshdConfig", "t.conf:1: SshdConfig: missing value" },
+    { "SshdConfig /etc/ssh/sshd_config /etc/ssh/other",
+      "t.conf:1: SshdConfig takes one argument, not 2" },
+    { "SshdBinary sshd", "t.conf:1: SshdBinary: invalid value 'sshd' (expected an "
+                         "absolute path)" },
+    { "SshdBinary \"\"", "t.conf:1: SshdBinary: invalid value '' (expected an absolute "
+                         "path)" },
+    { "SshdBinary /usr/sbin/sshd -d", "t.conf:1: SshdBinary takes one argument, not 2" },
+    { "SshdReload sometimes", "t.conf:1: SshdReload: invalid value 'sometimes' "
+                              "(expected no or yes)" },
+    { "ServerMode on", "t.conf:1: ServerMode: invalid value 'on' (expected no or yes)" },
+    /* A repeated global line is ignored, but must be valid too. */
+    { "SshdBinary /usr/sbin/sshd\nSshdBinary usr/sbin/sshd",
+      "t.conf:2: SshdBinary: invalid value 'usr/sbin/sshd' (expected an absolute path)" },
     /* A repeated keyword is ignored, but still has to be valid. */
     { "GatewayPorts yes\nGatewayPorts sometimes", "t.conf:2: GatewayPorts: invalid value "
                                                   "'sometimes' (expected no, yes or "
@@ -523,6 +569,7 @@ test_global_only_in_match(void)
     "EgressLockdown yes",     "SshPorts 22",         "ListenerGuard yes",
     "ConnectBackPinning yes", "DetectSshBanner yes", "LogRejections yes",
     "ServerMode yes",         "SshdDropIn /x",       "SshdReload yes",
+    "SshdConfig /x",          "SshdBinary /x",
   };
   static const char *const per_user[] = {
     "AllowTcpForwarding no",
@@ -567,44 +614,35 @@ test_global_only_in_match(void)
 
 static const char *const no_warnings[] = { NULL };
 
-/* The firewall keywords are in force: no warning. Server mode is still
- * reserved. */
+/* Every keyword is in force: none warns as reserved, or at all, when set
+ * once. The dump of the built-in defaults sets every keyword. */
 static void
-test_reserved_warnings(void)
+test_no_keyword_is_reserved(void)
 {
-  static const char *const in_force[] = {
-    "EgressLockdown yes",
-    "SshPorts 22,2222",
-    "LockdownExempt yes",
-    "ListenerGuard no",
-    "ConnectBackPinning no",
-    "LogRejections no",
-    "DetectSshBanner yes",
-    "ListenerSources 192.0.2.1",
+  static const char *const per_user[] = {
     "Match User alice\n  LockdownExempt yes\n  ListenerSources none",
+    "Match Group sftponly\n  SftpOnly yes",
+    "Match Group jump,!contractors\n  ServerPermitOpen intra:80\n"
+    "  ServerPermitOpen 10.20.0.0/16:22",
+    "ServerPermitOpen none\nMatch Group jump\n  ServerPermitOpen any",
+    "ServerMode yes\nSshdConfig /etc/ssh/sshd_config\nSshdBinary /usr/sbin/sshd\n"
+    "SshdDropIn /etc/ssh/sshd_config.d/00-tunnelgate.conf\nSshdReload no",
   };
-  static const char *const reserved[] = {
-    "ServerMode yes",
-    "SftpOnly yes",
-    "ServerPermitOpen none",
-    "SshdDropIn /etc/ssh/x.conf",
-    "SshdReload no",
-  };
+  g_autoptr(TgPolicy) empty = parse_ok("");
+  g_autofree char *defaults = tg_policy_dump_effective(empty, NULL, FALSE);
+  g_autoptr(TgPolicy) every = parse_ok(defaults);
+  g_autofree char *again = tg_policy_dump_effective(every, NULL, FALSE);
+  g_auto(GStrv) lines = g_strsplit(defaults, "\n", -1);
 
-  for (gsize i = 0; i < G_N_ELEMENTS(in_force); i++) {
-    g_autoptr(TgPolicy) policy = parse_ok(in_force[i]);
+  /* All 28 keywords, each set once, none warning. */
+  g_assert_cmpuint(g_strv_length(lines), ==, 28 + 1);
+  assert_warnings(every, no_warnings);
+  g_assert_cmpstr(again, ==, defaults);
+  for (gsize i = 0; i < G_N_ELEMENTS(per_user); i++) {
+    g_autoptr(TgPolicy) policy = parse_ok(per_user[i]);
 
-    g_test_message("%s", in_force[i]);
+    g_test_message("%s", per_user[i]);
     assert_warnings(policy, no_warnings);
-  }
-  for (gsize i = 0; i < G_N_ELEMENTS(reserved); i++) {
-    g_autoptr(TgPolicy) policy = parse_ok(reserved[i]);
-    g_autofree char *keyword = g_strndup(reserved[i], strcspn(reserved[i], " "));
-    g_autofree char *warning =
-        g_strdup_printf("t.conf:1: %s is reserved and not yet in force", keyword);
-    const char *expected[] = { warning, NULL };
-
-    assert_warnings(policy, expected);
   }
 }
 
@@ -1025,9 +1063,8 @@ test_validate(void)
   files[1] = second;
   g_assert_true(tg_policy_validate(files, &report, &error));
   g_assert_no_error(error);
-  expected = g_strdup_printf("%s:2: ServerMode is reserved and not yet in force\n"
-                             "%s:1: MaxTunnels ignored: already set at %s:3\n",
-                             first, second, first);
+  expected =
+      g_strdup_printf("%s:1: MaxTunnels ignored: already set at %s:3\n", second, first);
   g_assert_cmpstr(report, ==, expected);
   g_free(second);
   second = policy_tree_write(&tree, "b.conf", "MaxTunnels three\n");
@@ -1084,9 +1121,8 @@ test_examples(void)
     g_test_message("%s", path);
     g_assert_no_error(error);
     g_assert_nonnull(policy);
-    /* Only reserved keywords may warn: nothing in an example is ignored. */
-    for (const char *const *w = tg_policy_get_warnings(policy); *w != NULL; w++)
-      g_assert_nonnull(strstr(*w, "is reserved and not yet in force"));
+    /* Nothing in an example is ignored or reserved: no warnings at all. */
+    assert_warnings(policy, no_warnings);
   }
 }
 
@@ -1144,13 +1180,6 @@ test_example_decisions(void)
       { "root", "sysadmin", NULL },
       "L 1:localhost:22",
       TRUE },
-    { "jump-host", "op", { "op", "operators", NULL }, "L 8443:10.20.1.1:443", TRUE },
-    { "jump-host", "joe", { "joe", NULL }, "L 8443:10.20.1.1:443", FALSE },
-    { "jump-host",
-      "c",
-      { "c", "contractors", NULL },
-      "L 2222:app1.internal.example.com:22",
-      TRUE },
   };
   g_autofree char *dir = source_path("data/examples");
 
@@ -1170,6 +1199,92 @@ test_example_decisions(void)
   }
 }
 
+static TgPolicy *
+load_example(const char *example)
+{
+  g_autofree char *name = g_strconcat(example, ".conf", NULL);
+  g_autofree char *path =
+      g_build_filename(TG_SOURCE_ROOT, "data", "examples", name, NULL);
+  const char *files[2] = { path, NULL };
+  g_autoptr(GError) error = NULL;
+  TgPolicy *policy = tg_policy_load_files(files, &error);
+
+  g_assert_no_error(error);
+  return policy;
+}
+
+/* The server-mode examples mean what their comments say. */
+static void
+test_example_server_mode(void)
+{
+  static const struct {
+    const char *example;
+    const char *groups[4]; /* the user is the first */
+    gboolean sftp_only;
+    const char *destination; /* host:port, for ServerPermitOpen */
+    guint16 port;
+    gboolean allowed;
+  } cases[] = {
+    { "sftp-only-server", { "sam", "sftponly", NULL }, TRUE, "intra", 80, TRUE },
+    { "sftp-only-server", { "root", "sysadmin", NULL }, FALSE, "intra", 80, TRUE },
+    { "sftp-only-server", { "web", NULL }, FALSE, "intra", 80, TRUE },
+    { "jump-host", { "op", "operators", NULL }, FALSE, "10.20.1.1", 443, TRUE },
+    { "jump-host", { "op", "operators", NULL }, FALSE, "10.20.1.1", 80, FALSE },
+    { "jump-host",
+      { "op", "operators", NULL },
+      FALSE,
+      "bastion.internal.example.com",
+      22,
+      TRUE },
+    { "jump-host",
+      { "c", "contractors", NULL },
+      FALSE,
+      "app1.internal.example.com",
+      22,
+      TRUE },
+    /* a contractor in another group too: the contractors block comes first */
+    { "jump-host",
+      { "c", "operators", "contractors", NULL },
+      FALSE,
+      "10.20.1.1",
+      22,
+      FALSE },
+    { "jump-host",
+      { "dev", "jump", "developers", NULL },
+      FALSE,
+      "10.20.30.7",
+      8080,
+      TRUE },
+    { "jump-host",
+      { "dev", "jump", "developers", NULL },
+      FALSE,
+      "10.20.30.7",
+      22,
+      FALSE },
+    { "jump-host",
+      { "j", "jump", NULL },
+      FALSE,
+      "intra.internal.example.com",
+      80,
+      FALSE },
+    { "jump-host", { "joe", NULL }, FALSE, "anything.example.org", 25, TRUE },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autoptr(TgPolicy) policy = load_example(cases[i].example);
+    g_autoptr(TgPolicySubject) subject =
+        tg_policy_subject_new(cases[i].groups[0], 1000, cases[i].groups);
+    g_autoptr(TgPolicyDecision) decision = tg_policy_check_server_permit_open(
+        policy, subject, cases[i].destination, cases[i].port);
+
+    g_test_message("%s, %s: %s", cases[i].example, cases[i].groups[0], decision->reason);
+    g_assert_true(tg_policy_get_globals(policy)->server_mode);
+    g_assert_cmpint(tg_policy_is_sftp_only(policy, subject, NULL), ==,
+                    cases[i].sftp_only);
+    g_assert_cmpint(decision->allowed, ==, cases[i].allowed);
+  }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1184,7 +1299,7 @@ main(int argc, char **argv)
   g_test_add_func("/policy-parser/huge-files", test_huge_files);
   g_test_add_func("/policy-parser/match-syntax-errors", test_match_syntax_errors);
   g_test_add_func("/policy-parser/global-only-in-match", test_global_only_in_match);
-  g_test_add_func("/policy-parser/reserved-warnings", test_reserved_warnings);
+  g_test_add_func("/policy-parser/no-keyword-is-reserved", test_no_keyword_is_reserved);
   g_test_add_func("/policy-parser/listener-sources-lines", test_listener_sources_lines);
   g_test_add_func("/policy-parser/first-value-wins-in-file",
                   test_first_value_wins_in_file);
@@ -1202,5 +1317,6 @@ main(int argc, char **argv)
   g_test_add_func("/policy-parser/shipped-default", test_shipped_default);
   g_test_add_func("/policy-parser/examples", test_examples);
   g_test_add_func("/policy-parser/example-decisions", test_example_decisions);
+  g_test_add_func("/policy-parser/example-server-mode", test_example_server_mode);
   return g_test_run();
 }
