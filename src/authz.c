@@ -33,6 +33,7 @@ static const TgMethodAction method_actions[] = {
   { "org.tunnelgate.Manager1", "CheckForward", TG_ACTION_OPEN },
   { "org.tunnelgate.Manager1", "ReloadPolicy", TG_ACTION_MANAGE },
   { "org.tunnelgate.Manager1", "GetFirewall", TG_ACTION_MANAGE },
+  { "org.tunnelgate.Manager1", "Audit", TG_ACTION_MANAGE },
   { "org.tunnelgate.Manager1", "Get", TG_ACTION_NONE },
   { "org.tunnelgate.Manager1", "GetAll", TG_ACTION_NONE },
   { "org.tunnelgate.Tunnel1", "Close", TG_ACTION_OPEN },

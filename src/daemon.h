@@ -7,6 +7,7 @@
 #include "authz.h"
 #include "counters.h"
 #include "enforcer.h"
+#include "server.h"
 #include "forward-spec.h"
 #include "policy.h"
 
@@ -30,6 +31,7 @@ typedef struct {
 
   TgPolicy *policy;     /* replaced as a whole on reload */
   TgEnforcer *enforcer; /* the firewall table, kept in step with the policy */
+  TgServer *server;     /* server mode: SFTP-only and jump-host users */
   char *default_policy; /* the shipped default policy file */
   GHashTable *usage;    /* uid -> TgUsage*, per-user connection counts */
 

@@ -19,6 +19,7 @@
 typedef struct {
   gboolean egress_lockdown;
   gboolean detect_ssh_banner;
+  gboolean server_mode;
   gboolean listener_guard;
   gboolean connect_back_pinning;
   gboolean log_rejections;
@@ -54,7 +55,10 @@ struct _TgEnforcer {
   ResolveRound *resolving; /* the round whose answer is wanted, or NULL */
   guint resolve_timer;
   gboolean may_own;
-  gboolean applied; /* a policy was applied once */
+  gboolean applied;       /* a policy was applied once */
+  GArray *sftp_only_uids; /* guint32: server mode */
+  GArray *jump_uids;      /* guint32 */
+  GArray *jump_rules;     /* TgFirewallJumpRule */
 };
 
 typedef struct {
@@ -95,6 +99,9 @@ tg_enforcer_new(gboolean may_own)
   TgEnforcer *enforcer = g_new0(TgEnforcer, 1);
 
   enforcer->may_own = may_own;
+  enforcer->sftp_only_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+  enforcer->jump_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+  enforcer->jump_rules = g_array_new(FALSE, FALSE, sizeof(TgFirewallJumpRule));
   enforcer->exempt_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
   enforcer->server_networks = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
   enforcer->resolved = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
@@ -121,6 +128,9 @@ tg_enforcer_free(TgEnforcer *enforcer)
   g_ptr_array_unref(enforcer->server_names);
   g_hash_table_unref(enforcer->guards);
   g_hash_table_unref(enforcer->pins);
+  g_array_unref(enforcer->sftp_only_uids);
+  g_array_unref(enforcer->jump_uids);
+  g_array_unref(enforcer->jump_rules);
   g_array_unref(enforcer->shape.ssh_ports);
   g_free(enforcer);
 }
@@ -148,6 +158,7 @@ read_shape(const TgPolicy *policy, Shape *shape)
 
   shape->egress_lockdown = globals->egress_lockdown;
   shape->detect_ssh_banner = globals->detect_ssh_banner;
+  shape->server_mode = globals->server_mode;
   shape->listener_guard = globals->listener_guard;
   shape->connect_back_pinning = globals->connect_back_pinning;
   shape->log_rejections = globals->log_rejections;
@@ -161,7 +172,7 @@ shape_equal(const Shape *a, const Shape *b)
 {
   return a->egress_lockdown == b->egress_lockdown &&
          a->detect_ssh_banner == b->detect_ssh_banner &&
-         a->listener_guard == b->listener_guard &&
+         a->server_mode == b->server_mode && a->listener_guard == b->listener_guard &&
          a->connect_back_pinning == b->connect_back_pinning &&
          a->log_rejections == b->log_rejections &&
          a->ssh_ports->len == b->ssh_ports->len &&
@@ -389,6 +400,13 @@ install(TgEnforcer *enforcer, const Shape *shape, GError **error)
     .log_prefix = shape->log_rejections ? TG_FIREWALL_LOG_PREFIX : NULL,
     .ownership =
         enforcer->may_own ? TG_FIREWALL_OWNERSHIP_AUTO : TG_FIREWALL_OWNERSHIP_NEVER,
+    .server_mode = shape->server_mode,
+    .sftp_only_uids = (const guint32 *)enforcer->sftp_only_uids->data,
+    .n_sftp_only_uids = enforcer->sftp_only_uids->len,
+    .jump_uids = (const guint32 *)enforcer->jump_uids->data,
+    .n_jump_uids = enforcer->jump_uids->len,
+    .jump_rules = (const TgFirewallJumpRule *)enforcer->jump_rules->data,
+    .n_jump_rules = enforcer->jump_rules->len,
   };
   g_autoptr(TgFirewall) firewall = tg_firewall_new(&config, error);
   GHashTableIter iter;
@@ -428,7 +446,8 @@ tg_enforcer_apply_policy(TgEnforcer *enforcer, const TgPolicy *policy, GError **
   gboolean ok = TRUE;
 
   read_shape(policy, &shape);
-  wanted = shape.egress_lockdown || shape.listener_guard || shape.connect_back_pinning;
+  wanted = shape.egress_lockdown || shape.listener_guard || shape.connect_back_pinning ||
+           shape.server_mode;
   if (!wanted) {
     /* ours, or one a previous daemon left (fail closed) that the policy no
      * longer wants; a table that stays is stricter, not weaker: a warning */
@@ -628,6 +647,29 @@ tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address_text, guin
     tg_warning("firewall: cannot remove the guard of port %u: %s", guard->port,
                error->message);
   g_hash_table_remove(enforcer->guards, key);
+}
+
+static void
+replace_array(GArray **array, const void *data, gsize n)
+{
+  g_array_set_size(*array, 0);
+  g_array_append_vals(*array, data, n);
+}
+
+gboolean
+tg_enforcer_set_server_users(TgEnforcer *enforcer, const guint32 *sftp_only_uids,
+                             gsize n_sftp_only, const guint32 *jump_uids, gsize n_jump,
+                             const TgFirewallJumpRule *rules, gsize n_rules,
+                             GError **error)
+{
+  if (enforcer->firewall != NULL && enforcer->shape.server_mode &&
+      !tg_firewall_set_server_users(enforcer->firewall, sftp_only_uids, n_sftp_only,
+                                    jump_uids, n_jump, rules, n_rules, error))
+    return FALSE;
+  replace_array(&enforcer->sftp_only_uids, sftp_only_uids, n_sftp_only);
+  replace_array(&enforcer->jump_uids, jump_uids, n_jump);
+  replace_array(&enforcer->jump_rules, rules, n_rules);
+  return TRUE;
 }
 
 guint32

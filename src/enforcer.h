@@ -12,6 +12,7 @@
 #include <glib.h>
 #include <sys/socket.h>
 
+#include "firewall.h"
 #include "listener.h"
 #include "policy.h"
 
@@ -59,6 +60,14 @@ gboolean tg_enforcer_add_connect_back(TgEnforcer *enforcer,
                                       const char *tunnel_id, GError **error);
 void tg_enforcer_remove_connect_back(TgEnforcer *enforcer,
                                      const struct sockaddr_storage *address);
+
+/* Server mode: the uids whose sockets carry nothing (SFTP-only) and the
+ * jump-host uids with their allowed destinations. Kept across table
+ * replacements. */
+gboolean tg_enforcer_set_server_users(TgEnforcer *enforcer, const guint32 *sftp_only_uids,
+                                      gsize n_sftp_only, const guint32 *jump_uids,
+                                      gsize n_jump, const TgFirewallJumpRule *rules,
+                                      gsize n_rules, GError **error);
 
 /* The live table for `tunnelgatectl firewall`. */
 char *tg_enforcer_describe(TgEnforcer *enforcer);

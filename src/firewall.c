@@ -33,11 +33,13 @@
 #define TYPE_INET_SERVICE 13
 #define TYPE_UID 24
 #define TYPE_CONCAT(a, b) (((a) << 6) | (b))
+#define TYPE_CONCAT3(a, b, c) (((((a) << 6) | (b)) << 6) | (c))
 #define BYTEORDER_HOST_ENDIAN 1 /* nft's enum byteorder */
 
 #define COUNTER_LOCKDOWN "lockdown_rejects"
 #define COUNTER_LISTENER "listener_rejects"
 #define COUNTER_CONNECT_BACK "connect_back_rejects"
+#define COUNTER_SERVER "server_rejects"
 
 typedef struct {
   const char *name;
@@ -59,6 +61,12 @@ static const SetDefinition set_definitions[] = {
   { "listener_sources_v6", TYPE_CONCAT(TYPE_IP6ADDR, TYPE_INET_SERVICE), 20, 0 },
   { "connect_back_v4", TYPE_CONCAT(TYPE_IPADDR, TYPE_INET_SERVICE), 8, 0 },
   { "connect_back_v6", TYPE_CONCAT(TYPE_IP6ADDR, TYPE_INET_SERVICE), 20, 0 },
+  /* server mode: SFTP-only users, and jump-host users with their allowed
+   * uid . destination . port */
+  { "sftp_only_uids", TYPE_UID, 4, 0, TRUE },
+  { "jump_uids", TYPE_UID, 4, 0, TRUE },
+  { "jump_allow_v4", TYPE_CONCAT3(TYPE_UID, TYPE_IPADDR, TYPE_INET_SERVICE), 12, 0 },
+  { "jump_allow_v6", TYPE_CONCAT3(TYPE_UID, TYPE_IP6ADDR, TYPE_INET_SERVICE), 24, 0 },
 };
 
 typedef struct {
@@ -80,6 +88,10 @@ struct _TgFirewall {
   guint32 daemon_mark;
   guint32 connect_back_mark;
   gboolean egress_lockdown;
+  gboolean server_mode;
+  GArray *sftp_only_uids; /* guint32 */
+  GArray *jump_uids;      /* guint32 */
+  GArray *jump_rules;     /* TgFirewallJumpRule */
   gboolean detect_ssh_banner;
   gboolean listener_guard;
   gboolean connect_back_pinning;
@@ -385,6 +397,44 @@ write_exempt_uids(TgFirewall *firewall, TgNftBatch *batch)
 }
 
 static void
+write_uid_set(TgNftBatch *batch, const char *set_name, GArray *uids)
+{
+  ElementWriter writer = { 0 };
+
+  writer_start(&writer, batch, NFT_MSG_NEWSETELEM, set_name);
+  for (guint i = 0; i < uids->len; i++)
+    writer_add(&writer, &g_array_index(uids, guint32, i), 4, 0);
+  writer_flush(&writer);
+}
+
+/* uid (host order) . address . port (network order, in a 4-byte slot) */
+static void
+write_server_sets(TgFirewall *firewall, TgNftBatch *batch)
+{
+  write_uid_set(batch, "sftp_only_uids", firewall->sftp_only_uids);
+  write_uid_set(batch, "jump_uids", firewall->jump_uids);
+  for (int v6 = 0; v6 < 2; v6++) {
+    ElementWriter writer = { 0 };
+
+    writer_start(&writer, batch, NFT_MSG_NEWSETELEM,
+                 v6 ? "jump_allow_v6" : "jump_allow_v4");
+    for (guint i = 0; i < firewall->jump_rules->len; i++) {
+      const TgFirewallJumpRule *rule =
+          &g_array_index(firewall->jump_rules, TgFirewallJumpRule, i);
+      guint8 key[24];
+      guint32 length;
+
+      if ((rule->address.family == AF_INET6) != v6)
+        continue;
+      memcpy(key, &rule->uid, 4);
+      length = 4 + concat_key(key + 4, &rule->address, rule->port);
+      writer_add(&writer, key, length, 0);
+    }
+    writer_flush(&writer);
+  }
+}
+
+static void
 write_listener(TgNftBatch *batch, const Listener *listener, guint16 msg_type)
 {
   ElementWriter writer = { 0 };
@@ -557,6 +607,62 @@ write_banner_rules(TgFirewall *firewall, TgNftBatch *batch)
   reject_counted(firewall, rule, COUNTER_LOCKDOWN,
                  firewall->log_prefix != NULL ? "tunnelgate-banner: " : NULL);
   batch_rule(batch, rule, "ssh banner reject");
+}
+
+/* Server mode (nft/README.md, "Server mode"): everything the sockets of
+ * SFTP-only users send or receive is refused (forwarding is all those
+ * sockets do: the SSH connection itself is root's sshd's), and new TCP
+ * connections of jump-host users reach only their allowed destinations.
+ * First in the base chains: an accept further down must not skip them. */
+static void
+write_server_rules(TgFirewall *firewall, TgNftBatch *batch)
+{
+  struct nftnl_rule *rule;
+  const char *const base[] = { "output", "input" };
+  guint8 tcp = IPPROTO_TCP;
+
+  for (guint i = 0; i < G_N_ELEMENTS(base); i++) {
+    rule = rule_new(base[i]);
+    tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG_1);
+    tg_nft_add_lookup(rule, NFT_REG_1, "sftp_only_uids");
+    tg_nft_add_verdict(rule, NFT_JUMP, "server_sftp");
+    batch_rule(batch, rule, "sftp-only uid -> server_sftp");
+  }
+  rule = rule_new("output");
+  match_new_tcp(rule);
+  tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG_1);
+  tg_nft_add_lookup(rule, NFT_REG_1, "jump_uids");
+  tg_nft_add_verdict(rule, NFT_JUMP, "server_jump");
+  batch_rule(batch, rule, "jump-host uid -> server_jump");
+
+  rule = rule_new("server_sftp");
+  tg_nft_add_meta(rule, NFT_META_L4PROTO, NFT_REG_1);
+  tg_nft_add_cmp(rule, NFT_REG_1, NFT_CMP_EQ, &tcp, 1);
+  reject_counted(firewall, rule, COUNTER_SERVER,
+                 firewall->log_prefix != NULL ? "tunnelgate-sftp-only: " : NULL);
+  batch_rule(batch, rule, "sftp-only tcp reject");
+  rule = rule_new("server_sftp");
+  tg_nft_add_counter_ref(rule, COUNTER_SERVER);
+  tg_nft_add_verdict(rule, NF_DROP, NULL);
+  batch_rule(batch, rule, "sftp-only drop");
+
+  for (int v6 = 0; v6 < 2; v6++) {
+    int family = v6 ? AF_INET6 : AF_INET;
+
+    rule = rule_new("server_jump");
+    match_nfproto(rule, family);
+    tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG32_00);
+    tg_nft_add_payload(rule, NFT_PAYLOAD_NETWORK_HEADER, v6 ? 24 : 16,
+                       address_length(family), NFT_REG32_01);
+    load_tcp_dport(rule, v6 ? NFT_REG32_05 : NFT_REG32_02);
+    tg_nft_add_lookup(rule, NFT_REG32_00, v6 ? "jump_allow_v6" : "jump_allow_v4");
+    tg_nft_add_verdict(rule, NF_ACCEPT, NULL);
+    batch_rule(batch, rule, "jump-host destination accept");
+  }
+  rule = rule_new("server_jump");
+  reject_counted(firewall, rule, COUNTER_SERVER,
+                 firewall->log_prefix != NULL ? "tunnelgate-jump: " : NULL);
+  batch_rule(batch, rule, "jump-host reject");
 }
 
 static void
@@ -774,7 +880,9 @@ build_full_batch(TgFirewall *firewall, guint32 table_flags)
   batch_counter(batch, COUNTER_LOCKDOWN);
   batch_counter(batch, COUNTER_LISTENER);
   batch_counter(batch, COUNTER_CONNECT_BACK);
+  batch_counter(batch, COUNTER_SERVER);
   batch_sets(batch);
+  write_server_sets(firewall, batch);
   write_ssh_ports(firewall, batch);
   write_servers(firewall, batch);
   write_exempt_uids(firewall, batch);
@@ -789,8 +897,12 @@ build_full_batch(TgFirewall *firewall, guint32 table_flags)
   batch_chain(batch, "pin", -1);
   batch_chain(batch, "guard", -1);
   batch_chain(batch, "banner", -1);
+  batch_chain(batch, "server_sftp", -1);
+  batch_chain(batch, "server_jump", -1);
   batch_chain(batch, "output", NF_INET_LOCAL_OUT);
   batch_chain(batch, "input", NF_INET_LOCAL_IN);
+  if (firewall->server_mode)
+    write_server_rules(firewall, batch);
   write_egress_rules(firewall, batch);
   write_guard_rules(firewall, batch);
   batch_poison_if_asked(firewall, batch);
@@ -911,6 +1023,13 @@ tg_firewall_new(const TgFirewallConfig *config, GError **error)
       copy_array(config->ssh_servers, config->n_ssh_servers, sizeof(TgFirewallAddress));
   firewall->exempt_uids =
       copy_array(config->exempt_uids, config->n_exempt_uids, sizeof(guint32));
+  firewall->server_mode = config->server_mode;
+  firewall->sftp_only_uids =
+      copy_array(config->sftp_only_uids, config->n_sftp_only_uids, sizeof(guint32));
+  firewall->jump_uids =
+      copy_array(config->jump_uids, config->n_jump_uids, sizeof(guint32));
+  firewall->jump_rules =
+      copy_array(config->jump_rules, config->n_jump_rules, sizeof(TgFirewallJumpRule));
   firewall->listeners =
       g_hash_table_new_full(g_str_hash, g_str_equal, g_free, listener_free);
   firewall->connect_backs =
@@ -951,6 +1070,9 @@ tg_firewall_free(TgFirewall *firewall)
   g_clear_pointer(&firewall->ssh_ports, g_array_unref);
   g_clear_pointer(&firewall->servers, g_array_unref);
   g_clear_pointer(&firewall->exempt_uids, g_array_unref);
+  g_clear_pointer(&firewall->sftp_only_uids, g_array_unref);
+  g_clear_pointer(&firewall->jump_uids, g_array_unref);
+  g_clear_pointer(&firewall->jump_rules, g_array_unref);
   if (firewall->tamper_notes != NULL)
     g_string_free(firewall->tamper_notes, TRUE);
   g_free(firewall->last_note);
@@ -1113,6 +1235,42 @@ tg_firewall_set_exempt_uids(TgFirewall *firewall, const guint32 *uids, gsize n_u
     firewall->exempt_uids = g_steal_pointer(&old);
     return FALSE;
   }
+  return TRUE;
+}
+
+gboolean
+tg_firewall_set_server_users(TgFirewall *firewall, const guint32 *sftp_only_uids,
+                             gsize n_sftp_only, const guint32 *jump_uids, gsize n_jump,
+                             const TgFirewallJumpRule *rules, gsize n_rules,
+                             GError **error)
+{
+  GArray *old[3] = { firewall->sftp_only_uids, firewall->jump_uids,
+                     firewall->jump_rules };
+  g_autoptr(TgNftBatch) batch = tg_nft_batch_new();
+
+  for (gsize i = 0; i < n_rules; i++) {
+    if (!validate_address(&rules[i].address, TRUE, "Jump-host destination", error))
+      return FALSE;
+  }
+  firewall->sftp_only_uids = copy_array(sftp_only_uids, n_sftp_only, sizeof(guint32));
+  firewall->jump_uids = copy_array(jump_uids, n_jump, sizeof(guint32));
+  firewall->jump_rules = copy_array(rules, n_rules, sizeof(TgFirewallJumpRule));
+  batch_flush_set(batch, "sftp_only_uids");
+  batch_flush_set(batch, "jump_uids");
+  batch_flush_set(batch, "jump_allow_v4");
+  batch_flush_set(batch, "jump_allow_v6");
+  write_server_sets(firewall, batch);
+  if (!commit_update(firewall, batch, error)) {
+    g_array_unref(firewall->sftp_only_uids);
+    g_array_unref(firewall->jump_uids);
+    g_array_unref(firewall->jump_rules);
+    firewall->sftp_only_uids = old[0];
+    firewall->jump_uids = old[1];
+    firewall->jump_rules = old[2];
+    return FALSE;
+  }
+  for (guint i = 0; i < G_N_ELEMENTS(old); i++)
+    g_array_unref(old[i]);
   return TRUE;
 }
 
@@ -1280,6 +1438,8 @@ on_counter(const struct nlmsghdr *message, gpointer user_data)
       counters->listener_packets = packets;
     else if (g_strcmp0(name, COUNTER_CONNECT_BACK) == 0)
       counters->connect_back_packets = packets;
+    else if (g_strcmp0(name, COUNTER_SERVER) == 0)
+      counters->server_packets = packets;
   }
   nftnl_obj_free(obj);
 }
@@ -1328,6 +1488,31 @@ tg_firewall_describe(TgFirewall *firewall)
   for (guint i = 0; i < firewall->exempt_uids->len; i++)
     g_string_append_printf(out, " %u", g_array_index(firewall->exempt_uids, guint32, i));
   g_string_append_c(out, '\n');
+  if (firewall->server_mode) {
+    g_string_append(out, "server mode: sftp-only uids:");
+    for (guint i = 0; i < firewall->sftp_only_uids->len; i++)
+      g_string_append_printf(out, " %u",
+                             g_array_index(firewall->sftp_only_uids, guint32, i));
+    g_string_append(out, "\n");
+    for (guint i = 0; i < firewall->jump_rules->len; i++) {
+      const TgFirewallJumpRule *rule =
+          &g_array_index(firewall->jump_rules, TgFirewallJumpRule, i);
+      g_autofree char *text = address_to_string(&rule->address, FALSE);
+
+      g_string_append_printf(out, "jump host: uid %u may reach %s%s%s port %u\n",
+                             rule->uid, rule->address.family == AF_INET6 ? "[" : "", text,
+                             rule->address.family == AF_INET6 ? "]" : "", rule->port);
+    }
+    for (guint i = 0; i < firewall->jump_uids->len; i++) {
+      guint32 uid = g_array_index(firewall->jump_uids, guint32, i);
+      gboolean any = FALSE;
+
+      for (guint j = 0; j < firewall->jump_rules->len && !any; j++)
+        any = g_array_index(firewall->jump_rules, TgFirewallJumpRule, j).uid == uid;
+      if (!any)
+        g_string_append_printf(out, "jump host: uid %u may reach nothing\n", uid);
+    }
+  }
 
   g_hash_table_iter_init(&iter, firewall->listeners);
   while (g_hash_table_iter_next(&iter, NULL, &value)) {
@@ -1358,12 +1543,12 @@ tg_firewall_describe(TgFirewall *firewall)
         connect_back->tunnel_id != NULL ? connect_back->tunnel_id : "-");
   }
   if (tg_firewall_read_counters(firewall, &counters, &error))
-    g_string_append_printf(out,
-                           "rejected: lockdown %" G_GUINT64_FORMAT
-                           ", listener %" G_GUINT64_FORMAT
-                           ", connect-back %" G_GUINT64_FORMAT "\n",
-                           counters.lockdown_packets, counters.listener_packets,
-                           counters.connect_back_packets);
+    g_string_append_printf(
+        out,
+        "rejected: lockdown %" G_GUINT64_FORMAT ", listener %" G_GUINT64_FORMAT
+        ", connect-back %" G_GUINT64_FORMAT ", server %" G_GUINT64_FORMAT "\n",
+        counters.lockdown_packets, counters.listener_packets,
+        counters.connect_back_packets, counters.server_packets);
   else
     g_string_append_printf(out, "counters unavailable: %s\n", error->message);
   return g_string_free(out, FALSE);

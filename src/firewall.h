@@ -24,6 +24,14 @@ typedef enum {
   TG_FIREWALL_OWNERSHIP_NEVER, /* never own the table (others may edit; repair) */
 } TgFirewallOwnership;
 
+/* Server mode, jump hosts: @uid's new TCP connections may reach @address
+ * (full length) port @port. */
+typedef struct {
+  guint32 uid;
+  TgFirewallAddress address;
+  guint16 port;
+} TgFirewallJumpRule;
+
 typedef struct {
   guint32 daemon_mark;       /* 0: TG_FIREWALL_DAEMON_MARK */
   guint32 connect_back_mark; /* 0: TG_FIREWALL_CONNECT_BACK_MARK */
@@ -39,12 +47,22 @@ typedef struct {
   gboolean connect_back_pinning;
   const char *log_prefix; /* NULL: no logging; else e.g. TG_FIREWALL_LOG_PREFIX */
   TgFirewallOwnership ownership;
+  /* server mode: the sockets of SFTP-only uids carry nothing; jump-host
+   * uids connect only to their rules' destinations */
+  gboolean server_mode;
+  const guint32 *sftp_only_uids;
+  gsize n_sftp_only_uids;
+  const guint32 *jump_uids;
+  gsize n_jump_uids;
+  const TgFirewallJumpRule *jump_rules;
+  gsize n_jump_rules;
 } TgFirewallConfig;
 
 typedef struct {
   guint64 lockdown_packets;
   guint64 listener_packets;
   guint64 connect_back_packets;
+  guint64 server_packets;
 } TgFirewallCounters;
 
 typedef struct _TgFirewall TgFirewall;
@@ -85,6 +103,13 @@ gboolean tg_firewall_set_exempt_uids(TgFirewall *firewall, const guint32 *uids,
 gboolean tg_firewall_update_servers(TgFirewall *firewall,
                                     const TgFirewallAddress *servers, gsize n_servers,
                                     GError **error);
+
+/* Server mode: replace the SFTP-only uids, the jump-host uids and their
+ * rules (users or groups changed, or a reload). One batch. */
+gboolean tg_firewall_set_server_users(TgFirewall *firewall, const guint32 *sftp_only_uids,
+                                      gsize n_sftp_only, const guint32 *jump_uids,
+                                      gsize n_jump, const TgFirewallJumpRule *rules,
+                                      gsize n_rules, GError **error);
 
 /* Tamper repair: watch nftables events in context (NULL: the default one);
  * changes by others are undone (full re-install) within ~100 ms and logged. */

@@ -130,8 +130,9 @@ static gboolean
 apply_firewall(TgDaemon *daemon, GError **error)
 {
   daemon->enforcer = tg_enforcer_new(!options_no_firewall_owner);
+  daemon->server = tg_server_new(daemon->enforcer);
   if (tg_enforcer_apply_policy(daemon->enforcer, daemon->policy, error))
-    return TRUE;
+    return tg_server_apply_policy(daemon->server, daemon->policy, error);
   g_prefix_error(error,
                  "the policy asks for the firewall (EgressLockdown, ListenerGuard or "
                  "ConnectBackPinning), but table inet tunnelgate cannot be installed: ");
@@ -313,6 +314,7 @@ main(int argc, char **argv)
   close_all_tunnels(&daemon);
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
   g_hash_table_unref(daemon.tunnels);
+  tg_server_free(daemon.server);
   tg_enforcer_free(daemon.enforcer); /* the table stays in force */
   g_hash_table_unref(daemon.usage);
   tg_policy_unref(daemon.policy);

@@ -703,6 +703,22 @@ firewall_act(TgCall *call)
   tg_call_return_value(call, g_variant_new("(s)", text));
 }
 
+static void
+audit_act(TgCall *call)
+{
+  TgDaemon *daemon = call->data;
+  g_autoptr(GPtrArray) findings = tg_server_audit(daemon->server);
+  GVariantBuilder builder;
+
+  g_variant_builder_init(&builder, G_VARIANT_TYPE("a(sss)"));
+  for (guint i = 0; i < findings->len; i++) {
+    const TgServerFinding *finding = g_ptr_array_index(findings, i);
+    g_variant_builder_add(&builder, "(sss)", finding->user, finding->setting,
+                          finding->value);
+  }
+  tg_call_return_value(call, g_variant_new("(a(sss))", &builder));
+}
+
 /* ---- per-user usage ---- */
 
 TgUsage *
@@ -787,6 +803,9 @@ manager_method_call(GDBusConnection *connection, const char *sender, const char 
     if (g_str_equal(method, "ReloadPolicy")) {
       call->decide = manage_decide;
       call->act = reload_act;
+    } else if (g_str_equal(method, "Audit")) {
+      call->decide = manage_decide;
+      call->act = audit_act;
     } else if (g_str_equal(method, "GetFirewall")) {
       call->decide = manage_decide;
       call->act = firewall_act;

@@ -286,6 +286,11 @@ tg_gate_reload(TgDaemon *daemon, GError **error)
   }
   g_clear_pointer(&daemon->policy, tg_policy_unref);
   daemon->policy = fresh;
+  {
+    g_autoptr(GError) server_error = NULL;
+    if (!tg_server_apply_policy(daemon->server, fresh, &server_error))
+      tg_warning("server mode: %s", server_error->message);
+  }
   tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_RELOADED", "MESSAGE",
                "policy reloaded; re-checking %u tunnels",
                g_hash_table_size(daemon->tunnels));

@@ -64,3 +64,39 @@ ctl_firewall(int argc, char **argv)
   fputs(text, stdout);
   return CTL_EXIT_OK;
 }
+
+int
+ctl_audit(int argc, char **argv)
+{
+  GOptionEntry entries[] = { { NULL } };
+  g_autoptr(GVariant) reply = NULL;
+  g_autoptr(GVariantIter) findings = NULL;
+  const char *user, *setting, *value;
+  guint n = 0;
+
+  if (!ctl_parse_options(
+          "audit", "",
+          "Server mode: checks the effective sshd configuration of every "
+          "SFTP-only user (sshd -T) and prints each kind of forwarding sshd "
+          "still allows them (the kernel blocks it anyway), and a drop-in "
+          "that sshd -t refused. Exit status 0 when all is as the policy "
+          "wants, 1 when something was found. Needs polkit's "
+          "org.tunnelgate.manage.",
+          entries, &argc, &argv))
+    return CTL_EXIT_FAILURE;
+  if (argc > 1) {
+    ctl_error("audit takes no arguments");
+    return CTL_EXIT_FAILURE;
+  }
+  reply = call_manager("Audit", NULL, G_VARIANT_TYPE("(a(sss))"));
+  if (reply == NULL)
+    return CTL_EXIT_BUS;
+  g_variant_get(reply, "(a(sss))", &findings);
+  while (g_variant_iter_next(findings, "(&s&s&s)", &user, &setting, &value)) {
+    printf("%s\t%s\t%s\n", user, setting, value);
+    n++;
+  }
+  if (n == 0)
+    printf("no drift: sshd allows no forwarding to any SFTP-only user\n");
+  return n == 0 ? CTL_EXIT_OK : CTL_EXIT_FAILURE;
+}

@@ -30,3 +30,4 @@ int ctl_check_policy(int argc, char **argv);
 
 /* ctl-bus.c: verbs that ask the daemon */
 int ctl_firewall(int argc, char **argv);
+int ctl_audit(int argc, char **argv);

@@ -25,6 +25,8 @@ static const CtlVerb verbs[] = {
     ctl_check_policy },
   { "firewall", "", "Show the live firewall table and the tunnel of each element",
     ctl_firewall },
+  { "audit", "", "Server mode: show the forwarding sshd still allows SFTP-only users",
+    ctl_audit },
 };
 
 void

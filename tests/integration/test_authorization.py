@@ -94,6 +94,7 @@ class MalloryTest(AuthzTestCase):
             (MPATH, MIFACE, "CheckForward", "ss", ["tg-mallory@gw", "L 127.0.0.1:0:intra:80"]),
             (MPATH, MIFACE, "ReloadPolicy", "", []),
             (MPATH, MIFACE, "GetFirewall", "", []),
+            (MPATH, MIFACE, "Audit", "", []),
             (MPATH, OM, "GetManagedObjects", "", []),
             (p, TIFACE, "Close", "", []),
             (p, TIFACE, "AddForward", "s", ["L 127.0.0.1:0:intra:9000"]),
@@ -131,7 +132,7 @@ class MalloryTest(AuthzTestCase):
         log = w.daemon.log()
         uid = w.users[MALLORY].uid
         for member in ("OpenTunnel", "CloseTunnel", "ListTunnels", "CheckForward",
-                       "ReloadPolicy", "GetFirewall", "GetManagedObjects", "Close",
+                       "ReloadPolicy", "GetFirewall", "Audit", "GetManagedObjects", "Close",
                        "AddForward",
                        "RemoveForward", "Get", "GetAll"):
             self.assertRegex(log, rf"denied {member} from :\S+ \(uid {uid}\)",

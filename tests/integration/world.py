@@ -1229,7 +1229,10 @@ class World:
         d = self.dir / "sshd"
         listen = "\n".join(f"ListenAddress {self.gateway_ip}:{p}" for p in self.sshd_ports)
         extra = self.sshd_config_extra if extra is None else extra
+        (d / "sshd_config.d").mkdir(mode=0o755, exist_ok=True)
         return f"""# sshd of the tunnelgate test world {self.id} (gateway namespace)
+# First, as Debian's sshd_config does: drop-ins (server mode writes one) win.
+Include {d / 'sshd_config.d'}/*.conf
 {listen}
 HostKey {self.host_key}
 PidFile {d / 'sshd.pid'}
@@ -1261,6 +1264,8 @@ Subsystem sftp internal-sftp
     def _start_sshd(self, extra=None):
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # privilege separation dir
         cfg = self.dir / "sshd" / "sshd_config"
+        self.sshd_config_path = cfg
+        self.sshd_dropin_dir = self.dir / "sshd" / "sshd_config.d"
         cfg.write_text(self.sshd_config(extra))
         t = self.run([SSHD, "-t", "-f", cfg], ns="gateway")
         if t.returncode != 0:

@@ -1,0 +1,501 @@
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "tg-error.h"
+
+#define RESYNC_DELAY_MS 300     /* coalesces the writes of one useradd/usermod */
+#define MAX_PORTS_PER_ENTRY 256 /* a ServerPermitOpen port range put in the kernel set   \
+                                 */
+
+struct _TgServer {
+  TgEnforcer *enforcer;
+  TgPolicy *policy; /* the one in force, for the passwd/group watch */
+  gboolean active;
+  GPtrArray *sftp_users; /* char*: SFTP-only user names, as in the drop-in */
+  GFileMonitor *monitors[2];
+  guint resync_timer;
+  char *dropin_error; /* the last drop-in sshd -t refused, or NULL */
+};
+
+static void
+finding_free(gpointer data)
+{
+  TgServerFinding *finding = data;
+
+  g_free(finding->user);
+  g_free(finding->setting);
+  g_free(finding->value);
+  g_free(finding);
+}
+
+static void
+add_finding(GPtrArray *findings, const char *user, const char *setting, const char *value)
+{
+  TgServerFinding *finding = g_new0(TgServerFinding, 1);
+
+  finding->user = g_strdup(user);
+  finding->setting = g_strdup(setting);
+  finding->value = g_strdup(value);
+  g_ptr_array_add(findings, finding);
+}
+
+/* ---- who ---- */
+
+/* A user name that may stand in a "Match User" list as it is. */
+static gboolean
+plain_user_name(const char *name)
+{
+  if (name[0] == '\0' || name[0] == '-')
+    return FALSE;
+  for (const char *p = name; *p != '\0'; p++) {
+    if (!g_ascii_isalnum(*p) && *p != '_' && *p != '-' && *p != '.' && *p != '$')
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static void
+add_jump_rules(GArray *rules, guint32 uid, const TgHostPattern *pattern)
+{
+  GArray *addresses = g_array_new(FALSE, FALSE, sizeof(TgNetwork));
+  guint n_ports = (guint)pattern->ports.last - pattern->ports.first + 1;
+
+  if (pattern->kind == TG_HOST_PATTERN_NETWORK) {
+    guint full = pattern->network.family == AF_INET ? 32 : 128;
+    if (pattern->network.prefix == full)
+      g_array_append_val(addresses, pattern->network);
+  } else if (pattern->kind == TG_HOST_PATTERN_NAME) {
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
+    struct addrinfo *result = NULL;
+
+    if (getaddrinfo(pattern->name, NULL, &hints, &result) == 0) {
+      for (struct addrinfo *a = result; a != NULL; a = a->ai_next) {
+        TgNetwork address = { 0 };
+
+        if (a->ai_family == AF_INET) {
+          address.family = AF_INET;
+          address.prefix = 32;
+          memcpy(address.bytes, &((struct sockaddr_in *)a->ai_addr)->sin_addr, 4);
+        } else if (a->ai_family == AF_INET6) {
+          address.family = AF_INET6;
+          address.prefix = 128;
+          memcpy(address.bytes, &((struct sockaddr_in6 *)a->ai_addr)->sin6_addr, 16);
+        } else {
+          continue;
+        }
+        g_array_append_val(addresses, address);
+      }
+      freeaddrinfo(result);
+    }
+  }
+  if (addresses->len == 0 || n_ports > MAX_PORTS_PER_ENTRY) {
+    g_autofree char *text = tg_host_pattern_to_string(pattern, TG_PORT_REQUIRED);
+    tg_warning("server mode: ServerPermitOpen entry %s for uid %u cannot be put in the "
+               "kernel's allow-list (only names, single addresses and up to %d ports "
+               "are); the kernel refuses it",
+               text, uid, MAX_PORTS_PER_ENTRY);
+  } else {
+    for (guint i = 0; i < addresses->len; i++) {
+      for (guint port = pattern->ports.first; port <= pattern->ports.last; port++) {
+        TgFirewallJumpRule rule = { .uid = uid, .port = (guint16)port };
+        rule.address = g_array_index(addresses, TgNetwork, i);
+        g_array_append_val(rules, rule);
+      }
+    }
+  }
+  g_array_unref(addresses);
+}
+
+typedef struct {
+  GArray *sftp_uids; /* guint32 */
+  GPtrArray *sftp_names;
+  GArray *jump_uids;  /* guint32 */
+  GArray *jump_rules; /* TgFirewallJumpRule */
+} Users;
+
+static void
+users_clear(Users *users)
+{
+  g_array_unref(users->sftp_uids);
+  g_ptr_array_unref(users->sftp_names);
+  g_array_unref(users->jump_uids);
+  g_array_unref(users->jump_rules);
+}
+
+static void
+collect_users(const TgPolicy *policy, Users *users)
+{
+  struct passwd *entry;
+
+  users->sftp_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+  users->sftp_names = g_ptr_array_new_with_free_func(g_free);
+  users->jump_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+  users->jump_rules = g_array_new(FALSE, FALSE, sizeof(TgFirewallJumpRule));
+  setpwent();
+  while ((entry = getpwent()) != NULL) {
+    g_autoptr(TgPolicySubject) subject = tg_policy_subject_from_uid(entry->pw_uid, NULL);
+    TgPolicyOrigin origin;
+    TgPolicyHostList permit;
+    guint32 uid = entry->pw_uid;
+
+    if (subject == NULL || uid == 0) /* root's sockets are sshd's own */
+      continue;
+    if (tg_policy_is_sftp_only(policy, subject, &origin)) {
+      if (!g_ptr_array_find_with_equal_func(users->sftp_names, entry->pw_name,
+                                            g_str_equal, NULL)) {
+        g_array_append_val(users->sftp_uids, uid);
+        g_ptr_array_add(users->sftp_names, g_strdup(entry->pw_name));
+      }
+      continue;
+    }
+    tg_policy_get_server_permit_open(policy, subject, &permit);
+    if (permit.any)
+      continue;
+    g_array_append_val(users->jump_uids, uid);
+    for (guint i = 0; permit.entries != NULL && i < permit.entries->len; i++)
+      add_jump_rules(users->jump_rules, uid, g_ptr_array_index(permit.entries, i));
+  }
+  endpwent();
+}
+
+/* ---- sshd ---- */
+
+/* Runs sshd with @args; TRUE on exit status 0. *out gets stdout, and
+ * *error says what went wrong (stderr) otherwise. */
+static gboolean
+run_sshd(const TgPolicyGlobals *globals, const char *const *args, char **out,
+         GError **error)
+{
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+  g_autofree char *standard_error = NULL;
+  int status = 0;
+
+  g_ptr_array_add(argv, (char *)globals->sshd_binary);
+  for (guint i = 0; args[i] != NULL; i++)
+    g_ptr_array_add(argv, (char *)args[i]);
+  g_ptr_array_add(argv, NULL);
+  if (!g_spawn_sync("/", (char **)argv->pdata, NULL, G_SPAWN_STDIN_FROM_DEV_NULL, NULL,
+                    NULL, out, &standard_error, &status, error))
+    return FALSE;
+  if (!g_spawn_check_wait_status(status, NULL)) {
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "%s %s: %s", globals->sshd_binary,
+                args[0], g_strstrip(standard_error));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static char *
+dropin_text(GPtrArray *names)
+{
+  GString *text = g_string_new(
+      "# Written by tunnelgated (server mode) for the users the policy marks\n"
+      "# SftpOnly: no forwarding of any kind. Replaced on every policy reload and\n"
+      "# user or group change; edit the tunnelgate policy, not this file.\n");
+
+  for (guint i = 0; i < names->len; i++) {
+    const char *name = g_ptr_array_index(names, i);
+
+    if (!plain_user_name(name)) {
+      tg_warning("server mode: user name '%s' cannot be written in an sshd Match line; "
+                 "only the kernel enforces for this user",
+                 name);
+      continue;
+    }
+    g_string_append_printf(text,
+                           "\nMatch User %s\n"
+                           "\tDisableForwarding yes\n"
+                           "\tAllowTcpForwarding no\n"
+                           "\tAllowStreamLocalForwarding no\n"
+                           "\tAllowAgentForwarding no\n"
+                           "\tX11Forwarding no\n"
+                           "\tPermitTunnel no\n"
+                           "\tPermitOpen none\n"
+                           "\tPermitListen none\n"
+                           "\tGatewayPorts no\n",
+                           name);
+  }
+  return g_string_free(text, FALSE);
+}
+
+/* SIGHUP to the sshd whose PidFile `sshd -T` names. */
+static void
+reload_sshd(const TgPolicyGlobals *globals)
+{
+  const char *args[] = { "-T", "-f", globals->sshd_config, NULL };
+  g_autofree char *out = NULL, *pid_text = NULL;
+  g_autoptr(GError) error = NULL;
+  g_auto(GStrv) lines = NULL;
+  const char *pidfile = NULL;
+  gint64 pid;
+
+  if (!run_sshd(globals, args, &out, &error)) {
+    tg_warning("server mode: cannot ask sshd for its PidFile: %s", error->message);
+    return;
+  }
+  lines = g_strsplit(out, "\n", -1);
+  for (guint i = 0; lines[i] != NULL; i++) {
+    if (g_str_has_prefix(lines[i], "pidfile "))
+      pidfile = lines[i] + strlen("pidfile ");
+  }
+  if (pidfile == NULL || !g_file_get_contents(pidfile, &pid_text, NULL, NULL) ||
+      (pid = g_ascii_strtoll(g_strstrip(pid_text), NULL, 10)) <= 1) {
+    tg_warning("server mode: sshd's PidFile %s names no process; not reloaded",
+               pidfile != NULL ? pidfile : "(none)");
+    return;
+  }
+  if (kill((pid_t)pid, SIGHUP) != 0)
+    tg_warning("server mode: cannot signal sshd (pid %" G_GINT64_FORMAT "): %s", pid,
+               g_strerror(errno));
+  else
+    tg_message("server mode: sshd (pid %" G_GINT64_FORMAT ") told to reload", pid);
+}
+
+/* Writes the drop-in if its text changed: next to it first, checked with
+ * `sshd -t` together with the main configuration, then renamed over it. */
+static void
+install_dropin(TgServer *server, const TgPolicyGlobals *globals)
+{
+  g_autofree char *text = dropin_text(server->sftp_users);
+  g_autofree char *current = NULL;
+  g_autofree char *directory = g_path_get_dirname(globals->sshd_drop_in);
+  g_autofree char *candidate =
+      g_build_filename(directory, ".tunnelgate-dropin.new", NULL);
+  g_autofree char *wrapper = g_build_filename(directory, ".tunnelgate-check.conf", NULL);
+  g_autofree char *wrapper_text = NULL;
+  g_autoptr(GError) error = NULL;
+  const char *args[] = { "-t", "-f", wrapper, NULL };
+
+  if (g_file_get_contents(globals->sshd_drop_in, &current, NULL, NULL) &&
+      g_str_equal(current, text) && server->dropin_error == NULL)
+    return;
+  wrapper_text = g_strdup_printf("# tunnelgated: checking %s before installing it\n"
+                                 "Include %s\nInclude %s\n",
+                                 globals->sshd_drop_in, candidate, globals->sshd_config);
+  if (g_file_set_contents_full(candidate, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0644,
+                               &error) &&
+      g_file_set_contents_full(wrapper, wrapper_text, -1, G_FILE_SET_CONTENTS_CONSISTENT,
+                               0600, &error) &&
+      run_sshd(globals, args, NULL, &error) &&
+      g_rename(candidate, globals->sshd_drop_in) != 0)
+    g_set_error(&error, TG_ERROR, TG_ERROR_FAILED, "rename to %s: %s",
+                globals->sshd_drop_in, g_strerror(errno));
+  if (error != NULL) {
+    g_unlink(candidate);
+    g_unlink(wrapper);
+    g_free(server->dropin_error);
+    server->dropin_error = g_strdup(error->message);
+    tg_log_event(
+        G_LOG_LEVEL_WARNING, "SSHD_DROPIN_REFUSED", "MESSAGE",
+        "server mode: the sshd drop-in %s was not installed (the old one stays): "
+        "%s",
+        globals->sshd_drop_in, error->message);
+    return;
+  }
+  g_unlink(wrapper);
+  g_clear_pointer(&server->dropin_error, g_free);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "SSHD_DROPIN_INSTALLED", "MESSAGE",
+               "server mode: sshd drop-in %s installed (%u SFTP-only users)",
+               globals->sshd_drop_in, server->sftp_users->len);
+  if (globals->sshd_reload)
+    reload_sshd(globals);
+}
+
+/* ---- applying ---- */
+
+static void resync_now(TgServer *server);
+
+static gboolean
+resync_timeout(gpointer user_data)
+{
+  TgServer *server = user_data;
+
+  server->resync_timer = 0;
+  resync_now(server);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_users_changed(GFileMonitor *monitor, GFile *file, GFile *other,
+                 GFileMonitorEvent event, gpointer user_data)
+{
+  TgServer *server = user_data;
+
+  if (!server->active)
+    return;
+  if (server->resync_timer != 0)
+    g_source_remove(server->resync_timer);
+  server->resync_timer = g_timeout_add(RESYNC_DELAY_MS, resync_timeout, server);
+}
+
+TgServer *
+tg_server_new(TgEnforcer *enforcer)
+{
+  TgServer *server = g_new0(TgServer, 1);
+  const char *const files[] = { "/etc/passwd", "/etc/group" };
+
+  server->enforcer = enforcer;
+  server->sftp_users = g_ptr_array_new_with_free_func(g_free);
+  for (guint i = 0; i < G_N_ELEMENTS(files); i++) {
+    g_autoptr(GFile) file = g_file_new_for_path(files[i]);
+    server->monitors[i] =
+        g_file_monitor_file(file, G_FILE_MONITOR_WATCH_MOVES, NULL, NULL);
+    if (server->monitors[i] != NULL)
+      g_signal_connect(server->monitors[i], "changed", G_CALLBACK(on_users_changed),
+                       server);
+  }
+  return server;
+}
+
+void
+tg_server_free(TgServer *server)
+{
+  if (server == NULL)
+    return;
+  for (guint i = 0; i < G_N_ELEMENTS(server->monitors); i++) {
+    if (server->monitors[i] != NULL) {
+      g_signal_handlers_disconnect_by_data(server->monitors[i], server);
+      g_file_monitor_cancel(server->monitors[i]);
+      g_object_unref(server->monitors[i]);
+    }
+  }
+  if (server->resync_timer != 0)
+    g_source_remove(server->resync_timer);
+  if (server->policy != NULL)
+    tg_policy_unref(server->policy);
+  g_ptr_array_unref(server->sftp_users);
+  g_free(server->dropin_error);
+  g_free(server);
+}
+
+gboolean
+tg_server_is_active(const TgServer *server)
+{
+  return server->active;
+}
+
+static gboolean
+apply(TgServer *server, GError **error)
+{
+  const TgPolicyGlobals *globals = tg_policy_get_globals(server->policy);
+  Users users;
+
+  collect_users(server->policy, &users);
+  if (!tg_enforcer_set_server_users(
+          server->enforcer, (const guint32 *)users.sftp_uids->data, users.sftp_uids->len,
+          (const guint32 *)users.jump_uids->data, users.jump_uids->len,
+          (const TgFirewallJumpRule *)users.jump_rules->data, users.jump_rules->len,
+          error)) {
+    users_clear(&users);
+    return FALSE;
+  }
+  g_ptr_array_unref(server->sftp_users);
+  server->sftp_users = g_ptr_array_ref(users.sftp_names);
+  tg_message("server mode: %u SFTP-only users, %u jump-host users (%u allowed "
+             "destinations) enforced",
+             users.sftp_uids->len, users.jump_uids->len, users.jump_rules->len);
+  users_clear(&users);
+  install_dropin(server, globals);
+  {
+    g_autoptr(GPtrArray) findings = tg_server_audit(server);
+    (void)findings; /* logged as it runs */
+  }
+  return TRUE;
+}
+
+static void
+resync_now(TgServer *server)
+{
+  g_autoptr(GError) error = NULL;
+
+  tg_message("server mode: users or groups changed; re-reading them");
+  if (server->policy != NULL && !apply(server, &error))
+    tg_warning("server mode: %s", error->message);
+}
+
+gboolean
+tg_server_apply_policy(TgServer *server, TgPolicy *policy, GError **error)
+{
+  const TgPolicyGlobals *globals = tg_policy_get_globals(policy);
+
+  tg_policy_ref(policy);
+  if (server->policy != NULL)
+    tg_policy_unref(server->policy);
+  server->policy = policy;
+  if (!globals->server_mode) {
+    if (server->active && g_unlink(globals->sshd_drop_in) == 0) {
+      tg_message("server mode off: sshd drop-in %s removed", globals->sshd_drop_in);
+      if (globals->sshd_reload)
+        reload_sshd(globals);
+    }
+    server->active = FALSE;
+    g_ptr_array_set_size(server->sftp_users, 0);
+    return TRUE;
+  }
+  server->active = TRUE;
+  return apply(server, error);
+}
+
+/* ---- audit ---- */
+
+GPtrArray *
+tg_server_audit(TgServer *server)
+{
+  static const char *const forwarding[] = { "allowtcpforwarding",
+                                            "allowstreamlocalforwarding",
+                                            "allowagentforwarding", "x11forwarding",
+                                            "permittunnel" };
+  GPtrArray *findings = g_ptr_array_new_with_free_func(finding_free);
+  const TgPolicyGlobals *globals;
+
+  if (!server->active || server->policy == NULL)
+    return findings;
+  globals = tg_policy_get_globals(server->policy);
+  if (server->dropin_error != NULL)
+    add_finding(findings, "*", "drop-in", server->dropin_error);
+  for (guint i = 0; i < server->sftp_users->len; i++) {
+    const char *user = g_ptr_array_index(server->sftp_users, i);
+    g_autofree char *connection =
+        g_strdup_printf("user=%s,host=localhost,addr=127.0.0.1", user);
+    const char *args[] = { "-T", "-f", globals->sshd_config, "-C", connection, NULL };
+    g_autofree char *out = NULL;
+    g_autoptr(GError) error = NULL;
+    g_auto(GStrv) lines = NULL;
+    gboolean disabled = FALSE;
+
+    if (!run_sshd(globals, args, &out, &error)) {
+      add_finding(findings, user, "sshd -T", error->message);
+      continue;
+    }
+    lines = g_strsplit(out, "\n", -1);
+    for (guint l = 0; lines[l] != NULL; l++)
+      disabled |= g_str_equal(lines[l], "disableforwarding yes");
+    for (guint l = 0; lines[l] != NULL && !disabled; l++) {
+      for (guint k = 0; k < G_N_ELEMENTS(forwarding); k++) {
+        gsize length = strlen(forwarding[k]);
+
+        if (strncmp(lines[l], forwarding[k], length) == 0 && lines[l][length] == ' ' &&
+            !g_str_equal(lines[l] + length + 1, "no"))
+          add_finding(findings, user, forwarding[k], lines[l] + length + 1);
+      }
+    }
+  }
+  for (guint i = 0; i < findings->len; i++) {
+    const TgServerFinding *finding = g_ptr_array_index(findings, i);
+    tg_log_event(G_LOG_LEVEL_WARNING, "SERVER_DRIFT", "USER", finding->user, "MESSAGE",
+                 "server mode: SFTP-only user %s: sshd allows %s %s (the kernel still "
+                 "blocks forwarding)",
+                 finding->user, finding->setting, finding->value);
+  }
+  return findings;
+}
