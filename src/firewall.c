@@ -47,6 +47,7 @@ typedef struct {
   guint32 key_length;
   guint32 flags;
   gboolean host_order; /* for `nft list`: keys are not big-endian */
+  guint8 fields[3];    /* NFT_SET_CONCAT: the length of each field */
 } SetDefinition;
 
 static const SetDefinition set_definitions[] = {
@@ -65,8 +66,20 @@ static const SetDefinition set_definitions[] = {
    * uid . destination . port */
   { "sftp_only_uids", TYPE_UID, 4, 0, TRUE },
   { "jump_uids", TYPE_UID, 4, 0, TRUE },
-  { "jump_allow_v4", TYPE_CONCAT3(TYPE_UID, TYPE_IPADDR, TYPE_INET_SERVICE), 12, 0 },
-  { "jump_allow_v6", TYPE_CONCAT3(TYPE_UID, TYPE_IP6ADDR, TYPE_INET_SERVICE), 24, 0 },
+  /* uid . network . port range: an interval concatenation (the kernel's
+   * pipapo backend, 5.6+), each element a start and an end key */
+  { "jump_allow_v4",
+    TYPE_CONCAT3(TYPE_UID, TYPE_IPADDR, TYPE_INET_SERVICE),
+    12,
+    NFT_SET_INTERVAL | NFT_SET_CONCAT,
+    FALSE,
+    { 4, 4, 2 } },
+  { "jump_allow_v6",
+    TYPE_CONCAT3(TYPE_UID, TYPE_IP6ADDR, TYPE_INET_SERVICE),
+    24,
+    NFT_SET_INTERVAL | NFT_SET_CONCAT,
+    FALSE,
+    { 4, 16, 2 } },
 };
 
 typedef struct {
@@ -230,18 +243,27 @@ writer_flush(ElementWriter *writer)
 }
 
 static void
-writer_add(ElementWriter *writer, const void *key, guint32 length, guint32 flags)
+writer_add_range(ElementWriter *writer, const void *key, const void *key_end,
+                 guint32 length, guint32 flags)
 {
   struct nftnl_set_elem *element = nftnl_set_elem_alloc();
 
   if (writer->set == NULL)
     writer->set = set_reference(writer->set_name);
   nftnl_set_elem_set(element, NFTNL_SET_ELEM_KEY, key, length);
+  if (key_end != NULL)
+    nftnl_set_elem_set(element, NFTNL_SET_ELEM_KEY_END, key_end, length);
   if (flags != 0)
     nftnl_set_elem_set_u32(element, NFTNL_SET_ELEM_FLAGS, flags);
   nftnl_set_elem_add(writer->set, element);
   if (++writer->count == TG_NFT_MAX_ELEMS_PER_MESSAGE)
     writer_flush(writer);
+}
+
+static void
+writer_add(ElementWriter *writer, const void *key, guint32 length, guint32 flags)
+{
+  writer_add_range(writer, key, NULL, length, flags);
 }
 
 static void
@@ -421,14 +443,21 @@ write_server_sets(TgFirewall *firewall, TgNftBatch *batch)
     for (guint i = 0; i < firewall->jump_rules->len; i++) {
       const TgFirewallJumpRule *rule =
           &g_array_index(firewall->jump_rules, TgFirewallJumpRule, i);
-      guint8 key[24];
-      guint32 length;
+      TgFirewallAddress first = rule->network, last = rule->network;
+      guint8 key[24], key_end[24];
+      guint32 length, n = address_length(rule->network.family);
 
-      if ((rule->address.family == AF_INET6) != v6)
+      if ((rule->network.family == AF_INET6) != v6)
         continue;
+      for (guint bit = rule->network.prefix; bit < n * 8; bit++) {
+        first.bytes[bit / 8] &= ~(0x80 >> (bit % 8));
+        last.bytes[bit / 8] |= 0x80 >> (bit % 8);
+      }
       memcpy(key, &rule->uid, 4);
-      length = 4 + concat_key(key + 4, &rule->address, rule->port);
-      writer_add(&writer, key, length, 0);
+      memcpy(key_end, &rule->uid, 4);
+      length = 4 + concat_key(key + 4, &first, rule->first_port);
+      concat_key(key_end + 4, &last, rule->last_port);
+      writer_add_range(&writer, key, key_end, length, 0);
     }
     writer_flush(&writer);
   }
@@ -836,6 +865,9 @@ batch_sets(TgNftBatch *batch)
     nftnl_set_set_u32(set, NFTNL_SET_KEY_TYPE, definition->key_type);
     nftnl_set_set_u32(set, NFTNL_SET_KEY_LEN, definition->key_length);
     nftnl_set_set_u32(set, NFTNL_SET_FLAGS, definition->flags);
+    if (definition->flags & NFT_SET_CONCAT)
+      nftnl_set_set_data(set, NFTNL_SET_DESC_CONCAT, definition->fields,
+                         sizeof definition->fields);
     if (definition->host_order) {
       struct nftnl_udata_buf *userdata = nftnl_udata_buf_alloc(64);
       nftnl_udata_put_u32(userdata, NFTNL_UDATA_SET_KEYBYTEORDER, BYTEORDER_HOST_ENDIAN);
@@ -1249,8 +1281,14 @@ tg_firewall_set_server_users(TgFirewall *firewall, const guint32 *sftp_only_uids
   g_autoptr(TgNftBatch) batch = tg_nft_batch_new();
 
   for (gsize i = 0; i < n_rules; i++) {
-    if (!validate_address(&rules[i].address, TRUE, "Jump-host destination", error))
+    if (!validate_address(&rules[i].network, FALSE, "Jump-host destination", error))
       return FALSE;
+    if (rules[i].first_port == 0 || rules[i].first_port > rules[i].last_port) {
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "Jump-host port range %u-%u is not a range of ports",
+                  rules[i].first_port, rules[i].last_port);
+      return FALSE;
+    }
   }
   firewall->sftp_only_uids = copy_array(sftp_only_uids, n_sftp_only, sizeof(guint32));
   firewall->jump_uids = copy_array(jump_uids, n_jump, sizeof(guint32));
@@ -1497,11 +1535,10 @@ tg_firewall_describe(TgFirewall *firewall)
     for (guint i = 0; i < firewall->jump_rules->len; i++) {
       const TgFirewallJumpRule *rule =
           &g_array_index(firewall->jump_rules, TgFirewallJumpRule, i);
-      g_autofree char *text = address_to_string(&rule->address, FALSE);
+      g_autofree char *text = address_to_string(&rule->network, TRUE);
 
-      g_string_append_printf(out, "jump host: uid %u may reach %s%s%s port %u\n",
-                             rule->uid, rule->address.family == AF_INET6 ? "[" : "", text,
-                             rule->address.family == AF_INET6 ? "]" : "", rule->port);
+      g_string_append_printf(out, "jump host: uid %u may reach %s port %u-%u\n",
+                             rule->uid, text, rule->first_port, rule->last_port);
     }
     for (guint i = 0; i < firewall->jump_uids->len; i++) {
       guint32 uid = g_array_index(firewall->jump_uids, guint32, i);

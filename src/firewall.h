@@ -24,12 +24,13 @@ typedef enum {
   TG_FIREWALL_OWNERSHIP_NEVER, /* never own the table (others may edit; repair) */
 } TgFirewallOwnership;
 
-/* Server mode, jump hosts: @uid's new TCP connections may reach @address
- * (full length) port @port. */
+/* Server mode, jump hosts: @uid's new TCP connections may reach @network
+ * (any prefix length) on ports @first_port to @last_port. */
 typedef struct {
   guint32 uid;
-  TgFirewallAddress address;
-  guint16 port;
+  TgFirewallAddress network;
+  guint16 first_port;
+  guint16 last_port;
 } TgFirewallJumpRule;
 
 typedef struct {

@@ -13,9 +13,10 @@
 #include "log.h"
 #include "tg-error.h"
 
-#define RESYNC_DELAY_MS 300     /* coalesces the writes of one useradd/usermod */
-#define MAX_PORTS_PER_ENTRY 256 /* a ServerPermitOpen port range put in the kernel set   \
-                                 */
+#define RESYNC_DELAY_MS 300 /* coalesces the writes of one useradd/usermod */
+#define MAX_PORTS_PER_ENTRY                                                              \
+  256 /* a ServerPermitOpen port range put in the kernel set                             \
+       */
 
 struct _TgServer {
   TgEnforcer *enforcer;
@@ -67,13 +68,10 @@ plain_user_name(const char *name)
 static void
 add_jump_rules(GArray *rules, guint32 uid, const TgHostPattern *pattern)
 {
-  GArray *addresses = g_array_new(FALSE, FALSE, sizeof(TgNetwork));
-  guint n_ports = (guint)pattern->ports.last - pattern->ports.first + 1;
+  GArray *networks = g_array_new(FALSE, FALSE, sizeof(TgNetwork));
 
   if (pattern->kind == TG_HOST_PATTERN_NETWORK) {
-    guint full = pattern->network.family == AF_INET ? 32 : 128;
-    if (pattern->network.prefix == full)
-      g_array_append_val(addresses, pattern->network);
+    g_array_append_val(networks, pattern->network);
   } else if (pattern->kind == TG_HOST_PATTERN_NAME) {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
     struct addrinfo *result = NULL;
@@ -93,27 +91,25 @@ add_jump_rules(GArray *rules, guint32 uid, const TgHostPattern *pattern)
         } else {
           continue;
         }
-        g_array_append_val(addresses, address);
+        g_array_append_val(networks, address);
       }
       freeaddrinfo(result);
     }
   }
-  if (addresses->len == 0 || n_ports > MAX_PORTS_PER_ENTRY) {
+  if (networks->len == 0) {
     g_autofree char *text = tg_host_pattern_to_string(pattern, TG_PORT_REQUIRED);
-    tg_warning("server mode: ServerPermitOpen entry %s for uid %u cannot be put in the "
-               "kernel's allow-list (only names, single addresses and up to %d ports "
-               "are); the kernel refuses it",
-               text, uid, MAX_PORTS_PER_ENTRY);
-  } else {
-    for (guint i = 0; i < addresses->len; i++) {
-      for (guint port = pattern->ports.first; port <= pattern->ports.last; port++) {
-        TgFirewallJumpRule rule = { .uid = uid, .port = (guint16)port };
-        rule.address = g_array_index(addresses, TgNetwork, i);
-        g_array_append_val(rules, rule);
-      }
-    }
+    tg_warning("server mode: ServerPermitOpen entry %s for uid %u names no address now "
+               "(it does not resolve); the kernel refuses it until it does",
+               text, uid);
   }
-  g_array_unref(addresses);
+  for (guint i = 0; i < networks->len; i++) {
+    TgFirewallJumpRule rule = { .uid = uid,
+                                .network = g_array_index(networks, TgNetwork, i),
+                                .first_port = MAX(pattern->ports.first, 1),
+                                .last_port = pattern->ports.last };
+    g_array_append_val(rules, rule);
+  }
+  g_array_unref(networks);
 }
 
 typedef struct {

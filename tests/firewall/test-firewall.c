@@ -610,6 +610,73 @@ test_traffic_listener_guard(void)
   peer_teardown(&peer);
 }
 
+/* Server mode: an SFTP-only uid's sockets carry nothing; a jump-host uid
+ * reaches only its networks and port ranges (an interval concatenation). */
+static void
+test_traffic_server_mode(void)
+{
+  Peer peer;
+  TgFirewallConfig config = default_config();
+  g_autoptr(TgFirewall) firewall = NULL;
+  g_autoptr(GError) error = NULL;
+  TgFirewallCounters counters;
+  const guint32 sftp_only = nobody_uid(), jump = 61000;
+  const TgFirewallJumpRule rules[] = {
+    { jump, address4(PEER_ADDRESS, 32), 80, 80 },
+    { jump, address4("10.77.0.0", 24), 8000, 8100 },
+  };
+  const guint16 ports[] = { 80, 443, 8000, 8050, 8101 };
+  int listeners[G_N_ELEMENTS(ports)], local;
+
+  peer_setup(&peer);
+  for (gsize i = 0; i < G_N_ELEMENTS(ports); i++)
+    listeners[i] = listen_on(&peer, peer.netns, PEER_ADDRESS, ports[i]);
+  local = listen_on(&peer, -1, "127.0.0.1", 9999); /* loopback is no way around it */
+  config.egress_lockdown = FALSE;
+  config.server_mode = TRUE;
+  config.sftp_only_uids = &sftp_only;
+  config.n_sftp_only_uids = 1;
+  config.jump_uids = &jump;
+  config.n_jump_uids = 1;
+  config.jump_rules = rules;
+  config.n_jump_rules = G_N_ELEMENTS(rules);
+  firewall = new_firewall(&config);
+
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, 0), ==, 0); /* root: anything */
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 80, 0, sftp_only), ==, ECONNREFUSED);
+  g_assert_cmpint(try_connect(-1, "127.0.0.1", 9999, 0, 0), ==, 0);
+  g_assert_cmpint(try_connect(-1, "127.0.0.1", 9999, 0, sftp_only), ==, ECONNREFUSED);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 80, 0, jump), ==, 0);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 8000, 0, jump), ==, 0);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 8050, 0, jump), ==, 0);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 8101, 0, jump), ==, ECONNREFUSED);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, jump), ==, ECONNREFUSED);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, jump + 1), ==, 0); /* others */
+  g_assert_true(tg_firewall_read_counters(firewall, &counters, &error));
+  g_assert_cmpuint(counters.server_packets, >=, 4);
+
+  /* users changed: one batch replaces them */
+  g_assert_true(
+      tg_firewall_set_server_users(firewall, NULL, 0, &jump, 1, rules, 1, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 80, 0, sftp_only), ==, 0);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 8050, 0, jump), ==, ECONNREFUSED);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 80, 0, jump), ==, 0);
+  /* a bad rule changes nothing */
+  {
+    TgFirewallJumpRule bad = { jump, address4(PEER_ADDRESS, 32), 90, 80 };
+    g_assert_false(
+        tg_firewall_set_server_users(firewall, NULL, 0, &jump, 1, &bad, 1, &error));
+    g_assert_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT);
+    g_clear_error(&error);
+  }
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 80, 0, jump), ==, 0);
+  for (gsize i = 0; i < G_N_ELEMENTS(ports); i++)
+    close(listeners[i]);
+  close(local);
+  peer_teardown(&peer);
+}
+
 static void
 test_traffic_connect_back(void)
 {
@@ -669,6 +736,7 @@ main(int argc, char **argv)
   g_test_add_func("/firewall/traffic/lockdown", test_traffic_lockdown);
   g_test_add_func("/firewall/traffic/listener-guard", test_traffic_listener_guard);
   g_test_add_func("/firewall/traffic/connect-back", test_traffic_connect_back);
+  g_test_add_func("/firewall/traffic/server-mode", test_traffic_server_mode);
   result = g_test_run();
 
   /* The host's ruleset is exactly as it was. */
