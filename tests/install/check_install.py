@@ -1,0 +1,135 @@
+#!/usr/bin/python3
+"""`meson install` puts every part where a Debian system looks for it, and
+each part is valid for the tool that reads it:
+
+  * the systemd unit passes `systemd-analyze verify`;
+  * the D-Bus activation file names the bus name and the unit's alias;
+  * the bus policy and the polkit actions are well-formed XML, and every
+    polkit action the daemon asks for (src/authz.c) is defined;
+  * the tmpfiles snippet creates the state and configuration directories
+    with their modes (systemd-tmpfiles --root), the sysusers snippet the
+    group (systemd-sysusers --root).
+
+Usage: check_install.py BUILD_DIR SOURCE_DIR
+"""
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import unittest
+import xml.etree.ElementTree as ET
+
+BUILD, SOURCE = sys.argv[1], sys.argv[2]
+del sys.argv[1:3]
+PREFIX = "/usr"
+
+
+class InstallTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dest = tempfile.mkdtemp(prefix="tg-install-")
+        # a build with the prefix a distribution uses
+        cls.build = os.path.join(cls.dest, "build")
+        subprocess.run(["meson", "setup", cls.build, SOURCE, f"--prefix={PREFIX}",
+                        "--buildtype=plain"], check=True, capture_output=True)
+        subprocess.run(["ninja", "-C", cls.build, "src/tunnelgated", "src/ctl/tunnelgatectl"],
+                       check=True, capture_output=True)
+        subprocess.run(["meson", "install", "-C", cls.build, "--no-rebuild", "--destdir",
+                        os.path.join(cls.dest, "root")], check=True, capture_output=True)
+        cls.root = os.path.join(cls.dest, "root")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dest, ignore_errors=True)
+
+    def path(self, relative):
+        return os.path.join(self.root, relative.lstrip("/"))
+
+    def find(self, pattern):
+        hits = []
+        for d, _, files in os.walk(self.root):
+            for f in files:
+                full = os.path.join(d, f)
+                if re.search(pattern, full[len(self.root):]):
+                    hits.append(full)
+        self.assertEqual(len(hits), 1, f"{pattern}: {hits}")
+        return hits[0]
+
+    def test_binaries(self):
+        for p in ("/usr/sbin/tunnelgated", "/usr/bin/tunnelgatectl"):
+            self.assertTrue(os.access(self.path(p), os.X_OK), p)
+        r = subprocess.run([self.path("/usr/sbin/tunnelgated"), "--version"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^tunnelgated \d+\.\d+\.\d+\n$")
+
+    def test_unit_verifies(self):
+        unit = self.find(r"/systemd/system/tunnelgate\.service$")
+        text = open(unit).read()
+        self.assertIn("ExecStart=/usr/sbin/tunnelgated\n", text)
+        self.assertIn("BusName=org.tunnelgate.TunnelGate1\n", text)
+        # systemd-analyze checks the binary exists on this host: point it at ours
+        check = os.path.join(self.dest, "tunnelgate.service")
+        with open(check, "w") as f:
+            f.write(text.replace("ExecStart=/usr/sbin/tunnelgated",
+                                 f"ExecStart={self.path('/usr/sbin/tunnelgated')}"))
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", check],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # every capability the daemon keeps, and no other
+        caps = re.search(r"^CapabilityBoundingSet=(.*)$", text, re.M).group(1).split()
+        source = open(os.path.join(SOURCE, "src/privileges.c")).read()
+        table = re.search(r"kept_capabilities\[\] = \{(.*?)\}", source, re.S).group(1)
+        kept = re.findall(r"CAP_[A-Z_]+", table)
+        self.assertEqual(sorted(caps), sorted(set(kept)))
+
+    def test_dbus_files(self):
+        service = open(self.path("/usr/share/dbus-1/system-services/"
+                                 "org.tunnelgate.TunnelGate1.service")).read()
+        self.assertIn("Name=org.tunnelgate.TunnelGate1\n", service)
+        unit = open(self.find(r"/systemd/system/tunnelgate\.service$")).read()
+        alias = re.search(r"^Alias=(.*)$", unit, re.M).group(1)
+        self.assertIn(f"SystemdService={alias}\n", service)
+        policy = ET.parse(self.path("/usr/share/dbus-1/system.d/org.tunnelgate.TunnelGate1.conf"))
+        owners = [e.get("own") for e in policy.iter("allow") if e.get("own")]
+        self.assertEqual(owners, ["org.tunnelgate.TunnelGate1"])
+
+    def test_polkit_actions(self):
+        actions = ET.parse(self.path("/usr/share/polkit-1/actions/org.tunnelgate.policy"))
+        defined = {a.get("id") for a in actions.iter("action")}
+        used = set(re.findall(r'"(org\.tunnelgate\.[a-z-]+)"',
+                              open(os.path.join(SOURCE, "src/authz.c")).read()))
+        self.assertTrue(used)
+        self.assertLessEqual(used, defined)
+
+    def test_tmpfiles_and_sysusers(self):
+        fake = os.path.join(self.dest, "fake")
+        os.makedirs(os.path.join(fake, "etc"))
+        for f in ("passwd", "group", "shadow", "gshadow"):
+            open(os.path.join(fake, "etc", f), "w").close()
+        tmpfiles = self.find(r"/tmpfiles\.d/tunnelgate\.conf$")
+        r = subprocess.run(["systemd-tmpfiles", "--create", f"--root={fake}", tmpfiles],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for d, mode in (("var/lib/tunnelgate", 0o700), ("etc/tunnelgate/policy.d", 0o755),
+                        ("etc/tunnelgate/profiles.d", 0o755)):
+            st = os.stat(os.path.join(fake, d))
+            self.assertEqual(stat.S_IMODE(st.st_mode), mode, d)
+        sysusers = self.find(r"/sysusers\.d/tunnelgate\.conf$")
+        r = subprocess.run(["systemd-sysusers", f"--root={fake}", sysusers],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(open(os.path.join(fake, "etc/group")).read(), r"(?m)^tunnelgate:x:\d+:")
+
+
+if __name__ == "__main__":
+    for tool in ("systemd-analyze", "systemd-tmpfiles", "systemd-sysusers", "meson", "ninja"):
+        if shutil.which(tool) is None:
+            print(f"skipped: {tool} is not installed", file=sys.stderr)
+            sys.exit(77)
+    unittest.main()
