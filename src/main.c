@@ -18,6 +18,7 @@
 #include "manager.h"
 #include "policy-gate.h"
 #include "privileges.h"
+#include "profile.h"
 #include "tunnel.h"
 
 typedef struct {
@@ -28,6 +29,7 @@ typedef struct {
   char *default_policy;
   int connect_timeout;
   gboolean no_firewall_owner;
+  gboolean check_config;
   gboolean verbose;
   gboolean version;
 } Options;
@@ -70,6 +72,47 @@ log_writer(GLogLevelFlags level, const GLogField *fields, gsize n_fields,
 }
 
 static GMainLoop *main_loop;
+
+/* --check-config: everything the daemon would read, read and reported,
+ * nothing started. */
+static int
+check_config(TgDaemon *daemon)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(TgPolicy) policy = tg_gate_load(daemon, &error);
+  g_autofree char *profiles_dir =
+      g_build_filename(daemon->config_dir, "profiles.d", NULL);
+  g_auto(GStrv) names = NULL;
+  int status = EXIT_SUCCESS;
+
+  if (policy == NULL) {
+    g_printerr("tunnelgated: %s\n", error->message);
+    return EXIT_FAILURE;
+  }
+  for (const char *const *file = tg_policy_get_files(policy); *file != NULL; file++)
+    g_print("policy file %s: valid\n", *file);
+  for (const char *const *warning = tg_policy_get_warnings(policy); *warning != NULL;
+       warning++)
+    g_printerr("tunnelgated: warning: %s\n", *warning);
+  names = tg_profile_list(profiles_dir, &error);
+  if (names == NULL) {
+    g_printerr("tunnelgated: %s\n", error->message);
+    return EXIT_FAILURE;
+  }
+  for (guint i = 0; names[i] != NULL; i++) {
+    g_autoptr(GError) profile_error = NULL;
+    g_autoptr(TgProfile) profile =
+        tg_profile_load(profiles_dir, names[i], &profile_error);
+
+    if (profile == NULL) {
+      g_printerr("tunnelgated: profile %s: %s\n", names[i], profile_error->message);
+      status = EXIT_FAILURE;
+    } else {
+      g_print("profile %s: valid\n", names[i]);
+    }
+  }
+  return status;
+}
 static gboolean options_no_firewall_owner;
 static int exit_status = EXIT_SUCCESS;
 
@@ -218,6 +261,10 @@ parse_options(int *argc, char ***argv, Options *options, GError **error)
       "System known hosts file (default /etc/ssh/ssh_known_hosts)", "FILE" },
     { "connect-timeout", 0, 0, G_OPTION_ARG_INT, &options->connect_timeout,
       "Seconds to wait for an SSH server (default 15)", "SECONDS" },
+    { "check-config", 0, 0, G_OPTION_ARG_NONE, &options->check_config,
+      "Validate the policy files and every profile, print what was read, and exit "
+      "(0: valid, 1: not)",
+      NULL },
     { "no-firewall-owner", 0, 0, G_OPTION_ARG_NONE, &options->no_firewall_owner,
       "Do not make the firewall table owned by the daemon on kernels that could "
       "(others may change it; tamper repair puts it back)",
@@ -277,6 +324,8 @@ main(int argc, char **argv)
   daemon.connect_timeout_seconds = options.connect_timeout ? options.connect_timeout : 15;
   daemon.default_policy = options.default_policy ? options.default_policy
                                                  : g_strdup(TG_DATADIR "/policy.conf");
+  if (options.check_config)
+    return check_config(&daemon);
   daemon.usage = g_hash_table_new_full(NULL, NULL, NULL, (GDestroyNotify)tg_usage_unref);
   daemon.tunnels = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
                                          (GDestroyNotify)tg_tunnel_free);
