@@ -556,7 +556,7 @@ class World:
                  subnet=None, keep=None):
         src = Path(source_root) if source_root else globals()["source_root"]()
         self.source_root = src
-        self.build_root = Path(build_root) if build_root else globals()["build_root"]()
+        self.build_root = (Path(build_root) if build_root else globals()["build_root"]()).resolve()
         self.bus_policy = Path(bus_policy or src / "dbus" / "org.tunnelgate.TunnelGate1.conf")
         self.polkit_policy = Path(polkit_policy or src / "polkit" / "org.tunnelgate.policy")
         self.polkit_rules = Path(polkit_rules or HERE / "50-tunnelgate-test.rules")
