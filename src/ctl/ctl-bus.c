@@ -1,42 +1,126 @@
-/* The verbs that ask the daemon: one system-bus call each, with polkit's
- * interactive authorization allowed (an administrator at a terminal may be
- * asked for a password by their agent). */
-#include <gio/gio.h>
+/* Talking to tunnelgated: the system-bus connection, method calls with
+ * polkit's interactive authorization allowed (an administrator at a terminal
+ * may be asked for a password by their agent), errors and exit statuses,
+ * tunnel names; and the verbs that are one call each (firewall, audit). */
 #include <stdio.h>
+#include <string.h>
 
 #include "ctl.h"
 
-#define BUS_NAME "org.tunnelgate.TunnelGate1"
-#define MANAGER_PATH "/org/tunnelgate/TunnelGate1"
-#define MANAGER_INTERFACE "org.tunnelgate.Manager1"
-#define CALL_TIMEOUT_MS (120 * 1000)
+GDBusConnection *
+ctl_bus(void)
+{
+  static GDBusConnection *bus;
+  g_autoptr(GError) error = NULL;
 
-/* Manager1.method(parameters) on the system bus ($DBUS_SYSTEM_BUS_ADDRESS
- * when set); NULL after printing why. */
-static GVariant *
-call_manager(const char *method, GVariant *parameters, const GVariantType *reply_type)
+  if (bus != NULL)
+    return bus;
+  bus = g_bus_get_sync(G_BUS_TYPE_SYSTEM, NULL, &error);
+  if (bus == NULL)
+    ctl_error("cannot connect to the system bus: %s", error->message);
+  return bus;
+}
+
+/* Errors that say the request itself cannot succeed: the caller must change
+ * it (exit status 1). Everything else is the daemon's or the system's (2). */
+static const char *const request_errors[] = {
+  "org.tunnelgate.Error.InvalidArgument",   "org.tunnelgate.Error.PolicyDenied",
+  "org.tunnelgate.Error.LimitExceeded",     "org.tunnelgate.Error.NotFound",
+  "org.tunnelgate.Error.NotSupported",      "org.tunnelgate.Error.AddressInUse",
+  "org.freedesktop.DBus.Error.InvalidArgs",
+};
+
+static int
+exit_status_for(const char *error_name)
+{
+  if (error_name == NULL)
+    return CTL_EXIT_BUS; /* a local error: timeout, lost connection */
+  for (gsize i = 0; i < G_N_ELEMENTS(request_errors); i++) {
+    if (g_str_equal(error_name, request_errors[i]))
+      return CTL_EXIT_FAILURE;
+  }
+  return CTL_EXIT_BUS;
+}
+
+int
+ctl_report_error(const char *what, GError *error)
+{
+  g_autofree char *name = g_dbus_error_get_remote_error(error);
+
+  g_dbus_error_strip_remote_error(error);
+  if (name != NULL && (g_str_equal(name, "org.freedesktop.DBus.Error.ServiceUnknown") ||
+                       g_str_equal(name, "org.freedesktop.DBus.Error.NameHasNoOwner")))
+    ctl_error("%s: tunnelgated is not running: %s (%s)", what, error->message, name);
+  else
+    ctl_error("%s: %s%s%s%s", what, error->message, name != NULL ? " (" : "",
+              name != NULL ? name : "", name != NULL ? ")" : "");
+  return exit_status_for(name);
+}
+
+/* A tunnel object that is not there: GDBus answers for the daemon that
+ * nothing is registered at the path. */
+static gboolean
+is_missing_object(GError *error)
+{
+  return g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD) ||
+         g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_OBJECT) ||
+         g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_INTERFACE);
+}
+
+GVariant *
+ctl_call(const char *path, const char *interface, const char *method,
+         GVariant *parameters, const GVariantType *reply_type, int *status)
 {
   g_autoptr(GError) error = NULL;
-  g_autoptr(GDBusConnection) bus = g_bus_get_sync(G_BUS_TYPE_SYSTEM, NULL, &error);
+  GDBusConnection *bus = ctl_bus();
   GVariant *reply;
 
   if (bus == NULL) {
-    ctl_error("cannot connect to the system bus: %s", error->message);
     if (parameters != NULL)
       g_variant_unref(g_variant_ref_sink(parameters));
+    *status = CTL_EXIT_BUS;
     return NULL;
   }
-  reply = g_dbus_connection_call_sync(
-      bus, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, method, parameters, reply_type,
-      G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, CALL_TIMEOUT_MS, NULL, &error);
-  if (reply == NULL) {
+  reply = g_dbus_connection_call_sync(bus, CTL_BUS_NAME, path, interface, method,
+                                      parameters, reply_type,
+                                      G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION,
+                                      CTL_CALL_TIMEOUT_MS, NULL, &error);
+  if (reply != NULL) {
+    *status = CTL_EXIT_OK;
+    return reply;
+  }
+  if (g_str_has_prefix(path, CTL_TUNNEL_PREFIX) && is_missing_object(error)) {
     g_autofree char *name = g_dbus_error_get_remote_error(error);
 
-    g_dbus_error_strip_remote_error(error);
-    ctl_error("%s: %s%s%s%s", method, error->message, name != NULL ? " (" : "",
-              name != NULL ? name : "", name != NULL ? ")" : "");
+    ctl_error("no tunnel %s (%s)", ctl_tunnel_id(path), name != NULL ? name : "unknown");
+    *status = CTL_EXIT_FAILURE;
+    return NULL;
   }
-  return reply;
+  *status = ctl_report_error(method, error);
+  return NULL;
+}
+
+const char *
+ctl_tunnel_id(const char *path)
+{
+  const char *slash = strrchr(path, '/');
+
+  return slash != NULL ? slash + 1 : path;
+}
+
+char *
+ctl_tunnel_path(const char *id_or_path)
+{
+  if (g_str_has_prefix(id_or_path, CTL_TUNNEL_PREFIX) &&
+      g_variant_is_object_path(id_or_path) &&
+      strchr(id_or_path + strlen(CTL_TUNNEL_PREFIX), '/') == NULL)
+    return g_strdup(id_or_path);
+  if (id_or_path[0] != '\0' && strspn(id_or_path, "0123456789") == strlen(id_or_path))
+    return g_strconcat(CTL_TUNNEL_PREFIX, id_or_path, NULL);
+  ctl_error("'%s' is not a tunnel: give its ID (as 'tunnelgatectl list' shows it) or "
+            "its object path " CTL_TUNNEL_PREFIX "ID",
+            id_or_path);
+  return NULL;
 }
 
 int
@@ -45,6 +129,7 @@ ctl_firewall(int argc, char **argv)
   GOptionEntry entries[] = { { NULL } };
   g_autoptr(GVariant) reply = NULL;
   const char *text;
+  int status;
 
   if (!ctl_parse_options("firewall", "",
                          "Prints the live nftables table inet tunnelgate as the daemon "
@@ -57,9 +142,10 @@ ctl_firewall(int argc, char **argv)
     ctl_error("firewall takes no arguments");
     return CTL_EXIT_FAILURE;
   }
-  reply = call_manager("GetFirewall", NULL, G_VARIANT_TYPE("(s)"));
+  reply = ctl_call(CTL_MANAGER_PATH, CTL_MANAGER_INTERFACE, "GetFirewall", NULL,
+                   G_VARIANT_TYPE("(s)"), &status);
   if (reply == NULL)
-    return CTL_EXIT_BUS;
+    return status;
   g_variant_get(reply, "(&s)", &text);
   fputs(text, stdout);
   return CTL_EXIT_OK;
@@ -73,6 +159,7 @@ ctl_audit(int argc, char **argv)
   g_autoptr(GVariantIter) findings = NULL;
   const char *user, *setting, *value;
   guint n = 0;
+  int status;
 
   if (!ctl_parse_options(
           "audit", "",
@@ -88,9 +175,10 @@ ctl_audit(int argc, char **argv)
     ctl_error("audit takes no arguments");
     return CTL_EXIT_FAILURE;
   }
-  reply = call_manager("Audit", NULL, G_VARIANT_TYPE("(a(sss))"));
+  reply = ctl_call(CTL_MANAGER_PATH, CTL_MANAGER_INTERFACE, "Audit", NULL,
+                   G_VARIANT_TYPE("(a(sss))"), &status);
   if (reply == NULL)
-    return CTL_EXIT_BUS;
+    return status;
   g_variant_get(reply, "(a(sss))", &findings);
   while (g_variant_iter_next(findings, "(&s&s&s)", &user, &setting, &value)) {
     printf("%s\t%s\t%s\n", user, setting, value);

@@ -20,6 +20,19 @@ typedef struct {
 } CtlVerb;
 
 static const CtlVerb verbs[] = {
+  { "open", "[user@]host[:port] -L|-R|-D SPEC… | @PROFILE",
+    "Open a tunnel with your ssh-agent or key; wait until it is up, print its ports",
+    ctl_open },
+  { "close", "ID…", "Close tunnels", ctl_close },
+  { "list", "[--json]", "List the tunnels you may see", ctl_list },
+  { "show", "[--json] ID", "Show every property of a tunnel", ctl_show },
+  { "watch", "[--count N]", "Print tunnel events (state, traffic) as they happen",
+    ctl_watch },
+  { "forward", "add|remove ID SPEC…", "Add forwards to a tunnel, or remove them",
+    ctl_forward },
+  { "check", "[user@]host[:port] SPEC…",
+    "Would the policy allow these forwards? Prints why (file:line)", ctl_check },
+  { "reload", "", "Make the daemon read the policy again", ctl_reload },
   { "check-policy", "[FILE…]",
     "Validate the policy like sshd -t; with --user, show a user's like sshd -T",
     ctl_check_policy },
@@ -93,7 +106,14 @@ static const char exit_statuses[] =
     "Exit status:\n"
     "  0  success\n"
     "  1  invalid policy, bad usage, or an unknown user\n"
-    "  2  the daemon could not be reached, or it returned an error\n";
+    "     also: the daemon refused the request itself (InvalidArgument,\n"
+    "     PolicyDenied, LimitExceeded, NotFound, NotSupported, AddressInUse),\n"
+    "     no such tunnel, 'check' denied, 'audit' found drift\n"
+    "  2  the daemon could not be reached, or it returned an error\n"
+    "     (any other: NotAuthorized by polkit, ConnectFailed, HostKeyUnknown,\n"
+    "     AuthenticationFailed, Failed, ...)\n"
+    "Errors name the D-Bus error; denials name the policy file:line or the\n"
+    "polkit action that refused. See doc/cli.md.\n";
 
 /* Options before the verb; stops at the verb (strict POSIX), leaving it
  * and its arguments in argv. */
