@@ -176,9 +176,9 @@ apply_firewall(TgDaemon *daemon, GError **error)
   daemon->server = tg_server_new(daemon->enforcer);
   if (tg_enforcer_apply_policy(daemon->enforcer, daemon->policy, error))
     return tg_server_apply_policy(daemon->server, daemon->policy, error);
-  g_prefix_error(error,
-                 "the policy asks for the firewall (EgressLockdown, ListenerGuard or "
-                 "ConnectBackPinning), but table inet tunnelgate cannot be installed: ");
+  g_prefix_error(
+      error, "the policy asks for the firewall (EgressLockdown, ListenerGuard, "
+             "ConnectBackPinning or ServerMode), but its table cannot be installed: ");
   return FALSE;
 }
 
@@ -211,7 +211,7 @@ load_introspection(GError **error)
 static gboolean
 prepare_state_dir(const char *path, GError **error)
 {
-  if (g_mkdir_with_parents(path, 0755) != 0) {
+  if (g_mkdir_with_parents(path, 0700) != 0) {
     g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
                 "Cannot create the state directory %s: %s", path, g_strerror(errno));
     return FALSE;
@@ -281,8 +281,9 @@ parse_options(int *argc, char ***argv, Options *options, GError **error)
   if (!g_option_context_parse(context, argc, argv, error))
     return FALSE;
   if (options->connect_timeout < 0 || options->connect_timeout > 300) {
-    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                "--connect-timeout must be between 1 and 300 seconds");
+    g_set_error(
+        error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+        "--connect-timeout must be between 1 and 300 seconds (0: the default, 15)");
     return FALSE;
   }
   return TRUE;
