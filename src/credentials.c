@@ -52,35 +52,30 @@ child_open_as_user(int channel, const TgIdentity *user, const gid_t *groups, int
     if (unlink(path) != 0)
       result_errno = errno;
     goto send; /* no descriptor */
-  } else if (kind == LISTEN_UNIX) {
+  } else {     /* CONNECT_UNIX, LISTEN_UNIX */
     struct sockaddr_un address = { .sun_family = AF_UNIX };
     size_t length = strlen(path);
+    int rc;
 
     if (length >= sizeof address.sun_path) {
       result_errno = ENAMETOOLONG;
       goto send;
     }
     memcpy(address.sun_path, path, length + 1);
-    umask(0177); /* the socket file: the caller's, mode 0600 */
+    if (kind == LISTEN_UNIX)
+      umask(0177); /* the socket file: the caller's, mode 0600 */
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 ||
-                    listen(fd, SOMAXCONN) != 0)) {
-      result_errno = errno;
-      goto send;
-    }
-  } else {
-    struct sockaddr_un address = { .sun_family = AF_UNIX };
-    size_t length = strlen(path);
-
-    if (length >= sizeof address.sun_path) {
-      result_errno = ENAMETOOLONG;
-      goto send;
-    }
-    memcpy(address.sun_path, path, length + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
-      result_errno = errno;
-      goto send;
+    if (fd >= 0) {
+      if (kind == LISTEN_UNIX)
+        rc = bind(fd, (struct sockaddr *)&address, sizeof address) == 0
+                 ? listen(fd, SOMAXCONN)
+                 : -1;
+      else
+        rc = connect(fd, (struct sockaddr *)&address, sizeof address);
+      if (rc != 0) {
+        result_errno = errno;
+        goto send;
+      }
     }
   }
   if (fd < 0)

@@ -10,6 +10,7 @@
 
 #include "firewall.h"
 #include "log.h"
+#include "resolve.h"
 #include "tg-error.h"
 
 #define RESOLVE_INTERVAL_SECONDS 300
@@ -290,30 +291,8 @@ resolve_thread(gpointer data)
   GSource *source;
 
   round->addresses = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
-  for (guint i = 0; i < round->names->len; i++) {
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
-    struct addrinfo *result = NULL;
-
-    if (getaddrinfo(g_ptr_array_index(round->names, i), NULL, &hints, &result) != 0)
-      continue; /* unknown today: the next round tries again */
-    for (struct addrinfo *a = result; a != NULL; a = a->ai_next) {
-      TgFirewallAddress address = { 0 };
-
-      if (a->ai_family == AF_INET) {
-        address.family = AF_INET;
-        address.prefix = 32;
-        memcpy(address.bytes, &((struct sockaddr_in *)a->ai_addr)->sin_addr, 4);
-      } else if (a->ai_family == AF_INET6) {
-        address.family = AF_INET6;
-        address.prefix = 128;
-        memcpy(address.bytes, &((struct sockaddr_in6 *)a->ai_addr)->sin6_addr, 16);
-      } else {
-        continue;
-      }
-      g_array_append_val(round->addresses, address);
-    }
-    freeaddrinfo(result);
-  }
+  for (guint i = 0; i < round->names->len; i++) /* unknown today: next round */
+    tg_resolve_networks(g_ptr_array_index(round->names, i), round->addresses);
   source = g_idle_source_new();
   g_source_set_callback(source, resolved, round, resolve_round_free);
   g_source_attach(source, round->context);

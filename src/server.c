@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "log.h"
+#include "resolve.h"
 #include "tg-error.h"
 
 #define RESYNC_DELAY_MS 300 /* coalesces the writes of one useradd/usermod */
@@ -73,28 +74,7 @@ add_jump_rules(GArray *rules, guint32 uid, const TgHostPattern *pattern)
   if (pattern->kind == TG_HOST_PATTERN_NETWORK) {
     g_array_append_val(networks, pattern->network);
   } else if (pattern->kind == TG_HOST_PATTERN_NAME) {
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
-    struct addrinfo *result = NULL;
-
-    if (getaddrinfo(pattern->name, NULL, &hints, &result) == 0) {
-      for (struct addrinfo *a = result; a != NULL; a = a->ai_next) {
-        TgNetwork address = { 0 };
-
-        if (a->ai_family == AF_INET) {
-          address.family = AF_INET;
-          address.prefix = 32;
-          memcpy(address.bytes, &((struct sockaddr_in *)a->ai_addr)->sin_addr, 4);
-        } else if (a->ai_family == AF_INET6) {
-          address.family = AF_INET6;
-          address.prefix = 128;
-          memcpy(address.bytes, &((struct sockaddr_in6 *)a->ai_addr)->sin6_addr, 16);
-        } else {
-          continue;
-        }
-        g_array_append_val(networks, address);
-      }
-      freeaddrinfo(result);
-    }
+    tg_resolve_networks(pattern->name, networks);
   }
   if (networks->len == 0) {
     g_autofree char *text = tg_host_pattern_to_string(pattern, TG_PORT_REQUIRED);

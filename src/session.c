@@ -362,6 +362,28 @@ wait_connected(TgSession *session, int fd, int timeout_ms)
   return error;
 }
 
+/* A non-blocking TCP socket with TCP_NODELAY and, when @mark is not 0, the
+ * firewall's SO_MARK, set before connect() so that the SYN carries it. -1
+ * with errno when either fails: an unmarked socket is never used. */
+static int
+marked_tcp_socket(int family, guint32 mark)
+{
+  int one = 1;
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+  if (fd < 0)
+    return -1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    int saved = errno;
+
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
 static int
 connect_tcp(TgSession *session, GError **error)
 {
@@ -380,28 +402,19 @@ connect_tcp(TgSession *session, GError **error)
   }
   for (struct addrinfo *a = addresses; a != NULL && !stop_requested(session);
        a = a->ai_next) {
-    int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    a->ai_protocol);
-    int one = 1;
+    /* the firewall's lockdown lets only marked sockets reach SSH servers */
+    int fd = marked_tcp_socket(a->ai_family, config->socket_mark);
 
-    if (fd < 0) {
-      last_error = errno;
-      continue;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    /* the firewall's lockdown lets only marked sockets reach SSH servers;
-     * the mark goes on before connect(), so the SYN carries it */
-    if (config->socket_mark != 0 &&
-        setsockopt(fd, SOL_SOCKET, SO_MARK, &config->socket_mark,
-                   sizeof config->socket_mark) != 0) {
-      int saved = errno;
-
-      close(fd);
+    if (fd < 0 && errno == EPERM) {
       freeaddrinfo(addresses);
       g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED,
                   "Cannot mark the connection to %s for the firewall (SO_MARK): %s",
-                  config->host, g_strerror(saved));
+                  config->host, g_strerror(EPERM));
       return -1;
+    }
+    if (fd < 0) {
+      last_error = errno;
+      continue;
     }
     if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
       last_error = 0;
@@ -860,20 +873,11 @@ connect_back(TgSession *session, const TgConnectBack *connect_back, GError **err
         &g_array_index(connect_back->addresses, struct sockaddr_storage, i);
     socklen_t length = address->ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                                      : sizeof(struct sockaddr_in6);
-    int one = 1;
-    int fd = socket(address->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = marked_tcp_socket(address->ss_family, config->connect_back_mark);
 
     if (fd < 0) {
       last_error = errno;
       continue;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (config->connect_back_mark != 0 &&
-        setsockopt(fd, SOL_SOCKET, SO_MARK, &config->connect_back_mark,
-                   sizeof config->connect_back_mark) != 0) {
-      last_error = errno;
-      close(fd);
-      break; /* never unmarked */
     }
     if (connect(fd, (const struct sockaddr *)address, length) == 0 ||
         errno == EINPROGRESS)

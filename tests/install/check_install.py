@@ -67,6 +67,19 @@ class InstallTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0)
         self.assertRegex(r.stdout, r"^tunnelgated \d+\.\d+\.\d+\n$")
 
+    def test_data_docs_and_completion(self):
+        """What README, doc/ and the man pages say is installed."""
+        self.assertTrue(os.path.isfile(self.path("/usr/share/tunnelgate/policy.conf")))
+        examples = sorted(os.listdir(self.path("/usr/share/doc/tunnelgate/examples")))
+        self.assertEqual(examples, sorted(os.listdir(os.path.join(SOURCE, "data", "examples"))))
+        completion = self.find(r"/bash-completion/completions/tunnelgatectl$")
+        self.assertIn("tunnelgatectl", open(completion).read())
+        # scripts/install-deps installs scdoc: without it no man page is built
+        self.assertIsNotNone(shutil.which("scdoc"), "scdoc is not installed")
+        for page in ("man1/tunnelgatectl.1", "man5/tunnelgate.policy.5",
+                     "man5/org.tunnelgate.TunnelGate1.5", "man8/tunnelgated.8"):
+            self.assertTrue(os.path.isfile(self.path(f"/usr/share/man/{page}")), page)
+
     def test_unit_verifies(self):
         unit = self.find(r"/systemd/system/tunnelgate\.service$")
         text = open(unit).read()

@@ -70,26 +70,14 @@ LISTENING = re.compile(r"^  (. .+): (listening on|SOCKS proxy on|the server list
 
 
 def setUpModule():
-    w = world.World(users=list(USERS)).start()
-    try:
-        w.set_polkit_rules(POLKIT_RULES)
-        for u in USERS:
-            w.start_agent(u)
-        w.write_config("policy.conf", POLICY)
-        w.start_daemon()
-    except BaseException:
-        w.cleanup()
-        raise
-    tgtest.DaemonTestCase.W = w
+    tgtest.start_module_world(USERS, agents=USERS, polkit_rules=POLKIT_RULES, policy=POLICY)
 
 
 def tearDownModule():
     w = tgtest.DaemonTestCase.W
-    try:
+    if w.daemon is not None and w.daemon.alive():
         close_all(w)
-        tgtest.check_daemon_stopped_cleanly(w)
-    finally:
-        w.cleanup()
+    tgtest.stop_module_world()
 
 
 def tunnel_paths(w, user=ADMIN):

@@ -33,7 +33,6 @@ import unittest
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tgtest  # noqa: E402
-import world  # noqa: E402
 from tgtest import (ALICE, BOB, ADMIN, BUS, MPATH, MIFACE, BUSCTL_TIMEOUT,  # noqa: E402
                     agent_option, busctl_open_ok, close_all_tunnels, curl, free_port,
                     prop, wait_for)
@@ -65,25 +64,11 @@ Match User tg-bob
 
 
 def setUpModule():
-    w = world.World(users=list(USERS)).start()
-    try:
-        w.set_polkit_rules(POLKIT_RULES)
-        for u in USERS:
-            w.start_agent(u)
-    except BaseException:
-        w.cleanup()
-        raise
-    tgtest.DaemonTestCase.W = w
+    tgtest.start_module_world(USERS, agents=USERS, polkit_rules=POLKIT_RULES, daemon=False)
 
 
 def tearDownModule():
-    w = tgtest.DaemonTestCase.W
-    try:
-        close_all_tunnels(w)
-        if w.daemon is not None and w.daemon.alive():
-            tgtest.check_daemon_stopped_cleanly(w)
-    finally:
-        w.cleanup()
+    tgtest.stop_module_world()
 
 
 def nft(w, *args, check=True):

@@ -31,7 +31,6 @@ import unittest
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tgtest  # noqa: E402
-import world  # noqa: E402
 from tgtest import (ALICE, BOB, ADMIN, MALLORY, BUS, MPATH, MIFACE, TIFACE, V,  # noqa: E402
                     UserBus, close_all_tunnels, free_port, prop, wait_for)
 
@@ -65,29 +64,15 @@ _BUSES = {}
 
 def setUpModule():
     # sshd refuses tg-bob's remote listens: the refusal path, with real sshd
-    w = world.World(users=list(USERS),
-                    sshd_config_extra="Match User tg-bob\n  PermitListen none\n").start()
-    try:
-        w.set_polkit_rules(POLKIT_RULES)
-        for u in USERS:
-            w.start_agent(u)
-        w.write_config("policy.conf", "ConnectBackPinning yes\n")
-        w.start_daemon()
-    except BaseException:
-        w.cleanup()
-        raise
-    tgtest.DaemonTestCase.W = w
+    tgtest.start_module_world(USERS, agents=USERS, polkit_rules=POLKIT_RULES,
+                              policy="ConnectBackPinning yes\n",
+                              sshd_config_extra="Match User tg-bob\n  PermitListen none\n")
 
 
 def tearDownModule():
-    w = tgtest.DaemonTestCase.W
-    try:
-        for ub in _BUSES.values():
-            ub.close()
-        close_all_tunnels(w)
-        tgtest.check_daemon_stopped_cleanly(w)
-    finally:
-        w.cleanup()
+    for ub in _BUSES.values():
+        ub.close()
+    tgtest.stop_module_world()
 
 
 def user_bus(user):

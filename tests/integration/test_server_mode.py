@@ -57,23 +57,13 @@ Match Group {JUMP_GROUP}
 
 
 def setUpModule():
-    w = world.World(users=list(USERS), groups={SFTP: [SFTP_GROUP], JUMP: [JUMP_GROUP]},
-                    sshd_config_extra=BROKEN_SSHD).start()
-    try:
-        w.set_polkit_rules(POLKIT_RULES)
-    except BaseException:
-        w.cleanup()
-        raise
-    tgtest.DaemonTestCase.W = w
+    tgtest.start_module_world(USERS, agents=(), polkit_rules=POLKIT_RULES, daemon=False,
+                              groups={SFTP: [SFTP_GROUP], JUMP: [JUMP_GROUP]},
+                              sshd_config_extra=BROKEN_SSHD)
 
 
 def tearDownModule():
-    w = tgtest.DaemonTestCase.W
-    try:
-        if w.daemon is not None and w.daemon.alive():
-            tgtest.check_daemon_stopped_cleanly(w)
-    finally:
-        w.cleanup()
+    tgtest.stop_module_world()
 
 
 class ServerModeTest(tgtest.DaemonTestCase):
