@@ -408,17 +408,6 @@ write_servers(TgFirewall *firewall, TgNftBatch *batch)
 }
 
 static void
-write_exempt_uids(TgFirewall *firewall, TgNftBatch *batch)
-{
-  ElementWriter writer = { 0 };
-
-  writer_start(&writer, batch, NFT_MSG_NEWSETELEM, "exempt_uids");
-  for (guint i = 0; i < firewall->exempt_uids->len; i++)
-    writer_add(&writer, &g_array_index(firewall->exempt_uids, guint32, i), 4, 0);
-  writer_flush(&writer);
-}
-
-static void
 write_uid_set(TgNftBatch *batch, const char *set_name, GArray *uids)
 {
   ElementWriter writer = { 0 };
@@ -917,7 +906,7 @@ build_full_batch(TgFirewall *firewall, guint32 table_flags)
   write_server_sets(firewall, batch);
   write_ssh_ports(firewall, batch);
   write_servers(firewall, batch);
-  write_exempt_uids(firewall, batch);
+  write_uid_set(batch, "exempt_uids", firewall->exempt_uids);
   g_hash_table_iter_init(&iter, firewall->listeners);
   while (g_hash_table_iter_next(&iter, NULL, &value))
     write_listener(batch, value, NFT_MSG_NEWSETELEM);
@@ -1261,7 +1250,7 @@ tg_firewall_set_exempt_uids(TgFirewall *firewall, const guint32 *uids, gsize n_u
 
   firewall->exempt_uids = copy_array(uids, n_uids, sizeof(guint32));
   batch_flush_set(batch, "exempt_uids");
-  write_exempt_uids(firewall, batch);
+  write_uid_set(batch, "exempt_uids", firewall->exempt_uids);
   if (!commit_update(firewall, batch, error)) {
     g_array_unref(firewall->exempt_uids);
     firewall->exempt_uids = g_steal_pointer(&old);
