@@ -169,21 +169,32 @@ report_free(gpointer data)
   g_free(report);
 }
 
+/* Everything the worker tells the D-Bus thread goes this way: always
+ * queued, never run here (g_main_context_invoke() would call it in this
+ * thread whenever the D-Bus thread is not inside its loop), and all at one
+ * priority, so that it arrives in the order it was sent: the final report,
+ * after which the tunnel may be freed, comes after every acknowledgement. */
+static void
+dispatch_later(TgSession *session, GSourceFunc func, gpointer data,
+               GDestroyNotify destroy)
+{
+  GSource *source = g_idle_source_new();
+
+  g_source_set_priority(source, G_PRIORITY_DEFAULT);
+  g_source_set_callback(source, func, data, destroy);
+  g_source_attach(source, session->context);
+  g_source_unref(source);
+}
+
 static void
 report_state(TgSession *session, TgTunnelState state, GError *error)
 {
   Report *report = g_new0(Report, 1);
-  GSource *source = g_idle_source_new();
 
   report->session = session;
   report->state = state;
   report->error = error;
-  /* always queued, never run here: g_main_context_invoke() would call it in
-   * this thread whenever the D-Bus thread is not inside its loop */
-  g_source_set_priority(source, G_PRIORITY_DEFAULT);
-  g_source_set_callback(source, report_dispatch, report, report_free);
-  g_source_attach(source, session->context);
-  g_source_unref(source);
+  dispatch_later(session, report_dispatch, report, report_free);
 }
 
 typedef struct {
@@ -212,23 +223,19 @@ listen_report_free(gpointer data)
   g_free(report);
 }
 
-/* Queued like report_state(), so the D-Bus thread hears it before UP (or
- * before the AddForward acknowledgement that follows it). */
+/* The D-Bus thread hears it before UP (or before the AddForward
+ * acknowledgement that follows it). */
 static void
 report_listener(TgSession *session, guint forward_index, const char *address,
                 guint16 port)
 {
   ListenReport *report = g_new0(ListenReport, 1);
-  GSource *source = g_idle_source_new();
 
   report->session = session;
   report->forward_index = forward_index;
   report->address = g_strdup(address);
   report->port = port;
-  g_source_set_priority(source, G_PRIORITY_DEFAULT);
-  g_source_set_callback(source, listen_report_dispatch, report, listen_report_free);
-  g_source_attach(source, session->context);
-  g_source_unref(source);
+  dispatch_later(session, listen_report_dispatch, report, listen_report_free);
 }
 
 /* Keeps a duplicate of fd that tg_session_stop() can shut down. */
@@ -594,6 +601,53 @@ peer_text(const struct sockaddr_storage *peer, char *address, gsize size, guint1
   }
 }
 
+/* One more connection for @forward (accepted on a listener, or @forwarded
+ * by the server): the owner's MaxConnections slot and this tunnel's own
+ * bound, each refusal audited. TRUE: it holds a slot now. */
+static gboolean
+admit_connection(TgSession *session, const TgForward *forward, gboolean forwarded)
+{
+  TgSessionConfig *config = session->config;
+
+  if (!take_connection_slot(session)) {
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID",
+                 config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
+                 forward->spec, "DECISION", "deny", "RULE", "MaxConnections", "MESSAGE",
+                 "tunnel %s: %s already has %u connections (MaxConnections), "
+                 "refusing a %s one",
+                 config->tunnel_id, config->owner.user_name,
+                 atomic_load(&session->usage->max_connections),
+                 forwarded ? "forwarded" : "new");
+    return FALSE;
+  }
+  if (session->relays->len >= MAX_CONNECTIONS_PER_TUNNEL) {
+    tg_log_event(G_LOG_LEVEL_WARNING, "CONNECTION_REFUSED", "TUNNEL_ID",
+                 config->tunnel_id, "FORWARD", forward->spec, "MESSAGE",
+                 "tunnel %s: more than %d connections, refusing a %s one",
+                 config->tunnel_id, MAX_CONNECTIONS_PER_TUNNEL,
+                 forwarded ? "forwarded" : "new");
+    release_connection_slot(session);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* An admitted connection's relay joins the loop: counted and audited. */
+static void
+add_relay(TgSession *session, TgRelay *relay, const TgForward *forward,
+          gboolean forwarded, const char *peer, int port)
+{
+  TgSessionConfig *config = session->config;
+
+  g_ptr_array_add(session->relays, relay);
+  tg_counter_add(&session->counters->total_connections, 1);
+  atomic_fetch_add(&session->counters->active_connections, 1);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_OPENED", "TUNNEL_ID", config->tunnel_id,
+               "USER", config->owner.user_name, "FORWARD", forward->spec, "MESSAGE",
+               "tunnel %s: %sconnection from %s port %d for %s", config->tunnel_id,
+               forwarded ? "forwarded " : "", peer, port, forward->spec);
+}
+
 static void
 accept_connections(TgSession *session, TgListener *listener)
 {
@@ -606,6 +660,7 @@ accept_connections(TgSession *session, TgListener *listener)
     char address[INET6_ADDRSTRLEN] = "";
     guint16 port = 0;
     int one = 1;
+    TgRelay *relay;
     int fd = accept4(listener->fd, (struct sockaddr *)&peer, &length,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -625,23 +680,7 @@ accept_connections(TgSession *session, TgListener *listener)
       close(fd);
       continue;
     }
-    if (!take_connection_slot(session)) {
-      tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID",
-                   config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
-                   forward->spec, "DECISION", "deny", "RULE", "MaxConnections", "MESSAGE",
-                   "tunnel %s: %s already has %u connections (MaxConnections), "
-                   "refusing a new one",
-                   config->tunnel_id, config->owner.user_name,
-                   atomic_load(&session->usage->max_connections));
-      close(fd);
-      continue;
-    }
-    if (session->relays->len >= MAX_CONNECTIONS_PER_TUNNEL) {
-      tg_log_event(G_LOG_LEVEL_WARNING, "CONNECTION_REFUSED", "TUNNEL_ID",
-                   config->tunnel_id, "FORWARD", forward->spec, "MESSAGE",
-                   "tunnel %s: more than %d connections, refusing a new one",
-                   config->tunnel_id, MAX_CONNECTIONS_PER_TUNNEL);
-      release_connection_slot(session);
+    if (!admit_connection(session, forward, FALSE)) {
       close(fd);
       continue;
     }
@@ -652,26 +691,16 @@ accept_connections(TgSession *session, TgListener *listener)
       port = 0;
     }
     if (forward->kind == TG_FORWARD_DYNAMIC)
-      g_ptr_array_add(session->relays,
-                      tg_relay_new_socks(session->ssh, listener->forward_index, fd,
-                                         address, port,
-                                         g_get_monotonic_time() +
-                                             SOCKS_HANDSHAKE_SECONDS * G_USEC_PER_SEC));
+      relay = tg_relay_new_socks(session->ssh, listener->forward_index, fd, address, port,
+                                 g_get_monotonic_time() +
+                                     SOCKS_HANDSHAKE_SECONDS * G_USEC_PER_SEC);
     else if (forward->connect.path != NULL)
-      g_ptr_array_add(session->relays,
-                      tg_relay_new_unix_target(session->ssh, listener->forward_index, fd,
-                                               forward->connect.path, address, port));
+      relay = tg_relay_new_unix_target(session->ssh, listener->forward_index, fd,
+                                       forward->connect.path, address, port);
     else
-      g_ptr_array_add(session->relays,
-                      tg_relay_new(session->ssh, listener->forward_index, fd,
-                                   forward->connect.host, forward->connect.port, address,
-                                   port));
-    tg_counter_add(&session->counters->total_connections, 1);
-    atomic_fetch_add(&session->counters->active_connections, 1);
-    tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_OPENED", "TUNNEL_ID", config->tunnel_id,
-                 "USER", config->owner.user_name, "FORWARD", forward->spec, "MESSAGE",
-                 "tunnel %s: connection from %s port %u for %s", config->tunnel_id,
-                 address, port, forward->spec);
+      relay = tg_relay_new(session->ssh, listener->forward_index, fd,
+                           forward->connect.host, forward->connect.port, address, port);
+    add_relay(session, relay, forward, FALSE, address, port);
   }
 }
 
@@ -946,20 +975,8 @@ on_ssh_message(ssh_session ssh, ssh_message message, void *user_data)
     return 1;
   }
   forward = g_ptr_array_index(config->forwards, remote->forward_index);
-  if (!take_connection_slot(session)) {
-    tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID",
-                 config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
-                 forward->spec, "DECISION", "deny", "RULE", "MaxConnections", "MESSAGE",
-                 "tunnel %s: %s already has %u connections (MaxConnections), refusing "
-                 "a forwarded one",
-                 config->tunnel_id, config->owner.user_name,
-                 atomic_load(&session->usage->max_connections));
+  if (!admit_connection(session, forward, TRUE))
     return 1;
-  }
-  if (session->relays->len >= MAX_CONNECTIONS_PER_TUNNEL) {
-    release_connection_slot(session);
-    return 1;
-  }
   fd = connect_back(session, target, &error);
   if (fd < 0) {
     tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_FAILED", "TUNNEL_ID", config->tunnel_id,
@@ -976,16 +993,11 @@ on_ssh_message(ssh_session ssh, ssh_message message, void *user_data)
     release_connection_slot(session);
     return 1;
   }
-  g_ptr_array_add(session->relays,
-                  tg_relay_new_connect_back(channel, remote->forward_index, fd,
-                                            forward->connect.host, forward->connect.port,
-                                            originator, (guint16)originator_port));
-  tg_counter_add(&session->counters->total_connections, 1);
-  atomic_fetch_add(&session->counters->active_connections, 1);
-  tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_OPENED", "TUNNEL_ID", config->tunnel_id,
-               "USER", config->owner.user_name, "FORWARD", forward->spec, "MESSAGE",
-               "tunnel %s: forwarded connection from %s port %d for %s",
-               config->tunnel_id, originator, originator_port, forward->spec);
+  add_relay(session,
+            tg_relay_new_connect_back(channel, remote->forward_index, fd,
+                                      forward->connect.host, forward->connect.port,
+                                      originator, (guint16)originator_port),
+            forward, TRUE, originator, originator_port);
   return 0;
 }
 
@@ -1063,11 +1075,7 @@ command_free(gpointer data)
 static void
 command_acknowledge(TgSession *session, Command *command)
 {
-  GSource *source = g_idle_source_new();
-
-  g_source_set_callback(source, command_done_dispatch, command, command_free);
-  g_source_attach(source, session->context);
-  g_source_unref(source);
+  dispatch_later(session, command_done_dispatch, command, command_free);
 }
 
 static void
