@@ -224,17 +224,7 @@ class HostileTestCase(tgtest.DaemonTestCase):
 
     def settled_fd_count(self, timeout=10):
         """The daemon's descriptor count once it has been stable for a second."""
-        pid = self.w.daemon.pid
-        last, since = fd_count(pid), time.monotonic()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
-            n = fd_count(pid)
-            if n != last:
-                last, since = n, time.monotonic()
-            elif time.monotonic() - since > 1.0:
-                break
-        return last
+        return tgtest.settled_fd_count(self.w.daemon.pid, timeout)
 
     def check_no_descriptor_leak(self):
         pid = self.w.daemon.pid

@@ -327,17 +327,7 @@ class FdLeakTest(RelayTestCase):
     def settled_fd_count(self, expect=None, timeout=10):
         pid = self.w.daemon.pid
         if expect is None:
-            # wait until the count is stable for a while
-            last, since = fd_count(pid), time.monotonic()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                time.sleep(0.1)
-                n = fd_count(pid)
-                if n != last:
-                    last, since = n, time.monotonic()
-                elif time.monotonic() - since > 1.0:
-                    break
-            return last
+            return tgtest.settled_fd_count(pid, timeout)
         try:
             return wait_for(lambda: fd_count(pid) == expect, timeout=timeout,
                             what=f"{expect} descriptors") and expect

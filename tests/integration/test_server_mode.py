@@ -66,6 +66,28 @@ def tearDownModule():
     tgtest.stop_module_world()
 
 
+def echo_through(connect):
+    """ECHO "hello" over the connection connect() makes: what came back before
+    the end (b"" when the connection was refused or reset, or carried
+    nothing)."""
+    got = b""
+    try:
+        s = connect()
+        try:
+            s.sendall(b"ECHO\nhello")
+            s.shutdown(socket.SHUT_WR)
+            while True:
+                chunk = s.recv(100)
+                if not chunk:
+                    break
+                got += chunk
+        finally:
+            s.close()
+    except OSError:
+        pass
+    return got
+
+
 class ServerModeTest(tgtest.DaemonTestCase):
 
     def start(self, text):
@@ -171,24 +193,10 @@ class ServerModeTest(tgtest.DaemonTestCase):
         self.ssh_forward(SFTP, "-R", f"127.0.0.1:{rport}:127.0.0.1:9000")
         wait_for(lambda: f":{rport} " in w.run(["ss", "-Hltn"], ns="gateway").stdout,
                  timeout=20, what=f"sshd listening on port {rport} for the -R")
-        got = b""
-        try:
-            # the listener's SYN-ACK already belongs to the user's socket: no
-            # handshake; if one got through, no data may
-            s = w.connect("gateway", "127.0.0.1", rport, timeout=5)
-            try:
-                s.sendall(b"ECHO\nhello")
-                s.shutdown(socket.SHUT_WR)
-                while True:
-                    chunk = s.recv(100)
-                    if not chunk:
-                        break
-                    got += chunk
-            finally:
-                s.close()
-        except OSError:
-            pass
-        self.assertEqual(got, b"")
+        # the listener's SYN-ACK already belongs to the user's socket: no
+        # handshake; if one got through, no data may
+        self.assertEqual(echo_through(lambda: w.connect("gateway", "127.0.0.1", rport,
+                                                        timeout=5)), b"")
         # a normal user's forward works
         nport = free_port(w)
         self.ssh_forward(NORM, "-L", f"127.0.0.1:{nport}:intra:80")
@@ -269,21 +277,10 @@ class ServerModeTest(tgtest.DaemonTestCase):
         rc, body = self.local_fetch(JUMP, good)
         self.assertEqual(rc, 0)
         self.assertEqual(body.encode(), w.intranet_page)
+        # ssh's own listener takes the connection; ssh may already have
+        # closed it, because the server's channel failed
         s = w.connect("client", "127.0.0.1", bad, timeout=10)
-        got = b""
-        try:
-            # ssh may already have closed it: the server's channel failed
-            s.sendall(b"ECHO\nhello")
-            s.shutdown(socket.SHUT_WR)
-            while True:
-                chunk = s.recv(100)
-                if not chunk:
-                    break
-                got += chunk
-        except OSError:
-            pass
-        s.close()
-        self.assertEqual(got, b"")
+        self.assertEqual(echo_through(lambda: s), b"")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,21 @@ def fd_table(pid):
     return out
 
 
+def settled_fd_count(pid, timeout=10):
+    """pid's descriptor count once it has stayed the same for a second (or
+    what it is when `timeout` runs out)."""
+    last, since = fd_count(pid), time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        n = fd_count(pid)
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > 1.0:
+            break
+    return last
+
+
 def vm_rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
