@@ -148,18 +148,21 @@ typedef struct {
 
 static void authz_check_next(TgAuthzRun *run);
 
+/* `rule`: the polkit action that refused, or why no action was asked. */
 static void
-authz_run_deny(TgAuthzRun *run, const char *method, GError *error)
+authz_run_deny(TgAuthzRun *run, const char *method, const char *rule, GError *error)
 {
   const TgCaller *caller = run->call->caller;
 
   g_autofree char *uid =
       caller != NULL ? g_strdup_printf("%u", (unsigned)caller->uid) : g_strdup("unknown");
 
-  tg_log_event(G_LOG_LEVEL_MESSAGE, "AUTHZ_DENIED", "UID", uid, "DECISION", "deny",
-               "MESSAGE", "denied %s from %s (uid %s): %s", method,
-               g_dbus_method_invocation_get_sender(run->call->invocation), uid,
-               error->message);
+  tg_log_event(
+      G_LOG_LEVEL_MESSAGE, "AUTHZ_DENIED", "USER",
+      caller != NULL && caller->user_name != NULL ? caller->user_name : "unknown", "UID",
+      uid, "METHOD", method, "DECISION", "deny", "RULE", rule, "MESSAGE",
+      "denied %s from %s (uid %s): %s", method,
+      g_dbus_method_invocation_get_sender(run->call->invocation), uid, error->message);
   g_dbus_method_invocation_return_gerror(g_steal_pointer(&run->call->invocation), error);
   tg_call_free(run->call);
   g_free(run);
@@ -243,7 +246,7 @@ authz_polkit_done(GObject *source, GAsyncResult *result, gpointer user_data)
     denial = g_error_new(
         TG_ERROR, TG_ERROR_NOT_AUTHORIZED, "User %s (uid %u) is not allowed %s by polkit",
         call->caller->user_name, (unsigned)call->caller->uid, tg_action_id(action));
-  authz_run_deny(run, method, denial);
+  authz_run_deny(run, method, tg_action_id(action), denial);
 }
 
 static void
@@ -318,7 +321,7 @@ authz_identified(GObject *source, GAsyncResult *result, gpointer user_data)
     g_autoptr(GError) denial = g_error_new(
         TG_ERROR, TG_ERROR_NOT_AUTHORIZED, "Could not identify the caller%s%s",
         error != NULL ? ": " : "", error != NULL ? error->message : "");
-    authz_run_deny(run, method, denial);
+    authz_run_deny(run, method, "unidentified caller", denial);
     return;
   }
 
@@ -328,7 +331,7 @@ authz_identified(GObject *source, GAsyncResult *result, gpointer user_data)
   call->caller->uid = uid;
   call->caller->pid = pid;
   if (!caller_fill_from_passwd(call->caller, &error)) {
-    authz_run_deny(run, method, error);
+    authz_run_deny(run, method, "unidentified caller", error);
     return;
   }
 
@@ -367,7 +370,7 @@ tg_authz_run(TgAuthz *authz, TgCall *call)
     g_autoptr(GError) denial = g_error_new_literal(
         TG_ERROR, TG_ERROR_NOT_AUTHORIZED, "Could not identify the caller: no sender");
     authz_run_deny(run, g_dbus_method_invocation_get_method_name(call->invocation),
-                   denial);
+                   "unidentified caller", denial);
     return;
   }
   g_dbus_connection_call(authz->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",

@@ -3,7 +3,8 @@
  * structured logging: under systemd (stderr connected to the journal) GLib's default
  * writer sends the fields natively to journald, so every event is a structured journal
  * entry with TG_EVENT and the fields below; elsewhere the message goes to stderr. Field
- * names (journal): TG_EVENT, TUNNEL_ID, USER, UID, FORWARD, DECISION, RULE, BYTES, PEER.
+ * names (journal): TG_EVENT, TUNNEL_ID, USER, UID, FORWARD, DESTINATION, DECISION, RULE,
+ * RESULT, METHOD, BYTES, PEER.
  * Values are strings. */
 #pragma once
 

@@ -487,10 +487,14 @@ open_act(TgCall *call)
   }
   destination = destination_text(config->user, config->host, config->port);
 
+  /* the id first, so that the decisions below are logged with it (a refused
+   * request uses its number up) */
+  config->tunnel_id = g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
+
   /* polkit said who may ask; now the organisation policy says what */
-  if (!tg_gate_check_open(daemon, request->subject, config->host, config->port,
-                          request->forwards, config->host_key, &config->host_key_mode,
-                          &error)) {
+  if (!tg_gate_check_open(daemon, request->subject, config->tunnel_id, config->host,
+                          config->port, request->forwards, config->host_key,
+                          &config->host_key_mode, &error)) {
     tg_call_return_error(call, error);
     return;
   }
@@ -526,7 +530,6 @@ open_act(TgCall *call)
     }
   }
 
-  config->tunnel_id = g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
   if (!tg_gate_guard_listeners(daemon, request->subject, config->listeners,
                                config->tunnel_id, &error)) {
     g_prefix_error(&error, "Cannot guard the listeners in the firewall: ");

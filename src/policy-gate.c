@@ -72,24 +72,25 @@ host_key_mode(const TgPolicy *policy, const TgPolicySubject *subject, const char
 }
 
 gboolean
-tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject, const char *host,
-                   guint16 port, GPtrArray *forwards, const char *pinned_host_key,
-                   TgHostKeyMode *mode, GError **error)
+tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject,
+                   const char *tunnel_id, const char *host, guint16 port,
+                   GPtrArray *forwards, const char *pinned_host_key, TgHostKeyMode *mode,
+                   GError **error)
 {
   const TgPolicy *policy = daemon->policy;
   g_autofree char *server = g_strdup_printf("server %s port %u", host, port);
   g_autoptr(GError) local_error = NULL;
 
-  if (!gate_decide(subject, NULL, server,
+  if (!gate_decide(subject, tunnel_id, server,
                    tg_policy_check_server(policy, subject, host, port), error))
     return FALSE;
   for (guint i = 0; i < forwards->len; i++) {
     const TgForward *forward = g_ptr_array_index(forwards, i);
-    if (!gate_decide(subject, NULL, forward->spec,
+    if (!gate_decide(subject, tunnel_id, forward->spec,
                      tg_policy_check_forward(policy, subject, forward), error))
       return FALSE;
   }
-  if (!gate_decide(subject, NULL, "one more tunnel",
+  if (!gate_decide(subject, tunnel_id, "one more tunnel",
                    tg_policy_check_count_limit(policy, subject, TG_POLICY_MAX_TUNNELS,
                                                count_tunnels_of(daemon, subject->uid)),
                    error))

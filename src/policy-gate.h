@@ -13,9 +13,9 @@
  * (PermitServer), each forward, MaxTunnels, and HostKeyPolicy against the
  * pin. Logs each decision. On denial sets PolicyDenied or LimitExceeded. */
 gboolean tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject,
-                            const char *host, guint16 port, GPtrArray *forwards,
-                            const char *pinned_host_key, TgHostKeyMode *host_key_mode,
-                            GError **error);
+                            const char *tunnel_id, const char *host, guint16 port,
+                            GPtrArray *forwards, const char *pinned_host_key,
+                            TgHostKeyMode *host_key_mode, GError **error);
 
 /* A forward to add to the running tunnel tunnel_id of subject (AddForward):
  * the policy for that forward, logged; PolicyDenied on denial. */

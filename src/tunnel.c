@@ -390,6 +390,7 @@ static void
 tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_data)
 {
   TgTunnel *tunnel = user_data;
+  char bytes[64];
 
   if (state == TG_TUNNEL_UP) {
     g_clear_handle_id(&tunnel->connect_timer, g_source_remove);
@@ -407,12 +408,16 @@ tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_dat
   g_clear_pointer(&tunnel->session, tg_session_free);
   tunnel_unguard(tunnel, G_MAXUINT);
   tunnel_unpin(tunnel, G_MAXUINT);
+  g_snprintf(bytes, sizeof bytes, "%" G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT,
+             tg_counter_get(&tunnel->counters.bytes_sent),
+             tg_counter_get(&tunnel->counters.bytes_received));
   tg_log_event(G_LOG_LEVEL_MESSAGE,
                state == TG_TUNNEL_FAILED ? "TUNNEL_FAILED" : "TUNNEL_CLOSED", "TUNNEL_ID",
-               tunnel->id, "USER", tunnel->owner_name, "MESSAGE",
-               "tunnel %s of %s to %s %s%s", tunnel->id, tunnel->owner_name,
-               tunnel->destination, state == TG_TUNNEL_FAILED ? "failed: " : "closed",
-               error != NULL ? error->message : "");
+               tunnel->id, "USER", tunnel->owner_name, "BYTES", bytes, "MESSAGE",
+               "tunnel %s of %s to %s %s%s (%s bytes sent/received)", tunnel->id,
+               tunnel->owner_name, tunnel->destination,
+               state == TG_TUNNEL_FAILED ? "failed: " : "closed",
+               error != NULL ? error->message : "", bytes);
 
   if (tunnel->open_invocation != NULL) {
     /* never came up: the caller gets the reason, the object goes away */

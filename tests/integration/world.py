@@ -1393,7 +1393,7 @@ Subsystem sftp internal-sftp
 
     def start_daemon(self, binary=None, *, args=(), env=None, config_dir=None, state_dir=None,
                      known_hosts=None, ns="client", timeout=None, valgrind=None, wait=True,
-                     verbose=True):
+                     verbose=True, prefix=()):
         """Start tunnelgated as root in the client namespace on the private bus.
 
         Runs `tunnelgated --bus-address ADDR --state-dir DIR --config-dir DIR
@@ -1401,7 +1401,9 @@ Subsystem sftp internal-sftp
         set; output goes to logs/tunnelgated.log. Waits until the bus name
         org.tunnelgate.TunnelGate1 has an owner (timeout 10 s, 60 s under
         valgrind), else raises DaemonError with the log. valgrind: default
-        $TG_VALGRIND == "1". Returns a Daemon (also stored in self.daemon).
+        $TG_VALGRIND == "1". `prefix`: a command that is handed the daemon's
+        command line (e.g. systemd-cat, which execs it with stdout and stderr
+        connected to the journal). Returns a Daemon (also stored in self.daemon).
         """
         binary = Path(binary) if binary else self.daemon_binary
         if not os.access(binary, os.X_OK):
@@ -1439,6 +1441,7 @@ Subsystem sftp internal-sftp
             vg_pattern = vg_pattern.replace("%p", "*")
             denv.setdefault("G_SLICE", "always-malloc")
             denv.setdefault("G_DEBUG", "gc-friendly")
+        argv = [str(a) for a in prefix] + argv
         full = self.command(argv, ns)
         e = self._root_env(denv)
         log_path = self.dir / "logs" / f"{name}.log"
