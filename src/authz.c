@@ -11,7 +11,8 @@ struct _TgAuthz {
 };
 
 /* The one table: every method the daemon serves, and the action guarding it.
- * Two rules refine it, both in the handlers' decide() functions:
+ * A call starts with its row's action (tg_call_new); two rules refine it,
+ * both in the handlers' decide() functions:
  *  - acting on a tunnel the caller does not own needs org.tunnelgate.manage
  *    instead of org.tunnelgate.open (ListTunnels and GetManagedObjects show
  *    other users' tunnels only when manage is granted);
@@ -20,12 +21,6 @@ struct _TgAuthz {
  *    bind-any.
  * TG_ACTION_NONE marks what is public: the Manager's own properties (version,
  * policy file names, whether the firewall is enforcing) and introspection. */
-typedef struct {
-  const char *interface;
-  const char *method;
-  TgAction action;
-} TgMethodAction;
-
 static const TgMethodAction method_actions[] = {
   { "org.tunnelgate.Manager1", "OpenTunnel", TG_ACTION_OPEN },
   { "org.tunnelgate.Manager1", "CloseTunnel", TG_ACTION_OPEN },
@@ -43,6 +38,13 @@ static const TgMethodAction method_actions[] = {
   { "org.tunnelgate.Tunnel1", "GetAll", TG_ACTION_OPEN },
   { "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", TG_ACTION_OPEN },
 };
+
+const TgMethodAction *
+tg_authz_table(gsize *n_rows)
+{
+  *n_rows = G_N_ELEMENTS(method_actions);
+  return method_actions;
+}
 
 gboolean
 tg_authz_method_action(const char *interface, const char *method, TgAction *action)
@@ -119,11 +121,12 @@ tg_authz_free(TgAuthz *authz)
 }
 
 TgCall *
-tg_call_new(GDBusMethodInvocation *invocation)
+tg_call_new(GDBusMethodInvocation *invocation, TgAction action)
 {
   TgCall *call = g_new0(TgCall, 1);
 
   call->invocation = invocation;
+  call->required = action;
   return call;
 }
 

@@ -54,7 +54,8 @@ struct _TgCall {
   TgAction granted;                  /* required | granted optional ones */
   GVariant *details;                 /* a{ss} for polkit rules, may be NULL */
 
-  /* Sets required/optional; may reply with an error and return FALSE. */
+  /* Refines required (set from the table by tg_call_new) and optional; may
+   * reply with an error and return FALSE. NULL: the table's action alone. */
   gboolean (*decide)(TgCall *call);
   /* Performs the call; replies to the invocation. */
   void (*act)(TgCall *call);
@@ -68,6 +69,18 @@ typedef struct _TgAuthz TgAuthz;
 TgAuthz *tg_authz_new(GDBusConnection *bus, PolkitAuthority *authority);
 void tg_authz_free(TgAuthz *authz);
 
+/* A row of the one table. `method` is the method name; Get and GetAll rows
+ * (org.freedesktop.DBus.Properties) are listed under the interface whose
+ * properties they read. */
+typedef struct {
+  const char *interface;
+  const char *method;
+  TgAction action;
+} TgMethodAction;
+
+/* The table itself (for tests: every method in dbus/ has a row). */
+const TgMethodAction *tg_authz_table(gsize *n_rows);
+
 /* The action guarding a method, from the one table. Returns FALSE for a
  * method that is not in the table: such a method must not be served. */
 gboolean tg_authz_method_action(const char *interface, const char *method,
@@ -79,6 +92,9 @@ const char *tg_action_id(TgAction action);
 void tg_call_return_error(TgCall *call, GError *error);
 void tg_call_return_value(TgCall *call, GVariant *value);
 
-/* Starts the state machine; takes ownership of the invocation reference. */
-TgCall *tg_call_new(GDBusMethodInvocation *invocation);
+/* A call that needs `action` (the method's row of the table, from
+ * tg_authz_method_action()) before decide() refines it. Takes ownership of
+ * the invocation reference. */
+TgCall *tg_call_new(GDBusMethodInvocation *invocation, TgAction action);
+/* Starts the state machine. */
 void tg_authz_run(TgAuthz *authz, TgCall *call);

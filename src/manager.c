@@ -380,14 +380,14 @@ open_decide(TgCall *call)
 
   g_variant_builder_init(&details, G_VARIANT_TYPE("a{ss}"));
   if (request->destination->profile != NULL) {
-    /* the administrator sanctioned the profile's forwards: use-profile only */
-    call->required = TG_ACTION_USE_PROFILE;
+    /* the administrator sanctioned the profile's forwards: use-profile
+     * instead of open */
+    call->required = (call->required & ~TG_ACTION_OPEN) | TG_ACTION_USE_PROFILE;
     g_variant_builder_add(&details, "{ss}", "profile", request->destination->profile);
     call->details = g_variant_ref_sink(g_variant_builder_end(&details));
     return TRUE;
   }
 
-  call->required = TG_ACTION_OPEN;
   for (guint i = 0; i < request->forwards->len; i++) {
     const TgForward *forward = g_ptr_array_index(request->forwards, i);
     call->required |=
@@ -581,7 +581,6 @@ open_act(TgCall *call)
 static gboolean
 list_decide(TgCall *call)
 {
-  call->required = TG_ACTION_OPEN;
   call->optional = TG_ACTION_MANAGE; /* to see other users' tunnels */
   return TRUE;
 }
@@ -633,20 +632,6 @@ managed_objects_act(TgCall *call)
   }
   tg_call_return_value(
       call, g_variant_new("(@a{oa{sa{sv}}})", g_variant_builder_end(&builder)));
-}
-
-static gboolean
-open_only_decide(TgCall *call)
-{
-  call->required = TG_ACTION_OPEN;
-  return TRUE;
-}
-
-static gboolean
-manage_decide(TgCall *call)
-{
-  call->required = TG_ACTION_MANAGE;
-  return TRUE;
 }
 
 /* ---- CheckForward, ReloadPolicy ---- */
@@ -762,7 +747,7 @@ manager_method_call(GDBusConnection *connection, const char *sender, const char 
       g_dbus_method_invocation_return_gerror(invocation, error);
       return;
     }
-    call = tg_call_new(invocation);
+    call = tg_call_new(invocation, action);
     call->data = request;
     call->free_data = open_request_free;
     call->decide = open_decide;
@@ -770,7 +755,7 @@ manager_method_call(GDBusConnection *connection, const char *sender, const char 
   } else if (g_str_equal(method, "CloseTunnel")) {
     const char *tunnel_path;
     g_variant_get(parameters, "(&o)", &tunnel_path);
-    tg_tunnel_authorize_close(daemon, tunnel_path, invocation);
+    tg_tunnel_authorize_close(daemon, tunnel_path, action, invocation);
     return;
   } else if (g_str_equal(method, "CheckForward")) {
     const char *destination, *spec;
@@ -795,22 +780,18 @@ manager_method_call(GDBusConnection *connection, const char *sender, const char 
     request->daemon = daemon;
     request->destination = g_steal_pointer(&parsed_destination);
     request->forward = g_steal_pointer(&forward);
-    call = tg_call_new(invocation);
+    call = tg_call_new(invocation, action);
     call->data = request;
     call->free_data = check_request_free;
-    call->decide = open_only_decide;
     call->act = check_act;
   } else {
-    call = tg_call_new(invocation);
+    call = tg_call_new(invocation, action);
     call->data = daemon;
     if (g_str_equal(method, "ReloadPolicy")) {
-      call->decide = manage_decide;
       call->act = reload_act;
     } else if (g_str_equal(method, "Audit")) {
-      call->decide = manage_decide;
       call->act = audit_act;
     } else if (g_str_equal(method, "GetFirewall")) {
-      call->decide = manage_decide;
       call->act = firewall_act;
     } else {
       call->decide = list_decide;

@@ -507,15 +507,16 @@ tunnel_call_decide(TgCall *call)
 
   if (tunnel == NULL)
     return FALSE;
-  call->required =
-      tunnel->owner_uid == call->caller->uid ? TG_ACTION_OPEN : TG_ACTION_MANAGE;
+  /* someone else's tunnel: manage instead of open */
+  if (tunnel->owner_uid != call->caller->uid)
+    call->required = (call->required & ~TG_ACTION_OPEN) | TG_ACTION_MANAGE;
   if (call->act == tunnel_act_add_forward) {
     TunnelCallData *data = call->data;
 
     /* a profile's tunnel logs in with the administrator's key: its user may
      * not extend it beyond the forwards the profile sanctioned */
     if (tunnel->profile != NULL)
-      call->required = TG_ACTION_MANAGE;
+      call->required = (call->required & ~TG_ACTION_OPEN) | TG_ACTION_MANAGE;
     /* and what OpenTunnel would need for this forward */
     call->required |=
         tg_daemon_forward_actions(data->daemon, tunnel->subject, data->forward);
@@ -697,11 +698,12 @@ unknown:
 }
 
 static void
-tunnel_authorize(TgDaemon *daemon, const char *path, GDBusMethodInvocation *invocation,
-                 void (*act)(TgCall *), TgForward *forward)
+tunnel_authorize(TgDaemon *daemon, const char *path, TgAction action,
+                 GDBusMethodInvocation *invocation, void (*act)(TgCall *),
+                 TgForward *forward)
 {
   TunnelCallData *data = g_new0(TunnelCallData, 1);
-  TgCall *call = tg_call_new(invocation);
+  TgCall *call = tg_call_new(invocation, action);
 
   data->daemon = daemon;
   data->path = g_strdup(path);
@@ -714,10 +716,10 @@ tunnel_authorize(TgDaemon *daemon, const char *path, GDBusMethodInvocation *invo
 }
 
 void
-tg_tunnel_authorize_close(TgDaemon *daemon, const char *path,
+tg_tunnel_authorize_close(TgDaemon *daemon, const char *path, TgAction action,
                           GDBusMethodInvocation *invocation)
 {
-  tunnel_authorize(daemon, path, invocation, tunnel_act_close, NULL);
+  tunnel_authorize(daemon, path, action, invocation, tunnel_act_close, NULL);
 }
 
 gint
@@ -753,7 +755,7 @@ tunnel_method_call(GDBusConnection *connection, const char *sender, const char *
     g_dbus_method_invocation_return_gerror(invocation, error);
     return;
   }
-  tunnel_authorize(daemon, path, invocation, act, forward);
+  tunnel_authorize(daemon, path, action, invocation, act, forward);
 }
 
 static const GDBusInterfaceVTable tunnel_vtable = {

@@ -62,8 +62,9 @@ uid_t tg_tunnel_get_owner(TgTunnel *tunnel);
 void tg_tunnel_close(TgTunnel *tunnel, const char *reason,
                      GDBusMethodInvocation *invocation);
 
-/* Authorizes and performs CloseTunnel(path): the same gate as Tunnel1.Close. */
-void tg_tunnel_authorize_close(TgDaemon *daemon, const char *path,
+/* Authorizes and performs CloseTunnel(path), which needs `action` (the
+ * table's row): the same gate as Tunnel1.Close. */
+void tg_tunnel_authorize_close(TgDaemon *daemon, const char *path, TgAction action,
                                GDBusMethodInvocation *invocation);
 
 /* Orders tunnels by creation. */

@@ -8,6 +8,8 @@ Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_authori
 """
 
 import os
+import shutil
+import subprocess
 import sys
 import time
 import unittest
@@ -207,6 +209,52 @@ class BusPolicyTest(AuthzTestCase):
         (owner,) = ub.call("org.freedesktop.DBus", "/org/freedesktop/DBus",
                            "org.freedesktop.DBus", "GetConnectionUnixProcessID", "s", [BUS])
         self.assertEqual(owner, self.w.daemon.pid)
+
+
+class UnidentifiedCallerTest(AuthzTestCase):
+    """A caller the daemon cannot name is denied everything before polkit is
+    asked, and nothing changes. The bus itself refuses to connect a uid with
+    no account, so the caller is a user whose account was deleted while their
+    connection stayed open."""
+
+    GHOST = "tg-ghost"
+
+    def test_deleted_account_denied(self):
+        w = self.w
+        u = w.add_user(self.GHOST)
+        ub = UserBus(w, self.GHOST)
+        self.addCleanup(self.remove_ghost, u, ub)
+        # while the account exists, the caller is identified and polkit decides
+        self.assertIn("org.tunnelgate.open needs authentication",
+                      self.denied(ub, MPATH, MIFACE, "ListTunnels"))
+        r = subprocess.run(["userdel", "--force", self.GHOST], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        before = self.snapshot()
+        port = free_port(w)
+        calls = [(MPATH, MIFACE, "ListTunnels", "", []),
+                 (MPATH, MIFACE, "OpenTunnel", "sasa{sv}",
+                  ["tg-alice@gw", [f"L 127.0.0.1:{port}:intra:80"],
+                   {"agent": V("s", str(w.users[ALICE].agent_sock))}]),
+                 (MPATH, MIFACE, "CloseTunnel", "o", [self.path]),
+                 (self.path, TIFACE, "Close", "", []),
+                 (self.path, PROPS, "Get", "ss", [TIFACE, "Forwards"])]
+        for path, iface, member, sig, args in calls:
+            with self.subTest(member=member):
+                message = self.denied(ub, path, iface, member, sig, args,
+                                      flags=ALLOW_INTERACTIVE)
+                self.assertIn(f"Caller uid {u.uid} has no user account", message)
+        self.assertEqual(self.snapshot(), before)
+        self.assertTrue(can_listen(w, port))
+        self.assertIn(f"(uid {u.uid}): Caller uid {u.uid} has no user account",
+                      w.daemon.log())
+        self.assertAliceTunnelWorks()
+
+    def remove_ghost(self, u, ub):
+        ub.close()
+        self.w.users.pop(self.GHOST, None)
+        subprocess.run(["userdel", "--force", "--remove", self.GHOST], capture_output=True)
+        subprocess.run(["groupdel", self.GHOST], capture_output=True)
+        shutil.rmtree(u.home, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------
