@@ -429,13 +429,8 @@ apply_profile(OpenRequest *request, TgSessionConfig *config, GError **error)
       g_propagate_error(error, g_steal_pointer(&local_error));
     return FALSE;
   }
-  if (!tg_profile_may_start(profile, request->subject)) {
-    g_set_error(error, TG_ERROR, TG_ERROR_POLICY_DENIED,
-                "Profile '%s' (%s) does not allow user %s to start it (AllowUsers/"
-                "AllowGroups)",
-                profile->name, profile->file, request->subject->user);
+  if (!tg_gate_check_profile(request->subject, config->tunnel_id, profile, error))
     return FALSE;
-  }
   fd = open(profile->identity_file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Profile '%s': cannot open %s: %s",
@@ -472,6 +467,10 @@ open_act(TgCall *call)
   g_autoptr(GError) error = NULL;
   g_autofree char *destination = NULL;
 
+  /* the id first, so that the decisions below are logged with it (a refused
+   * request uses its number up) */
+  config->tunnel_id = g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
+
   if (request->destination->profile != NULL) {
     if (!apply_profile(request, config, &error)) {
       tg_call_return_error(call, error);
@@ -486,10 +485,6 @@ open_act(TgCall *call)
     config->host_key = g_steal_pointer(&request->host_key);
   }
   destination = destination_text(config->user, config->host, config->port);
-
-  /* the id first, so that the decisions below are logged with it (a refused
-   * request uses its number up) */
-  config->tunnel_id = g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
 
   /* polkit said who may ask; now the organisation policy says what */
   if (!tg_gate_check_open(daemon, request->subject, config->tunnel_id, config->host,

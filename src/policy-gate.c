@@ -50,25 +50,50 @@ count_tunnels_of(TgDaemon *daemon, uid_t uid)
   return n;
 }
 
-static TgHostKeyMode
-host_key_mode(const TgPolicy *policy, const TgPolicySubject *subject, const char *pinned,
-              GError **error)
+/* HostKeyPolicy against the tunnel's pin (NULL: none), as a decision. */
+static TgPolicyDecision *
+host_key_decision(const TgPolicy *policy, const TgPolicySubject *subject,
+                  const char *pinned, TgHostKeyMode *mode)
 {
+  TgPolicyDecision *decision = g_new0(TgPolicyDecision, 1);
   TgPolicyOrigin origin;
+  const char *name, *says;
 
   switch (tg_policy_get_host_key_policy(policy, subject, &origin)) {
   case TG_HOST_KEY_POLICY_STRICT:
-    return TG_HOST_KEY_STRICT;
+    *mode = TG_HOST_KEY_STRICT;
+    name = "strict";
+    says = ": the host key must be in known_hosts";
+    break;
   case TG_HOST_KEY_POLICY_PINNED_ONLY:
-    if (pinned == NULL)
-      g_set_error(error, TG_ERROR, TG_ERROR_POLICY_DENIED,
-                  "HostKeyPolicy pinned-only at %s:%u requires the host-key option",
-                  origin.file, origin.line);
-    return TG_HOST_KEY_PINNED_ONLY;
+    *mode = TG_HOST_KEY_PINNED_ONLY;
+    name = "pinned-only";
+    says = pinned != NULL ? ": the host key is pinned" : " requires the host-key option";
+    break;
   case TG_HOST_KEY_POLICY_KNOWN_OR_PINNED:
   default:
-    return TG_HOST_KEY_KNOWN_OR_PINNED;
+    *mode = TG_HOST_KEY_KNOWN_OR_PINNED;
+    name = "known-or-pinned";
+    says = ": known_hosts or a pin";
+    break;
   }
+  decision->allowed = *mode != TG_HOST_KEY_PINNED_ONLY || pinned != NULL;
+  decision->keyword = "HostKeyPolicy";
+  decision->file = g_strdup(origin.file);
+  decision->line = origin.line;
+  decision->reason = g_strdup_printf("HostKeyPolicy %s at %s:%u%s", name, origin.file,
+                                     origin.line, says);
+  return decision;
+}
+
+gboolean
+tg_gate_check_profile(const TgPolicySubject *subject, const char *tunnel_id,
+                      const TgProfile *profile, GError **error)
+{
+  g_autofree char *what = g_strdup_printf("profile @%s", profile->name);
+
+  return gate_decide(subject, tunnel_id, what, tg_profile_decide(profile, subject),
+                     error);
 }
 
 gboolean
@@ -79,7 +104,6 @@ tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject,
 {
   const TgPolicy *policy = daemon->policy;
   g_autofree char *server = g_strdup_printf("server %s port %u", host, port);
-  g_autoptr(GError) local_error = NULL;
 
   if (!gate_decide(subject, tunnel_id, server,
                    tg_policy_check_server(policy, subject, host, port), error))
@@ -95,12 +119,8 @@ tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject,
                                                count_tunnels_of(daemon, subject->uid)),
                    error))
     return FALSE;
-  *mode = host_key_mode(policy, subject, pinned_host_key, &local_error);
-  if (local_error != NULL) {
-    g_propagate_error(error, g_steal_pointer(&local_error));
-    return FALSE;
-  }
-  return TRUE;
+  return gate_decide(subject, tunnel_id, "host key",
+                     host_key_decision(policy, subject, pinned_host_key, mode), error);
 }
 
 gboolean
@@ -237,22 +257,71 @@ tg_gate_unpin_connect_back(TgDaemon *daemon, const TgConnectBack *connect_back)
 }
 
 /* The new policy, applied to one open tunnel. */
+/* A profile's tunnel: the profile must still exist and allow its user. */
+static gboolean
+recheck_profile(TgDaemon *daemon, TgTunnel *tunnel, const TgPolicySubject *subject)
+{
+  g_autofree char *dir = g_build_filename(daemon->config_dir, "profiles.d", NULL);
+  g_autoptr(TgProfile) profile = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *reason = NULL;
+
+  profile = tg_profile_load(dir, tg_tunnel_get_profile(tunnel), &error);
+  if (profile != NULL) {
+    g_autofree char *what = g_strdup_printf("profile @%s", profile->name);
+    g_autoptr(TgPolicyDecision) decision = tg_profile_decide(profile, subject);
+
+    tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), what, decision);
+    if (decision->allowed)
+      return TRUE;
+    reason = g_strdup_printf("the reloaded policy forbids it: %s", decision->reason);
+  } else {
+    reason = g_strdup_printf("its profile '%s' cannot be read any more: %s",
+                             tg_tunnel_get_profile(tunnel), error->message);
+  }
+  tg_tunnel_close(tunnel, reason, NULL);
+  return FALSE;
+}
+
 static void
 recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel)
 {
-  const TgPolicySubject *subject = tg_tunnel_get_subject(tunnel);
+  const TgPolicySubject *subject;
   const char *host;
   guint16 port;
   g_autoptr(TgPolicyDecision) server = NULL;
+  g_autoptr(TgPolicyDecision) host_key = NULL;
+  g_autoptr(GError) error = NULL;
   g_autofree char *what = NULL;
+  TgPolicySubject *fresh;
+  TgHostKeyMode mode;
+
+  /* the owner as NSS knows them now: a group they left grants nothing more */
+  fresh = tg_policy_subject_from_uid(tg_tunnel_get_owner(tunnel), &error);
+  if (fresh == NULL) {
+    g_autofree char *reason = g_strdup_printf(
+        "the owner's account cannot be looked up for the reloaded policy: %s",
+        error->message);
+    tg_tunnel_close(tunnel, reason, NULL);
+    return;
+  }
+  tg_tunnel_set_subject(tunnel, fresh);
+  subject = fresh;
+
+  if (tg_tunnel_get_profile(tunnel) != NULL && !recheck_profile(daemon, tunnel, subject))
+    return;
 
   tg_tunnel_get_server(tunnel, &host, &port);
   what = g_strdup_printf("server %s port %u", host, port);
   server = tg_policy_check_server(daemon->policy, subject, host, port);
   tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), what, server);
-  if (!server->allowed) {
+  host_key =
+      host_key_decision(daemon->policy, subject, tg_tunnel_get_host_key(tunnel), &mode);
+  tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), "host key", host_key);
+  if (!server->allowed || !host_key->allowed) {
     g_autofree char *reason =
-        g_strdup_printf("the reloaded policy forbids it: %s", server->reason);
+        g_strdup_printf("the reloaded policy forbids it: %s",
+                        !server->allowed ? server->reason : host_key->reason);
     tg_tunnel_close(tunnel, reason, NULL);
     return;
   }

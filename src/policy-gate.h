@@ -8,6 +8,12 @@
 #include "session.h"
 #include "forward-spec.h"
 #include "hostkey.h"
+#include "profile.h"
+
+/* A profile's AllowUsers/AllowGroups for @subject (logged; PolicyDenied
+ * naming the profile's file, line and keyword). */
+gboolean tg_gate_check_profile(const TgPolicySubject *subject, const char *tunnel_id,
+                               const TgProfile *profile, GError **error);
 
 /* Everything the policy says about a tunnel about to open: the server
  * (PermitServer), each forward, MaxTunnels, and HostKeyPolicy against the

@@ -724,9 +724,6 @@ parse_setting_line(ParseState *state, TgPolicyKeyword keyword, const TgConfigLin
                 existing->line);
     return TRUE;
   }
-  if (info->flags & TG_KEYWORD_RESERVED)
-    add_warning(state->policy, state->file, line->number,
-                "%s is reserved and not yet in force", info->name);
   state->block->settings[keyword] = g_steal_pointer(&setting);
   return TRUE;
 }

@@ -51,9 +51,6 @@ typedef enum {
 typedef enum {
   TG_KEYWORD_GLOBAL_ONLY = 1 << 0, /* an error inside Match */
   TG_KEYWORD_LIST = 1 << 1,        /* lines add up within one block */
-  /* Parsed, but the daemon does not act on it yet: setting it warns. No
-   * keyword is reserved at present; the flag stays for the next one. */
-  TG_KEYWORD_RESERVED = 1 << 2,
   /* TG_VALUE_HOSTS enforced by the firewall, which holds addresses: names
    * (the daemon resolves them), addresses and networks; no wildcards. */
   TG_KEYWORD_FIREWALL_HOSTS = 1 << 3,

@@ -69,19 +69,25 @@ lookup_group_name(gid_t gid)
   }
 }
 
-/* Primary group first, each name once. */
+/* Primary group first, each name once. NULL when the list cannot be had:
+ * a subject with groups missing could slip past a "Match Group !x" or an
+ * "AllowGroups ...,!x", so it is an error, not fewer groups. */
 static GPtrArray *
-lookup_group_names(const char *user, gid_t primary)
+lookup_group_names(const char *user, gid_t primary, GError **error)
 {
-  GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+  GPtrArray *names;
   int count = INITIAL_GROUPS;
   g_autofree gid_t *gids = g_new(gid_t, count);
 
   if (getgrouplist(user, primary, gids, &count) < 0) {
     gids = g_renew(gid_t, gids, count);
-    if (getgrouplist(user, primary, gids, &count) < 0)
-      count = 0;
+    if (getgrouplist(user, primary, gids, &count) < 0) {
+      g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Cannot list the groups of user %s",
+                  user);
+      return NULL;
+    }
   }
+  names = g_ptr_array_new_with_free_func(g_free);
   for (int i = -1; i < count; i++) {
     char *name = lookup_group_name(i < 0 ? primary : gids[i]);
 
@@ -103,6 +109,8 @@ tg_policy_subject_from_uid(uid_t uid, GError **error)
 
   if (!lookup_user(uid, &user, &gid, error))
     return NULL;
-  groups = lookup_group_names(user, gid);
+  groups = lookup_group_names(user, gid, error);
+  if (groups == NULL)
+    return NULL;
   return tg_policy_subject_new(user, uid, (const char *const *)groups->pdata);
 }

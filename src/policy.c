@@ -82,6 +82,15 @@ tg_policy_subject_new(const char *user, uid_t uid, const char *const *groups)
   return subject;
 }
 
+TgPolicySubject *
+tg_policy_subject_copy(const TgPolicySubject *subject)
+{
+  if (subject == NULL)
+    return NULL;
+  return tg_policy_subject_new(subject->user, subject->uid,
+                               (const char *const *)subject->groups);
+}
+
 void
 tg_policy_subject_free(TgPolicySubject *subject)
 {

@@ -74,6 +74,8 @@ TgPolicySubject *tg_policy_subject_new(const char *user, uid_t uid,
 /* From NSS: getpwuid_r, getgrouplist, getgrgid_r. Groups without a name
  * are left out. TG_ERROR_NOT_FOUND for an unknown uid. */
 TgPolicySubject *tg_policy_subject_from_uid(uid_t uid, GError **error);
+/* NULL for NULL. */
+TgPolicySubject *tg_policy_subject_copy(const TgPolicySubject *subject);
 void tg_policy_subject_free(TgPolicySubject *subject);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgPolicySubject, tg_policy_subject_free)
 

@@ -262,8 +262,12 @@ parse_profile_line(const TgConfigLine *line, gpointer user_data, GError **error)
   case PROFILE_FORWARD:
     return parse_forward(parse->profile, line, error);
   case PROFILE_ALLOW_USERS:
+    if (parse->profile->allow_users_line == 0)
+      parse->profile->allow_users_line = line->number;
     return parse_patterns(&parse->profile->allow_users, line, error);
   case PROFILE_ALLOW_GROUPS:
+    if (parse->profile->allow_groups_line == 0)
+      parse->profile->allow_groups_line = line->number;
     return parse_patterns(&parse->profile->allow_groups, line, error);
   default:
     return parse_once(parse, (ProfileKeyword)keyword, line, error);
@@ -381,22 +385,54 @@ tg_profile_list(const char *dir, GError **error)
 
 /* ---- Use ---------------------------------------------------------------- */
 
-gboolean
-tg_profile_may_start(const TgProfile *profile, const TgPolicySubject *subject)
+static TgPolicyDecision *
+profile_decision(const TgProfile *profile, gboolean allowed, gboolean users,
+                 const TgPolicySubject *subject)
 {
-  g_return_val_if_fail(profile != NULL, FALSE);
+  TgPolicyDecision *decision = g_new0(TgPolicyDecision, 1);
+  const char *user = subject != NULL ? subject->user : "(nobody)";
 
+  decision->allowed = allowed;
+  decision->keyword = users ? "AllowUsers" : "AllowGroups";
+  decision->file = g_strdup(profile->file);
+  decision->line = users ? profile->allow_users_line : profile->allow_groups_line;
+  decision->reason = g_strdup_printf(
+      "%s at %s:%u of profile '%s' %s user %s", decision->keyword, decision->file,
+      decision->line, profile->name, allowed ? "allows" : "does not allow", user);
+  return decision;
+}
+
+TgPolicyDecision *
+tg_profile_decide(const TgProfile *profile, const TgPolicySubject *subject)
+{
+  gboolean users;
+
+  g_return_val_if_fail(profile != NULL, NULL);
+
+  users = profile->allow_users != NULL;
+  if (profile->allow_users == NULL && profile->allow_groups == NULL)
+    return profile_decision(profile, FALSE, TRUE, subject); /* never parsed so */
   if (subject == NULL)
-    return FALSE;
-  if (profile->allow_users != NULL &&
-      tg_pattern_list_match((const char *const *)profile->allow_users, subject->user) !=
-          TG_PATTERN_LIST_MATCH)
-    return FALSE;
+    return profile_decision(profile, FALSE, users, subject);
+  if (users && tg_pattern_list_match((const char *const *)profile->allow_users,
+                                     subject->user) != TG_PATTERN_LIST_MATCH)
+    return profile_decision(profile, FALSE, TRUE, subject);
   if (profile->allow_groups != NULL &&
       !tg_pattern_list_match_any((const char *const *)profile->allow_groups,
                                  (const char *const *)subject->groups))
-    return FALSE;
-  return profile->allow_users != NULL || profile->allow_groups != NULL;
+    return profile_decision(profile, FALSE, FALSE, subject);
+  return profile_decision(profile, TRUE, users, subject);
+}
+
+gboolean
+tg_profile_may_start(const TgProfile *profile, const TgPolicySubject *subject)
+{
+  g_autoptr(TgPolicyDecision) decision = NULL;
+
+  g_return_val_if_fail(profile != NULL, FALSE);
+
+  decision = tg_profile_decide(profile, subject);
+  return decision->allowed;
 }
 
 gboolean

@@ -33,6 +33,7 @@ typedef struct {
   GPtrArray *forwards; /* TgForward, in file order */
   char **allow_users;  /* pattern list, or NULL */
   char **allow_groups; /* pattern list, or NULL */
+  guint allow_users_line, allow_groups_line; /* first line of each; 0: not given */
 } TgProfile;
 
 /* 1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'. */
@@ -54,7 +55,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgProfile, tg_profile_free)
 char **tg_profile_list(const char *dir, GError **error);
 
 /* AllowUsers and AllowGroups as in sshd: when both are given, the user must
- * match both; a matching "!pattern" excludes. */
+ * match both; a matching "!pattern" excludes. The decision names the
+ * profile's file, the line and the keyword that decided. */
+TgPolicyDecision *tg_profile_decide(const TgProfile *profile,
+                                    const TgPolicySubject *subject);
 gboolean tg_profile_may_start(const TgProfile *profile, const TgPolicySubject *subject);
 
 /* The key file, opened by the daemon: a regular file owned by @owner (root

@@ -140,6 +140,7 @@ tg_session_config_free(TgSessionConfig *config)
   g_ptr_array_unref(config->connect_backs);
   if (config->policy != NULL)
     tg_policy_unref(config->policy);
+  g_clear_pointer(&config->subject, tg_policy_subject_free);
   g_free(config);
 }
 
@@ -610,13 +611,23 @@ admit_connection(TgSession *session, const TgForward *forward, gboolean forwarde
   TgSessionConfig *config = session->config;
 
   if (!take_connection_slot(session)) {
+    g_autofree char *uid = g_strdup_printf("%u", (unsigned)config->owner.uid);
+    g_autofree char *rule = NULL;
+    TgPolicyLimit limit;
+
+    g_mutex_lock(&session->lock);
+    tg_policy_get_limit(config->policy, config->subject, TG_POLICY_MAX_CONNECTIONS,
+                        &limit);
+    rule = g_strdup_printf("%s:%u %s", limit.origin.file, limit.origin.line,
+                           limit.origin.keyword);
+    g_mutex_unlock(&session->lock);
     tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID",
-                 config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
-                 forward->spec, "DECISION", "deny", "RULE", "MaxConnections", "MESSAGE",
-                 "tunnel %s: %s already has %u connections (MaxConnections), "
+                 config->tunnel_id, "USER", config->owner.user_name, "UID", uid,
+                 "FORWARD", forward->spec, "DECISION", "deny", "RULE", rule, "MESSAGE",
+                 "tunnel %s: %s already has %u connections (MaxConnections at %s), "
                  "refusing a %s one",
                  config->tunnel_id, config->owner.user_name,
-                 atomic_load(&session->usage->max_connections),
+                 atomic_load(&session->usage->max_connections), rule,
                  forwarded ? "forwarded" : "new");
     return FALSE;
   }
@@ -734,13 +745,18 @@ relay_finish(TgSession *session, guint index, TgRelayStatus status)
 /* ---- dynamic (D) forwards ---- */
 
 void
-tg_session_set_policy(TgSession *session, TgPolicy *policy)
+tg_session_set_policy(TgSession *session, TgPolicy *policy,
+                      const TgPolicySubject *subject)
 {
+  TgPolicySubject *copy = tg_policy_subject_copy(subject);
+
   g_mutex_lock(&session->lock);
   tg_policy_ref(policy);
   if (session->config->policy != NULL)
     tg_policy_unref(session->config->policy);
   session->config->policy = policy;
+  tg_policy_subject_free(session->config->subject);
+  session->config->subject = copy;
   g_mutex_unlock(&session->lock);
 }
 
@@ -755,16 +771,15 @@ socks_decide(TgSession *session, TgRelay *relay, gboolean ssh_output_queued)
       g_ptr_array_index(config->forwards, tg_relay_forward_index(relay));
   const char *host = tg_relay_socks_host(relay);
   guint16 port = tg_relay_socks_port(relay);
-  g_autoptr(TgPolicy) policy = NULL;
   g_autoptr(TgPolicyDecision) decision = NULL;
   g_autofree char *uid = g_strdup_printf("%u", (unsigned)config->owner.uid);
   g_autofree char *what = NULL;
   g_autofree char *rule = NULL;
 
   g_mutex_lock(&session->lock);
-  policy = tg_policy_ref(config->policy);
+  decision =
+      tg_policy_check_socks_destination(config->policy, config->subject, host, port);
   g_mutex_unlock(&session->lock);
-  decision = tg_policy_check_socks_destination(policy, config->subject, host, port);
   what = g_strdup_printf("SOCKS %s port %u via '%s'", host, port, forward->spec);
   rule = g_strdup_printf("%s:%u %s", decision->file, decision->line, decision->keyword);
   tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_DECISION", "USER", config->owner.user_name,

@@ -69,9 +69,10 @@ typedef struct {
   GPtrArray *listeners;     /* TgListener*, owned; bound, not yet listening */
   GPtrArray *connect_backs; /* TgConnectBack*, owned: one per R forward */
 
-  /* D: each SOCKS request is checked against the policy for the owner */
-  const TgPolicySubject *subject; /* the tunnel's; outlives the session */
-  TgPolicy *policy;               /* a reference; tg_session_set_policy() */
+  /* D: each SOCKS request is checked against the policy for the owner;
+   * both are replaced by tg_session_set_policy() (under the session's lock) */
+  TgPolicySubject *subject; /* owned */
+  TgPolicy *policy;         /* a reference */
 } TgSessionConfig;
 
 TgSessionConfig *tg_session_config_new(void);
@@ -117,8 +118,11 @@ void tg_session_add_forward(TgSession *session, guint forward_index, TgForward *
 void tg_session_remove_forward(TgSession *session, guint forward_index,
                                TgSessionDoneFunc done, gpointer done_data);
 
-/* The policy the worker checks SOCKS requests against from now on. */
-void tg_session_set_policy(TgSession *session, TgPolicy *policy);
+/* The policy and the owner (a copy is kept; their groups may have changed)
+ * the worker checks SOCKS requests and MaxConnections refusals against from
+ * now on. */
+void tg_session_set_policy(TgSession *session, TgPolicy *policy,
+                           const TgPolicySubject *subject);
 
 /* Asks the worker to close everything; CLOSED is reported when done. */
 void tg_session_stop(TgSession *session);

@@ -18,6 +18,7 @@ struct _TgTunnel {
   char *server_host;
   guint16 server_port;
   char *profile;            /* the administrator's profile it was started from, or NULL */
+  char *host_key;           /* the pinned host key, or NULL (rechecked on reload) */
   TgPolicySubject *subject; /* the owner, as the policy sees them */
   GPtrArray *forward_list;  /* TgForward*, NULL where a forward was removed */
   GArray *listener_info;    /* ListenerInfo: what each listening socket bound */
@@ -187,6 +188,30 @@ tunnel_emit_changed(TgTunnel *tunnel, const char *const *names)
       g_variant_new("(sa{sv}as)", TG_TUNNEL_INTERFACE, &changed, &invalidated), NULL);
 }
 
+/* MaxLifetime or IdleTimeout ran out: a policy decision like any other,
+ * logged with the rule, then the tunnel closes naming it. */
+static void
+tunnel_close_by_limit(TgTunnel *tunnel, TgPolicyLimitKind kind)
+{
+  const char *what = kind == TG_POLICY_MAX_LIFETIME ? "tunnel lifetime" : "idle tunnel";
+  g_autofree char *uid = g_strdup_printf("%u", (unsigned)tunnel->owner_uid);
+  g_autofree char *rule = NULL;
+  g_autofree char *reason = NULL;
+  TgPolicyLimit limit;
+
+  tg_policy_get_limit(tunnel->daemon->policy, tunnel->subject, kind, &limit);
+  rule = g_strdup_printf("%s:%u %s", limit.origin.file, limit.origin.line,
+                         limit.origin.keyword);
+  reason = g_strdup_printf("%s reached (%" G_GUINT64_FORMAT "s at %s:%u)",
+                           limit.origin.keyword, limit.value, limit.origin.file,
+                           limit.origin.line);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_DECISION", "USER", tunnel->owner_name, "UID",
+               uid, "TUNNEL_ID", tunnel->id, "FORWARD", what, "DECISION", "deny", "RULE",
+               rule, "MESSAGE", "policy ends tunnel %s of %s (uid %s): %s", tunnel->id,
+               tunnel->owner_name, uid, reason);
+  tg_tunnel_close(tunnel, reason, NULL);
+}
+
 /* IdleTimeout: no connection and no traffic for that long closes the tunnel.
  * Called once a second with the counters. */
 static void
@@ -203,7 +228,7 @@ tunnel_check_idle(TgTunnel *tunnel, gboolean busy)
   else if ((guint64)(now - tunnel->idle_since) >= tunnel->idle_limit * G_USEC_PER_SEC &&
            tunnel->session != NULL) {
     tunnel->idle_since = 0;
-    tg_tunnel_close(tunnel, "IdleTimeout reached", NULL);
+    tunnel_close_by_limit(tunnel, TG_POLICY_IDLE_TIMEOUT);
   }
 }
 
@@ -815,6 +840,7 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   tunnel->description = g_strdup(description != NULL ? description : "");
   tunnel->server_host = g_strdup(config->host);
   tunnel->server_port = config->port;
+  tunnel->host_key = g_strdup(config->host_key);
   tunnel->created = g_get_real_time();
   tunnel->state = TG_TUNNEL_CONNECTING;
   tunnel->last_error = g_strdup("");
@@ -861,7 +887,7 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
         tunnel_caller_vanished, tunnel, NULL);
 
   tg_tunnel_apply_policy(tunnel, daemon->policy);
-  config->subject = tunnel->subject;
+  config->subject = tg_policy_subject_copy(tunnel->subject);
   config->policy = tg_policy_ref(daemon->policy);
   tunnel->connect_timer = g_timeout_add_seconds(daemon->connect_timeout_seconds * 3,
                                                 tunnel_connect_timed_out, tunnel);
@@ -882,6 +908,25 @@ const TgPolicySubject *
 tg_tunnel_get_subject(TgTunnel *tunnel)
 {
   return tunnel->subject;
+}
+
+void
+tg_tunnel_set_subject(TgTunnel *tunnel, TgPolicySubject *subject)
+{
+  tg_policy_subject_free(tunnel->subject);
+  tunnel->subject = subject;
+}
+
+const char *
+tg_tunnel_get_profile(TgTunnel *tunnel)
+{
+  return tunnel->profile;
+}
+
+const char *
+tg_tunnel_get_host_key(TgTunnel *tunnel)
+{
+  return tunnel->host_key;
 }
 
 void
@@ -1047,7 +1092,7 @@ tunnel_lifetime_over(gpointer user_data)
   TgTunnel *tunnel = user_data;
 
   tunnel->lifetime_timer = 0;
-  tg_tunnel_close(tunnel, "MaxLifetime reached", NULL);
+  tunnel_close_by_limit(tunnel, TG_POLICY_MAX_LIFETIME);
   return G_SOURCE_REMOVE;
 }
 
@@ -1055,7 +1100,7 @@ void
 tg_tunnel_apply_policy(TgTunnel *tunnel, const TgPolicy *policy)
 {
   if (tunnel->session != NULL)
-    tg_session_set_policy(tunnel->session, (TgPolicy *)policy);
+    tg_session_set_policy(tunnel->session, (TgPolicy *)policy, tunnel->subject);
   TgPolicyLimit lifetime, idle, connections;
   gint64 age = (g_get_real_time() - tunnel->created) / G_USEC_PER_SEC;
 
@@ -1101,6 +1146,7 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_ptr_array_unref(tunnel->pins);
   g_free(tunnel->owner_bus_name);
   g_free(tunnel->server_host);
+  g_free(tunnel->host_key);
   g_free(tunnel->profile);
   tg_policy_subject_free(tunnel->subject);
   g_clear_handle_id(&tunnel->lifetime_timer, g_source_remove);

@@ -22,6 +22,10 @@ void tg_tunnel_set_profile(TgTunnel *tunnel, const char *profile);
 
 /* What the policy needs to re-check a tunnel on reload. */
 const TgPolicySubject *tg_tunnel_get_subject(TgTunnel *tunnel);
+/* Takes @subject: the owner as NSS sees them now (a reload looks again). */
+void tg_tunnel_set_subject(TgTunnel *tunnel, TgPolicySubject *subject);
+const char *tg_tunnel_get_profile(TgTunnel *tunnel);  /* NULL: not from a profile */
+const char *tg_tunnel_get_host_key(TgTunnel *tunnel); /* the pin, or NULL */
 void tg_tunnel_get_server(TgTunnel *tunnel, const char **host, guint16 *port);
 guint tg_tunnel_get_n_forwards(TgTunnel *tunnel);
 /* NULL for a forward that was removed */

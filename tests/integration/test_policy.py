@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -648,6 +649,51 @@ class ReloadTest(PolicyTestCase):
         self.assertNotIn(f"closing tunnel {id1} ", log)
         self.assertNotIn(f"closing tunnel {id3} ", log)
 
+    def test_reload_looks_at_group_membership_again(self):
+        """A user who left the group that granted a forward loses it at the next
+        reload (the owner's groups are looked up again, not remembered)."""
+        w = self.w
+        policy = ("PermitOpen intra:9000\n"            # 1
+                  f"Match Group {DBA}\n"               # 2
+                  "\tPermitOpen intra:80\n")          # 3
+        self.set_policy({"policy.conf": policy})
+        f = self.cfg("policy.conf")
+        port = free_port(w)
+        spec = f"L 127.0.0.1:{port}:intra:80"
+        t = self.open(BOB, "tg-bob@gw", [spec])
+        self.assertHttpWorks(port, BOB)
+        self.reload()                           # nothing changed: it stays
+        self.assertEqual(self.tunnels(), [t])
+        r = subprocess.run(["gpasswd", "--delete", BOB, DBA], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(subprocess.run, ["gpasswd", "--add", BOB, DBA], capture_output=True)
+        mark = self.log_mark()
+        self.reload()
+        self.assertGone(t)
+        self.assertListenerGone(port)
+        self.assertRegex(self.log_since(mark), self.decision_rx(
+            "denies", spec, BOB, f"PermitOpen at {f}:1 does not allow intra:80"))
+
+    def test_reload_rechecks_host_key_policy(self):
+        """Tightening HostKeyPolicy to pinned-only closes the tunnels without a
+        pin and keeps the pinned ones."""
+        w = self.w
+        fp = w.host_key_fingerprint
+        p1, p2 = free_port(w), free_port(w)
+        unpinned = self.open(ALICE, "tg-alice@gw", [f"L 127.0.0.1:{p1}:intra:80"])
+        pinned = self.open(ALICE, "tg-alice@gw", [f"L 127.0.0.1:{p2}:intra:80"],
+                           self.options(ALICE, host_key=fp))
+        mark = self.log_mark()
+        self.set_policy({"policy.conf": "HostKeyPolicy pinned-only\n"})
+        f = self.cfg("policy.conf")
+        self.assertGone(unpinned)
+        self.assertEqual(self.tunnels(), [pinned])
+        self.assertHttpWorks(p2)
+        uid = unpinned.rsplit("/", 1)[1]
+        self.assertIn(f"closing tunnel {uid} of tg-alice: the reloaded policy forbids it: "
+                      f"HostKeyPolicy pinned-only at {f}:1 requires the host-key option",
+                      self.log_since(mark))
+
     def test_sighup_reloads(self):
         w = self.w
         self.set_policy({"policy.conf": "PermitOpen intra:80 intra:9000\n"})
@@ -792,9 +838,13 @@ class ProfileTest(PolicyTestCase):
     def test_who_may_not(self):
         w = self.w
         # carol may use profiles (polkit) but is not in AllowUsers
-        msg = self.denied("PolicyDenied", CAROL, "@dbtunnel", [], {},
-                          contains=["dbtunnel", "tg-carol", "AllowUsers"])
-        self.assertIn(self.cfg("profiles.d/dbtunnel.conf"), msg)
+        f = self.cfg("profiles.d/dbtunnel.conf")
+        reason = f"AllowUsers at {f}:7 of profile 'dbtunnel' does not allow user tg-carol"
+        mark = self.log_mark()
+        self.denied("PolicyDenied", CAROL, "@dbtunnel", [], {}, reason=reason)
+        # logged like every decision
+        self.assertRegex(self.log_since(mark),
+                         self.decision_rx("denies", "profile @dbtunnel", CAROL, reason))
         # bob lacks org.tunnelgate.use-profile: polkit refuses (even though the key is his)
         self.denied("NotAuthorized", BOB, "@dbtunnel", [], {},
                     contains="org.tunnelgate.use-profile")
@@ -813,6 +863,31 @@ class ProfileTest(PolicyTestCase):
         path = self.open(CAROL, "@dbas", [], {})
         self.assertHttpWorks(self.port, CAROL)
         self.assertEqual(prop(w, CAROL, path, "Owner"), w.users[CAROL].uid)
+
+    def test_reload_rechecks_the_profile(self):
+        w = self.w
+        path = self.open(ALICE, "@dbtunnel", [], {})
+        self.assertHttpWorks(self.port)
+        self.reload()
+        self.assertEqual(self.tunnels(), [path])
+        self.write_profile("dbtunnel", self.key, AllowUsers="tg-carol")     # line 7
+        mark = self.log_mark()
+        self.reload()
+        self.assertGone(path)
+        self.assertListenerGone(self.port)
+        f = self.cfg("profiles.d/dbtunnel.conf")
+        reason = f"AllowUsers at {f}:7 of profile 'dbtunnel' does not allow user tg-alice"
+        log = self.log_since(mark)
+        self.assertIn(f"the reloaded policy forbids it: {reason}", log)
+        self.assertRegex(log, self.decision_rx("denies", "profile @dbtunnel", ALICE, reason))
+        # a profile that is gone ends its tunnels at the next reload
+        self.write_profile("dbtunnel", self.key, AllowUsers="tg-alice")
+        path = self.open(ALICE, "@dbtunnel", [], {})
+        (w.config_dir / "profiles.d" / "dbtunnel.conf").unlink()
+        mark = self.log_mark()
+        self.reload()
+        self.assertGone(path)
+        self.assertIn("its profile 'dbtunnel' cannot be read any more", self.log_since(mark))
 
     def test_key_file_must_be_root_only(self):
         w = self.w
@@ -903,8 +978,9 @@ class LimitsTest(PolicyTestCase):
                 except (ConnectionResetError, BrokenPipeError):
                     got = b""
                 self.assertEqual(got, b"", "a 4th connection got through")
-        self.wait_log(r"tg-alice already has 3 connections \(MaxConnections\), refusing",
-                      mark)
+        f = re.escape(self.cfg("policy.conf"))
+        self.wait_log(rf"tg-alice already has 3 connections \(MaxConnections at {f}:1 "
+                      r"MaxConnections\), refusing", mark)
         # the three keep working
         for s in held:
             self.assertEchoes(s)
@@ -955,9 +1031,10 @@ class LimitsTest(PolicyTestCase):
         except ConnectionResetError:
             pass
         log = self.log_since(mark)
+        f = self.cfg("policy.conf")
         for t in (old, new):
             self.assertIn(f"closing tunnel {t.rsplit('/', 1)[1]} of tg-alice: MaxLifetime "
-                          "reached", log)
+                          f"reached (3s at {f}:1)", log)
 
     def test_idle_timeout(self):
         w = self.w
@@ -982,8 +1059,12 @@ class LimitsTest(PolicyTestCase):
         t1 = time.monotonic()
         self.assertGone(busy, timeout=8 * SLOW)
         self.assertGreater(time.monotonic() - t1, 1.0)
+        f = self.cfg("policy.conf")
         self.assertIn(f"closing tunnel {idle.rsplit('/', 1)[1]} of tg-alice: IdleTimeout "
-                      "reached", self.log_since(mark))
+                      f"reached (2s at {f}:1)", self.log_since(mark))
+        uid = self.w.users[ALICE].uid
+        self.assertIn(f"policy ends tunnel {idle.rsplit('/', 1)[1]} of tg-alice (uid {uid}): "
+                      f"IdleTimeout reached (2s at {f}:1)", self.log_since(mark))
 
 
 # ----------------------------------------------------------------------------
@@ -1073,6 +1154,9 @@ class AuditTest(PolicyTestCase):
         for verb, what, user, reason in expected:
             with self.subTest(user=user, what=what):
                 self.assertRegex(log, self.decision_rx(verb, what, user, reason))
+        # the host key rule too
+        self.assertRegex(log, r"policy allows host key for tg-bob \(uid \d+\): "
+                              r"HostKeyPolicy known-or-pinned at \S+: known_hosts or a pin")
         # nothing after a denial is decided: carol's forward was never checked
         self.assertNotRegex(log, r"policy \w+ L 127\.0\.0\.1:0:intra:80 for tg-carol")
 

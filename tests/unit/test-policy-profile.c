@@ -172,23 +172,53 @@ test_bad_profiles(void)
 static void
 test_may_start(void)
 {
+  /* the rules start at line 6 of the profile; the decision names the
+   * keyword and line that decided */
   static const struct {
     const char *rules;
     const char *user;
     const char *groups[4];
     gboolean allowed;
+    const char *keyword;
+    guint line;
   } cases[] = {
-    { "AllowUsers alice", "alice", { "alice", NULL }, TRUE },
-    { "AllowUsers alice", "bob", { "bob", NULL }, FALSE },
-    { "AllowUsers *,!bob", "bob", { "bob", NULL }, FALSE },
-    { "AllowUsers a*", "anna", { NULL }, TRUE },
-    { "AllowGroups dba", "x", { "x", "dba", NULL }, TRUE },
-    { "AllowGroups dba", "x", { "x", NULL }, FALSE },
-    { "AllowGroups dba,!contractors", "x", { "x", "dba", "contractors", NULL }, FALSE },
+    { "AllowUsers alice", "alice", { "alice", NULL }, TRUE, "AllowUsers", 6 },
+    { "AllowUsers alice", "bob", { "bob", NULL }, FALSE, "AllowUsers", 6 },
+    { "AllowUsers *,!bob", "bob", { "bob", NULL }, FALSE, "AllowUsers", 6 },
+    { "AllowUsers a*", "anna", { NULL }, TRUE, "AllowUsers", 6 },
+    { "AllowGroups dba", "x", { "x", "dba", NULL }, TRUE, "AllowGroups", 6 },
+    { "AllowGroups dba", "x", { "x", NULL }, FALSE, "AllowGroups", 6 },
+    { "AllowGroups dba,!contractors",
+      "x",
+      { "x", "dba", "contractors", NULL },
+      FALSE,
+      "AllowGroups",
+      6 },
     /* both given: as sshd, both must allow */
-    { "AllowUsers alice\nAllowGroups dba", "alice", { "alice", "dba", NULL }, TRUE },
-    { "AllowUsers alice\nAllowGroups dba", "alice", { "alice", NULL }, FALSE },
-    { "AllowUsers alice\nAllowGroups dba", "carol", { "carol", "dba", NULL }, FALSE },
+    { "AllowUsers alice\nAllowGroups dba",
+      "alice",
+      { "alice", "dba", NULL },
+      TRUE,
+      "AllowUsers",
+      6 },
+    { "AllowUsers alice\nAllowGroups dba",
+      "alice",
+      { "alice", NULL },
+      FALSE,
+      "AllowGroups",
+      7 },
+    { "AllowUsers alice\nAllowGroups dba",
+      "carol",
+      { "carol", "dba", NULL },
+      FALSE,
+      "AllowUsers",
+      6 },
+    { "AllowGroups dba\nAllowUsers x\nAllowUsers alice",
+      "alice",
+      { "alice", "dba", NULL },
+      TRUE,
+      "AllowUsers",
+      7 },
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -199,10 +229,22 @@ test_may_start(void)
     g_autoptr(TgProfile) profile = parse_profile(text, NULL);
     g_autoptr(TgPolicySubject) subject =
         tg_policy_subject_new(cases[i].user, 1, cases[i].groups);
+    g_autoptr(TgPolicyDecision) decision = NULL;
+    g_autofree char *expected = NULL;
 
     g_assert_nonnull(profile);
     g_assert_cmpint(tg_profile_may_start(profile, subject), ==, cases[i].allowed);
     g_assert_false(tg_profile_may_start(profile, NULL));
+    decision = tg_profile_decide(profile, subject);
+    g_assert_cmpint(decision->allowed, ==, cases[i].allowed);
+    g_assert_cmpstr(decision->keyword, ==, cases[i].keyword);
+    g_assert_cmpuint(decision->line, ==, cases[i].line);
+    g_assert_cmpstr(decision->file, ==, profile->file);
+    expected =
+        g_strdup_printf("%s at %s:%u of profile '%s' %s user %s", cases[i].keyword,
+                        profile->file, cases[i].line, profile->name,
+                        cases[i].allowed ? "allows" : "does not allow", cases[i].user);
+    g_assert_cmpstr(decision->reason, ==, expected);
   }
 }
 
