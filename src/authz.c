@@ -8,6 +8,8 @@
 struct _TgAuthz {
   GDBusConnection *bus;
   PolkitAuthority *authority;
+  TgAuthorizedFunc authorized;
+  gpointer authorized_data;
 };
 
 /* The one table: every method the daemon serves, and the action guarding it.
@@ -111,6 +113,13 @@ tg_authz_new(GDBusConnection *bus, PolkitAuthority *authority)
 }
 
 void
+tg_authz_set_authorized_func(TgAuthz *authz, TgAuthorizedFunc func, gpointer user_data)
+{
+  authz->authorized = func;
+  authz->authorized_data = user_data;
+}
+
+void
 tg_authz_free(TgAuthz *authz)
 {
   if (authz == NULL)
@@ -175,8 +184,13 @@ static void
 authz_run_finish(TgAuthzRun *run)
 {
   TgCall *call = run->call;
+  TgAuthz *authz = run->authz;
 
   g_free(run);
+  if (authz->authorized != NULL)
+    authz->authorized(call->caller,
+                      ((call->required | call->optional) & TG_ACTION_MANAGE) != 0,
+                      (call->granted & TG_ACTION_MANAGE) != 0, authz->authorized_data);
   call->act(call);
   tg_call_free(call);
 }

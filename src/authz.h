@@ -67,6 +67,12 @@ struct _TgCall {
 typedef struct _TgAuthz TgAuthz;
 
 TgAuthz *tg_authz_new(GDBusConnection *bus, PolkitAuthority *authority);
+/* Called for every authorized call just before it acts, with the caller and
+ * whether manage was asked (required or optional) and granted. */
+typedef void (*TgAuthorizedFunc)(const TgCaller *caller, gboolean manage_checked,
+                                 gboolean manage_granted, gpointer user_data);
+void tg_authz_set_authorized_func(TgAuthz *authz, TgAuthorizedFunc func,
+                                  gpointer user_data);
 void tg_authz_free(TgAuthz *authz);
 
 /* A row of the one table. `method` is the method name; Get and GetAll rows

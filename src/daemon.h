@@ -34,6 +34,7 @@ typedef struct {
   TgServer *server;     /* server mode: SFTP-only and jump-host users */
   char *default_policy; /* the shipped default policy file */
   GHashTable *usage;    /* uid -> TgUsage*, per-user connection counts */
+  GHashTable *watchers; /* unique bus name -> TgWatcher*: who hears which signals */
 
   char *config_dir;
   char *state_dir;
@@ -58,6 +59,23 @@ TgAction tg_daemon_forward_actions(TgDaemon *daemon, const TgPolicySubject *subj
 
 /* The usage record of uid, created on first use; tg_usage_unref() it. */
 TgUsage *tg_daemon_usage(TgDaemon *daemon, uid_t uid);
+
+/* Signals about tunnels go only to connections that may read them: a
+ * connection becomes a watcher with its first authorized call (which tells
+ * its uid and whether org.tunnelgate.manage was granted) and stops being one
+ * when it leaves the bus. A watcher hears about its uid's tunnels, and with
+ * manage about everyone's. */
+typedef struct {
+  uid_t uid;
+  gboolean manage;
+  guint name_watch; /* removes the watcher when its connection leaves */
+} TgWatcher;
+
+/* Emits @signal_name of @interface at @path with @parameters (consumed if
+ * floating) to each watcher that may see tunnels of @owner. */
+void tg_daemon_emit_to_watchers(TgDaemon *daemon, uid_t owner, const char *path,
+                                const char *interface, const char *signal_name,
+                                GVariant *parameters);
 
 /* The tunnel exported at path, or NULL. */
 TgTunnel *tg_daemon_find_tunnel(TgDaemon *daemon, const char *path);

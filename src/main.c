@@ -328,6 +328,7 @@ main(int argc, char **argv)
   if (options.check_config)
     return check_config(&daemon);
   daemon.usage = g_hash_table_new_full(NULL, NULL, NULL, (GDestroyNotify)tg_usage_unref);
+  daemon.watchers = tg_manager_new_watchers();
   daemon.tunnels = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
                                          (GDestroyNotify)tg_tunnel_free);
 
@@ -364,6 +365,7 @@ main(int argc, char **argv)
   close_all_tunnels(&daemon);
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
   g_hash_table_unref(daemon.tunnels);
+  g_hash_table_unref(daemon.watchers);
   tg_server_free(daemon.server);
   tg_enforcer_free(daemon.enforcer); /* the table stays in force */
   g_hash_table_unref(daemon.usage);

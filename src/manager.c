@@ -835,9 +835,74 @@ publish_counters(gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* ---- who hears signals ---- */
+
+static void
+watcher_free(TgWatcher *watcher)
+{
+  g_bus_unwatch_name(watcher->name_watch);
+  g_free(watcher);
+}
+
+static void
+watcher_vanished(GDBusConnection *connection, const char *name, gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+
+  g_hash_table_remove(daemon->watchers, name);
+}
+
+static void
+watcher_authorized(const TgCaller *caller, gboolean manage_checked,
+                   gboolean manage_granted, gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+  TgWatcher *watcher = g_hash_table_lookup(daemon->watchers, caller->bus_name);
+
+  if (watcher == NULL) {
+    watcher = g_new0(TgWatcher, 1);
+    watcher->uid = caller->uid;
+    g_hash_table_insert(daemon->watchers, g_strdup(caller->bus_name), watcher);
+    /* a name already gone is reported at once, and the watcher goes */
+    watcher->name_watch = g_bus_watch_name_on_connection(
+        daemon->bus, caller->bus_name, G_BUS_NAME_WATCHER_FLAGS_NONE, NULL,
+        watcher_vanished, daemon, NULL);
+  }
+  if (manage_checked)
+    watcher->manage = manage_granted;
+}
+
+void
+tg_daemon_emit_to_watchers(TgDaemon *daemon, uid_t owner, const char *path,
+                           const char *interface, const char *signal_name,
+                           GVariant *parameters)
+{
+  GHashTableIter iter;
+  gpointer name, value;
+
+  g_variant_ref_sink(parameters);
+  g_hash_table_iter_init(&iter, daemon->watchers);
+  while (g_hash_table_iter_next(&iter, &name, &value)) {
+    const TgWatcher *watcher = value;
+
+    if (watcher->uid == owner || watcher->manage)
+      g_dbus_connection_emit_signal(daemon->bus, name, path, interface, signal_name,
+                                    parameters, NULL);
+  }
+  g_variant_unref(parameters);
+}
+
+GHashTable *
+tg_manager_new_watchers(void)
+{
+  return g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                               (GDestroyNotify)watcher_free);
+}
+
 gboolean
 tg_manager_export(TgDaemon *daemon, GError **error)
 {
+  tg_authz_set_authorized_func(daemon->authz, watcher_authorized, daemon);
   daemon->manager_registration = g_dbus_connection_register_object(
       daemon->bus, TG_MANAGER_PATH, tg_daemon_interface(daemon, TG_MANAGER_INTERFACE),
       &manager_vtable, daemon, NULL, error);

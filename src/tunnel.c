@@ -23,7 +23,6 @@ struct _TgTunnel {
   GPtrArray *forward_list;  /* TgForward*, NULL where a forward was removed */
   GArray *listener_info;    /* ListenerInfo: what each listening socket bound */
   GPtrArray *pins;          /* TgConnectBack: R destinations pinned in the firewall */
-  char *owner_bus_name;     /* the opener's connection, told the R ports */
   GStrv forwards;           /* published: specs of forward_list */
   GVariant *listeners;      /* published: a(ssq), sunk */
 
@@ -83,12 +82,6 @@ tunnel_unguard(TgTunnel *tunnel, guint index)
     }
   }
 }
-
-/* Properties whose values are broadcast in PropertiesChanged. The others name
- * hosts and are announced as invalidated only (see dbus/org.tunnelgate.Tunnel1.xml). */
-static const char *const broadcast_properties[] = {
-  "State", "BytesSent", "BytesReceived", "ActiveConnections", "TotalConnections", NULL,
-};
 
 const char *
 tg_tunnel_state_name(TgTunnelState state)
@@ -166,26 +159,23 @@ tunnel_all_properties(TgTunnel *tunnel)
   return g_variant_builder_end(&builder);
 }
 
+/* PropertiesChanged with the values, to the connections that may read them
+ * (the owner's, and those granted manage: tg_daemon_emit_to_watchers). */
 static void
 tunnel_emit_changed(TgTunnel *tunnel, const char *const *names)
 {
-  GVariantBuilder changed, invalidated;
+  GVariantBuilder changed;
+  const char *const invalidated[] = { NULL };
 
   if (tunnel->registration == 0)
     return;
   g_variant_builder_init(&changed, G_VARIANT_TYPE("a{sv}"));
-  g_variant_builder_init(&invalidated, G_VARIANT_TYPE("as"));
-  for (guint i = 0; names[i] != NULL; i++) {
-    if (g_strv_contains(broadcast_properties, names[i]))
-      g_variant_builder_add(&changed, "{sv}", names[i],
-                            tunnel_property(tunnel, names[i]));
-    else
-      g_variant_builder_add(&invalidated, "s", names[i]);
-  }
-  g_dbus_connection_emit_signal(
-      tunnel->daemon->bus, NULL, tunnel->path, "org.freedesktop.DBus.Properties",
+  for (guint i = 0; names[i] != NULL; i++)
+    g_variant_builder_add(&changed, "{sv}", names[i], tunnel_property(tunnel, names[i]));
+  tg_daemon_emit_to_watchers(
+      tunnel->daemon, tunnel->owner_uid, tunnel->path, "org.freedesktop.DBus.Properties",
       "PropertiesChanged",
-      g_variant_new("(sa{sv}as)", TG_TUNNEL_INTERFACE, &changed, &invalidated), NULL);
+      g_variant_new("(sa{sv}^as)", TG_TUNNEL_INTERFACE, &changed, invalidated));
 }
 
 /* MaxLifetime or IdleTimeout ran out: a policy decision like any other,
@@ -311,30 +301,19 @@ tg_tunnel_interfaces(TgTunnel *tunnel)
   return g_variant_builder_end(&builder);
 }
 
-/* InterfacesAdded is a broadcast: it carries only what any user may know. */
+/* InterfacesAdded (all properties, as GetManagedObjects) or InterfacesRemoved,
+ * to the connections that may see the tunnel. */
 static void
 tunnel_announce(TgTunnel *tunnel, gboolean added)
 {
-  GVariant *body;
+  const char *interfaces[] = { TG_TUNNEL_INTERFACE, NULL };
+  GVariant *body =
+      added ? g_variant_new("(o@a{sa{sv}})", tunnel->path, tg_tunnel_interfaces(tunnel))
+            : g_variant_new("(o^as)", tunnel->path, interfaces);
 
-  if (added) {
-    GVariantBuilder properties;
-
-    g_variant_builder_init(&properties, G_VARIANT_TYPE("a{sv}"));
-    g_variant_builder_add(&properties, "{sv}", "Id", g_variant_new_string(tunnel->id));
-    g_variant_builder_add(&properties, "{sv}", "Owner",
-                          g_variant_new_uint32(tunnel->owner_uid));
-    g_variant_builder_add(&properties, "{sv}", "State",
-                          g_variant_new_string(tg_tunnel_state_name(tunnel->state)));
-    body = g_variant_new_parsed("(%o, {%s: %@a{sv}})", tunnel->path, TG_TUNNEL_INTERFACE,
-                                g_variant_builder_end(&properties));
-  } else {
-    const char *interfaces[] = { TG_TUNNEL_INTERFACE, NULL };
-    body = g_variant_new("(o^as)", tunnel->path, interfaces);
-  }
-  g_dbus_connection_emit_signal(
-      tunnel->daemon->bus, NULL, TG_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
-      added ? "InterfacesAdded" : "InterfacesRemoved", body, NULL);
+  tg_daemon_emit_to_watchers(tunnel->daemon, tunnel->owner_uid, TG_MANAGER_PATH,
+                             "org.freedesktop.DBus.ObjectManager",
+                             added ? "InterfacesAdded" : "InterfacesRemoved", body);
 }
 
 static void
@@ -383,9 +362,8 @@ tunnel_reply_closers(TgTunnel *tunnel)
 }
 
 /* The server listens for an R forward: Listeners gets its real port (the
- * server's choice for port 0). Everyone hears that Listeners changed; the
- * opener's connection also gets the new value, so that a `busctl monitor`
- * or the CLI learns a chosen port at once. */
+ * server's choice for port 0), announced with its value to the connections
+ * that may read it, so the opener and the CLI learn a chosen port at once. */
 static void
 tunnel_remote_listening(guint forward_index, const char *address, guint16 port,
                         gpointer user_data)
@@ -393,21 +371,11 @@ tunnel_remote_listening(guint forward_index, const char *address, guint16 port,
   TgTunnel *tunnel = user_data;
   const char *names[] = { "Listeners", NULL };
   ListenerInfo info = { .forward_index = forward_index, .port = port };
-  GVariantBuilder changed;
-  const char *invalidated[] = { NULL };
 
   g_strlcpy(info.address, address, sizeof info.address);
   g_array_append_val(tunnel->listener_info, info);
   tunnel_publish_forwards(tunnel);
   tunnel_emit_changed(tunnel, names);
-  if (tunnel->owner_bus_name == NULL)
-    return;
-  g_variant_builder_init(&changed, G_VARIANT_TYPE("a{sv}"));
-  g_variant_builder_add(&changed, "{sv}", "Listeners", tunnel->listeners);
-  g_dbus_connection_emit_signal(
-      tunnel->daemon->bus, tunnel->owner_bus_name, tunnel->path,
-      "org.freedesktop.DBus.Properties", "PropertiesChanged",
-      g_variant_new("(sa{sv}^as)", TG_TUNNEL_INTERFACE, &changed, invalidated), NULL);
 }
 
 /* Reports from the worker, in the D-Bus thread. */
@@ -854,7 +822,6 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   for (guint i = 0; i < config->connect_backs->len; i++)
     g_ptr_array_add(tunnel->pins,
                     tg_connect_back_copy(g_ptr_array_index(config->connect_backs, i)));
-  tunnel->owner_bus_name = g_strdup(owner->bus_name);
   for (guint i = 0; i < config->listeners->len; i++) {
     const TgListener *listener = g_ptr_array_index(config->listeners, i);
     ListenerInfo info = { .forward_index = listener->forward_index,
@@ -1144,7 +1111,6 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_ptr_array_unref(tunnel->forward_list);
   g_array_unref(tunnel->listener_info);
   g_ptr_array_unref(tunnel->pins);
-  g_free(tunnel->owner_bus_name);
   g_free(tunnel->server_host);
   g_free(tunnel->host_key);
   g_free(tunnel->profile);

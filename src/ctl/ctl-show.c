@@ -595,8 +595,14 @@ watch_properties_changed(const char *path, GVariant *parameters, Watch *watch)
   if (g_variant_lookup(changed, "State", "&s", &state)) {
     g_string_append_printf(text, "state %s", state);
     if (g_str_equal(state, "failed")) {
-      g_autofree char *why = watch_last_error(watch, path);
+      const char *last_error = NULL;
+      g_autofree char *why = NULL;
 
+      if (g_variant_lookup(changed, "LastError", "&s", &last_error) &&
+          *last_error != '\0')
+        why = g_strdup(last_error);
+      else
+        why = watch_last_error(watch, path);
       if (why != NULL)
         g_string_append_printf(text, " (%s)", why);
     }
@@ -619,9 +625,32 @@ watch_properties_changed(const char *path, GVariant *parameters, Watch *watch)
                            lookup_number(changed, "TotalConnections"));
   if (traffic->len > 0)
     g_string_append_printf(text, "%straffic: %s", text->len ? "; " : "", traffic->str);
-  if (invalidated[0] != NULL) {
-    g_autofree char *names = g_strjoinv(", ", (char **)invalidated);
-    g_string_append_printf(text, "%schanged: %s", text->len ? "; " : "", names);
+  {
+    /* the other properties (Forwards, Listeners, ...): named, not printed */
+    static const char *const shown[] = { "State",
+                                         "LastError",
+                                         "BytesSent",
+                                         "BytesReceived",
+                                         "ActiveConnections",
+                                         "TotalConnections",
+                                         NULL };
+    g_autoptr(GPtrArray) names = g_ptr_array_new();
+    GVariantIter iter;
+    const char *key;
+
+    g_variant_iter_init(&iter, changed);
+    while (g_variant_iter_next(&iter, "{&sv}", &key, NULL))
+      if (!g_strv_contains(shown, key))
+        g_ptr_array_add(names, (gpointer)key);
+    for (guint i = 0; invalidated[i] != NULL; i++)
+      g_ptr_array_add(names, (gpointer)invalidated[i]);
+    if (names->len > 0) {
+      g_autofree char *joined = NULL;
+
+      g_ptr_array_add(names, NULL);
+      joined = g_strjoinv(", ", (char **)names->pdata);
+      g_string_append_printf(text, "%schanged: %s", text->len ? "; " : "", joined);
+    }
   }
   if (text->len > 0)
     watch_print(watch, ctl_tunnel_id(path), text->str);
@@ -663,19 +692,19 @@ ctl_watch(int argc, char **argv)
     { "count", 'n', 0, G_OPTION_ARG_INT, &count, "Stop after N events", "N" },
     { NULL },
   };
-  g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) ping = NULL;
   Watch watch = { 0 };
   guint subscriptions[2];
+  int status;
 
   if (!ctl_parse_options(
           "watch", "",
           "Prints what happens to tunnels as it happens, one line per event, until\n"
           "interrupted (or --count events): tunnels added and removed, state changes\n"
-          "(with LastError when a tunnel you may read fails), traffic counters (at "
-          "most once\na second per tunnel) and properties that changed. The daemon "
-          "announces events to\neveryone, so this shows state changes of every "
-          "tunnel, but never where they go.",
+          "(with LastError when a tunnel fails), traffic counters (at most once\na "
+          "second per tunnel) and properties that changed. The daemon tells each\n"
+          "connection only about the tunnels it may read: your own, or every user's\n"
+          "with org.tunnelgate.manage.",
           entries, &argc, &argv))
     return CTL_EXIT_FAILURE;
   if (argc > 1 || count < 0) {
@@ -693,13 +722,16 @@ ctl_watch(int argc, char **argv)
   subscriptions[1] = g_dbus_connection_signal_subscribe(
       watch.bus, CTL_BUS_NAME, CTL_PROPERTIES_INTERFACE, "PropertiesChanged", NULL, NULL,
       G_DBUS_SIGNAL_FLAGS_NONE, watch_signal, &watch, NULL);
-  /* a round trip: once the bus answers, it has our match rules */
-  ping = g_dbus_connection_call_sync(
-      watch.bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-      "GetId", NULL, G_VARIANT_TYPE("(s)"), G_DBUS_CALL_FLAGS_NONE, 25000, NULL, &error);
+  /* an authorized call makes this connection one the daemon tells about
+   * tunnels (and, sent after the match rules, it is answered after the bus
+   * has them) */
+  ping = ctl_call(CTL_MANAGER_PATH, CTL_OBJECT_MANAGER_INTERFACE, "GetManagedObjects",
+                  NULL, G_VARIANT_TYPE("(a{oa{sa{sv}}})"), &status);
   if (ping == NULL) {
+    g_dbus_connection_signal_unsubscribe(watch.bus, subscriptions[0]);
+    g_dbus_connection_signal_unsubscribe(watch.bus, subscriptions[1]);
     g_main_loop_unref(watch.loop);
-    return ctl_report_error("GetId", error);
+    return status;
   }
   fprintf(stderr, "Watching tunnels; interrupt to stop.\n");
   g_unix_signal_add(SIGINT, watch_interrupted, &watch);

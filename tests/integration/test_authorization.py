@@ -22,7 +22,7 @@ import world  # noqa: E402
 from tgtest import (ALICE, BOB, MALLORY, ADMIN, BUS, MPATH, MIFACE, TIFACE, PROPS, OM,  # noqa: E402
                     BUSCTL_TIMEOUT, V, UserBus, DaemonTestCase, agent_option, busctl_open,
                     busctl_open_ok, can_listen, close_all_tunnels, daemon_listeners,
-                    daemon_tcp_sockets, free_port, list_tunnels, prop)
+                    daemon_tcp_sockets, free_port, list_tunnels, prop, wait_for)
 
 NOT_AUTHORIZED = "org.tunnelgate.Error.NotAuthorized"
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
@@ -110,6 +110,7 @@ class MalloryTest(AuthzTestCase):
         w = self.w
         observer = self.user_bus(ADMIN)
         observer.add_match(f"type='signal',sender='{BUS}'")
+        observer.call(BUS, MPATH, MIFACE, "ListTunnels")   # manage: hears every tunnel
         observer.signals()
         mallory = self.user_bus(MALLORY)
         before = self.snapshot()
@@ -129,6 +130,11 @@ class MalloryTest(AuthzTestCase):
         self.assertEqual(observer.signals(), [])
         self.assertAliceTunnelWorks()
         self.assertEqual([e[0] for e in list_tunnels(w, ADMIN)], [self.path])
+        # and it would have heard: alice's traffic is announced to it
+        heard = []
+        wait_for(lambda: heard.extend(observer.signals()) or
+                 any(s["path"] == self.path and "BytesSent" in s["body"][1] for s in heard),
+                 timeout=5, what="the observer to hear alice's counters")
 
         # the denials are logged, with mallory's uid and the method
         log = w.daemon.log()

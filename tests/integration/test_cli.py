@@ -674,17 +674,25 @@ class WatchTest(CliTestCase):
         self.assertEqual(p.stop(), 0)
 
     def test_watch_count_and_other_users(self):
-        """--count N stops after N events; tg-cli2 sees tg-cli's state changes
-        (broadcasts) but never where the tunnel goes."""
-        p = self.start_watch(CLI2, "--count", "2")
+        """--count N stops after N events; tg-cli2 hears nothing of tg-cli's
+        tunnels, the administrator (manage) hears them."""
+        p2 = self.start_watch(CLI2, "--count", "2")
+        pa = self.start_watch(ADMIN, "--count", "2")
         tid, _ = self.open_ok(CLI, "tg-cli@gw", "-L", "127.0.0.1:0:intra:80")
-        self.assertEqual(p.wait(timeout=20), 0)
-        out = p.popen.stdout.read().decode()
-        lines = out.splitlines()
-        self.assertEqual(len(lines), 2, out)
+        self.assertEqual(pa.wait(timeout=20), 0)
+        lines = pa.popen.stdout.read().decode().splitlines()
+        self.assertEqual(len(lines), 2, lines)
         self.assertRegex(lines[0], rf" tunnel {tid} added: owner {CLI}, state connecting$")
         self.assertRegex(lines[1], rf" tunnel {tid} state up$")
-        self.assertNotIn("intra", out)
+        # tg-cli2's watch heard nothing of it: its own tunnel gives its first events
+        tid2, _ = self.open_ok(CLI2, "tg-cli2@gw", "-L", "127.0.0.1:0:intra:80")
+        self.assertEqual(p2.wait(timeout=20), 0)
+        out = p2.popen.stdout.read().decode()
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 2, out)
+        self.assertRegex(lines[0], rf" tunnel {tid2} added: owner {CLI2}, state connecting$")
+        self.assertRegex(lines[1], rf" tunnel {tid2} state up$")
+        self.assertNotIn(f"tunnel {tid} ", out)
         # a failing open shows up as failed, with the reason for its owner
         p = self.start_watch(CLI, "--count", "3")
         self.ctl_fails(2, CLI, "open", "tg-cli@gw:2", "-L", "127.0.0.1:0:intra:80",

@@ -466,6 +466,7 @@ class ServerGoneTest(RelayTestCase):
         observer = UserBus(w, ALICE)
         self.addCleanup(observer.close)
         observer.add_match(f"type='signal',sender='{BUS}'")
+        observer.call(BUS, MPATH, MIFACE, "ListTunnels")  # the daemon tells it about alice's
         path, port = open_data_tunnel(w)
         held = self.connect(port, timeout=30)
         held.sendall(b"HOLD\n")
@@ -491,6 +492,7 @@ class ServerGoneTest(RelayTestCase):
         observer = UserBus(w, ALICE)
         self.addCleanup(observer.close)
         observer.add_match(f"type='signal',sender='{BUS}'")
+        observer.call(BUS, MPATH, MIFACE, "ListTunnels")  # the daemon tells it about alice's
         path, port = open_data_tunnel(w, [("keepalive", "u", 1)])
         held = self.connect(port, timeout=30)
         held.sendall(b"ECHO\n")

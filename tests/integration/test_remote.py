@@ -155,7 +155,7 @@ class RemoteForwardTest(RemoteTestCase):
         port = self.remote_port(path, spec)
         self.assertNotEqual(port, 0)
         self.assertEqual(prop(w, ALICE, path, "Listeners"), [[spec, "localhost", port]])
-        # the opener heard the value; a broadcast names Listeners only
+        # the opener heard the value (signals go to the connections that may read it)
         changes = [s for s in ub.signals() if s["path"] == path
                    and s["member"] == "PropertiesChanged"]
         values = [c["body"][1]["Listeners"] for c in changes if "Listeners" in c["body"][1]]

@@ -87,8 +87,8 @@ class _Child:
     @staticmethod
     def signal_json(m):
         return {"path": m.path, "interface": m.interface, "member": m.member,
-                "sender": m.sender, "signature": m.signature, "body": _to_json(m.body),
-                "time": time.time()}
+                "sender": m.sender, "destination": m.destination, "signature": m.signature,
+                "body": _to_json(m.body), "time": time.time()}
 
     def handle(self, req):
         op = req["op"]
@@ -249,7 +249,7 @@ class UserBus:
 
     def signals(self):
         """Signals received since the last call (list of dicts: path, interface,
-        member, sender, signature, body, time)."""
+        member, sender, destination (None: a broadcast), signature, body, time)."""
         return self.request({"op": "signals"})
 
     def close(self):
