@@ -1,6 +1,7 @@
 #include "authz.h"
 
 #include <pwd.h>
+#include <string.h>
 
 #include "log.h"
 #include "tg-error.h"
@@ -139,7 +140,17 @@ tg_call_new(GDBusMethodInvocation *invocation, TgAction action)
   return call;
 }
 
-static void
+TgCall *
+tg_call_keep(TgCall *call)
+{
+  TgCall *kept = g_new(TgCall, 1);
+
+  *kept = *call;
+  memset(call, 0, sizeof *call);
+  return kept;
+}
+
+void
 tg_call_free(TgCall *call)
 {
   g_clear_object(&call->invocation);

@@ -102,5 +102,11 @@ void tg_call_return_value(TgCall *call, GVariant *value);
  * tg_authz_method_action()) before decide() refines it. Takes ownership of
  * the invocation reference. */
 TgCall *tg_call_new(GDBusMethodInvocation *invocation, TgAction action);
+/* For an act() that finishes later (it waits for something without blocking
+ * the D-Bus thread): everything of @call moves to the returned call, which
+ * the act then finishes with and frees with tg_call_free(). */
+TgCall *tg_call_keep(TgCall *call);
+void tg_call_free(TgCall *call);
+
 /* Starts the state machine. */
 void tg_authz_run(TgAuthz *authz, TgCall *call);

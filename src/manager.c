@@ -58,6 +58,7 @@ typedef struct {
   guint32 keepalive;
   gboolean bind_to_caller;
   TgPolicySubject *subject; /* the caller, for the policy; set in decide() */
+  TgSessionConfig *config;  /* being filled in act() */
 } OpenRequest;
 
 static void
@@ -77,6 +78,7 @@ open_request_free(gpointer data)
   g_free(request->ciphers);
   g_free(request->description);
   tg_policy_subject_free(request->subject);
+  g_clear_pointer(&request->config, tg_session_config_free);
   g_free(request);
 }
 
@@ -458,14 +460,24 @@ apply_profile(OpenRequest *request, TgSessionConfig *config, GError **error)
   return TRUE;
 }
 
+static void open_act_finish(TgCall *call, TgResolved *resolved);
+
+static void
+open_act_resolved(TgResolved *resolved, gpointer user_data)
+{
+  TgCall *call = user_data;
+
+  open_act_finish(call, resolved);
+  tg_call_free(call);
+}
+
 static void
 open_act(TgCall *call)
 {
   OpenRequest *request = call->data;
   TgDaemon *daemon = request->daemon;
-  g_autoptr(TgSessionConfig) config = tg_session_config_new();
   g_autoptr(GError) error = NULL;
-  g_autofree char *destination = NULL;
+  TgSessionConfig *config = request->config = tg_session_config_new();
 
   /* the id first, so that the decisions below are logged with it (a refused
    * request uses its number up) */
@@ -484,6 +496,31 @@ open_act(TgCall *call)
                                                     : call->caller->user_name);
     config->host_key = g_steal_pointer(&request->host_key);
   }
+
+  for (guint i = 0; i < request->forwards->len; i++) {
+    const TgForward *forward = g_ptr_array_index(request->forwards, i);
+
+    if (forward->kind == TG_FORWARD_REMOTE) {
+      /* R destinations are resolved in a thread; the call goes on then */
+      tg_gate_resolve_connect_backs(daemon, request->subject, request->forwards,
+                                    open_act_resolved, tg_call_keep(call));
+      return;
+    }
+  }
+  open_act_finish(call, NULL);
+}
+
+/* The rest of OpenTunnel, with the R destinations resolved (@resolved, NULL
+ * when there is no R forward). */
+static void
+open_act_finish(TgCall *call, TgResolved *resolved)
+{
+  OpenRequest *request = call->data;
+  TgDaemon *daemon = request->daemon;
+  g_autoptr(TgSessionConfig) config = g_steal_pointer(&request->config);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *destination = NULL;
+
   destination = destination_text(config->user, config->host, config->port);
 
   /* polkit said who may ask; now the organisation policy says what */
@@ -510,7 +547,7 @@ open_act(TgCall *call)
       return;
     }
     if (forward->kind == TG_FORWARD_REMOTE) {
-      TgConnectBack *connect_back = tg_gate_resolve_connect_back(forward, i, &error);
+      TgConnectBack *connect_back = tg_resolved_take(resolved, i, i, &error);
       if (connect_back == NULL) {
         tg_call_return_error(call, error);
         return;

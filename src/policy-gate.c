@@ -227,6 +227,116 @@ tg_gate_resolve_connect_back(const TgForward *forward, guint index, GError **err
   return g_steal_pointer(&connect_back);
 }
 
+/* ---- R destinations, resolved off the D-Bus thread ---- */
+
+struct _TgResolved {
+  GPtrArray *forwards; /* borrowed: the caller keeps them unchanged until done */
+  GPtrArray *results;  /* TgConnectBack* or NULL, one per forward */
+  GPtrArray *errors;   /* GError* or NULL, one per forward */
+  GArray *wanted;      /* gboolean, one per forward */
+  TgResolvedFunc done;
+  gpointer user_data;
+};
+
+static void
+error_free0(gpointer error)
+{
+  if (error != NULL)
+    g_error_free(error);
+}
+
+void
+tg_resolved_free(TgResolved *resolved)
+{
+  if (resolved == NULL)
+    return;
+  g_ptr_array_unref(resolved->results);
+  g_ptr_array_unref(resolved->errors);
+  g_array_unref(resolved->wanted);
+  g_free(resolved);
+}
+
+static void
+resolve_thread(GTask *task, gpointer source, gpointer task_data,
+               GCancellable *cancellable)
+{
+  TgResolved *resolved = task_data;
+
+  for (guint i = 0; i < resolved->forwards->len; i++) {
+    GError *error = NULL;
+
+    if (!g_array_index(resolved->wanted, gboolean, i))
+      continue;
+    resolved->results->pdata[i] =
+        tg_gate_resolve_connect_back(g_ptr_array_index(resolved->forwards, i), 0, &error);
+    resolved->errors->pdata[i] = error;
+  }
+  g_task_return_boolean(task, TRUE);
+}
+
+static void
+resolve_done(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TgResolved *resolved = g_task_get_task_data(G_TASK(result));
+
+  resolved->done(resolved, resolved->user_data);
+}
+
+void
+tg_gate_resolve_connect_backs(TgDaemon *daemon, const TgPolicySubject *subject,
+                              GPtrArray *forwards, TgResolvedFunc done,
+                              gpointer user_data)
+{
+  TgResolved *resolved = g_new0(TgResolved, 1);
+  g_autoptr(GTask) task = NULL;
+
+  resolved->forwards = forwards;
+  resolved->results =
+      g_ptr_array_new_full(forwards->len, (GDestroyNotify)tg_connect_back_free);
+  resolved->errors = g_ptr_array_new_full(forwards->len, error_free0);
+  g_ptr_array_set_size(resolved->results, forwards->len);
+  g_ptr_array_set_size(resolved->errors, forwards->len);
+  resolved->wanted = g_array_sized_new(FALSE, TRUE, sizeof(gboolean), forwards->len);
+  g_array_set_size(resolved->wanted, forwards->len);
+  resolved->done = done;
+  resolved->user_data = user_data;
+  for (guint i = 0; i < forwards->len; i++) {
+    const TgForward *forward = g_ptr_array_index(forwards, i);
+    g_autoptr(TgPolicyDecision) decision = NULL;
+
+    /* only what the policy allows: a forbidden name is never looked up (the
+     * caller's logged check refuses it afterwards) */
+    if (forward->kind != TG_FORWARD_REMOTE || forward->connect.host == NULL)
+      continue;
+    decision = tg_policy_check_forward(daemon->policy, subject, forward);
+    g_array_index(resolved->wanted, gboolean, i) = decision->allowed;
+  }
+  task = g_task_new(NULL, NULL, resolve_done, NULL);
+  g_task_set_task_data(task, resolved, (GDestroyNotify)tg_resolved_free);
+  g_task_run_in_thread(task, resolve_thread);
+}
+
+TgConnectBack *
+tg_resolved_take(TgResolved *resolved, guint position, guint index, GError **error)
+{
+  TgConnectBack *connect_back;
+  const TgForward *forward = g_ptr_array_index(resolved->forwards, position);
+
+  if (resolved->errors->pdata[position] != NULL) {
+    *error = g_error_copy(resolved->errors->pdata[position]);
+    return NULL;
+  }
+  connect_back = g_steal_pointer(&resolved->results->pdata[position]);
+  if (connect_back == NULL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                "Forward '%s': the policy changed during the call; try again",
+                forward->spec);
+    return NULL;
+  }
+  connect_back->forward_index = index;
+  return connect_back;
+}
+
 gboolean
 tg_gate_pin_connect_back(TgDaemon *daemon, const TgConnectBack *connect_back,
                          const char *tunnel_id, GError **error)

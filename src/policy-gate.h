@@ -47,12 +47,29 @@ gboolean tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subjec
 /* The guard of a listener that closed (bound to @address, @port). */
 void tg_gate_unguard_listener(TgDaemon *daemon, const char *address, guint16 port);
 
-/* R: where the forward's connections go, resolved now (the D-Bus thread
- * waits for the resolver; R destinations are mostly addresses or
- * "localhost"). InvalidArgument naming the forward when it does not
- * resolve. */
+/* R: where the forward's connections go, resolved now: it blocks, so the
+ * daemon calls it in a thread (tg_gate_resolve_connect_backs() below).
+ * InvalidArgument naming the forward when it does not resolve. */
 TgConnectBack *tg_gate_resolve_connect_back(const TgForward *forward, guint index,
                                             GError **error);
+
+/* The destinations of @forwards' R forwards that the policy allows
+ * @subject, resolved in a thread: getaddrinfo() may take seconds, and the
+ * D-Bus thread must not wait for it. @done runs in the calling thread's
+ * main context; the caller keeps @forwards unchanged until then and takes
+ * the results with tg_resolved_take() (@resolved is freed after @done). */
+typedef struct _TgResolved TgResolved;
+typedef void (*TgResolvedFunc)(TgResolved *resolved, gpointer user_data);
+void tg_gate_resolve_connect_backs(TgDaemon *daemon, const TgPolicySubject *subject,
+                                   GPtrArray *forwards, TgResolvedFunc done,
+                                   gpointer user_data);
+/* The connect-back of the R forward at @position, as forward @index; NULL
+ * with the resolver's error, or NotAuthorized when it was not resolved
+ * because the policy did not allow it then (it changed during the call). */
+TgConnectBack *tg_resolved_take(TgResolved *resolved, guint position, guint index,
+                                GError **error);
+void tg_resolved_free(TgResolved *resolved);
+
 /* ConnectBackPinning: the kernel lets connect-back sockets reach exactly
  * these addresses (all or none are pinned). */
 gboolean tg_gate_pin_connect_back(TgDaemon *daemon, const TgConnectBack *connect_back,

@@ -464,7 +464,8 @@ tg_tunnel_close(TgTunnel *tunnel, const char *reason, GDBusMethodInvocation *inv
 typedef struct {
   TgDaemon *daemon;
   char *path;
-  TgForward *forward; /* AddForward, RemoveForward */
+  TgForward *forward;   /* AddForward, RemoveForward */
+  GPtrArray *resolving; /* AddForward of R: { forward } while resolved (borrowed) */
 } TunnelCallData;
 
 static void
@@ -473,6 +474,7 @@ tunnel_call_data_free(gpointer data)
   TunnelCallData *call_data = data;
 
   g_free(call_data->path);
+  g_clear_pointer(&call_data->resolving, g_ptr_array_unref);
   tg_forward_free(call_data->forward);
   g_free(call_data);
 }
@@ -555,8 +557,40 @@ tunnel_act_get_all(TgCall *call)
 
 /* AddForward: through the same gates as OpenTunnel; the policy is the
  * owner's, whoever asks. */
+static void tunnel_add_forward_finish(TgCall *call, TgResolved *resolved);
+
+static void
+tunnel_add_forward_resolved(TgResolved *resolved, gpointer user_data)
+{
+  TgCall *call = user_data;
+
+  tunnel_add_forward_finish(call, resolved);
+  tg_call_free(call);
+}
+
 static void
 tunnel_act_add_forward(TgCall *call)
+{
+  TunnelCallData *data = call->data;
+  TgTunnel *tunnel = tunnel_call_target(call);
+
+  if (tunnel == NULL)
+    return;
+  if (data->forward->kind == TG_FORWARD_REMOTE) {
+    /* its destination is resolved in a thread; everything is checked after */
+    data->resolving = g_ptr_array_new();
+    g_ptr_array_add(data->resolving, data->forward);
+    tg_gate_resolve_connect_backs(data->daemon, tunnel->subject, data->resolving,
+                                  tunnel_add_forward_resolved, tg_call_keep(call));
+    return;
+  }
+  tunnel_add_forward_finish(call, NULL);
+}
+
+/* The rest of AddForward; @resolved holds an R forward's destination. The
+ * tunnel may have changed meanwhile (or gone): everything is checked now. */
+static void
+tunnel_add_forward_finish(TgCall *call, TgResolved *resolved)
 {
   TunnelCallData *data = call->data;
   TgTunnel *tunnel = tunnel_call_target(call);
@@ -589,8 +623,7 @@ tunnel_act_add_forward(TgCall *call)
 
   listeners = g_ptr_array_new_with_free_func((GDestroyNotify)tg_listener_free);
   if (data->forward->kind == TG_FORWARD_REMOTE) {
-    connect_back =
-        tg_gate_resolve_connect_back(data->forward, tunnel->forward_list->len, &error);
+    connect_back = tg_resolved_take(resolved, 0, tunnel->forward_list->len, &error);
     if (connect_back == NULL ||
         !tg_gate_pin_connect_back(data->daemon, connect_back, tunnel->id, &error)) {
       tg_call_return_error(call, error);

@@ -14,7 +14,9 @@ session and the daemon connects to the data service in the client namespace.
     traffic on another forward;
   * connect-back pinning: while the forward exists the kernel lets the
     daemon's connect-back sockets reach its destination and nothing else;
-    the element goes with the forward.
+    the element goes with the forward;
+  * R destinations are resolved off the D-Bus thread: while the resolver
+    waits for a DNS server that never answers, the daemon answers others.
 
 Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_remote.py -v
 (exits 77 = skipped when not root).
@@ -27,12 +29,14 @@ import socket
 import sys
 import threading
 import unittest
+from pathlib import Path
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tgtest  # noqa: E402
 from tgtest import (ALICE, BOB, ADMIN, MALLORY, BUS, MPATH, MIFACE, TIFACE, V,  # noqa: E402
-                    UserBus, close_all_tunnels, free_port, prop, wait_for)
+                    BUSCTL_TIMEOUT, UserBus, close_all_tunnels, free_port, list_tunnels, prop,
+                    wait_for)
 
 USERS = (ALICE, BOB, MALLORY, ADMIN)
 MIB = 1024 * 1024
@@ -276,6 +280,67 @@ class PinningTest(RemoteTestCase):
         wait_for(lambda: connect_back_elements(w) == [], timeout=5,
                  what="the connect-back element to go with the tunnel")
         self.assertEqual(self.marked_connect(DATA_PORT), errno.ECONNREFUSED)
+
+
+# A DNS server that never answers: it only says that a query came.
+DNS_SINK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print("listening", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    print("query", len(data), flush=True)
+"""
+
+
+class SlowResolverTest(RemoteTestCase):
+    """A daemon whose resolver asks a DNS server that never answers (a sink
+    in the gateway namespace, through /etc/netns/<client>/resolv.conf)."""
+
+    def restart_daemon(self):
+        w = self.w
+        for ub in _BUSES.values():
+            ub.close()
+        _BUSES.clear()
+        close_all_tunnels(w)
+        tgtest.check_daemon_stopped_cleanly(w)
+        w.start_daemon()
+
+    def test_resolving_does_not_stall_the_bus(self):
+        w = self.w
+        sink = w.spawn(["/usr/bin/python3", "-u", "-c", DNS_SINK, w.gateway_ip], ns="gateway",
+                       name="dns-sink")
+        sink.wait_log(r"^listening$", timeout=10)
+        resolv = Path("/etc/netns") / w.ns["client"] / "resolv.conf"
+        resolv.write_text(f"nameserver {w.gateway_ip}\noptions timeout:5 attempts:1\n")
+
+        def back():
+            resolv.unlink()
+            self.restart_daemon()
+        self.addCleanup(back)
+        self.restart_daemon()        # "ip netns exec" binds resolv.conf at start
+
+        name = "slow.tunnelgate-test.example"
+        spec = f"R 0:{name}:{DATA_PORT}"
+        opener = w.spawn_as(ALICE, ["busctl", "--system", BUSCTL_TIMEOUT, "call", BUS, MPATH,
+                                    MIFACE, "OpenTunnel", "sasa{sv}", "gw", "1", spec, "1",
+                                    "agent", "s", str(w.users[ALICE].agent_sock)],
+                            name="slow-open")
+        # the daemon asks the sink, which never answers: it is resolving now
+        sink.wait_log(r"^query ", timeout=30)
+        self.assertTrue(opener.alive())
+        # and meanwhile it answers other callers
+        for user in (BOB, ADMIN):
+            r = w.busctl(user, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ListTunnels")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(opener.alive(), "OpenTunnel returned before the resolver gave up: "
+                        "the other calls were not answered while it resolved")
+        # then the call fails naming the name, and nothing is left
+        self.assertNotEqual(opener.wait(timeout=60), 0)
+        self.assertRegex(opener.log(), rf"Forward '{spec}': cannot resolve {name}")
+        self.assertEqual(list_tunnels(w, ADMIN), [])
+        self.assertEqual(connect_back_elements(w), [])
 
 
 if __name__ == "__main__":
