@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Who may do what with tunnelgated: the polkit gate (real polkitd with
 50-tunnelgate-test.rules: alice and bob may open, admin may do everything,
-mallory nothing) and the project's bus policy, exercised as the real users.
+mallory nothing) and the project's bus policy, exercised as the real users;
+a caller whose account is gone; a real authentication agent (pkttyagent)
+asked only when the call allows interaction, never for optional actions.
 
 Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_authorization.py -v
 (exits 77 = skipped when not root).
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -482,6 +485,163 @@ polkit.addRule(function(action, subject) {
 
 
 # ----------------------------------------------------------------------------
+
+
+class InteractiveAgentTest(AuthzTestCase):
+    """A real polkit authentication agent (pkttyagent, registered for the
+    caller's process) and a user with a password: polkit asks the agent only
+    when the call allows interactive authorization, and never for an optional
+    action. The caller runs in a mount namespace where the private bus is at
+    the system bus's path, because polkit-agent-helper-1 is setuid and so
+    ignores DBUS_SYSTEM_BUS_ADDRESS; it answers the agent through a pty."""
+
+    USER, ADMIN2 = "tg-pkuser", "tg-pkadmin"
+    PASSWORD = "Tg-agent-pw-7"
+    RULES = """
+polkit.addRule(function(action, subject) {
+    if (subject.user == "tg-pkuser" && action.id == "org.tunnelgate.open")
+        return polkit.Result.AUTH_SELF;
+    if (subject.user == "tg-pkadmin" && action.id == "org.tunnelgate.open")
+        return polkit.Result.YES;
+    if (subject.user == "tg-pkadmin" && action.id == "org.tunnelgate.manage")
+        return polkit.Result.AUTH_SELF;
+});
+"""
+    DRIVER = r"""
+import os, pty, select, sys, time
+password, script = sys.argv[1].encode(), sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("sh", ["sh", "-c", script])
+out, answered, deadline = b"", 0, time.time() + 90
+while time.time() < deadline:
+    if select.select([fd], [], [], 0.5)[0]:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+        if out.count(b"Password:") > answered:
+            time.sleep(1)         # the agent turns echo off with TCSAFLUSH first
+            os.write(fd, password + b"\n")
+            answered += 1
+sys.stdout.write(out.decode(errors="replace"))
+print("EXIT", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+    @classmethod
+    def setUpClass(cls):
+        w = cls.W
+        for name in (cls.USER, cls.ADMIN2):
+            if name not in w.users:
+                w.add_user(name)
+                w.start_agent(name)
+                subprocess.run(["chpasswd"], input=f"{name}:{cls.PASSWORD}\n", text=True,
+                               check=True)
+        w.set_polkit_rules(cls.RULES, name="60-interactive.rules")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.W.restore_polkit_rules()
+
+    def with_agent(self, user, busctl_args, interactive=True, password=None):
+        """busctl ARGS as `user`, with pkttyagent registered for busctl's process
+        and answering `password`; returns (exit status, what the terminal showed)."""
+        w = self.w
+        u = w.users[user]
+        d = w.dir / f"agent-{user}"
+        d.mkdir(exist_ok=True)
+        os.chown(d, u.uid, u.gid)
+        fifo = d / "registered"
+        if fifo.exists():
+            fifo.unlink()
+        flag = "yes" if interactive else "no"
+        script = (f"mkfifo {fifo}\n"
+                  # the agent serves this shell's process, which becomes busctl
+                  f"pkttyagent --process $$ --notify-fd 3 3>{fifo} &\n"
+                  f"cat {fifo} >/dev/null\n"
+                  f"exec busctl --system --allow-interactive-authorization={flag} "
+                  f"--timeout=60 {' '.join(shlex.quote(str(a)) for a in busctl_args)}\n")
+        (d / "driver.py").write_text(self.DRIVER)
+        bus = w.dir / "bus" / "system_bus_socket"
+        inner = ("mkdir -p /run/dbus && mount -t tmpfs -o mode=0755 tmpfs /run/dbus && "
+                 f"ln -s {bus} /run/dbus/system_bus_socket && "
+                 f"exec setpriv --reuid={u.uid} --regid={u.gid} --init-groups "
+                 f"env HOME={u.home} DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket "
+                 f"/usr/bin/python3 {d / 'driver.py'} \"$0\" \"$1\"")
+        r = w.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner,
+                   password or self.PASSWORD, script], ns="client", timeout=150)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        status = int(r.stdout.rsplit("EXIT ", 1)[1].split()[0])
+        return status, r.stdout
+
+    def open_args(self, user, port):
+        return ["call", BUS, MPATH, MIFACE, "OpenTunnel", "sasa{sv}", f"{user}@gw", "1",
+                f"L 127.0.0.1:{port}:intra:80", "1", "agent", "s",
+                self.w.users[user].agent_sock]
+
+    def polkit_log(self):
+        return self.w.proc("polkitd").log()
+
+    def test_agent_asked_only_when_the_call_allows_it(self):
+        w = self.w
+        port = free_port(w)
+        # not allowed by the call: the agent is never asked, nothing opens
+        mark = len(self.polkit_log())
+        status, tty = self.with_agent(self.USER, self.open_args(self.USER, port),
+                                      interactive=False)
+        self.assertNotEqual(status, 0, tty)
+        self.assertIn("does not allow interactive authorization", tty)
+        self.assertNotIn("AUTHENTICATING", tty)
+        self.assertNotIn("authenticated", self.polkit_log()[mark:])
+        self.assertTrue(can_listen(w, port))
+        # allowed: the agent asks for the password, polkit grants, the tunnel opens
+        status, tty = self.with_agent(self.USER, self.open_args(self.USER, port))
+        self.assertEqual(status, 0, tty)
+        self.assertIn("AUTHENTICATING FOR org.tunnelgate.open", tty)
+        self.assertIn("AUTHENTICATION COMPLETE", tty)
+        self.assertRegex(self.polkit_log()[mark:],
+                         r"successfully authenticated as unix-user:tg-pkuser to gain "
+                         r"ONE-SHOT authorization for action org.tunnelgate.open")
+        (path,) = [e[0] for e in list_tunnels(w, ADMIN) if e[2] == w.users[self.USER].uid]
+        r = tgtest.curl(w, self.USER, f"http://127.0.0.1:{port}/")
+        self.assertEqual(r.stdout.encode(), w.intranet_page)
+
+    def test_wrong_password_opens_nothing(self):
+        w = self.w
+        port = free_port(w)
+        status, tty = self.with_agent(self.USER, self.open_args(self.USER, port),
+                                      password="not-the-password")
+        self.assertNotEqual(status, 0, tty)
+        self.assertIn("AUTHENTICATING FOR org.tunnelgate.open", tty)
+        self.assertNotIn("AUTHENTICATION COMPLETE", tty)
+        self.assertIn("org.tunnelgate.open", tty.rsplit("Call failed:", 1)[-1])
+        self.assertTrue(can_listen(w, port))
+        self.assertEqual([e for e in list_tunnels(w, ADMIN) if e[2] == w.users[self.USER].uid],
+                         [])
+
+    def test_optional_action_never_asks(self):
+        """ListTunnels checks manage only as an option (to show others' tunnels):
+        no prompt even with an agent and the call allowing it; the caller sees
+        their own tunnels only. CloseTunnel of alice's tunnel needs manage, and
+        asks."""
+        w = self.w
+        mark = len(self.polkit_log())
+        status, tty = self.with_agent(self.ADMIN2, ["--json=short", "call", BUS, MPATH, MIFACE,
+                                                    "ListTunnels"])
+        self.assertEqual(status, 0, tty)
+        self.assertNotIn("AUTHENTICATING", tty)
+        self.assertNotIn(self.path, tty)
+        status, tty = self.with_agent(self.ADMIN2, ["call", BUS, MPATH, MIFACE, "CloseTunnel",
+                                                    "o", self.path])
+        self.assertEqual(status, 0, tty)
+        self.assertIn("AUTHENTICATING FOR org.tunnelgate.manage", tty)
+        self.assertRegex(self.polkit_log()[mark:], r"authorization for action "
+                         r"org.tunnelgate.manage")
+        wait_for(lambda: self.path not in [e[0] for e in list_tunnels(w, ADMIN)], timeout=10,
+                 what="alice's tunnel to be closed")
 
 
 class ZDaemonExitTest(AuthzTestCase):
