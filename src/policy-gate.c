@@ -393,30 +393,61 @@ recheck_profile(TgDaemon *daemon, TgTunnel *tunnel, const TgPolicySubject *subje
   return FALSE;
 }
 
+/* An owner as NSS gives them at this reload: looked up once per uid, not
+ * once per tunnel (each lookup reads /etc/passwd and /etc/group). */
+typedef struct {
+  TgPolicySubject *subject; /* NULL: the lookup failed */
+  char *error;
+} OwnerLookup;
+
 static void
-recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel)
+owner_lookup_free(OwnerLookup *lookup)
+{
+  tg_policy_subject_free(lookup->subject);
+  g_free(lookup->error);
+  g_free(lookup);
+}
+
+static const OwnerLookup *
+lookup_owner(GHashTable *owners, uid_t uid)
+{
+  OwnerLookup *lookup = g_hash_table_lookup(owners, GUINT_TO_POINTER(uid));
+
+  if (lookup == NULL) {
+    g_autoptr(GError) error = NULL;
+
+    lookup = g_new0(OwnerLookup, 1);
+    lookup->subject = tg_policy_subject_from_uid(uid, &error);
+    if (lookup->subject == NULL)
+      lookup->error = g_strdup(error->message);
+    g_hash_table_insert(owners, GUINT_TO_POINTER(uid), lookup);
+  }
+  return lookup;
+}
+
+/* @owners: uid -> OwnerLookup, for this reload. */
+static void
+recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel, GHashTable *owners)
 {
   const TgPolicySubject *subject;
   const char *host;
   guint16 port;
   g_autoptr(TgPolicyDecision) server = NULL;
   g_autoptr(TgPolicyDecision) host_key = NULL;
-  g_autoptr(GError) error = NULL;
   g_autofree char *what = NULL;
-  TgPolicySubject *fresh;
+  const OwnerLookup *owner = lookup_owner(owners, tg_tunnel_get_owner(tunnel));
   TgHostKeyMode mode;
 
   /* the owner as NSS knows them now: a group they left grants nothing more */
-  fresh = tg_policy_subject_from_uid(tg_tunnel_get_owner(tunnel), &error);
-  if (fresh == NULL) {
+  if (owner->subject == NULL) {
     g_autofree char *reason = g_strdup_printf(
         "the owner's account cannot be looked up for the reloaded policy: %s",
-        error->message);
+        owner->error);
     tg_tunnel_close(tunnel, reason, NULL);
     return;
   }
-  tg_tunnel_set_subject(tunnel, fresh);
-  subject = fresh;
+  tg_tunnel_set_subject(tunnel, tg_policy_subject_copy(owner->subject));
+  subject = tg_tunnel_get_subject(tunnel);
 
   if (tg_tunnel_get_profile(tunnel) != NULL && !recheck_profile(daemon, tunnel, subject))
     return;
@@ -455,6 +486,7 @@ tg_gate_reload(TgDaemon *daemon, GError **error)
 {
   TgPolicy *fresh = tg_gate_load(daemon, error);
   g_autoptr(GList) tunnels = NULL;
+  g_autoptr(GHashTable) owners = NULL;
 
   if (fresh == NULL)
     return FALSE;
@@ -477,7 +509,8 @@ tg_gate_reload(TgDaemon *daemon, GError **error)
 
   /* closing a tunnel may remove it from the table: walk a copy */
   tunnels = g_hash_table_get_values(daemon->tunnels);
+  owners = g_hash_table_new_full(NULL, NULL, NULL, (GDestroyNotify)owner_lookup_free);
   for (GList *l = tunnels; l != NULL; l = l->next)
-    recheck_tunnel(daemon, l->data);
+    recheck_tunnel(daemon, l->data, owners);
   return TRUE;
 }
