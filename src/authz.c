@@ -120,6 +120,41 @@ tg_authz_set_authorized_func(TgAuthz *authz, TgAuthorizedFunc func, gpointer use
   authz->authorized_data = user_data;
 }
 
+typedef struct {
+  char *bus_name;
+  TgAuthzAnswerFunc func;
+  gpointer user_data;
+} QuietCheck;
+
+static void
+quiet_check_done(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  QuietCheck *check = user_data;
+  g_autoptr(PolkitAuthorizationResult) answer =
+      polkit_authority_check_authorization_finish(POLKIT_AUTHORITY(source), result, NULL);
+
+  check->func(check->bus_name,
+              answer != NULL && polkit_authorization_result_get_is_authorized(answer),
+              check->user_data);
+  g_free(check->bus_name);
+  g_free(check);
+}
+
+void
+tg_authz_check_quietly(TgAuthz *authz, const char *bus_name, TgAction action,
+                       TgAuthzAnswerFunc func, gpointer user_data)
+{
+  QuietCheck *check = g_new0(QuietCheck, 1);
+  g_autoptr(PolkitSubject) subject = polkit_system_bus_name_new(bus_name);
+
+  check->bus_name = g_strdup(bus_name);
+  check->func = func;
+  check->user_data = user_data;
+  polkit_authority_check_authorization(authz->authority, subject, tg_action_id(action),
+                                       NULL, POLKIT_CHECK_AUTHORIZATION_FLAGS_NONE, NULL,
+                                       quiet_check_done, check);
+}
+
 void
 tg_authz_free(TgAuthz *authz)
 {

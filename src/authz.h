@@ -73,6 +73,13 @@ typedef void (*TgAuthorizedFunc)(const TgCaller *caller, gboolean manage_checked
                                  gboolean manage_granted, gpointer user_data);
 void tg_authz_set_authorized_func(TgAuthz *authz, TgAuthorizedFunc func,
                                   gpointer user_data);
+
+/* Is @action still granted to the connection @bus_name, without asking
+ * anyone (no interaction)? @func gets the answer (FALSE on any error). */
+typedef void (*TgAuthzAnswerFunc)(const char *bus_name, gboolean allowed,
+                                  gpointer user_data);
+void tg_authz_check_quietly(TgAuthz *authz, const char *bus_name, TgAction action,
+                            TgAuthzAnswerFunc func, gpointer user_data);
 void tg_authz_free(TgAuthz *authz);
 
 /* A row of the one table. `method` is the method name; Get and GetAll rows

@@ -28,13 +28,17 @@ typedef struct {
   guint manager_registration;
   guint object_manager_registration;
   guint counters_timer;
+  guint watchers_timer; /* re-checks the watchers' manage with polkit */
 
-  TgPolicy *policy;     /* replaced as a whole on reload */
-  TgEnforcer *enforcer; /* the firewall table, kept in step with the policy */
-  TgServer *server;     /* server mode: SFTP-only and jump-host users */
-  char *default_policy; /* the shipped default policy file */
-  GHashTable *usage;    /* uid -> TgUsage*, per-user connection counts */
-  GHashTable *watchers; /* unique bus name -> TgWatcher*: who hears which signals */
+  TgPolicy *policy;      /* replaced as a whole on reload */
+  TgEnforcer *enforcer;  /* the firewall table, kept in step with the policy */
+  TgServer *server;      /* server mode: SFTP-only and jump-host users */
+  char *default_policy;  /* the shipped default policy file */
+  GHashTable *usage;     /* uid -> TgUsage*, per-user connection counts */
+  GHashTable *watchers;  /* unique bus name -> TgWatcher*: who hears which signals */
+  GHashTable *resolving; /* uid -> R destinations being resolved for it (a count) */
+  guint resolving_total;
+  gboolean stopping; /* SIGTERM: calls still in flight are refused at their end */
 
   char *config_dir;
   char *state_dir;
@@ -64,7 +68,10 @@ TgUsage *tg_daemon_usage(TgDaemon *daemon, uid_t uid);
  * connection becomes a watcher with its first authorized call (which tells
  * its uid and whether org.tunnelgate.manage was granted) and stops being one
  * when it leaves the bus. A watcher hears about its uid's tunnels, and with
- * manage about everyone's. */
+ * manage about everyone's; polkit is asked again (without interaction) every
+ * TG_WATCHER_RECHECK_SECONDS whether it still has manage, so a one-shot or
+ * expired grant, or a changed rule, ends it. */
+#define TG_WATCHER_RECHECK_SECONDS 10
 typedef struct {
   uid_t uid;
   gboolean manage;
@@ -76,6 +83,17 @@ typedef struct {
 void tg_daemon_emit_to_watchers(TgDaemon *daemon, uid_t owner, const char *path,
                                 const char *interface, const char *signal_name,
                                 GVariant *parameters);
+
+/* R destinations are resolved in a thread (getaddrinfo may take seconds):
+ * at most TG_MAX_RESOLVING_PER_USER calls of one user at a time (a user
+ * with names whose DNS never answers must not tie up the thread pool), and
+ * the daemon waits for them before it exits. FALSE with LimitExceeded. */
+#define TG_MAX_RESOLVING_PER_USER 4
+gboolean tg_daemon_begin_resolving(TgDaemon *daemon, uid_t uid, GError **error);
+void tg_daemon_end_resolving(TgDaemon *daemon, uid_t uid);
+/* FALSE with Failed once the daemon is stopping: for calls that finish
+ * after waiting (a resolver), which must not start anything then. */
+gboolean tg_daemon_check_running(TgDaemon *daemon, GError **error);
 
 /* The tunnel exported at path, or NULL. */
 TgTunnel *tg_daemon_find_tunnel(TgDaemon *daemon, const char *path);

@@ -240,8 +240,9 @@ close_all_tunnels(TgDaemon *daemon)
 
   for (GList *l = tunnels; l != NULL; l = l->next)
     tg_tunnel_close(l->data, "the daemon is stopping", NULL);
-  /* each worker reports CLOSED through the main context; wait for them all */
-  while (g_hash_table_size(daemon->tunnels) > 0)
+  /* each worker reports CLOSED through the main context; wait for them all,
+   * and for calls waiting on the resolver (they are refused when it answers) */
+  while (g_hash_table_size(daemon->tunnels) > 0 || daemon->resolving_total > 0)
     g_main_context_iteration(NULL, TRUE);
 }
 
@@ -329,6 +330,7 @@ main(int argc, char **argv)
     return check_config(&daemon);
   daemon.usage = g_hash_table_new_full(NULL, NULL, NULL, (GDestroyNotify)tg_usage_unref);
   daemon.watchers = tg_manager_new_watchers();
+  daemon.resolving = g_hash_table_new(NULL, NULL);
   daemon.tunnels = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
                                          (GDestroyNotify)tg_tunnel_free);
 
@@ -361,11 +363,13 @@ main(int argc, char **argv)
   g_main_loop_run(main_loop);
 
   g_bus_unown_name(name_id);
+  daemon.stopping = TRUE;       /* calls still in flight start nothing */
   tg_manager_unexport(&daemon); /* no new tunnels while the old ones close */
   close_all_tunnels(&daemon);
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
   g_hash_table_unref(daemon.tunnels);
   g_hash_table_unref(daemon.watchers);
+  g_hash_table_unref(daemon.resolving);
   tg_server_free(daemon.server);
   tg_enforcer_free(daemon.enforcer); /* the table stays in force */
   g_hash_table_unref(daemon.usage);

@@ -466,8 +466,15 @@ static void
 open_act_resolved(TgResolved *resolved, gpointer user_data)
 {
   TgCall *call = user_data;
+  OpenRequest *request = call->data;
+  TgDaemon *daemon = request->daemon;
+  g_autoptr(GError) error = NULL;
 
-  open_act_finish(call, resolved);
+  tg_daemon_end_resolving(daemon, call->caller->uid);
+  if (tg_daemon_check_running(daemon, &error))
+    open_act_finish(call, resolved);
+  else
+    tg_call_return_error(call, error);
   tg_call_free(call);
 }
 
@@ -477,7 +484,14 @@ open_act(TgCall *call)
   OpenRequest *request = call->data;
   TgDaemon *daemon = request->daemon;
   g_autoptr(GError) error = NULL;
-  TgSessionConfig *config = request->config = tg_session_config_new();
+  TgSessionConfig *config;
+
+  /* polkit may answer after SIGTERM: nothing new starts then */
+  if (!tg_daemon_check_running(daemon, &error)) {
+    tg_call_return_error(call, error);
+    return;
+  }
+  config = request->config = tg_session_config_new();
 
   /* the id first, so that the decisions below are logged with it (a refused
    * request uses its number up) */
@@ -502,6 +516,10 @@ open_act(TgCall *call)
 
     if (forward->kind == TG_FORWARD_REMOTE) {
       /* R destinations are resolved in a thread; the call goes on then */
+      if (!tg_daemon_begin_resolving(daemon, call->caller->uid, &error)) {
+        tg_call_return_error(call, error);
+        return;
+      }
       tg_gate_resolve_connect_backs(daemon, request->subject, request->forwards,
                                     open_act_resolved, tg_call_keep(call));
       return;
@@ -872,6 +890,50 @@ publish_counters(gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* ---- calls that wait for the resolver ---- */
+
+gboolean
+tg_daemon_begin_resolving(TgDaemon *daemon, uid_t uid, GError **error)
+{
+  guint n =
+      GPOINTER_TO_UINT(g_hash_table_lookup(daemon->resolving, GUINT_TO_POINTER(uid)));
+
+  if (n >= TG_MAX_RESOLVING_PER_USER) {
+    g_set_error(error, TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                "%d calls of yours already wait for names to be resolved; try again "
+                "when they are done",
+                TG_MAX_RESOLVING_PER_USER);
+    return FALSE;
+  }
+  g_hash_table_insert(daemon->resolving, GUINT_TO_POINTER(uid), GUINT_TO_POINTER(n + 1));
+  daemon->resolving_total++;
+  return TRUE;
+}
+
+void
+tg_daemon_end_resolving(TgDaemon *daemon, uid_t uid)
+{
+  guint n =
+      GPOINTER_TO_UINT(g_hash_table_lookup(daemon->resolving, GUINT_TO_POINTER(uid)));
+
+  g_return_if_fail(n > 0 && daemon->resolving_total > 0);
+  if (n == 1)
+    g_hash_table_remove(daemon->resolving, GUINT_TO_POINTER(uid));
+  else
+    g_hash_table_insert(daemon->resolving, GUINT_TO_POINTER(uid),
+                        GUINT_TO_POINTER(n - 1));
+  daemon->resolving_total--;
+}
+
+gboolean
+tg_daemon_check_running(TgDaemon *daemon, GError **error)
+{
+  if (!daemon->stopping)
+    return TRUE;
+  g_set_error_literal(error, TG_ERROR, TG_ERROR_FAILED, "tunnelgated is stopping");
+  return FALSE;
+}
+
 /* ---- who hears signals ---- */
 
 static void
@@ -907,6 +969,32 @@ watcher_authorized(const TgCaller *caller, gboolean manage_checked,
   }
   if (manage_checked)
     watcher->manage = manage_granted;
+}
+
+static void
+watcher_rechecked(const char *bus_name, gboolean allowed, gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+  TgWatcher *watcher = g_hash_table_lookup(daemon->watchers, bus_name);
+
+  if (watcher != NULL)
+    watcher->manage = allowed;
+}
+
+static gboolean
+recheck_watchers(gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+  GHashTableIter iter;
+  gpointer name, value;
+
+  g_hash_table_iter_init(&iter, daemon->watchers);
+  while (g_hash_table_iter_next(&iter, &name, &value)) {
+    if (((TgWatcher *)value)->manage)
+      tg_authz_check_quietly(daemon->authz, name, TG_ACTION_MANAGE, watcher_rechecked,
+                             daemon);
+  }
+  return G_SOURCE_CONTINUE;
 }
 
 void
@@ -953,6 +1041,8 @@ tg_manager_export(TgDaemon *daemon, GError **error)
     return FALSE;
   /* counters change on the hot path; they are announced once a second */
   daemon->counters_timer = g_timeout_add_seconds(1, publish_counters, daemon);
+  daemon->watchers_timer =
+      g_timeout_add_seconds(TG_WATCHER_RECHECK_SECONDS, recheck_watchers, daemon);
   return TRUE;
 }
 
@@ -960,6 +1050,7 @@ void
 tg_manager_unexport(TgDaemon *daemon)
 {
   g_clear_handle_id(&daemon->counters_timer, g_source_remove);
+  g_clear_handle_id(&daemon->watchers_timer, g_source_remove);
   if (daemon->object_manager_registration != 0)
     g_dbus_connection_unregister_object(daemon->bus, daemon->object_manager_registration);
   if (daemon->manager_registration != 0)

@@ -346,8 +346,10 @@ tunnel_set_state(TgTunnel *tunnel, TgTunnelState state, const char *error_messag
     tunnel_publish_forwards(tunnel);
     names[n++] = "Listeners";
   }
-  tunnel_emit_changed(tunnel, names);
+  /* the last counters before the new state: a watcher sees a tunnel's
+   * traffic before it sees it closed */
   tg_tunnel_publish_counters(tunnel);
+  tunnel_emit_changed(tunnel, names);
 }
 
 static void
@@ -563,8 +565,14 @@ static void
 tunnel_add_forward_resolved(TgResolved *resolved, gpointer user_data)
 {
   TgCall *call = user_data;
+  TunnelCallData *data = call->data;
+  g_autoptr(GError) error = NULL;
 
-  tunnel_add_forward_finish(call, resolved);
+  tg_daemon_end_resolving(data->daemon, call->caller->uid);
+  if (tg_daemon_check_running(data->daemon, &error))
+    tunnel_add_forward_finish(call, resolved);
+  else
+    tg_call_return_error(call, error);
   tg_call_free(call);
 }
 
@@ -573,11 +581,20 @@ tunnel_act_add_forward(TgCall *call)
 {
   TunnelCallData *data = call->data;
   TgTunnel *tunnel = tunnel_call_target(call);
+  g_autoptr(GError) error = NULL;
 
   if (tunnel == NULL)
     return;
+  if (!tg_daemon_check_running(data->daemon, &error)) {
+    tg_call_return_error(call, error);
+    return;
+  }
   if (data->forward->kind == TG_FORWARD_REMOTE) {
     /* its destination is resolved in a thread; everything is checked after */
+    if (!tg_daemon_begin_resolving(data->daemon, call->caller->uid, &error)) {
+      tg_call_return_error(call, error);
+      return;
+    }
     data->resolving = g_ptr_array_new();
     g_ptr_array_add(data->resolving, data->forward);
     tg_gate_resolve_connect_backs(data->daemon, tunnel->subject, data->resolving,

@@ -312,6 +312,7 @@ class SlowResolverTest(RemoteTestCase):
         sink = w.spawn(["/usr/bin/python3", "-u", "-c", DNS_SINK, w.gateway_ip], ns="gateway",
                        name="dns-sink")
         sink.wait_log(r"^listening$", timeout=10)
+        self.addCleanup(sink.stop)
         resolv = Path("/etc/netns") / w.ns["client"] / "resolv.conf"
         resolv.write_text(f"nameserver {w.gateway_ip}\noptions timeout:5 attempts:1\n")
 
@@ -340,6 +341,48 @@ class SlowResolverTest(RemoteTestCase):
         self.assertNotEqual(opener.wait(timeout=60), 0)
         self.assertRegex(opener.log(), rf"Forward '{spec}': cannot resolve {name}")
         self.assertEqual(list_tunnels(w, ADMIN), [])
+        self.assertEqual(connect_back_elements(w), [])
+
+    def test_per_user_limit_and_stopping_while_resolving(self):
+        """At most 4 calls of one user wait for the resolver at a time (the 5th
+        gets LimitExceeded at once); SIGTERM while they wait: the daemon waits
+        for the resolver, refuses them, opens nothing, and exits cleanly."""
+        w = self.w
+        sink = w.spawn(["/usr/bin/python3", "-u", "-c", DNS_SINK, w.gateway_ip], ns="gateway",
+                       name="dns-sink-2")
+        sink.wait_log(r"^listening$", timeout=10)
+        self.addCleanup(sink.stop)
+        resolv = Path("/etc/netns") / w.ns["client"] / "resolv.conf"
+        resolv.write_text(f"nameserver {w.gateway_ip}\noptions timeout:5 attempts:1\n")
+
+        def back():
+            resolv.unlink()
+            w.start_daemon()
+            wait_for(lambda: list_tunnels(w, ADMIN) == [], timeout=10, what="a fresh daemon")
+        self.addCleanup(back)
+        self.restart_daemon()
+
+        def slow_open(i):
+            spec = f"R 0:slow{i}.tunnelgate-test.example:{DATA_PORT}"
+            return w.spawn_as(ALICE, ["busctl", "--system", BUSCTL_TIMEOUT, "call", BUS, MPATH,
+                                      MIFACE, "OpenTunnel", "sasa{sv}", "gw", "1", spec, "1",
+                                      "agent", "s", str(w.users[ALICE].agent_sock)],
+                              name=f"slow-open-{i}")
+        waiting = [slow_open(i) for i in range(4)]
+        wait_for(lambda: len([x for x in sink.log().splitlines() if x.startswith("query")]) >= 4,
+                 timeout=30, what="four names being resolved")
+        fifth = slow_open(4)
+        self.assertNotEqual(fifth.wait(timeout=30), 0)
+        self.assertIn("4 calls of yours already wait for names to be resolved", fifth.log())
+        self.assertTrue(all(p.alive() for p in waiting))
+        # bob is not limited by alice's calls
+        r = w.busctl(BOB, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ListTunnels")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+        tgtest.check_daemon_stopped_cleanly(w)      # SIGTERM; exit status 0, no criticals
+        for p in waiting:
+            self.assertNotEqual(p.wait(timeout=30), 0)
+            self.assertRegex(p.log(), r"tunnelgated is stopping|cannot resolve")
         self.assertEqual(connect_back_elements(w), [])
 
 

@@ -326,6 +326,40 @@ class OpenTunnelTest(ApiTestCase):
         self.assertEqual(daemons(bob), [])
         self.assertEqual(daemons(silent), [])
 
+    def test_manage_watchers_are_checked_again(self):
+        """A connection hears everyone's tunnels only while polkit still grants
+        it manage: the daemon asks again (without interaction) every 10 s, so
+        a revoked rule ends it."""
+        w = self.w
+        admin = self.user_bus(ADMIN)
+        admin.add_match(f"type='signal',sender='{BUS}'")
+        admin.call(BUS, MPATH, MIFACE, "ListTunnels")
+        path = busctl_open_ok(w, ALICE, "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
+                              agent_option(w, ALICE))
+        port = self.listener_port(path)
+        wait_for(lambda: [s for s in admin.signals() if s["member"] == "InterfacesAdded"
+                          and s["body"][0] == path], timeout=10,
+                 what="the admin to hear alice's tunnel")
+        # the administrator's manage is revoked (a rule evaluated before the test's)
+        w.set_polkit_rules("""
+polkit.addRule(function(action, subject) {
+    if (subject.user == "tg-admin" && action.id == "org.tunnelgate.manage")
+        return polkit.Result.NO;
+});
+""", name="40-revoke-manage.rules")
+        self.addCleanup(w.restore_polkit_rules)
+        time.sleep(10 + 3)                  # one re-check period, and its answer
+
+        def traffic_heard():
+            admin.signals()
+            r = tgtest.curl(w, ALICE, f"http://127.0.0.1:{port}/")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            time.sleep(2.2)                 # counters are published once a second
+            return [s for s in admin.signals() if s["path"] == path]
+        self.assertEqual(traffic_heard(), [])
+        # alice still hears her own
+        self.assertGreater(prop(w, ALICE, path, "TotalConnections"), 0)
+
     def test_get_managed_objects_full_properties(self):
         w = self.w
         ub = self.user_bus(ALICE)
