@@ -303,14 +303,18 @@ class SlowResolverTest(RemoteTestCase):
         for ub in _BUSES.values():
             ub.close()
         _BUSES.clear()
-        close_all_tunnels(w)
-        tgtest.check_daemon_stopped_cleanly(w)
+        if w.daemon is not None and w.daemon.alive():
+            close_all_tunnels(w)
+            tgtest.check_daemon_stopped_cleanly(w)
         w.start_daemon()
 
-    def test_resolving_does_not_stall_the_bus(self):
+    def slow_dns(self, name):
+        """The sink (returned), resolv.conf pointing at it, and a daemon started
+        after it ("ip netns exec" binds resolv.conf at start); all undone after
+        the test."""
         w = self.w
         sink = w.spawn(["/usr/bin/python3", "-u", "-c", DNS_SINK, w.gateway_ip], ns="gateway",
-                       name="dns-sink")
+                       name=name)
         sink.wait_log(r"^listening$", timeout=10)
         self.addCleanup(sink.stop)
         resolv = Path("/etc/netns") / w.ns["client"] / "resolv.conf"
@@ -320,7 +324,12 @@ class SlowResolverTest(RemoteTestCase):
             resolv.unlink()
             self.restart_daemon()
         self.addCleanup(back)
-        self.restart_daemon()        # "ip netns exec" binds resolv.conf at start
+        self.restart_daemon()
+        return sink
+
+    def test_resolving_does_not_stall_the_bus(self):
+        w = self.w
+        sink = self.slow_dns("dns-sink")
 
         name = "slow.tunnelgate-test.example"
         spec = f"R 0:{name}:{DATA_PORT}"
@@ -348,19 +357,7 @@ class SlowResolverTest(RemoteTestCase):
         gets LimitExceeded at once); SIGTERM while they wait: the daemon waits
         for the resolver, refuses them, opens nothing, and exits cleanly."""
         w = self.w
-        sink = w.spawn(["/usr/bin/python3", "-u", "-c", DNS_SINK, w.gateway_ip], ns="gateway",
-                       name="dns-sink-2")
-        sink.wait_log(r"^listening$", timeout=10)
-        self.addCleanup(sink.stop)
-        resolv = Path("/etc/netns") / w.ns["client"] / "resolv.conf"
-        resolv.write_text(f"nameserver {w.gateway_ip}\noptions timeout:5 attempts:1\n")
-
-        def back():
-            resolv.unlink()
-            w.start_daemon()
-            wait_for(lambda: list_tunnels(w, ADMIN) == [], timeout=10, what="a fresh daemon")
-        self.addCleanup(back)
-        self.restart_daemon()
+        sink = self.slow_dns("dns-sink-2")
 
         def slow_open(i):
             spec = f"R 0:slow{i}.tunnelgate-test.example:{DATA_PORT}"
