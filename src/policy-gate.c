@@ -10,22 +10,6 @@
 #include "tg-error.h"
 #include "tunnel.h"
 
-void
-tg_gate_log_decision(const TgPolicySubject *subject, const char *tunnel_id,
-                     const char *what, const TgPolicyDecision *decision)
-{
-  g_autofree char *uid = g_strdup_printf("%u", (unsigned)subject->uid);
-  g_autofree char *rule =
-      g_strdup_printf("%s:%u %s", decision->file, decision->line, decision->keyword);
-
-  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_DECISION", "USER", subject->user, "UID", uid,
-               "TUNNEL_ID", tunnel_id != NULL ? tunnel_id : "", "FORWARD", what,
-               "DECISION", decision->allowed ? "allow" : "deny", "RULE", rule, "MESSAGE",
-               "policy %s %s for %s (uid %s): %s",
-               decision->allowed ? "allows" : "denies", what, subject->user, uid,
-               decision->reason);
-}
-
 /* Logs the decision, and turns a denial into the D-Bus error. */
 static gboolean
 gate_decide(const TgPolicySubject *subject, const char *tunnel_id, const char *what,
@@ -33,7 +17,7 @@ gate_decide(const TgPolicySubject *subject, const char *tunnel_id, const char *w
 {
   g_autoptr(TgPolicyDecision) owned = decision;
 
-  tg_gate_log_decision(subject, tunnel_id, what, owned);
+  tg_policy_log_decision(subject, tunnel_id, what, owned);
   return tg_policy_decision_to_error(owned, error);
 }
 
@@ -50,40 +34,19 @@ count_tunnels_of(TgDaemon *daemon, uid_t uid)
   return n;
 }
 
-/* HostKeyPolicy against the tunnel's pin (NULL: none), as a decision. */
-static TgPolicyDecision *
-host_key_decision(const TgPolicy *policy, const TgPolicySubject *subject,
-                  const char *pinned, TgHostKeyMode *mode)
+/* The verification the worker does for the policy's HostKeyPolicy. */
+static TgHostKeyMode
+host_key_mode(const TgPolicy *policy, const TgPolicySubject *subject)
 {
-  TgPolicyDecision *decision = g_new0(TgPolicyDecision, 1);
-  TgPolicyOrigin origin;
-  const char *name, *says;
-
-  switch (tg_policy_get_host_key_policy(policy, subject, &origin)) {
+  switch (tg_policy_get_host_key_policy(policy, subject, NULL)) {
   case TG_HOST_KEY_POLICY_STRICT:
-    *mode = TG_HOST_KEY_STRICT;
-    name = "strict";
-    says = ": the host key must be in known_hosts";
-    break;
+    return TG_HOST_KEY_STRICT;
   case TG_HOST_KEY_POLICY_PINNED_ONLY:
-    *mode = TG_HOST_KEY_PINNED_ONLY;
-    name = "pinned-only";
-    says = pinned != NULL ? ": the host key is pinned" : " requires the host-key option";
-    break;
+    return TG_HOST_KEY_PINNED_ONLY;
   case TG_HOST_KEY_POLICY_KNOWN_OR_PINNED:
   default:
-    *mode = TG_HOST_KEY_KNOWN_OR_PINNED;
-    name = "known-or-pinned";
-    says = ": known_hosts or a pin";
-    break;
+    return TG_HOST_KEY_KNOWN_OR_PINNED;
   }
-  decision->allowed = *mode != TG_HOST_KEY_PINNED_ONLY || pinned != NULL;
-  decision->keyword = "HostKeyPolicy";
-  decision->file = g_strdup(origin.file);
-  decision->line = origin.line;
-  decision->reason = g_strdup_printf("HostKeyPolicy %s at %s:%u%s", name, origin.file,
-                                     origin.line, says);
-  return decision;
 }
 
 gboolean
@@ -119,8 +82,10 @@ tg_gate_check_open(TgDaemon *daemon, const TgPolicySubject *subject,
                                                count_tunnels_of(daemon, subject->uid)),
                    error))
     return FALSE;
+  *mode = host_key_mode(policy, subject);
   return gate_decide(subject, tunnel_id, "host key",
-                     host_key_decision(policy, subject, pinned_host_key, mode), error);
+                     tg_policy_check_host_key(policy, subject, pinned_host_key != NULL),
+                     error);
 }
 
 gboolean
@@ -139,12 +104,12 @@ tg_gate_check_forward(TgDaemon *daemon, const TgPolicySubject *subject, const ch
   TgPolicyDecision *decision =
       tg_policy_check_server(daemon->policy, subject, host, port);
 
-  tg_gate_log_decision(subject, NULL, server, decision);
+  tg_policy_log_decision(subject, NULL, server, decision);
   if (!decision->allowed)
     return decision;
   tg_policy_decision_free(decision);
   decision = tg_policy_check_forward(daemon->policy, subject, forward);
-  tg_gate_log_decision(subject, NULL, forward->spec, decision);
+  tg_policy_log_decision(subject, NULL, forward->spec, decision);
   return decision;
 }
 
@@ -381,7 +346,7 @@ recheck_profile(TgDaemon *daemon, TgTunnel *tunnel, const TgPolicySubject *subje
     g_autofree char *what = g_strdup_printf("profile @%s", profile->name);
     g_autoptr(TgPolicyDecision) decision = tg_profile_decide(profile, subject);
 
-    tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), what, decision);
+    tg_policy_log_decision(subject, tg_tunnel_get_id(tunnel), what, decision);
     if (decision->allowed)
       return TRUE;
     reason = g_strdup_printf("the reloaded policy forbids it: %s", decision->reason);
@@ -436,7 +401,6 @@ recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel, GHashTable *owners)
   g_autoptr(TgPolicyDecision) host_key = NULL;
   g_autofree char *what = NULL;
   const OwnerLookup *owner = lookup_owner(owners, tg_tunnel_get_owner(tunnel));
-  TgHostKeyMode mode;
 
   /* the owner as NSS knows them now: a group they left grants nothing more */
   if (owner->subject == NULL) {
@@ -455,10 +419,10 @@ recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel, GHashTable *owners)
   tg_tunnel_get_server(tunnel, &host, &port);
   what = g_strdup_printf("server %s port %u", host, port);
   server = tg_policy_check_server(daemon->policy, subject, host, port);
-  tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), what, server);
-  host_key =
-      host_key_decision(daemon->policy, subject, tg_tunnel_get_host_key(tunnel), &mode);
-  tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), "host key", host_key);
+  tg_policy_log_decision(subject, tg_tunnel_get_id(tunnel), what, server);
+  host_key = tg_policy_check_host_key(daemon->policy, subject,
+                                      tg_tunnel_get_host_key(tunnel) != NULL);
+  tg_policy_log_decision(subject, tg_tunnel_get_id(tunnel), "host key", host_key);
   if (!server->allowed || !host_key->allowed) {
     g_autofree char *reason =
         g_strdup_printf("the reloaded policy forbids it: %s",
@@ -473,7 +437,7 @@ recheck_tunnel(TgDaemon *daemon, TgTunnel *tunnel, GHashTable *owners)
     if (forward == NULL) /* removed before */
       continue;
     decision = tg_policy_check_forward(daemon->policy, subject, forward);
-    tg_gate_log_decision(subject, tg_tunnel_get_id(tunnel), forward->spec, decision);
+    tg_policy_log_decision(subject, tg_tunnel_get_id(tunnel), forward->spec, decision);
     if (!decision->allowed &&
         !tg_tunnel_remove_forward(tunnel, i, decision->reason, NULL))
       return; /* that was its last forward, and the tunnel is gone */

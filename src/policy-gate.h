@@ -34,10 +34,6 @@ TgPolicyDecision *tg_gate_check_forward(TgDaemon *daemon, const TgPolicySubject 
                                         const char *host, guint16 port,
                                         const TgForward *forward);
 
-/* Structured audit event for one decision. */
-void tg_gate_log_decision(const TgPolicySubject *subject, const char *tunnel_id,
-                          const char *what, const TgPolicyDecision *decision);
-
 /* Newly bound listeners of @subject's tunnel @tunnel_id: each gets the
  * sources ListenerSources allows (checked on accept) and its element in the
  * firewall's listener guard. On error none of them is guarded. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "config-tokenizer.h"
+#include "log.h"
 #include "policy-private.h"
 #include "tg-error.h"
 
@@ -171,6 +172,22 @@ fill_origin(TgPolicyOrigin *origin, const TgSetting *setting)
 }
 
 /* ---- Decisions ---------------------------------------------------------- */
+
+void
+tg_policy_log_decision(const TgPolicySubject *subject, const char *tunnel_id,
+                       const char *what, const TgPolicyDecision *decision)
+{
+  g_autofree char *uid = g_strdup_printf("%u", (unsigned)subject->uid);
+  g_autofree char *rule =
+      g_strdup_printf("%s:%u %s", decision->file, decision->line, decision->keyword);
+
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_DECISION", "USER", subject->user, "UID", uid,
+               "TUNNEL_ID", tunnel_id != NULL ? tunnel_id : "", "FORWARD", what,
+               "DECISION", decision->allowed ? "allow" : "deny", "RULE", rule, "MESSAGE",
+               "policy %s %s for %s (uid %s): %s",
+               decision->allowed ? "allows" : "denies", what, subject->user, uid,
+               decision->reason);
+}
 
 void
 tg_policy_decision_free(TgPolicyDecision *decision)
@@ -540,6 +557,41 @@ tg_policy_check_count_limit(const TgPolicy *policy, const TgPolicySubject *subje
   return decision_new(allowed, setting, setting->line, value,
                       "%s another %s (%" G_GUINT64_FORMAT " in use)", verdict(allowed),
                       kind == TG_POLICY_MAX_TUNNELS ? "tunnel" : "connection", in_use);
+}
+
+TgPolicyDecision *
+tg_policy_limit_reached(const TgPolicy *policy, const TgPolicySubject *subject,
+                        TgPolicyLimitKind kind)
+{
+  const TgSetting *setting;
+  g_autofree char *value = NULL;
+
+  g_return_val_if_fail(kind == TG_POLICY_MAX_LIFETIME || kind == TG_POLICY_IDLE_TIMEOUT,
+                       NULL);
+  setting = tg_policy_effective(policy, subject, limit_keywords[kind]);
+  value = g_strdup_printf("%" G_GUINT64_FORMAT "s", setting->number);
+  return decision_new(FALSE, setting, setting->line, value, "ends the tunnel");
+}
+
+TgPolicyDecision *
+tg_policy_check_host_key(const TgPolicy *policy, const TgPolicySubject *subject,
+                         gboolean pinned)
+{
+  const TgSetting *setting = tg_policy_effective(policy, subject, TG_KW_HOST_KEY_POLICY);
+
+  switch ((TgHostKeyPolicy)setting->word) {
+  case TG_HOST_KEY_POLICY_PINNED_ONLY:
+    return decision_new(pinned, setting, setting->line, setting_word(setting),
+                        pinned ? "allows the pinned host key"
+                               : "requires the host-key option");
+  case TG_HOST_KEY_POLICY_STRICT:
+    return decision_new(TRUE, setting, setting->line, setting_word(setting),
+                        "allows a host key in known_hosts only");
+  case TG_HOST_KEY_POLICY_KNOWN_OR_PINNED:
+  default:
+    return decision_new(TRUE, setting, setting->line, setting_word(setting),
+                        "allows a host key in known_hosts or pinned");
+  }
 }
 
 TgHostKeyPolicy

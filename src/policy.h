@@ -96,6 +96,12 @@ typedef struct {
 void tg_policy_decision_free(TgPolicyDecision *decision);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgPolicyDecision, tg_policy_decision_free)
 
+/* The POLICY_DECISION event of every decision (journal fields USER, UID,
+ * TUNNEL_ID, FORWARD = @what was decided, DECISION, RULE = file:line
+ * Keyword): "policy allows|denies WHAT for USER (uid N): REASON". */
+void tg_policy_log_decision(const TgPolicySubject *subject, const char *tunnel_id,
+                            const char *what, const TgPolicyDecision *decision);
+
 /* TRUE when allowed; else sets TG_ERROR_POLICY_DENIED with the reason
  * (TG_ERROR_LIMIT_EXCEEDED for MaxTunnels and MaxConnections). */
 gboolean tg_policy_decision_to_error(const TgPolicyDecision *decision, GError **error);
@@ -224,6 +230,12 @@ TgPolicyDecision *tg_policy_check_count_limit(const TgPolicy *policy,
                                               const TgPolicySubject *subject,
                                               TgPolicyLimitKind kind, guint64 in_use);
 
+/* MaxLifetime or IdleTimeout ran out for a tunnel of @subject: the denial
+ * that ends it ("IdleTimeout 300s at policy.conf:4 ends the tunnel"). */
+TgPolicyDecision *tg_policy_limit_reached(const TgPolicy *policy,
+                                          const TgPolicySubject *subject,
+                                          TgPolicyLimitKind kind);
+
 typedef enum {
   TG_HOST_KEY_POLICY_KNOWN_OR_PINNED,
   TG_HOST_KEY_POLICY_STRICT,
@@ -233,6 +245,12 @@ typedef enum {
 TgHostKeyPolicy tg_policy_get_host_key_policy(const TgPolicy *policy,
                                               const TgPolicySubject *subject,
                                               TgPolicyOrigin *origin);
+
+/* HostKeyPolicy for a tunnel with a pinned host key or without (@pinned):
+ * only pinned-only refuses, a tunnel without a pin. */
+TgPolicyDecision *tg_policy_check_host_key(const TgPolicy *policy,
+                                           const TgPolicySubject *subject,
+                                           gboolean pinned);
 
 /* ---- The firewall; server mode ------------------------------------------ */
 

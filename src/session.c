@@ -771,23 +771,16 @@ socks_decide(TgSession *session, TgRelay *relay, gboolean ssh_output_queued)
       g_ptr_array_index(config->forwards, tg_relay_forward_index(relay));
   const char *host = tg_relay_socks_host(relay);
   guint16 port = tg_relay_socks_port(relay);
+  g_autofree char *what =
+      g_strdup_printf("SOCKS %s port %u via '%s'", host, port, forward->spec);
   g_autoptr(TgPolicyDecision) decision = NULL;
-  g_autofree char *uid = g_strdup_printf("%u", (unsigned)config->owner.uid);
-  g_autofree char *what = NULL;
-  g_autofree char *rule = NULL;
 
+  /* the policy and the owner a reload may replace: under the lock */
   g_mutex_lock(&session->lock);
   decision =
       tg_policy_check_socks_destination(config->policy, config->subject, host, port);
+  tg_policy_log_decision(config->subject, config->tunnel_id, what, decision);
   g_mutex_unlock(&session->lock);
-  what = g_strdup_printf("SOCKS %s port %u via '%s'", host, port, forward->spec);
-  rule = g_strdup_printf("%s:%u %s", decision->file, decision->line, decision->keyword);
-  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_DECISION", "USER", config->owner.user_name,
-               "UID", uid, "TUNNEL_ID", config->tunnel_id, "FORWARD", what, "DECISION",
-               decision->allowed ? "allow" : "deny", "RULE", rule, "MESSAGE",
-               "policy %s %s for %s (uid %s): %s",
-               decision->allowed ? "allows" : "denies", what, config->owner.user_name,
-               uid, decision->reason);
   if (!decision->allowed)
     return tg_relay_socks_deny(relay, TG_SOCKS_NOT_ALLOWED, decision->reason);
   tg_relay_socks_allow(relay);

@@ -183,23 +183,13 @@ tunnel_emit_changed(TgTunnel *tunnel, const char *const *names)
 static void
 tunnel_close_by_limit(TgTunnel *tunnel, TgPolicyLimitKind kind)
 {
-  const char *what = kind == TG_POLICY_MAX_LIFETIME ? "tunnel lifetime" : "idle tunnel";
-  g_autofree char *uid = g_strdup_printf("%u", (unsigned)tunnel->owner_uid);
-  g_autofree char *rule = NULL;
-  g_autofree char *reason = NULL;
-  TgPolicyLimit limit;
+  g_autoptr(TgPolicyDecision) decision =
+      tg_policy_limit_reached(tunnel->daemon->policy, tunnel->subject, kind);
 
-  tg_policy_get_limit(tunnel->daemon->policy, tunnel->subject, kind, &limit);
-  rule = g_strdup_printf("%s:%u %s", limit.origin.file, limit.origin.line,
-                         limit.origin.keyword);
-  reason = g_strdup_printf("%s reached (%" G_GUINT64_FORMAT "s at %s:%u)",
-                           limit.origin.keyword, limit.value, limit.origin.file,
-                           limit.origin.line);
-  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_DECISION", "USER", tunnel->owner_name, "UID",
-               uid, "TUNNEL_ID", tunnel->id, "FORWARD", what, "DECISION", "deny", "RULE",
-               rule, "MESSAGE", "policy ends tunnel %s of %s (uid %s): %s", tunnel->id,
-               tunnel->owner_name, uid, reason);
-  tg_tunnel_close(tunnel, reason, NULL);
+  tg_policy_log_decision(
+      tunnel->subject, tunnel->id,
+      kind == TG_POLICY_MAX_LIFETIME ? "tunnel lifetime" : "idle tunnel", decision);
+  tg_tunnel_close(tunnel, decision->reason, NULL);
 }
 
 /* IdleTimeout: no connection and no traffic for that long closes the tunnel.

@@ -636,6 +636,21 @@ test_time_limits(void)
   g_assert_cmpuint(limit.value, ==, 5400);
   g_assert_cmpstr(limit.origin.keyword, ==, "IdleTimeout");
   g_assert_cmpuint(limit.origin.line, ==, 3);
+
+  /* the decision that ends a tunnel names the rule */
+  {
+    g_autoptr(TgPolicyDecision) lifetime =
+        tg_policy_limit_reached(policy, night, TG_POLICY_MAX_LIFETIME);
+    g_autoptr(TgPolicyDecision) idle =
+        tg_policy_limit_reached(policy, night, TG_POLICY_IDLE_TIMEOUT);
+
+    g_assert_false(lifetime->allowed);
+    g_assert_cmpstr(lifetime->reason, ==,
+                    "MaxLifetime 28800s at t.conf:1 ends the tunnel");
+    g_assert_cmpstr(idle->keyword, ==, "IdleTimeout");
+    g_assert_cmpuint(idle->line, ==, 3);
+    g_assert_cmpstr(idle->reason, ==, "IdleTimeout 5400s at t.conf:3 ends the tunnel");
+  }
 }
 
 static void
@@ -693,6 +708,35 @@ test_host_key_policy(void)
   g_assert_cmpint(tg_policy_get_host_key_policy(empty, ops, &origin), ==,
                   TG_HOST_KEY_POLICY_KNOWN_OR_PINNED);
   g_assert_cmpstr(origin.file, ==, "<default>");
+
+  /* as decisions: only pinned-only refuses, and only a tunnel without a pin */
+  {
+    static const struct {
+      gboolean ops, pinned, allowed;
+      const char *reason;
+    } cases[] = {
+      { TRUE, FALSE, FALSE,
+        "HostKeyPolicy pinned-only at t.conf:3 requires the host-key option" },
+      { TRUE, TRUE, TRUE,
+        "HostKeyPolicy pinned-only at t.conf:3 allows the pinned host key" },
+      { FALSE, FALSE, TRUE,
+        "HostKeyPolicy strict at t.conf:1 allows a host key in known_hosts only" },
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+      g_autoptr(TgPolicyDecision) decision =
+          tg_policy_check_host_key(policy, cases[i].ops ? ops : NULL, cases[i].pinned);
+      g_assert_cmpint(decision->allowed, ==, cases[i].allowed);
+      g_assert_cmpstr(decision->keyword, ==, "HostKeyPolicy");
+      g_assert_cmpstr(decision->reason, ==, cases[i].reason);
+    }
+    g_autoptr(TgPolicyDecision) default_decision =
+        tg_policy_check_host_key(empty, ops, FALSE);
+    g_assert_true(default_decision->allowed);
+    g_assert_cmpstr(default_decision->reason, ==,
+                    "HostKeyPolicy known-or-pinned at <default> allows a host key in "
+                    "known_hosts or pinned");
+  }
 }
 
 static void
