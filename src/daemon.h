@@ -30,15 +30,14 @@ typedef struct {
   guint counters_timer;
   guint watchers_timer; /* re-checks the watchers' manage with polkit */
 
-  TgPolicy *policy;      /* replaced as a whole on reload */
-  TgEnforcer *enforcer;  /* the firewall table, kept in step with the policy */
-  TgServer *server;      /* server mode: SFTP-only and jump-host users */
-  char *default_policy;  /* the shipped default policy file */
-  GHashTable *usage;     /* uid -> TgUsage*, per-user connection counts */
-  GHashTable *watchers;  /* unique bus name -> TgWatcher*: who hears which signals */
-  GHashTable *resolving; /* uid -> R destinations being resolved for it (a count) */
-  guint resolving_total;
-  gboolean stopping; /* SIGTERM: calls still in flight are refused at their end */
+  TgPolicy *policy;     /* replaced as a whole on reload */
+  TgEnforcer *enforcer; /* the firewall table, kept in step with the policy */
+  TgServer *server;     /* server mode: SFTP-only and jump-host users */
+  char *default_policy; /* the shipped default policy file */
+  GHashTable *usage;    /* uid -> TgUsage*, per-user connection counts */
+  GHashTable *watchers; /* unique bus name -> TgWatcher* (manager.c): who hears signals */
+  GHashTable *resolving; /* uid -> its calls waiting for the resolver (> 0) */
+  gboolean stopping;     /* SIGTERM: calls still in flight are refused at their end */
 
   char *config_dir;
   char *state_dir;
@@ -72,11 +71,6 @@ TgUsage *tg_daemon_usage(TgDaemon *daemon, uid_t uid);
  * TG_WATCHER_RECHECK_SECONDS whether it still has manage, so a one-shot or
  * expired grant, or a changed rule, ends it. */
 #define TG_WATCHER_RECHECK_SECONDS 10
-typedef struct {
-  uid_t uid;
-  gboolean manage;
-  guint name_watch; /* removes the watcher when its connection leaves */
-} TgWatcher;
 
 /* Emits @signal_name of @interface at @path with @parameters (consumed if
  * floating) to each watcher that may see tunnels of @owner. */

@@ -242,7 +242,8 @@ close_all_tunnels(TgDaemon *daemon)
     tg_tunnel_close(l->data, "the daemon is stopping", NULL);
   /* each worker reports CLOSED through the main context; wait for them all,
    * and for calls waiting on the resolver (they are refused when it answers) */
-  while (g_hash_table_size(daemon->tunnels) > 0 || daemon->resolving_total > 0)
+  while (g_hash_table_size(daemon->tunnels) > 0 ||
+         g_hash_table_size(daemon->resolving) > 0)
     g_main_context_iteration(NULL, TRUE);
 }
 

@@ -635,11 +635,19 @@ list_decide(TgCall *call)
   return TRUE;
 }
 
+/* Who may see a tunnel of @owner (in lists and in signals): its owner, and
+ * whoever has org.tunnelgate.manage. */
+static gboolean
+sees_tunnels_of(uid_t uid, gboolean manage, uid_t owner)
+{
+  return uid == owner || manage;
+}
+
 static gboolean
 caller_sees(TgCall *call, TgTunnel *tunnel)
 {
-  return tg_tunnel_get_owner(tunnel) == call->caller->uid ||
-         (call->granted & TG_ACTION_MANAGE) != 0;
+  return sees_tunnels_of(call->caller->uid, (call->granted & TG_ACTION_MANAGE) != 0,
+                         tg_tunnel_get_owner(tunnel));
 }
 
 /* Tunnels in creation order, so that lists are stable. */
@@ -906,7 +914,6 @@ tg_daemon_begin_resolving(TgDaemon *daemon, uid_t uid, GError **error)
     return FALSE;
   }
   g_hash_table_insert(daemon->resolving, GUINT_TO_POINTER(uid), GUINT_TO_POINTER(n + 1));
-  daemon->resolving_total++;
   return TRUE;
 }
 
@@ -916,13 +923,12 @@ tg_daemon_end_resolving(TgDaemon *daemon, uid_t uid)
   guint n =
       GPOINTER_TO_UINT(g_hash_table_lookup(daemon->resolving, GUINT_TO_POINTER(uid)));
 
-  g_return_if_fail(n > 0 && daemon->resolving_total > 0);
+  g_return_if_fail(n > 0);
   if (n == 1)
     g_hash_table_remove(daemon->resolving, GUINT_TO_POINTER(uid));
   else
     g_hash_table_insert(daemon->resolving, GUINT_TO_POINTER(uid),
                         GUINT_TO_POINTER(n - 1));
-  daemon->resolving_total--;
 }
 
 gboolean
@@ -935,6 +941,13 @@ tg_daemon_check_running(TgDaemon *daemon, GError **error)
 }
 
 /* ---- who hears signals ---- */
+
+/* A connection the daemon tells about tunnels (daemon.h). */
+typedef struct {
+  uid_t uid;
+  gboolean manage;
+  guint name_watch; /* removes the watcher when its connection leaves */
+} TgWatcher;
 
 static void
 watcher_free(TgWatcher *watcher)
@@ -1010,7 +1023,7 @@ tg_daemon_emit_to_watchers(TgDaemon *daemon, uid_t owner, const char *path,
   while (g_hash_table_iter_next(&iter, &name, &value)) {
     const TgWatcher *watcher = value;
 
-    if (watcher->uid == owner || watcher->manage)
+    if (sees_tunnels_of(watcher->uid, watcher->manage, owner))
       g_dbus_connection_emit_signal(daemon->bus, name, path, interface, signal_name,
                                     parameters, NULL);
   }

@@ -4,7 +4,8 @@
 
 #include "daemon.h"
 
-/* The table of watchers (TgWatcher, daemon.h), for daemon->watchers. */
+/* The table of watchers (see tg_daemon_emit_to_watchers()), for
+ * daemon->watchers. */
 GHashTable *tg_manager_new_watchers(void);
 gboolean tg_manager_export(TgDaemon *daemon, GError **error);
 void tg_manager_unexport(TgDaemon *daemon);
