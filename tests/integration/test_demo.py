@@ -77,30 +77,6 @@ def user_exists(name):
         return False
 
 
-def world_processes(prefix):
-    """Live processes of a world whose id starts with `prefix`: TG_WORLD=<id> in
-    their environment, or the world's directory in their command line (as
-    world.py's cleanup finds them)."""
-    marker = f"TG_WORLD={prefix}".encode()
-    wdir = f"/tmp/{prefix}".encode()
-    found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{d}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{d}/stat") as f:
-                state = f.read().rsplit(")", 1)[-1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X") and (any(e.startswith(marker) for e in env) or wdir in cmd):
-            found.append(d + ": " + cmd.replace(b"\0", b" ").decode(errors="replace"))
-    return found
-
-
 def sections(out):
     """{step header: its text} of demo.py's output, and the headers in order."""
     order, body, current = [], {}, None
@@ -219,7 +195,8 @@ class DemoTest(unittest.TestCase):
         self.assertEqual(glob.glob(f"/etc/netns/{prefix}*"), [])
         self.assertEqual(glob.glob(f"/tmp/{prefix}*"), [])
         self.assertEqual(set(glob.glob("/tmp/tg-demo-rules-*")) - self.rules_before, set())
-        self.assertEqual(world_processes(prefix), [])       # tunnelgated, sshd, polkitd, ...
+        # tunnelgated, sshd, polkitd, ...
+        self.assertEqual(world.world_processes(prefix, f"/tmp/{prefix}", prefix=True), {})
         if self.daemon_pid is not None:
             cmd = world._read(f"/proc/{self.daemon_pid}/cmdline")
             self.assertNotIn("tunnelgated", cmd, f"tunnelgated pid {self.daemon_pid} still runs")

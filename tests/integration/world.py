@@ -239,12 +239,17 @@ def _kill_pids(pids, sig=signal.SIGKILL):
             pass
 
 
-def _world_pids(world_id, world_dir=None):
-    """PIDs of processes started for a world: TG_WORLD=<id> in their environment,
-    or the world's directory in their command line."""
+def world_processes(world_id, world_dir=None, prefix=False):
+    """{pid: command line} of the live (not zombie) processes started for a
+    world: TG_WORLD=<id> in their environment, or the world's directory in
+    their command line. prefix=True: of any world whose id and directory start
+    with world_id and world_dir (a world whose full id is not known)."""
     marker = f"TG_WORLD={world_id}".encode()
-    wdir = (str(world_dir).rstrip("/") + "/").encode() if world_dir else None
-    pids = []
+    wdir = None
+    if world_dir:
+        wdir = str(world_dir) if prefix else str(world_dir).rstrip("/") + "/"
+        wdir = wdir.encode()
+    found = {}
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == os.getpid():
             continue
@@ -253,11 +258,19 @@ def _world_pids(world_id, world_dir=None):
                 env = f.read().split(b"\0")
             with open(f"/proc/{d}/cmdline", "rb") as f:
                 cmd = f.read()
+            with open(f"/proc/{d}/stat") as f:
+                state = f.read().rsplit(")", 1)[-1].split()[0]
         except OSError:
             continue
-        if marker in env or (wdir and wdir in cmd):
-            pids.append(int(d))
-    return pids
+        ours = any(e.startswith(marker) for e in env) if prefix else marker in env
+        if state not in ("Z", "X") and (ours or (wdir and wdir in cmd)):
+            found[int(d)] = cmd.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+def _world_pids(world_id, world_dir=None):
+    """PIDs of the processes started for a world (world_processes())."""
+    return list(world_processes(world_id, world_dir))
 
 
 def _ns_pids(nsname):
