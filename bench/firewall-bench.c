@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Firewall benchmark: the cost of one tunnel's firewall elements (a guarded
  * listener with one allowed source, one connect-back destination: add, then
  * remove) with 10 and with 10,000 tunnels present, against `nft -f` loading an

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Policy benchmark (issue 3): decisions per second with 10 and 10,000
  * PermitOpen entries (exact names, "*.suffix" wildcards and CIDR networks),
  * the time to load (parse and index) a 10,000-entry file, and a reload with

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Policy reload time in the running daemon (issue 3's benchmark).
 
 Builds the integration-test world with its own user (tg-bench-pol), opens

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """tunnelgate throughput benchmark: tunnelgated local forward vs OpenSSH ``ssh -N -L``.
 
 Builds the integration-test world (tests/integration/world.py: network

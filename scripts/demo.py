@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The tunnelgate demo: a small world with real parts, and a real tunnel.
 
 It builds three network namespaces ("client", "gateway", "intranet"), a

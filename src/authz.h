@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Authorization: who is calling, and does polkit let them do it?
  *
  * Every D-Bus method of the daemon passes through tg_authz_run(). A call is

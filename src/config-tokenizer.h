@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* sshd_config-style files: reading them with limits and splitting them into
  * lines of words. Shared by the organisation policy (policy-parser.c) and
  * tunnel profiles (profile.c), so both accept exactly the same syntax:

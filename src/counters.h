@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Per-tunnel traffic counters: written by the tunnel's worker thread on the
  * hot path (relaxed atomic adds, no locks), read by the D-Bus thread when it
  * publishes the properties. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Credentials a caller brings: their ssh-agent and their key files.
  *
  * The daemon runs as root, so it must never open a path a caller names with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* What the D-Bus side of the daemon shares: the bus, the authorization gate,
  * the tunnels, and the settings from the command line. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The daemon's side of the firewall: turns the policy into the nftables
  * table (src/firewall.h) and keeps the table in step with the tunnels.
  * D-Bus thread only.

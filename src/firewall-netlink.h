@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* nftables netlink plumbing for the firewall: one socket per purpose, batches
  * (one transaction each), small expression builders and event parsing. Knows
  * nothing about tunnelgate's rules; firewall.c decides what goes in the table. */

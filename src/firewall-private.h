@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Test hooks of the firewall; not for the daemon. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The firewall's table: what is in `inet tunnelgate` (nft/README.md) and the
  * state it is rebuilt from. Netlink plumbing lives in firewall-netlink.c. */
 #include "firewall.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The firewall: one nftables table, `inet tunnelgate`, that makes the kernel
  * refuse forwarding the policy did not sanction (nft/README.md has the design).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Forward specifications: the strings users pass to OpenTunnel/AddForward.
  *
  * Each forward is one string: a letter (L, R or D), one space, and exactly the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Server host key verification for a tunnel's SSH session.
  *
  * Keys are trusted when they are in the system's /etc/ssh/ssh_known_hosts or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Local listeners of L and D forwards: the sockets the daemon binds for a
  * caller. Binding happens on the D-Bus thread before the SSH session starts,
  * so "port in use" is reported at once and the real port of a port-0 forward

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Logging. Audit events use G_LOG_LEVEL_MESSAGE (journal priority notice), which
  * GLib never filters; debug output needs --verbose. Everything goes through GLib's
  * structured logging: under systemd (stderr connected to the journal) GLib's default

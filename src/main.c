@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* tunnelgated: the system-wide SSH forwarding policy daemon.
  *
  * Parse options, build the objects, export them, and only then claim the bus

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* org.tunnelgate.Manager1 and org.freedesktop.DBus.ObjectManager at
  * /org/tunnelgate/TunnelGate1: opening, listing and closing tunnels. */
 #pragma once

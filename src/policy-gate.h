@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The organisation policy as the daemon applies it: the checks OpenTunnel
  * and CheckForward make after polkit agreed, the audit event of every
  * decision, and ReloadPolicy (SIGHUP) with its re-check of open tunnels.

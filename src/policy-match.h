@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Matching for the policy: host and port patterns of the allow-lists
  * (PermitOpen, PermitRemoteOpen, PermitListen, PermitServer,
  * ServerPermitOpen), the index that answers "does any entry allow

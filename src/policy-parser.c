@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Policy files: keywords and their values, Match blocks, and the order in
  * which files are read. What the values mean is policy.c's business. */
 #include "config.h"

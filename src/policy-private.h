@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The policy's insides, shared by policy-parser.c (which builds them) and
  * policy.c (which answers from them). Not for other callers: use policy.h. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Who a caller is, for Match User/Group: the one part of the policy that
  * asks the system (NSS). Kept apart so the rest stays pure and testable. */
 #include "policy.h"

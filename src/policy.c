@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Policy evaluation: which value applies to whom, and the decisions that
  * name the rule that made them. Pure and read-only: a loaded TgPolicy is
  * shared by threads without locks. */

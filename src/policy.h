@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The organisation policy: what may be forwarded (doc/policy.md).
  *
  * A TgPolicy is loaded once from the files in precedence order, then never

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Dropping what the daemon does not need.
  *
  * tunnelgated starts as root but keeps only these capabilities:

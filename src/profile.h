@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Tunnel profiles: tunnels an administrator prepared in
  * /etc/tunnelgate/profiles.d/NAME.conf, which users start with
  * OpenTunnel("@NAME", ...) without ever seeing the key. Same syntax as the

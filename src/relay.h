@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The hot path: bytes between one accepted local connection and its SSH
  * channel. Runs only in the tunnel's worker thread.
  *

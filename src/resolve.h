@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Names to addresses for the firewall's sets (PermitServer names,
  * ServerPermitOpen names). Blocks: call it where waiting is allowed. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Server mode (ServerMode yes): tunnelgated on an SSH server makes "no
  * forwarding" hold for SFTP-only users and "only these destinations" for
  * jump-host users, whatever sshd_config says (doc/policy.md, "Server mode").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A tunnel's SSH session and the thread that owns it.
  *
  * libssh is not thread-safe within one session, so each tunnel gets one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The SOCKS side of a dynamic (D) forward: SOCKS4, SOCKS4a and SOCKS5
  * (RFC 1928, no authentication, CONNECT only), as `ssh -D` serves them.
  * Pure: bytes in, bytes out; the relay feeds it what a client sent and

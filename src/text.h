@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Small text helpers shared by the parsers (forward specs, policy files,
  * profiles). Pure. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* tunnelgate error domain: every D-Bus error the daemon returns.
  * The names are public (SPEC.md): org.tunnelgate.Error.<Name>. */
 #pragma once

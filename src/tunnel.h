@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A tunnel: one SSH session of one caller with its forwards, exported on the
  * bus as /org/tunnelgate/TunnelGate1/tunnel/<id> (org.tunnelgate.Tunnel1).
  * This file is the D-Bus face of a tunnel; session.c is its engine. */

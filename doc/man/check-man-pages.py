@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The generated man pages are clean and complete.
 
   * every page lints without a single warning: `mandoc -T lint -W warning`

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """scdoc SOURCE.scd into a man page, without the empty paragraphs.
 
 scdoc(1) writes a paragraph macro (.P) after every section header, before

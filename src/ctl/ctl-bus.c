@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Talking to tunnelgated: the system-bus connection, method calls with
  * polkit's interactive authorization allowed (an administrator at a terminal
  * may be asked for a password by their agent), errors and exit statuses,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The policy verbs: `check-policy` validates policy files like `sshd -t`
  * and, for one user, prints the effective policy like `sshd -T`
  * (doc/policy.md). No daemon is involved: the files are read by the policy

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The verbs that show tunnels: list (a table, or JSON for scripts), show
  * (every property of one tunnel) and watch (live events from the daemon's
  * signals); and how tunnels, counters and times are written. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The verbs that change tunnels or the policy: open, close, forward add and
  * remove, check, reload. Each is a D-Bus call to tunnelgated made as the
  * user who runs tunnelgatectl: polkit and the policy decide, never root.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* tunnelgatectl: what the verbs share. Each group of verbs lives in its own
  * file (ctl-policy.c: check-policy; ctl-bus.c: the bus helpers and the
  * firewall and audit verbs; ctl-tunnel.c: the verbs that change tunnels;

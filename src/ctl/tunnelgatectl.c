@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* tunnelgatectl: the command line of tunnelgate.
  *
  *   tunnelgatectl [--help | --version] VERB [ARGUMENT...]

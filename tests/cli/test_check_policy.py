@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """tunnelgatectl check-policy: the built binary against the shipped default,
 the example policies and broken files made here, asserting exact output.
 

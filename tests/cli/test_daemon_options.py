@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """tunnelgated's own command line, without root, bus or network:
 --version, --help, and --check-config (every policy file and profile read
 and reported, nothing started; exit 0 valid, 1 not, naming file and line)."""

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Turns `nft -j list table inet tunnelgate` (stdin) into sorted lines the C test
 compares against: the table, its chains, sets (with elements), counters, rule counts."""
 import json

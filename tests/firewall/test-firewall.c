@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The firewall module against the real kernel. Root only (exit 77 otherwise).
  * Every test makes its own network namespace (unshare) and, for traffic, a peer
  * namespace joined by a veth pair: the host's ruleset is never touched, which

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libFuzzer target for the matcher. Input: a rule byte, then a line of
  * allow-list entries, then lines of "host port" queries. Every entry that
  * parses must print and parse back to the same text; every query must get

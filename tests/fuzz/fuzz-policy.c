@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libFuzzer target: arbitrary bytes as a policy file (and as a profile, which
  * shares the tokenizer). A policy that parses must answer a few decisions
  * and dump itself; the dump must parse again and mean the same. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libFuzzer target for the SOCKS handshake parser. Input: a byte whose low
  * three bits say how many chunk sizes follow (0 to 7 bytes, each the size
  * of one read, 0 for as much as fits, used in turn), then the client's

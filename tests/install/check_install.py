@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """`meson install` puts every part where a Debian system looks for it, and
 each part is valid for the tool that reads it:
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """TCP (and unix socket) "data" service for the tunnelgate integration tests.
 
 The first line the client sends selects the mode:

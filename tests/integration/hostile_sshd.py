@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """A hostile SSH server for the tunnelgate integration tests (paramiko).
 
 Not a stand-in for sshd: a misbehaving network peer that tunnelgated connects

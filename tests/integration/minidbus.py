@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """A small, dependency-free D-Bus client (Python standard library only).
 
 Used by the tunnelgate integration tests (world.py) to talk to the private

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Who may do what with tunnelgated: the polkit gate (real polkitd with
 50-tunnelgate-test.rules: alice and bob may open, admin may do everything,
 mallory nothing) and the project's bus policy, exercised as the real users;

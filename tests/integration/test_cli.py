@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """tunnelgatectl against the running daemon (issue 7): every verb that talks
 to tunnelgated, run as the normal users tg-cli and tg-cli2 and as the
 administrator tg-cliadmin, in the test world (world.py): a private system bus,

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The README's main job: scripts/demo.py, run once against the build tree.
 
 Runs `/usr/bin/python3 scripts/demo.py --build-root $TG_BUILD_ROOT` the way

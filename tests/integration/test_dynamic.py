@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Dynamic (D) forwards (issue 5): the daemon's SOCKS4/4a/5 server, end to
 end with curl and raw SOCKS clients. Every request is checked against the
 policy's PermitOpen for the tunnel's owner before a channel opens; a denied

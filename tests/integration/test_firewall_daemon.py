@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The firewall as tunnelgated runs it (issue 4), end to end: the real daemon
 in the test world's client namespace manages table `inet tunnelgate` there
 (through libnftnl; the host's ruleset is never touched), the users run the

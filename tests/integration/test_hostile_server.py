@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """tunnelgated against a hostile SSH server (hostile_sshd.py, paramiko).
 
 The server is a misbehaving network peer in the gateway namespace, not a

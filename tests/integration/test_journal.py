@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Structured journal logging (issue 7): tunnelgated's events reach a real
 systemd-journald as native journal entries with their fields, as they do
 when the daemon runs under systemd.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The organisation policy (issue 3) as the daemon applies it, end to end: the
 real tunnelgated, polkitd, sshd and the test users of world.py, with policy
 files written into the daemon's --config-dir and every call made by a real

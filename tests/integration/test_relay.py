@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Relay quality of tunnelgated: big transfers both ways, half-close, many
 concurrent connections, back-pressure from a slow reader, a server that goes
 away, and no descriptor leaks. Everything runs through a tunnel of tg-alice

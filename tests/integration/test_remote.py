@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Remote (R) forwards (issue 5) and connect-back pinning (issue 4), end to
 end: the real daemon in the client namespace asks the gateway's real sshd to
 listen; connections made in the gateway namespace come back through the SSH

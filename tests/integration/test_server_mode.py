@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Server mode (issue 6): tunnelgated on the SSH server (the gateway
 namespace) makes "no forwarding" hold for SFTP-only users and "only these
 destinations" for jump-host users, with the real sshd, ssh and sftp.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The D-Bus API of tunnelgated, used the way users use it: busctl and minidbus
 run as tg-alice (and bob), against the real daemon, sshd and polkitd of the
 test world (world.py).

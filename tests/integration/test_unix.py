@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Unix-socket forwards (issue 5): a local socket the daemon creates for the
 caller (as the caller, mode 0600, removed when the forward ends), and
 sockets on the server (direct-streamlocal@openssh.com), end to end with the

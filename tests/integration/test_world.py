@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Checks that the integration-test world itself works, without tunnelgated.
 
 Run as root: /usr/bin/python3 tests/integration/test_world.py [-v] [Test.test_x]

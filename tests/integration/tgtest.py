@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Helpers shared by the tunnelgated integration tests (test_tunnel_api.py,
 test_authorization.py, test_relay.py). Standard library only.
 

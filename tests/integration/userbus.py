@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """minidbus driven from the test process but running AS a test user.
 
 The D-Bus daemon and polkit identify a caller by the credentials of the

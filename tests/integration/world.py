@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The tunnelgate integration-test world (Python 3.11, standard library only).
 
 Builds, as root, a small real network and the real system services that

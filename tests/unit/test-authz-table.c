@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The one table of authz.c against the D-Bus interfaces in dbus/: every
  * method the daemon exposes has exactly one row naming exactly one polkit
  * action (or none, for what is public), and no row names a method that does

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Unit tests for forward-spec.c: forward strings as ssh(1) -L/-R/-D takes
  * them, the loopback predicate, and destinations. */
 #include <string.h>

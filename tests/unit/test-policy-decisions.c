@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Unit tests for policy.c: every kind of forward through
  * tg_policy_check_forward(), servers, SOCKS requests, limits, Match User and
  * Group, the effective dump, and concurrent readers. Each expected answer

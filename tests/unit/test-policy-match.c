@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Unit tests for policy-match.c: host and port patterns, the allow-list
  * index (checked against the one-pattern reference matcher), globs and the
  * user/group pattern lists of Match blocks. */

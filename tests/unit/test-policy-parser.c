@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Unit tests for the policy files: syntax (config-tokenizer.c), keywords
  * and values (policy-parser.c), limits, and which value wins across lines,
  * blocks and files (doc/policy.md, "Files and which value wins"). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Unit tests for profile.c: tunnel profiles in profiles.d, who may start
  * them, and the identity file check. */
 #include <fcntl.h>

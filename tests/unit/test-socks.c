@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Unit tests for socks.c: SOCKS5 method selection and CONNECT requests,
  * SOCKS4 and SOCKS4a requests, refusals and their replies, and the relay's
  * way of feeding the parser (accumulate, parse, drop what was consumed)
