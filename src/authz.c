@@ -6,6 +6,7 @@
 
 #include "log.h"
 #include "tg-error.h"
+#include "tg-names.h"
 
 struct _TgAuthz {
   GDBusConnection *bus;
@@ -26,20 +27,20 @@ struct _TgAuthz {
  * TG_ACTION_NONE marks what is public: the Manager's own properties (version,
  * policy file names, whether the firewall is enforcing) and introspection. */
 static const TgMethodAction method_actions[] = {
-  { "org.tunnelgate.Manager1", "OpenTunnel", TG_ACTION_OPEN },
-  { "org.tunnelgate.Manager1", "CloseTunnel", TG_ACTION_OPEN },
-  { "org.tunnelgate.Manager1", "ListTunnels", TG_ACTION_OPEN },
-  { "org.tunnelgate.Manager1", "CheckForward", TG_ACTION_OPEN },
-  { "org.tunnelgate.Manager1", "ReloadPolicy", TG_ACTION_MANAGE },
-  { "org.tunnelgate.Manager1", "GetFirewall", TG_ACTION_MANAGE },
-  { "org.tunnelgate.Manager1", "Audit", TG_ACTION_MANAGE },
-  { "org.tunnelgate.Manager1", "Get", TG_ACTION_NONE },
-  { "org.tunnelgate.Manager1", "GetAll", TG_ACTION_NONE },
-  { "org.tunnelgate.Tunnel1", "Close", TG_ACTION_OPEN },
-  { "org.tunnelgate.Tunnel1", "AddForward", TG_ACTION_OPEN },
-  { "org.tunnelgate.Tunnel1", "RemoveForward", TG_ACTION_OPEN },
-  { "org.tunnelgate.Tunnel1", "Get", TG_ACTION_OPEN },
-  { "org.tunnelgate.Tunnel1", "GetAll", TG_ACTION_OPEN },
+  { TG_MANAGER_INTERFACE, "OpenTunnel", TG_ACTION_OPEN },
+  { TG_MANAGER_INTERFACE, "CloseTunnel", TG_ACTION_OPEN },
+  { TG_MANAGER_INTERFACE, "ListTunnels", TG_ACTION_OPEN },
+  { TG_MANAGER_INTERFACE, "CheckForward", TG_ACTION_OPEN },
+  { TG_MANAGER_INTERFACE, "ReloadPolicy", TG_ACTION_MANAGE },
+  { TG_MANAGER_INTERFACE, "GetFirewall", TG_ACTION_MANAGE },
+  { TG_MANAGER_INTERFACE, "Audit", TG_ACTION_MANAGE },
+  { TG_MANAGER_INTERFACE, "Get", TG_ACTION_NONE },
+  { TG_MANAGER_INTERFACE, "GetAll", TG_ACTION_NONE },
+  { TG_TUNNEL_INTERFACE, "Close", TG_ACTION_OPEN },
+  { TG_TUNNEL_INTERFACE, "AddForward", TG_ACTION_OPEN },
+  { TG_TUNNEL_INTERFACE, "RemoveForward", TG_ACTION_OPEN },
+  { TG_TUNNEL_INTERFACE, "Get", TG_ACTION_OPEN },
+  { TG_TUNNEL_INTERFACE, "GetAll", TG_ACTION_OPEN },
   { "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", TG_ACTION_OPEN },
 };
 
@@ -68,15 +69,15 @@ tg_action_id(TgAction action)
 {
   switch (action) {
   case TG_ACTION_OPEN:
-    return "org.tunnelgate.open";
+    return TG_ACTION_ID_OPEN;
   case TG_ACTION_OPEN_REMOTE:
-    return "org.tunnelgate.open-remote";
+    return TG_ACTION_ID_OPEN_REMOTE;
   case TG_ACTION_BIND_ANY:
-    return "org.tunnelgate.bind-any";
+    return TG_ACTION_ID_BIND_ANY;
   case TG_ACTION_USE_PROFILE:
-    return "org.tunnelgate.use-profile";
+    return TG_ACTION_ID_USE_PROFILE;
   case TG_ACTION_MANAGE:
-    return "org.tunnelgate.manage";
+    return TG_ACTION_ID_MANAGE;
   case TG_ACTION_NONE:
     break;
   }

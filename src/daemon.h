@@ -11,12 +11,8 @@
 #include "server.h"
 #include "forward-spec.h"
 #include "policy.h"
+#include "tg-names.h"
 
-#define TG_BUS_NAME "org.tunnelgate.TunnelGate1"
-#define TG_MANAGER_PATH "/org/tunnelgate/TunnelGate1"
-#define TG_TUNNEL_PATH_PREFIX "/org/tunnelgate/TunnelGate1/tunnel/"
-#define TG_MANAGER_INTERFACE "org.tunnelgate.Manager1"
-#define TG_TUNNEL_INTERFACE "org.tunnelgate.Tunnel1"
 
 typedef struct _TgTunnel TgTunnel;
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "tg-error.h"
 
 GDBusConnection *
 ctl_bus(void)
@@ -16,6 +17,9 @@ ctl_bus(void)
 
   if (bus != NULL)
     return bus;
+  /* Registers the daemon's error names with GDBus before the first reply
+   * arrives, so that errors come back as TG_ERROR codes. */
+  (void)TG_ERROR;
   bus = g_bus_get_sync(G_BUS_TYPE_SYSTEM, NULL, &error);
   if (bus == NULL)
     ctl_error("cannot connect to the system bus: %s", error->message);
@@ -23,21 +27,23 @@ ctl_bus(void)
 }
 
 /* Errors that say the request itself cannot succeed: the caller must change
- * it (exit status 1). Everything else is the daemon's or the system's (2). */
-static const char *const request_errors[] = {
-  "org.tunnelgate.Error.InvalidArgument",   "org.tunnelgate.Error.PolicyDenied",
-  "org.tunnelgate.Error.LimitExceeded",     "org.tunnelgate.Error.NotFound",
-  "org.tunnelgate.Error.NotSupported",      "org.tunnelgate.Error.AddressInUse",
-  "org.freedesktop.DBus.Error.InvalidArgs",
-};
-
+ * it (exit status 1). Everything else is the daemon's or the system's (2).
+ * The daemon's errors arrive in TG_ERROR (tg-error.c registers the domain
+ * with GDBus, so the remote names map back to their codes). */
 static int
-exit_status_for(const char *error_name)
+exit_status_for(const GError *error)
 {
-  if (error_name == NULL)
-    return CTL_EXIT_BUS; /* a local error: timeout, lost connection */
+  static const int request_errors[] = {
+    TG_ERROR_INVALID_ARGUMENT, TG_ERROR_POLICY_DENIED, TG_ERROR_LIMIT_EXCEEDED,
+    TG_ERROR_NOT_FOUND,        TG_ERROR_NOT_SUPPORTED, TG_ERROR_ADDRESS_IN_USE,
+  };
+
+  if (g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_INVALID_ARGS))
+    return CTL_EXIT_FAILURE;
+  if (error->domain != TG_ERROR)
+    return CTL_EXIT_BUS; /* the bus's or a local error: timeout, lost connection */
   for (gsize i = 0; i < G_N_ELEMENTS(request_errors); i++) {
-    if (g_str_equal(error_name, request_errors[i]))
+    if (error->code == request_errors[i])
       return CTL_EXIT_FAILURE;
   }
   return CTL_EXIT_BUS;
@@ -49,13 +55,13 @@ ctl_report_error(const char *what, GError *error)
   g_autofree char *name = g_dbus_error_get_remote_error(error);
 
   g_dbus_error_strip_remote_error(error);
-  if (name != NULL && (g_str_equal(name, "org.freedesktop.DBus.Error.ServiceUnknown") ||
-                       g_str_equal(name, "org.freedesktop.DBus.Error.NameHasNoOwner")))
+  if (g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN) ||
+      g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_NAME_HAS_NO_OWNER))
     ctl_error("%s: tunnelgated is not running: %s (%s)", what, error->message, name);
   else
     ctl_error("%s: %s%s%s%s", what, error->message, name != NULL ? " (" : "",
               name != NULL ? name : "", name != NULL ? ")" : "");
-  return exit_status_for(name);
+  return exit_status_for(error);
 }
 
 /* A tunnel object that is not there: GDBus answers for the daemon that
@@ -82,7 +88,7 @@ ctl_call(const char *path, const char *interface, const char *method,
     *status = CTL_EXIT_BUS;
     return NULL;
   }
-  reply = g_dbus_connection_call_sync(bus, CTL_BUS_NAME, path, interface, method,
+  reply = g_dbus_connection_call_sync(bus, TG_BUS_NAME, path, interface, method,
                                       parameters, reply_type,
                                       G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION,
                                       CTL_CALL_TIMEOUT_MS, NULL, &error);
@@ -90,7 +96,7 @@ ctl_call(const char *path, const char *interface, const char *method,
     *status = CTL_EXIT_OK;
     return reply;
   }
-  if (g_str_has_prefix(path, CTL_TUNNEL_PREFIX) && is_missing_object(error)) {
+  if (g_str_has_prefix(path, TG_TUNNEL_PATH_PREFIX) && is_missing_object(error)) {
     g_autofree char *name = g_dbus_error_get_remote_error(error);
 
     ctl_error("no tunnel %s (%s)", ctl_tunnel_id(path), name != NULL ? name : "unknown");
@@ -112,14 +118,14 @@ ctl_tunnel_id(const char *path)
 char *
 ctl_tunnel_path(const char *id_or_path)
 {
-  if (g_str_has_prefix(id_or_path, CTL_TUNNEL_PREFIX) &&
+  if (g_str_has_prefix(id_or_path, TG_TUNNEL_PATH_PREFIX) &&
       g_variant_is_object_path(id_or_path) &&
-      strchr(id_or_path + strlen(CTL_TUNNEL_PREFIX), '/') == NULL)
+      strchr(id_or_path + strlen(TG_TUNNEL_PATH_PREFIX), '/') == NULL)
     return g_strdup(id_or_path);
   if (id_or_path[0] != '\0' && strspn(id_or_path, "0123456789") == strlen(id_or_path))
-    return g_strconcat(CTL_TUNNEL_PREFIX, id_or_path, NULL);
+    return g_strconcat(TG_TUNNEL_PATH_PREFIX, id_or_path, NULL);
   ctl_error("'%s' is not a tunnel: give its ID (as 'tunnelgatectl list' shows it) or "
-            "its object path " CTL_TUNNEL_PREFIX "ID",
+            "its object path " TG_TUNNEL_PATH_PREFIX "ID",
             id_or_path);
   return NULL;
 }
@@ -143,7 +149,7 @@ ctl_firewall(int argc, char **argv)
     ctl_error("firewall takes no arguments");
     return CTL_EXIT_FAILURE;
   }
-  reply = ctl_call(CTL_MANAGER_PATH, CTL_MANAGER_INTERFACE, "GetFirewall", NULL,
+  reply = ctl_call(TG_MANAGER_PATH, TG_MANAGER_INTERFACE, "GetFirewall", NULL,
                    G_VARIANT_TYPE("(s)"), &status);
   if (reply == NULL)
     return status;
@@ -176,7 +182,7 @@ ctl_audit(int argc, char **argv)
     ctl_error("audit takes no arguments");
     return CTL_EXIT_FAILURE;
   }
-  reply = ctl_call(CTL_MANAGER_PATH, CTL_MANAGER_INTERFACE, "Audit", NULL,
+  reply = ctl_call(TG_MANAGER_PATH, TG_MANAGER_INTERFACE, "Audit", NULL,
                    G_VARIANT_TYPE("(a(sss))"), &status);
   if (reply == NULL)
     return status;

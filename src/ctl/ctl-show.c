@@ -287,7 +287,7 @@ get_tunnels(int *status)
   GVariant *interfaces;
   GArray *tunnels;
 
-  reply = ctl_call(CTL_MANAGER_PATH, CTL_OBJECT_MANAGER_INTERFACE, "GetManagedObjects",
+  reply = ctl_call(TG_MANAGER_PATH, TG_DBUS_OBJECT_MANAGER_INTERFACE, "GetManagedObjects",
                    NULL, G_VARIANT_TYPE("(a{oa{sa{sv}}})"), status);
   if (reply == NULL)
     return NULL;
@@ -296,7 +296,7 @@ get_tunnels(int *status)
   g_variant_get(reply, "(a{oa{sa{sv}}})", &objects);
   while (g_variant_iter_next(objects, "{&o@a{sa{sv}}}", &path, &interfaces)) {
     GVariant *properties =
-        g_variant_lookup_value(interfaces, CTL_TUNNEL_INTERFACE, G_VARIANT_TYPE_VARDICT);
+        g_variant_lookup_value(interfaces, TG_TUNNEL_INTERFACE, G_VARIANT_TYPE_VARDICT);
 
     if (properties != NULL) {
       Tunnel tunnel = { g_strdup(path), properties };
@@ -489,8 +489,8 @@ ctl_show(int argc, char **argv)
   path = ctl_tunnel_path(argv[1]);
   if (path == NULL)
     return CTL_EXIT_FAILURE;
-  reply = ctl_call(path, CTL_PROPERTIES_INTERFACE, "GetAll",
-                   g_variant_new("(s)", CTL_TUNNEL_INTERFACE), G_VARIANT_TYPE("(a{sv})"),
+  reply = ctl_call(path, TG_DBUS_PROPERTIES_INTERFACE, "GetAll",
+                   g_variant_new("(s)", TG_TUNNEL_INTERFACE), G_VARIANT_TYPE("(a{sv})"),
                    &status);
   if (reply == NULL)
     return status;
@@ -539,7 +539,7 @@ watch_interfaces_added(GVariant *parameters, Watch *watch)
 
   g_variant_get(parameters, "(&o@a{sa{sv}})", &path, &interfaces);
   properties =
-      g_variant_lookup_value(interfaces, CTL_TUNNEL_INTERFACE, G_VARIANT_TYPE_VARDICT);
+      g_variant_lookup_value(interfaces, TG_TUNNEL_INTERFACE, G_VARIANT_TYPE_VARDICT);
   if (properties == NULL)
     return;
   uid = (guint32)lookup_number(properties, "Owner");
@@ -558,7 +558,7 @@ watch_interfaces_removed(GVariant *parameters, Watch *watch)
   g_autofree const char **interfaces = NULL;
 
   g_variant_get(parameters, "(&o^a&s)", &path, &interfaces);
-  if (g_strv_contains(interfaces, CTL_TUNNEL_INTERFACE))
+  if (g_strv_contains(interfaces, TG_TUNNEL_INTERFACE))
     watch_print(watch, ctl_tunnel_id(path), "removed");
 }
 
@@ -567,8 +567,8 @@ static char *
 watch_last_error(Watch *watch, const char *path)
 {
   g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      watch->bus, CTL_BUS_NAME, path, CTL_PROPERTIES_INTERFACE, "Get",
-      g_variant_new("(ss)", CTL_TUNNEL_INTERFACE, "LastError"), G_VARIANT_TYPE("(v)"),
+      watch->bus, TG_BUS_NAME, path, TG_DBUS_PROPERTIES_INTERFACE, "Get",
+      g_variant_new("(ss)", TG_TUNNEL_INTERFACE, "LastError"), G_VARIANT_TYPE("(v)"),
       G_DBUS_CALL_FLAGS_NONE, 10000, NULL, NULL);
   g_autoptr(GVariant) value = NULL;
 
@@ -591,7 +591,7 @@ watch_properties_changed(const char *path, GVariant *parameters, Watch *watch)
   g_autoptr(GString) traffic = g_string_new(NULL);
 
   g_variant_get(parameters, "(&s@a{sv}^a&s)", &interface, &changed, &invalidated);
-  if (!g_str_equal(interface, CTL_TUNNEL_INTERFACE))
+  if (!g_str_equal(interface, TG_TUNNEL_INTERFACE))
     return;
   if (g_variant_lookup(changed, "State", "&s", &state)) {
     g_string_append_printf(text, "state %s", state);
@@ -671,7 +671,7 @@ watch_signal(GDBusConnection *bus, const char *sender, const char *path,
            g_variant_is_of_type(parameters, G_VARIANT_TYPE("(oas)")))
     watch_interfaces_removed(parameters, watch);
   else if (g_str_equal(member, "PropertiesChanged") &&
-           g_str_has_prefix(path, CTL_TUNNEL_PREFIX) &&
+           g_str_has_prefix(path, TG_TUNNEL_PATH_PREFIX) &&
            g_variant_is_of_type(parameters, G_VARIANT_TYPE("(sa{sv}as)")))
     watch_properties_changed(path, parameters, watch);
 }
@@ -718,15 +718,15 @@ ctl_watch(int argc, char **argv)
   watch.count = count > 0 ? count : -1;
   watch.loop = g_main_loop_new(NULL, FALSE);
   subscriptions[0] = g_dbus_connection_signal_subscribe(
-      watch.bus, CTL_BUS_NAME, CTL_OBJECT_MANAGER_INTERFACE, NULL, CTL_MANAGER_PATH, NULL,
+      watch.bus, TG_BUS_NAME, TG_DBUS_OBJECT_MANAGER_INTERFACE, NULL, TG_MANAGER_PATH, NULL,
       G_DBUS_SIGNAL_FLAGS_NONE, watch_signal, &watch, NULL);
   subscriptions[1] = g_dbus_connection_signal_subscribe(
-      watch.bus, CTL_BUS_NAME, CTL_PROPERTIES_INTERFACE, "PropertiesChanged", NULL, NULL,
+      watch.bus, TG_BUS_NAME, TG_DBUS_PROPERTIES_INTERFACE, "PropertiesChanged", NULL, NULL,
       G_DBUS_SIGNAL_FLAGS_NONE, watch_signal, &watch, NULL);
   /* an authorized call makes this connection one the daemon tells about
    * tunnels (and, sent after the match rules, it is answered after the bus
    * has them) */
-  ping = ctl_call(CTL_MANAGER_PATH, CTL_OBJECT_MANAGER_INTERFACE, "GetManagedObjects",
+  ping = ctl_call(TG_MANAGER_PATH, TG_DBUS_OBJECT_MANAGER_INTERFACE, "GetManagedObjects",
                   NULL, G_VARIANT_TYPE("(a{oa{sa{sv}}})"), &status);
   if (ping == NULL) {
     g_dbus_connection_signal_unsubscribe(watch.bus, subscriptions[0]);

@@ -164,7 +164,7 @@ open_tunnel_added(GDBusConnection *bus, const char *sender, const char *path,
     return;
   g_variant_get(parameters, "(&o@a{sa{sv}})", &tunnel, &interfaces);
   properties =
-      g_variant_lookup_value(interfaces, CTL_TUNNEL_INTERFACE, G_VARIANT_TYPE_VARDICT);
+      g_variant_lookup_value(interfaces, TG_TUNNEL_INTERFACE, G_VARIANT_TYPE_VARDICT);
   if (properties != NULL && g_variant_lookup(properties, "Owner", "u", &owner) &&
       owner == wait->uid)
     wait->seen_path = g_strdup(tunnel);
@@ -302,8 +302,8 @@ print_opened(const char *path, gboolean up, gboolean json)
 
   if (up)
     reply = g_dbus_connection_call_sync(
-        ctl_bus(), CTL_BUS_NAME, path, CTL_PROPERTIES_INTERFACE, "GetAll",
-        g_variant_new("(s)", CTL_TUNNEL_INTERFACE), G_VARIANT_TYPE("(a{sv})"),
+        ctl_bus(), TG_BUS_NAME, path, TG_DBUS_PROPERTIES_INTERFACE, "GetAll",
+        g_variant_new("(s)", TG_TUNNEL_INTERFACE), G_VARIANT_TYPE("(a{sv})"),
         G_DBUS_CALL_FLAGS_NONE, CTL_CALL_TIMEOUT_MS, NULL, &error);
   if (reply != NULL)
     properties = g_variant_get_child_value(reply, 0);
@@ -358,7 +358,7 @@ open_cancel(OpenWait *wait)
     return 128 + SIGINT;
   }
   closed = g_dbus_connection_call_sync(
-      ctl_bus(), CTL_BUS_NAME, CTL_MANAGER_PATH, CTL_MANAGER_INTERFACE, "CloseTunnel",
+      ctl_bus(), TG_BUS_NAME, TG_MANAGER_PATH, TG_MANAGER_INTERFACE, "CloseTunnel",
       g_variant_new("(o)", path), NULL, G_DBUS_CALL_FLAGS_NONE, CTL_CALL_TIMEOUT_MS, NULL,
       &error);
   if (closed == NULL) {
@@ -444,12 +444,12 @@ ctl_open(int argc, char **argv)
   wait.no_wait = options.no_wait;
   /* sent before the call, so the bus routes the new tunnel's announcement to us */
   subscription = g_dbus_connection_signal_subscribe(
-      bus, CTL_BUS_NAME, CTL_OBJECT_MANAGER_INTERFACE, "InterfacesAdded",
-      CTL_MANAGER_PATH, NULL, G_DBUS_SIGNAL_FLAGS_NONE, open_tunnel_added, &wait, NULL);
+      bus, TG_BUS_NAME, TG_DBUS_OBJECT_MANAGER_INTERFACE, "InterfacesAdded",
+      TG_MANAGER_PATH, NULL, G_DBUS_SIGNAL_FLAGS_NONE, open_tunnel_added, &wait, NULL);
   sigint = g_unix_signal_add(SIGINT, open_interrupted, &wait);
   sigterm = g_unix_signal_add(SIGTERM, open_interrupted, &wait);
   g_dbus_connection_call_with_unix_fd_list(
-      bus, CTL_BUS_NAME, CTL_MANAGER_PATH, CTL_MANAGER_INTERFACE, "OpenTunnel",
+      bus, TG_BUS_NAME, TG_MANAGER_PATH, TG_MANAGER_INTERFACE, "OpenTunnel",
       parameters, G_VARIANT_TYPE("(o)"),
       G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, CTL_CALL_TIMEOUT_MS, fds, NULL,
       open_replied, &wait);
@@ -501,7 +501,7 @@ ctl_close(int argc, char **argv)
     int one = CTL_EXIT_FAILURE;
 
     if (path != NULL)
-      reply = ctl_call(CTL_MANAGER_PATH, CTL_MANAGER_INTERFACE, "CloseTunnel",
+      reply = ctl_call(TG_MANAGER_PATH, TG_MANAGER_INTERFACE, "CloseTunnel",
                        g_variant_new("(o)", path), NULL, &one);
     if (reply != NULL)
       printf("Tunnel %s closed\n", ctl_tunnel_id(path));
@@ -520,8 +520,8 @@ listener_set(const char *path)
 {
   GHashTable *set = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      ctl_bus(), CTL_BUS_NAME, path, CTL_PROPERTIES_INTERFACE, "Get",
-      g_variant_new("(ss)", CTL_TUNNEL_INTERFACE, "Listeners"), G_VARIANT_TYPE("(v)"),
+      ctl_bus(), TG_BUS_NAME, path, TG_DBUS_PROPERTIES_INTERFACE, "Get",
+      g_variant_new("(ss)", TG_TUNNEL_INTERFACE, "Listeners"), G_VARIANT_TYPE("(v)"),
       G_DBUS_CALL_FLAGS_NONE, CTL_CALL_TIMEOUT_MS, NULL, NULL);
   g_autoptr(GVariant) listeners = NULL;
   GVariantIter iter;
@@ -605,7 +605,7 @@ ctl_forward(int argc, char **argv)
     const char *spec = g_ptr_array_index(option_forwards, i);
     g_autoptr(GHashTable) before = add ? listener_set(path) : NULL;
     g_autoptr(GVariant) reply =
-        ctl_call(path, CTL_TUNNEL_INTERFACE, add ? "AddForward" : "RemoveForward",
+        ctl_call(path, TG_TUNNEL_INTERFACE, add ? "AddForward" : "RemoveForward",
                  g_variant_new("(s)", spec), NULL, &status);
 
     if (reply == NULL)
@@ -659,7 +659,7 @@ ctl_check(int argc, char **argv)
     const char *why;
     int one;
 
-    reply = ctl_call(CTL_MANAGER_PATH, CTL_MANAGER_INTERFACE, "CheckForward",
+    reply = ctl_call(TG_MANAGER_PATH, TG_MANAGER_INTERFACE, "CheckForward",
                      g_variant_new("(ss)", argv[1], spec), G_VARIANT_TYPE("(bs)"), &one);
     if (reply == NULL) {
       status = one;
@@ -700,12 +700,12 @@ ctl_reload(int argc, char **argv)
     ctl_error("reload takes no arguments");
     return CTL_EXIT_FAILURE;
   }
-  reply = ctl_call(CTL_MANAGER_PATH, CTL_MANAGER_INTERFACE, "ReloadPolicy", NULL, NULL,
+  reply = ctl_call(TG_MANAGER_PATH, TG_MANAGER_INTERFACE, "ReloadPolicy", NULL, NULL,
                    &status);
   if (reply == NULL)
     return status;
-  files = ctl_call(CTL_MANAGER_PATH, CTL_PROPERTIES_INTERFACE, "Get",
-                   g_variant_new("(ss)", CTL_MANAGER_INTERFACE, "PolicyFiles"),
+  files = ctl_call(TG_MANAGER_PATH, TG_DBUS_PROPERTIES_INTERFACE, "Get",
+                   g_variant_new("(ss)", TG_MANAGER_INTERFACE, "PolicyFiles"),
                    G_VARIANT_TYPE("(v)"), &status);
   if (files == NULL) {
     printf("Policy reloaded\n");

@@ -9,6 +9,8 @@
 #include <gio/gio.h>
 #include <glib.h>
 
+#include "tg-names.h"
+
 /* Exit statuses, as `tunnelgatectl --help` and doc/cli.md document them. */
 typedef enum {
   CTL_EXIT_OK = 0,
@@ -39,13 +41,6 @@ gboolean ctl_parse_options(const char *verb, const char *parameters,
 int ctl_check_policy(int argc, char **argv);
 
 /* ctl-bus.c: talking to tunnelgated */
-#define CTL_BUS_NAME "org.tunnelgate.TunnelGate1"
-#define CTL_MANAGER_PATH "/org/tunnelgate/TunnelGate1"
-#define CTL_MANAGER_INTERFACE "org.tunnelgate.Manager1"
-#define CTL_TUNNEL_INTERFACE "org.tunnelgate.Tunnel1"
-#define CTL_TUNNEL_PREFIX CTL_MANAGER_PATH "/tunnel/"
-#define CTL_PROPERTIES_INTERFACE "org.freedesktop.DBus.Properties"
-#define CTL_OBJECT_MANAGER_INTERFACE "org.freedesktop.DBus.ObjectManager"
 #define CTL_CALL_TIMEOUT_MS (120 * 1000)
 
 /* The system bus ($DBUS_SYSTEM_BUS_ADDRESS when set), connected once; NULL
