@@ -7,12 +7,12 @@
   * every page renders with `man -l` (exit status 0, nothing on standard
     error, a NAME section naming the page);
   * the pages document what the code has, read from the sources:
-      - tunnelgate.policy(5): every keyword of src/policy-parser.c's keyword
+      - tunnelgate.policy(5): every keyword of src/policy/policy-parser.c's keyword
         table, each as a term (a line of its own starting with the keyword);
       - org.tunnelgate.TunnelGate1(5): every method, property and signal of
-        dbus/*.xml, every error of src/tg-error.c and every polkit action
+        dbus/*.xml, every error of src/common/tg-error.c and every polkit action
         of polkit/org.tunnelgate.policy;
-      - tunnelgated(8): every option of src/main.c's GOptionEntry table, as
+      - tunnelgated(8): every option of src/daemon/main.c's GOptionEntry table, as
         a term of the OPTIONS section;
       - tunnelgatectl(1): every verb of src/ctl/tunnelgatectl.c's verb
         table, as a term of the VERBS section, and every (not hidden) option
@@ -85,7 +85,7 @@ def options_of(text):
 
 
 def policy_keywords():
-    table = block(read("src/policy-parser.c"), "tg_policy_keywords[TG_KW_COUNT] = {",
+    table = block(read("src/policy/policy-parser.c"), "tg_policy_keywords[TG_KW_COUNT] = {",
                   "policy keyword table")
     names = re.findall(r'=\s*(?:WORD|HOSTS|OTHER)\(\s*"(\w+)"', table)
     entries = re.findall(r"\[TG_KW_\w+\]\s*=", table)
@@ -96,10 +96,10 @@ def policy_keywords():
 
 
 def daemon_options():
-    table = block(read("src/main.c"), "GOptionEntry entries[] = {", "tunnelgated options")
+    table = block(read("src/daemon/main.c"), "GOptionEntry entries[] = {", "tunnelgated options")
     found = options_of(table)
     if not found:
-        raise AssertionError("no GOptionEntry parsed in src/main.c")
+        raise AssertionError("no GOptionEntry parsed in src/daemon/main.c")
     return found
 
 
@@ -135,9 +135,9 @@ def dbus_members():
 
 
 def dbus_errors():
-    errors = re.findall(r'"(org\.tunnelgate\.Error\.\w+)"', read("src/tg-error.c"))
+    errors = re.findall(r'"(org\.tunnelgate\.Error\.\w+)"', read("src/common/tg-error.c"))
     if not errors:
-        raise AssertionError("no error name found in src/tg-error.c")
+        raise AssertionError("no error name found in src/common/tg-error.c")
     return errors
 
 

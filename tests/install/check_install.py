@@ -6,7 +6,7 @@ each part is valid for the tool that reads it:
   * the systemd unit passes `systemd-analyze verify`;
   * the D-Bus activation file names the bus name and the unit's alias;
   * the bus policy and the polkit actions are well-formed XML, and every
-    polkit action the daemon asks for (src/authz.c) is defined;
+    polkit action the daemon asks for (src/common/tg-names.h) is defined;
   * the tmpfiles snippet creates the state and configuration directories
     with their modes (systemd-tmpfiles --root), the sysusers snippet the
     group (systemd-sysusers --root).
@@ -104,7 +104,7 @@ class InstallTest(unittest.TestCase):
         self.assertLessEqual(float(score.group(1)), 3.0)
         # every capability the daemon keeps, and no other
         caps = re.search(r"^CapabilityBoundingSet=(.*)$", text, re.M).group(1).split()
-        source = open(os.path.join(SOURCE, "src/privileges.c")).read()
+        source = open(os.path.join(SOURCE, "src/daemon/privileges.c")).read()
         table = re.search(r"kept_capabilities\[\] = \{(.*?)\}", source, re.S).group(1)
         kept = re.findall(r"CAP_[A-Z_]+", table)
         self.assertEqual(sorted(caps), sorted(set(kept)))
@@ -124,7 +124,7 @@ class InstallTest(unittest.TestCase):
         actions = ET.parse(self.path("/usr/share/polkit-1/actions/org.tunnelgate.policy"))
         defined = {a.get("id") for a in actions.iter("action")}
         used = set(re.findall(r'"(org\.tunnelgate\.[a-z-]+)"',
-                              open(os.path.join(SOURCE, "src/authz.c")).read()))
+                              open(os.path.join(SOURCE, "src/common/tg-names.h")).read()))
         self.assertTrue(used)
         self.assertLessEqual(used, defined)
 

@@ -252,7 +252,7 @@ class PolicyTestCase(DaemonTestCase):
         return self.w.daemon.wait_log(pattern, timeout=timeout, start=mark)
 
     def decision_rx(self, verb, what, user, reason):
-        """The message of a POLICY_DECISION event (src/policy-gate.c)."""
+        """The message of a POLICY_DECISION event (src/daemon/policy-gate.c)."""
         uid = self.w.users[user].uid
         return (rf"policy {verb} {re.escape(what)} for {re.escape(user)} \(uid {uid}\): "
                 + re.escape(reason))

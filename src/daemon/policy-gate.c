@@ -139,7 +139,8 @@ tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subject,
       g_array_append_vals(listener->allowed_sources, sources.addresses->data,
                           sources.addresses->len);
     }
-    if (!tg_enforcer_add_listener(daemon->enforcer, listener, &sources, tunnel_id,
+    if (!tg_enforcer_add_listener(daemon->enforcer, listener->address, listener->port,
+                                  &sources, tunnel_id,
                                   error)) {
       for (guint j = 0; j < i; j++) {
         const TgListener *done = g_ptr_array_index(listeners, j);

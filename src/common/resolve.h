@@ -5,7 +5,7 @@
 
 #include <glib.h>
 
-#include "policy-match.h"
+#include "network.h"
 
 /* Appends every IPv4 and IPv6 address of @name (a name, or an address as
  * text) to @networks as a full-length TgNetwork; FALSE when it does not

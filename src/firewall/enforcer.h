@@ -14,7 +14,6 @@
 #include <sys/socket.h>
 
 #include "firewall.h"
-#include "listener.h"
 #include "policy.h"
 
 typedef struct _TgEnforcer TgEnforcer;
@@ -38,10 +37,11 @@ gboolean tg_enforcer_is_enforcing(const TgEnforcer *enforcer);
 /* SO_MARK for the daemon's SSH sockets: 0 when no lockdown is in force. */
 guint32 tg_enforcer_socket_mark(const TgEnforcer *enforcer);
 
-/* A listener's guard: reachable from loopback and from @sources. Does
- * nothing (TRUE) when the guard is off or the listener is open to any
- * source (not loopback-bound and sources->any). */
-gboolean tg_enforcer_add_listener(TgEnforcer *enforcer, const TgListener *listener,
+/* The guard of the listener bound to @address (text) and @port: reachable
+ * from loopback and from @sources. Does nothing (TRUE) when the guard is off
+ * or the listener is open to any source (not loopback-bound and
+ * sources->any). */
+gboolean tg_enforcer_add_listener(TgEnforcer *enforcer, const char *address, guint16 port,
                                   const TgListenerSources *sources, const char *tunnel_id,
                                   GError **error);
 /* Takes away the guard of the listener bound to @address (text) and @port. */

@@ -568,7 +568,7 @@ is_loopback(const TgFirewallAddress *address)
 }
 
 gboolean
-tg_enforcer_add_listener(TgEnforcer *enforcer, const TgListener *listener,
+tg_enforcer_add_listener(TgEnforcer *enforcer, const char *listen_address, guint16 port,
                          const TgListenerSources *sources, const char *tunnel_id,
                          GError **error)
 {
@@ -577,9 +577,9 @@ tg_enforcer_add_listener(TgEnforcer *enforcer, const TgListener *listener,
 
   if (enforcer->firewall == NULL || !enforcer->shape.listener_guard)
     return TRUE;
-  if (!parse_address(listener->address, &address)) {
+  if (!parse_address(listen_address, &address)) {
     g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Listener address %s is not an address",
-                listener->address);
+                listen_address);
     return FALSE;
   }
   if (!is_loopback(&address) && sources->any)
@@ -587,7 +587,7 @@ tg_enforcer_add_listener(TgEnforcer *enforcer, const TgListener *listener,
 
   guard = g_new0(Guard, 1);
   guard->family = address.family;
-  guard->port = listener->port;
+  guard->port = port;
   guard->address = address;
   guard->sources = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
   guard->tunnel_id = g_strdup(tunnel_id);

@@ -13,16 +13,7 @@
 
 #include <glib.h>
 
-typedef struct {
-  guint16 first;
-  guint16 last; /* inclusive; "*" is 0-65535 */
-} TgPortRange;
-
-typedef struct {
-  guint8 family;    /* AF_INET or AF_INET6 */
-  guint8 prefix;    /* 0-32 or 0-128 */
-  guint8 bytes[16]; /* network order; bits past the prefix are zero */
-} TgNetwork;
+#include "network.h"
 
 typedef enum {
   TG_HOST_PATTERN_ANY,     /* "*": every name and every address */
