@@ -7,7 +7,7 @@
   * every page renders with `man -l` (exit status 0, nothing on standard
     error, a NAME section naming the page);
   * the pages document what the code has, read from the sources:
-      - tunnelgate.policy(5): every keyword of src/policy/policy-parser.c's keyword
+      - tunnelgate.policy(5): every keyword of src/policy/policy-model.c's keyword
         table, each as a term (a line of its own starting with the keyword);
       - org.tunnelgate.TunnelGate1(5): every method, property and signal of
         dbus/*.xml, every error of src/common/tg-error.c and every polkit action
@@ -85,7 +85,7 @@ def options_of(text):
 
 
 def policy_keywords():
-    table = block(read("src/policy/policy-parser.c"), "tg_policy_keywords[TG_KW_COUNT] = {",
+    table = block(read("src/policy/policy-model.c"), "tg_policy_keywords[TG_KW_COUNT] = {",
                   "policy keyword table")
     names = re.findall(r'=\s*(?:WORD|HOSTS|OTHER)\(\s*"(\w+)"', table)
     entries = re.findall(r"\[TG_KW_\w+\]\s*=", table)

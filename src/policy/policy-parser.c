@@ -7,7 +7,7 @@
 #include <sys/socket.h>
 
 #include "config-tokenizer.h"
-#include "policy-private.h"
+#include "policy-model.h"
 #include "text.h"
 #include "tg-error.h"
 
@@ -19,74 +19,6 @@
 #define MAX_QUOTED 80
 
 /* ---- Keywords ---------------------------------------------------------- */
-
-static const char *const forwarding_words[] = { "yes",   "all",    "no",
-                                                "local", "remote", NULL };
-static const char *const yes_no_words[] = { "no", "yes", NULL };
-static const char *const gateway_ports_words[] = { "no", "yes", "clientspecified", NULL };
-static const char *const host_key_policy_words[] = { "known-or-pinned", "strict",
-                                                     "pinned-only", NULL };
-
-G_STATIC_ASSERT(TG_GATEWAY_PORTS_CLIENT_SPECIFIED == 2);
-G_STATIC_ASSERT(TG_HOST_KEY_POLICY_PINNED_ONLY == 2);
-
-#define WORD(name, words, default_text, flags)                                           \
-  {                                                                                      \
-    name, TG_VALUE_WORD, words, 0, default_text, flags                                   \
-  }
-#define HOSTS(name, rule, flags)                                                         \
-  {                                                                                      \
-    name, TG_VALUE_HOSTS, NULL, rule, "any", (flags) | TG_KEYWORD_LIST                   \
-  }
-#define OTHER(name, type, default_text, flags)                                           \
-  {                                                                                      \
-    name, type, NULL, 0, default_text, flags                                             \
-  }
-
-const TgKeywordInfo tg_policy_keywords[TG_KW_COUNT] = {
-  [TG_KW_ALLOW_TCP_FORWARDING] = WORD("AllowTcpForwarding", forwarding_words, "yes", 0),
-  [TG_KW_ALLOW_STREAM_LOCAL_FORWARDING] =
-      WORD("AllowStreamLocalForwarding", forwarding_words, "yes", 0),
-  [TG_KW_ALLOW_DYNAMIC_FORWARDING] =
-      WORD("AllowDynamicForwarding", yes_no_words, "yes", 0),
-  [TG_KW_GATEWAY_PORTS] = WORD("GatewayPorts", gateway_ports_words, "no", 0),
-  [TG_KW_LISTENER_SOURCES] =
-      OTHER("ListenerSources", TG_VALUE_ADDRESSES, "any", TG_KEYWORD_LIST),
-  [TG_KW_PERMIT_OPEN] = HOSTS("PermitOpen", TG_PORT_REQUIRED, 0),
-  [TG_KW_PERMIT_REMOTE_OPEN] = HOSTS("PermitRemoteOpen", TG_PORT_REQUIRED, 0),
-  [TG_KW_PERMIT_LISTEN] = HOSTS("PermitListen", TG_PORT_LISTEN, 0),
-  [TG_KW_PERMIT_SERVER] = HOSTS("PermitServer", TG_PORT_OPTIONAL, 0),
-  [TG_KW_MAX_TUNNELS] = OTHER("MaxTunnels", TG_VALUE_COUNT, "none", 0),
-  [TG_KW_MAX_CONNECTIONS] = OTHER("MaxConnections", TG_VALUE_COUNT, "none", 0),
-  [TG_KW_MAX_LIFETIME] = OTHER("MaxLifetime", TG_VALUE_TIME, "none", 0),
-  [TG_KW_IDLE_TIMEOUT] = OTHER("IdleTimeout", TG_VALUE_TIME, "none", 0),
-  [TG_KW_HOST_KEY_POLICY] =
-      WORD("HostKeyPolicy", host_key_policy_words, "known-or-pinned", 0),
-  [TG_KW_EGRESS_LOCKDOWN] =
-      WORD("EgressLockdown", yes_no_words, "no", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_SSH_PORTS] = OTHER("SshPorts", TG_VALUE_PORTS, "22", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_LOCKDOWN_EXEMPT] = WORD("LockdownExempt", yes_no_words, "no", 0),
-  [TG_KW_LISTENER_GUARD] =
-      WORD("ListenerGuard", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_CONNECT_BACK_PINNING] =
-      WORD("ConnectBackPinning", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_DETECT_SSH_BANNER] =
-      WORD("DetectSshBanner", yes_no_words, "no", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_LOG_REJECTIONS] =
-      WORD("LogRejections", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_SERVER_MODE] = WORD("ServerMode", yes_no_words, "no", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_SFTP_ONLY] = WORD("SftpOnly", yes_no_words, "no", 0),
-  [TG_KW_SERVER_PERMIT_OPEN] =
-      HOSTS("ServerPermitOpen", TG_PORT_REQUIRED, TG_KEYWORD_FIREWALL_HOSTS),
-  [TG_KW_SSHD_CONFIG] =
-      OTHER("SshdConfig", TG_VALUE_PATH, "/etc/ssh/sshd_config", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_SSHD_BINARY] =
-      OTHER("SshdBinary", TG_VALUE_PATH, "/usr/sbin/sshd", TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_SSHD_DROP_IN] =
-      OTHER("SshdDropIn", TG_VALUE_PATH, "/etc/ssh/sshd_config.d/00-tunnelgate.conf",
-            TG_KEYWORD_GLOBAL_ONLY),
-  [TG_KW_SSHD_RELOAD] = WORD("SshdReload", yes_no_words, "yes", TG_KEYWORD_GLOBAL_ONLY),
-};
 
 /* Keywords are case-insensitive, as in sshd_config. -1 when unknown. */
 static int
@@ -101,34 +33,6 @@ lookup_keyword(const char *name)
 
 /* ---- Settings and blocks ------------------------------------------------ */
 
-static void
-host_entry_free(gpointer data)
-{
-  TgHostEntry *entry = data;
-
-  tg_host_pattern_free(entry->pattern);
-  g_free(entry);
-}
-
-/* TgNetwork is bytes only, and parsing zeroes what the address does not
- * use, so equal addresses are equal bytes. */
-static guint
-network_hash(gconstpointer key)
-{
-  const TgNetwork *network = key;
-  guint hash = network->family;
-
-  for (gsize i = 0; i < sizeof network->bytes; i++)
-    hash = hash * 31 + network->bytes[i];
-  return hash;
-}
-
-static gboolean
-network_equal(gconstpointer a, gconstpointer b)
-{
-  return memcmp(a, b, sizeof(TgNetwork)) == 0;
-}
-
 static TgSetting *
 setting_new(TgPolicyKeyword keyword, const char *file, guint line)
 {
@@ -138,58 +42,16 @@ setting_new(TgPolicyKeyword keyword, const char *file, guint line)
   setting->file = file;
   setting->line = line;
   if (tg_policy_keywords[keyword].type == TG_VALUE_HOSTS) {
-    setting->hosts.entries = g_ptr_array_new_with_free_func(host_entry_free);
+    setting->hosts.entries = g_ptr_array_new_with_free_func(tg_host_entry_free);
     setting->hosts.patterns = g_ptr_array_new();
     setting->hosts.index = tg_host_index_new();
   }
   if (tg_policy_keywords[keyword].type == TG_VALUE_ADDRESSES) {
     setting->addresses = g_array_new(FALSE, FALSE, sizeof(TgNetwork));
     setting->address_set =
-        g_hash_table_new_full(network_hash, network_equal, g_free, NULL);
+        g_hash_table_new_full(tg_network_hash, tg_network_equal, g_free, NULL);
   }
   return setting;
-}
-
-void
-tg_setting_free(TgSetting *setting)
-{
-  if (setting == NULL)
-    return;
-  g_free(setting->path);
-  if (setting->ports != NULL)
-    g_array_unref(setting->ports);
-  if (setting->hosts.patterns != NULL)
-    g_ptr_array_unref(setting->hosts.patterns);
-  if (setting->hosts.entries != NULL)
-    g_ptr_array_unref(setting->hosts.entries);
-  tg_host_index_free(setting->hosts.index);
-  if (setting->addresses != NULL)
-    g_array_unref(setting->addresses);
-  if (setting->address_set != NULL)
-    g_hash_table_unref(setting->address_set);
-  g_free(setting);
-}
-
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgSetting, tg_setting_free)
-
-static void
-criterion_clear(gpointer data)
-{
-  TgCriterion *criterion = data;
-
-  g_strfreev(criterion->patterns);
-}
-
-void
-tg_block_free(TgBlock *block)
-{
-  if (block == NULL)
-    return;
-  for (guint i = 0; i < TG_KW_COUNT; i++)
-    tg_setting_free(block->settings[i]);
-  if (block->criteria != NULL)
-    g_array_unref(block->criteria);
-  g_free(block);
 }
 
 static guint
@@ -677,7 +539,7 @@ start_match_block(ParseState *state, const TgConfigLine *line, GError **error)
   g_autoptr(GArray) criteria = g_array_new(FALSE, TRUE, sizeof(TgCriterion));
   guint index = 1;
 
-  g_array_set_clear_func(criteria, criterion_clear);
+  g_array_set_clear_func(criteria, tg_criterion_clear);
   if (line->n_words < 2) {
     tg_config_set_error(error, line->file, line->number,
                         "Match needs criteria (User, Group or All)");

@@ -115,3 +115,37 @@ tg_policy_subject_from_uid(uid_t uid, GError **error)
     return NULL;
   return tg_policy_subject_new(user, uid, (const char *const *)groups->pdata);
 }
+
+TgPolicySubject *
+tg_policy_subject_new(const char *user, uid_t uid, const char *const *groups)
+{
+  TgPolicySubject *subject = g_new0(TgPolicySubject, 1);
+  const char *const no_groups[] = { NULL };
+
+  g_return_val_if_fail(user != NULL, NULL);
+
+  subject->user = g_strdup(user);
+  subject->uid = uid;
+  subject->groups = g_strdupv((char **)(groups != NULL ? groups : no_groups));
+  return subject;
+}
+
+TgPolicySubject *
+tg_policy_subject_copy(const TgPolicySubject *subject)
+{
+  if (subject == NULL)
+    return NULL;
+  return tg_policy_subject_new(subject->user, subject->uid,
+                               (const char *const *)subject->groups);
+}
+
+void
+tg_policy_subject_free(TgPolicySubject *subject)
+{
+  if (subject == NULL)
+    return;
+  g_free(subject->user);
+  g_strfreev(subject->groups);
+  g_free(subject);
+}
+

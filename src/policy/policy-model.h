@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The policy's insides, shared by policy-parser.c (which builds them) and
- * policy.c (which answers from them). Not for other callers: use policy.h. */
+/* The policy model: its insides, built by policy-parser.c and answered from
+ * by policy.c; policy-model.c holds their life cycle. Not for other
+ * callers: use policy.h. */
 #pragma once
 
 #include "policy-match.h"
@@ -151,16 +152,23 @@ struct _TgPolicy {
 /* A 16 MiB file of repeated lines must not become a gigabyte of warnings. */
 #define TG_POLICY_MAX_WARNINGS 1000
 
-/* policy.c */
+/* policy-model.c: the life cycle, and which setting applies */
 TgPolicy *tg_policy_new(void);
 const TgSetting *tg_policy_effective(const TgPolicy *policy,
                                      const TgPolicySubject *subject,
                                      TgPolicyKeyword keyword);
+void tg_block_free(TgBlock *block);
+void tg_setting_free(TgSetting *setting);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgSetting, tg_setting_free)
+/* GDestroyNotify of TgHostList.entries, GArray clear func of criteria, and
+ * the hash functions of TgSetting.address_set */
+void tg_host_entry_free(gpointer entry);
+void tg_criterion_clear(gpointer criterion);
+guint tg_network_hash(gconstpointer network);
+gboolean tg_network_equal(gconstpointer a, gconstpointer b);
 
 /* policy-parser.c */
 gboolean tg_policy_parse_source(TgPolicy *policy, const char *file, const char *data,
                                 gsize length, GError **error);
 /* After the last source: defaults, global values, warnings. */
 void tg_policy_finish(TgPolicy *policy);
-void tg_block_free(TgBlock *block);
-void tg_setting_free(TgSetting *setting);
