@@ -412,7 +412,7 @@ authz_identified(GObject *source, GAsyncResult *result, gpointer user_data)
 }
 
 void
-tg_call_return_error(TgCall *call, GError *error)
+tg_call_return_error(TgCall *call, const GError *error)
 {
   g_dbus_method_invocation_return_gerror(g_steal_pointer(&call->invocation), error);
 }

@@ -103,7 +103,7 @@ gboolean tg_authz_method_action(const char *interface, const char *method,
 const char *tg_action_id(TgAction action);
 
 /* Reply helpers for decide() and act(): each gives up the invocation. */
-void tg_call_return_error(TgCall *call, GError *error);
+void tg_call_return_error(TgCall *call, const GError *error);
 void tg_call_return_value(TgCall *call, GVariant *value);
 
 /* A call that needs `action` (the method's row of the table, from
@@ -115,6 +115,7 @@ TgCall *tg_call_new(GDBusMethodInvocation *invocation, TgAction action);
  * the act then finishes with and frees with tg_call_free(). */
 TgCall *tg_call_keep(TgCall *call);
 void tg_call_free(TgCall *call);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgCall, tg_call_free)
 
 /* Starts the state machine. */
 void tg_authz_run(TgAuthz *authz, TgCall *call);

@@ -17,7 +17,8 @@
 #include "daemon.h"
 #include "log.h"
 #include "manager.h"
-#include "policy-gate.h"
+#include "gate.h"
+#include "registry.h"
 #include "privileges.h"
 #include "profile.h"
 #include "tunnel.h"
@@ -132,7 +133,7 @@ on_reload(gpointer user_data)
   g_autoptr(GError) error = NULL;
 
   tg_message("received SIGHUP, reloading the policy");
-  if (!tg_gate_reload(daemon, &error))
+  if (!tg_manager_reload(daemon, &error))
     tg_log_event(G_LOG_LEVEL_WARNING, "POLICY_RELOAD_FAILED", "MESSAGE",
                  "policy not reloaded, the old one stays in force: %s", error->message);
   return G_SOURCE_CONTINUE;
@@ -234,20 +235,6 @@ raise_descriptor_limit(void)
   setrlimit(RLIMIT_NOFILE, &limit);
 }
 
-static void
-close_all_tunnels(TgDaemon *daemon)
-{
-  g_autoptr(GList) tunnels = g_hash_table_get_values(daemon->tunnels);
-
-  for (GList *l = tunnels; l != NULL; l = l->next)
-    tg_tunnel_close(l->data, "the daemon is stopping", NULL);
-  /* each worker reports CLOSED through the main context; wait for them all,
-   * and for calls waiting on the resolver (they are refused when it answers) */
-  while (g_hash_table_size(daemon->tunnels) > 0 ||
-         g_hash_table_size(daemon->resolving) > 0)
-    g_main_context_iteration(NULL, TRUE);
-}
-
 static gboolean
 parse_options(int *argc, char ***argv, Options *options, GError **error)
 {
@@ -299,6 +286,7 @@ main(int argc, char **argv)
   g_autoptr(GError) error = NULL;
   g_autoptr(PolkitAuthority) authority = NULL;
   TgDaemon daemon = { 0 };
+  TgManager *manager;
   guint name_id;
 
   g_log_set_writer_func(log_writer, NULL, NULL);
@@ -330,11 +318,6 @@ main(int argc, char **argv)
                                                  : g_strdup(TG_DATADIR "/policy.conf");
   if (options.check_config)
     return check_config(&daemon);
-  daemon.usage = g_hash_table_new_full(NULL, NULL, NULL, (GDestroyNotify)tg_usage_unref);
-  daemon.watchers = tg_manager_new_watchers();
-  daemon.resolving = g_hash_table_new(NULL, NULL);
-  daemon.tunnels = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
-                                         (GDestroyNotify)tg_tunnel_free);
 
   /* libssh's global state (crypto) before any worker thread exists */
   if (ssh_init() != SSH_OK || !prepare_state_dir(daemon.state_dir, &error) ||
@@ -348,7 +331,10 @@ main(int argc, char **argv)
     return EXIT_FAILURE;
   }
   daemon.authz = tg_authz_new(daemon.bus, authority);
-  if (!tg_manager_export(&daemon, &error)) {
+  daemon.registry =
+      tg_registry_new(daemon.bus, daemon.authz, (GDestroyNotify)tg_tunnel_free);
+  manager = tg_manager_export(&daemon, &error);
+  if (manager == NULL) {
     g_printerr("tunnelgated: %s\n", error->message);
     return EXIT_FAILURE;
   }
@@ -365,16 +351,12 @@ main(int argc, char **argv)
   g_main_loop_run(main_loop);
 
   g_bus_unown_name(name_id);
-  daemon.stopping = TRUE;       /* calls still in flight start nothing */
-  tg_manager_unexport(&daemon); /* no new tunnels while the old ones close */
-  close_all_tunnels(&daemon);
+  tg_manager_unexport(manager); /* no new tunnels while the old ones close */
+  tg_manager_close_all(&daemon);
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
-  g_hash_table_unref(daemon.tunnels);
-  g_hash_table_unref(daemon.watchers);
-  g_hash_table_unref(daemon.resolving);
+  tg_registry_free(daemon.registry);
   tg_server_free(daemon.server);
   tg_enforcer_free(daemon.enforcer); /* the table stays in force */
-  g_hash_table_unref(daemon.usage);
   tg_policy_unref(daemon.policy);
   g_free(daemon.default_policy);
   tg_authz_free(daemon.authz);

@@ -6,11 +6,11 @@
 #include <gio/gunixfdlist.h>
 #include <unistd.h>
 
+#include "admission.h"
 #include "config.h"
+#include "gate.h"
 #include "hostkey.h"
-#include "listener.h"
 #include "log.h"
-#include "policy-gate.h"
 #include "profile.h"
 #include "tg-error.h"
 #include "tunnel.h"
@@ -28,20 +28,6 @@ static const char *const allowed_ciphers[] = {
   "aes256-ctr",
   NULL,
 };
-
-GDBusInterfaceInfo *
-tg_daemon_interface(TgDaemon *daemon, const char *name)
-{
-  return g_dbus_node_info_lookup_interface(daemon->introspection, name);
-}
-
-TgTunnel *
-tg_daemon_find_tunnel(TgDaemon *daemon, const char *path)
-{
-  if (!g_str_has_prefix(path, TG_TUNNEL_PATH_PREFIX))
-    return NULL;
-  return g_hash_table_lookup(daemon->tunnels, path + strlen(TG_TUNNEL_PATH_PREFIX));
-}
 
 /* ---- OpenTunnel ---- */
 
@@ -229,31 +215,6 @@ parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char
   return FALSE;
 }
 
-/* Forward kinds this version serves. The parser knows every OpenSSH form;
- * what is not served yet is refused by name rather than half done. */
-gboolean
-tg_daemon_forward_is_served(const TgForward *forward, GError **error)
-{
-  const char *missing = NULL;
-
-  if (forward->kind == TG_FORWARD_REMOTE && forward->remote_dynamic)
-    missing = "remote dynamic (R port, SOCKS on the server) forwards";
-  else if (forward->kind == TG_FORWARD_REMOTE && forward->listen.path != NULL) {
-    g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
-                "Forward '%s': remote Unix-socket forwarding "
-                "(streamlocal-forward@openssh.com) has no client API in libssh 0.10, "
-                "which tunnelgate uses; forward a remote TCP port instead",
-                forward->spec);
-    return FALSE;
-  } else if (forward->kind == TG_FORWARD_REMOTE && forward->connect.path != NULL)
-    missing = "remote forwards to a local Unix socket";
-  if (missing == NULL)
-    return TRUE;
-  g_set_error(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
-              "Forward '%s': %s are not supported yet", forward->spec, missing);
-  return FALSE;
-}
-
 static OpenRequest *
 open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
                    GVariant *parameters, GError **error)
@@ -290,7 +251,7 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
     if (forward == NULL)
       goto fail;
     g_ptr_array_add(request->forwards, forward);
-    if (!tg_daemon_forward_is_served(forward, error))
+    if (!tg_admission_forward_is_served(forward, error))
       goto fail;
   }
   while (g_variant_iter_next(options, "{&sv}", &key, &value)) {
@@ -338,20 +299,6 @@ destination_text(const char *user, const char *host, guint16 port)
                          port);
 }
 
-TgAction
-tg_daemon_forward_actions(TgDaemon *daemon, const TgPolicySubject *subject,
-                          const TgForward *forward)
-{
-  if (forward->kind == TG_FORWARD_REMOTE)
-    return TG_ACTION_OPEN_REMOTE;
-  if (forward->listen.path != NULL)
-    return TG_ACTION_NONE; /* a socket file of the caller's, mode 0600 */
-  if (!tg_forward_listens_on_loopback_only(forward) ||
-      tg_policy_forward_listens_on_all_addresses(daemon->policy, subject, forward))
-    return TG_ACTION_BIND_ANY;
-  return TG_ACTION_NONE;
-}
-
 /* The caller's identity for the policy: user, uid and every group. */
 static TgPolicySubject *
 caller_subject(TgCall *call)
@@ -394,7 +341,7 @@ open_decide(TgCall *call)
   for (guint i = 0; i < request->forwards->len; i++) {
     const TgForward *forward = g_ptr_array_index(request->forwards, i);
     call->required |=
-        tg_daemon_forward_actions(request->daemon, request->subject, forward);
+        tg_admission_forward_actions(request->daemon->policy, request->subject, forward);
     g_ptr_array_add(specs, forward->spec);
   }
   g_ptr_array_add(specs, NULL);
@@ -447,7 +394,7 @@ apply_profile(OpenRequest *request, TgSessionConfig *config, GError **error)
   for (guint i = 0; i < profile->forwards->len; i++) {
     TgForward *forward = tg_forward_copy(g_ptr_array_index(profile->forwards, i));
     g_ptr_array_add(request->forwards, forward);
-    if (!tg_daemon_forward_is_served(forward, error))
+    if (!tg_admission_forward_is_served(forward, error))
       return FALSE;
   }
   config->host = g_strdup(profile->server_host);
@@ -461,145 +408,28 @@ apply_profile(OpenRequest *request, TgSessionConfig *config, GError **error)
   return TRUE;
 }
 
-static void open_act_finish(TgCall *call, TgResolved *resolved);
-
 static void
-open_act_resolved(TgResolved *resolved, gpointer user_data)
+open_admitted(TgAdmission *admission, const GError *error, gpointer user_data)
 {
-  TgCall *call = user_data;
-  OpenRequest *request = call->data;
-  TgDaemon *daemon = request->daemon;
-  g_autoptr(GError) error = NULL;
-
-  tg_daemon_end_resolving(daemon, call->caller->uid);
-  if (tg_daemon_check_running(daemon, &error))
-    open_act_finish(call, resolved);
-  else
-    tg_call_return_error(call, error);
-  tg_call_free(call);
-}
-
-static void
-open_act(TgCall *call)
-{
-  OpenRequest *request = call->data;
-  TgDaemon *daemon = request->daemon;
-  g_autoptr(GError) error = NULL;
-  TgSessionConfig *config;
-
-  /* polkit may answer after SIGTERM: nothing new starts then */
-  if (!tg_daemon_check_running(daemon, &error)) {
-    tg_call_return_error(call, error);
-    return;
-  }
-  config = request->config = tg_session_config_new();
-
-  /* the id first, so that the decisions below are logged with it (a refused
-   * request uses its number up) */
-  config->tunnel_id = g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
-
-  if (request->destination->profile != NULL) {
-    if (!apply_profile(request, config, &error)) {
-      tg_call_return_error(call, error);
-      return;
-    }
-  } else {
-    config->host = g_strdup(request->destination->host);
-    config->port = request->destination->port;
-    config->user =
-        g_strdup(request->destination->user != NULL ? request->destination->user
-                                                    : call->caller->user_name);
-    config->host_key = g_steal_pointer(&request->host_key);
-  }
-
-  for (guint i = 0; i < request->forwards->len; i++) {
-    const TgForward *forward = g_ptr_array_index(request->forwards, i);
-
-    if (forward->kind == TG_FORWARD_REMOTE) {
-      /* R destinations are resolved in a thread; the call goes on then */
-      if (!tg_daemon_begin_resolving(daemon, call->caller->uid, &error)) {
-        tg_call_return_error(call, error);
-        return;
-      }
-      tg_gate_resolve_connect_backs(daemon, request->subject, request->forwards,
-                                    open_act_resolved, tg_call_keep(call));
-      return;
-    }
-  }
-  open_act_finish(call, NULL);
-}
-
-/* The rest of OpenTunnel, with the R destinations resolved (@resolved, NULL
- * when there is no R forward). */
-static void
-open_act_finish(TgCall *call, TgResolved *resolved)
-{
+  g_autoptr(TgCall) call = user_data;
+  g_autoptr(TgAdmission) owned = admission;
   OpenRequest *request = call->data;
   TgDaemon *daemon = request->daemon;
   g_autoptr(TgSessionConfig) config = g_steal_pointer(&request->config);
-  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) listeners = NULL;
+  g_autoptr(GPtrArray) connect_backs = NULL;
   g_autofree char *destination = NULL;
 
+  if (error != NULL) {
+    tg_call_return_error(call, error);
+    return;
+  }
   destination = destination_text(config->user, config->host, config->port);
-
-  /* polkit said who may ask; now the organisation policy says what */
-  if (!tg_gate_check_open(daemon, request->subject, config->tunnel_id, config->host,
-                          config->port, request->forwards, config->host_key,
-                          &config->host_key_mode, &error)) {
-    tg_call_return_error(call, error);
-    return;
-  }
-
-  for (guint i = 0; i < request->forwards->len; i++) {
-    const TgForward *forward = g_ptr_array_index(request->forwards, i);
-    gboolean all = tg_policy_forward_listens_on_all_addresses(daemon->policy,
-                                                              request->subject, forward);
-    /* a reload between polkit and now may have widened what is needed */
-    if (request->destination->profile == NULL &&
-        (tg_daemon_forward_actions(daemon, request->subject, forward) & ~call->granted)) {
-      g_autoptr(GError) changed = g_error_new(
-          TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
-          "Forward '%s' needs more than was authorized (the policy changed during the "
-          "call); try again",
-          forward->spec);
-      tg_call_return_error(call, changed);
-      return;
-    }
-    if (forward->kind == TG_FORWARD_REMOTE) {
-      TgConnectBack *connect_back = tg_resolved_take(resolved, i, i, &error);
-      if (connect_back == NULL) {
-        tg_call_return_error(call, error);
-        return;
-      }
-      g_ptr_array_add(config->connect_backs, connect_back);
-    } else if (forward->listen.path != NULL) {
-      /* a Unix socket: created by the worker, as the caller */
-    } else if (!tg_listener_bind(forward, i, all, call->caller->uid, config->listeners,
-                                 &error)) {
-      tg_call_return_error(call, error); /* bound listeners close with config */
-      return;
-    }
-  }
-
-  if (!tg_gate_guard_listeners(daemon, request->subject, config->listeners,
-                               config->tunnel_id, &error)) {
-    g_prefix_error(&error, "Cannot guard the listeners in the firewall: ");
-    tg_call_return_error(call, error);
-    return;
-  }
-  for (guint i = 0; i < config->connect_backs->len; i++) {
-    if (!tg_gate_pin_connect_back(daemon, g_ptr_array_index(config->connect_backs, i),
-                                  config->tunnel_id, &error)) {
-      for (guint j = 0; j < i; j++)
-        tg_gate_unpin_connect_back(daemon, g_ptr_array_index(config->connect_backs, j));
-      for (guint j = 0; j < config->listeners->len; j++) {
-        const TgListener *listener = g_ptr_array_index(config->listeners, j);
-        tg_gate_unguard_listener(daemon, listener->address, listener->port);
-      }
-      tg_call_return_error(call, error);
-      return;
-    }
-  }
+  config->host_key_mode = tg_admission_get_host_key_mode(admission);
+  listeners = tg_admission_take_listeners(admission);
+  connect_backs = tg_admission_take_connect_backs(admission);
+  g_ptr_array_extend_and_steal(config->listeners, g_steal_pointer(&listeners));
+  g_ptr_array_extend_and_steal(config->connect_backs, g_steal_pointer(&connect_backs));
   config->socket_mark = tg_enforcer_socket_mark(daemon->enforcer);
   config->connect_back_mark = tg_enforcer_connect_back_mark(daemon->enforcer);
   config->owner.uid = call->caller->uid;
@@ -627,6 +457,51 @@ open_act_finish(TgCall *call, TgResolved *resolved)
     tg_tunnel_set_profile(tunnel, request->destination->profile);
 }
 
+static void
+open_act(TgCall *call)
+{
+  OpenRequest *request = call->data;
+  TgDaemon *daemon = request->daemon;
+  g_autoptr(GError) error = NULL;
+  TgSessionConfig *config;
+  TgAdmission *admission;
+  gboolean profile = request->destination->profile != NULL;
+
+  /* polkit may answer after SIGTERM: nothing new starts then */
+  if (!tg_registry_check_running(daemon->registry, &error)) {
+    tg_call_return_error(call, error);
+    return;
+  }
+  config = request->config = tg_session_config_new();
+
+  /* the id first, so that the decisions below are logged with it (a refused
+   * request uses its number up) */
+  config->tunnel_id = tg_registry_new_tunnel_id(daemon->registry);
+
+  if (profile) {
+    if (!apply_profile(request, config, &error)) {
+      tg_call_return_error(call, error);
+      return;
+    }
+  } else {
+    config->host = g_strdup(request->destination->host);
+    config->port = request->destination->port;
+    config->user =
+        g_strdup(request->destination->user != NULL ? request->destination->user
+                                                    : call->caller->user_name);
+    config->host_key = g_steal_pointer(&request->host_key);
+  }
+
+  /* polkit said who may ask; now the admission: the policy says what, and
+   * the listeners, guards and pins are made (a profile's forwards were
+   * sanctioned by use-profile) */
+  admission =
+      tg_admission_new(daemon, call->caller->uid, request->subject, config->tunnel_id,
+                       request->forwards, call->granted, !profile);
+  tg_admission_set_server(admission, config->host, config->port, config->host_key, TRUE);
+  tg_admission_run(admission, NULL, open_admitted, tg_call_keep(call));
+}
+
 /* ---- CloseTunnel, ListTunnels, GetManagedObjects ---- */
 
 static gboolean
@@ -636,42 +511,24 @@ list_decide(TgCall *call)
   return TRUE;
 }
 
-/* Who may see a tunnel of @owner (in lists and in signals): its owner, and
- * whoever has org.tunnelgate.manage. */
-static gboolean
-sees_tunnels_of(uid_t uid, gboolean manage, uid_t owner)
+/* The caller's tunnels, and with manage everyone's, in creation order. */
+static GPtrArray *
+visible_tunnels(TgDaemon *daemon, TgCall *call)
 {
-  return uid == owner || manage;
-}
-
-static gboolean
-caller_sees(TgCall *call, TgTunnel *tunnel)
-{
-  return sees_tunnels_of(call->caller->uid, (call->granted & TG_ACTION_MANAGE) != 0,
-                         tg_tunnel_get_owner(tunnel));
-}
-
-/* Tunnels in creation order, so that lists are stable. */
-static GList *
-sorted_tunnels(TgDaemon *daemon)
-{
-  GList *tunnels = g_hash_table_get_values(daemon->tunnels);
-
-  return g_list_sort(tunnels, (GCompareFunc)tg_tunnel_compare);
+  return tg_registry_visible_tunnels(daemon->registry, call->caller->uid,
+                                     (call->granted & TG_ACTION_MANAGE) != 0);
 }
 
 static void
 list_act(TgCall *call)
 {
   TgDaemon *daemon = call->data;
-  g_autoptr(GList) tunnels = sorted_tunnels(daemon);
+  g_autoptr(GPtrArray) tunnels = visible_tunnels(daemon, call);
   GVariantBuilder builder;
 
   g_variant_builder_init(&builder, G_VARIANT_TYPE("a(osussas)"));
-  for (GList *l = tunnels; l != NULL; l = l->next) {
-    if (caller_sees(call, l->data))
-      g_variant_builder_add_value(&builder, tg_tunnel_summary(l->data));
-  }
+  for (guint i = 0; i < tunnels->len; i++)
+    g_variant_builder_add_value(&builder, tg_tunnel_summary(tunnels->pdata[i]));
   tg_call_return_value(call,
                        g_variant_new("(@a(osussas))", g_variant_builder_end(&builder)));
 }
@@ -680,15 +537,14 @@ static void
 managed_objects_act(TgCall *call)
 {
   TgDaemon *daemon = call->data;
-  g_autoptr(GList) tunnels = sorted_tunnels(daemon);
+  g_autoptr(GPtrArray) tunnels = visible_tunnels(daemon, call);
   GVariantBuilder builder;
 
   g_variant_builder_init(&builder, G_VARIANT_TYPE("a{oa{sa{sv}}}"));
-  for (GList *l = tunnels; l != NULL; l = l->next) {
-    if (caller_sees(call, l->data))
-      g_variant_builder_add(&builder, "{o@a{sa{sv}}}", tg_tunnel_get_path(l->data),
-                            tg_tunnel_interfaces(l->data));
-  }
+  for (guint i = 0; i < tunnels->len; i++)
+    g_variant_builder_add(&builder, "{o@a{sa{sv}}}",
+                          tg_tunnel_get_path(tunnels->pdata[i]),
+                          tg_tunnel_interfaces(tunnels->pdata[i]));
   tg_call_return_value(
       call, g_variant_new("(@a{oa{sa{sv}}})", g_variant_builder_end(&builder)));
 }
@@ -734,7 +590,7 @@ reload_act(TgCall *call)
   tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_RELOAD", "USER", call->caller->user_name,
                "MESSAGE", "ReloadPolicy() by %s (uid %u)", call->caller->user_name,
                (unsigned)call->caller->uid);
-  if (!tg_gate_reload(daemon, &error)) {
+  if (!tg_manager_reload(daemon, &error)) {
     tg_call_return_error(call, error);
     return;
   }
@@ -764,21 +620,6 @@ audit_act(TgCall *call)
                           finding->value);
   }
   tg_call_return_value(call, g_variant_new("(a(sss))", &builder));
-}
-
-/* ---- per-user usage ---- */
-
-TgUsage *
-tg_daemon_usage(TgDaemon *daemon, uid_t uid)
-{
-  TgUsage *usage = g_hash_table_lookup(daemon->usage, GUINT_TO_POINTER(uid));
-
-  if (usage == NULL) {
-    usage = g_new0(TgUsage, 1);
-    atomic_store(&usage->refs, 1); /* the table's */
-    g_hash_table_insert(daemon->usage, GUINT_TO_POINTER(uid), usage);
-  }
-  return tg_usage_ref(usage);
 }
 
 /* ---- dispatch ---- */
@@ -890,184 +731,136 @@ static gboolean
 publish_counters(gpointer user_data)
 {
   TgDaemon *daemon = user_data;
-  GHashTableIter iter;
-  gpointer tunnel;
+  g_autoptr(GPtrArray) tunnels = tg_registry_list_tunnels(daemon->registry);
 
-  g_hash_table_iter_init(&iter, daemon->tunnels);
-  while (g_hash_table_iter_next(&iter, NULL, &tunnel))
-    tg_tunnel_publish_counters(tunnel);
+  for (guint i = 0; i < tunnels->len; i++)
+    tg_tunnel_publish_counters(tunnels->pdata[i]);
   return G_SOURCE_CONTINUE;
 }
 
-/* ---- calls that wait for the resolver ---- */
+/* ---- ReloadPolicy, SIGHUP ---- */
+
+/* An owner as NSS gives them at this reload: looked up once per uid, not
+ * once per tunnel (each lookup reads /etc/passwd and /etc/group). */
+typedef struct {
+  TgPolicySubject *subject; /* NULL: the lookup failed */
+  char *error;
+} OwnerLookup;
+
+static void
+owner_lookup_free(OwnerLookup *lookup)
+{
+  tg_policy_subject_free(lookup->subject);
+  g_free(lookup->error);
+  g_free(lookup);
+}
+
+static const OwnerLookup *
+lookup_owner(GHashTable *owners, uid_t uid)
+{
+  OwnerLookup *lookup = g_hash_table_lookup(owners, GUINT_TO_POINTER(uid));
+
+  if (lookup == NULL) {
+    g_autoptr(GError) error = NULL;
+
+    lookup = g_new0(OwnerLookup, 1);
+    lookup->subject = tg_policy_subject_from_uid(uid, &error);
+    if (lookup->subject == NULL)
+      lookup->error = g_strdup(error->message);
+    g_hash_table_insert(owners, GUINT_TO_POINTER(uid), lookup);
+  }
+  return lookup;
+}
 
 gboolean
-tg_daemon_begin_resolving(TgDaemon *daemon, uid_t uid, GError **error)
+tg_manager_reload(TgDaemon *daemon, GError **error)
 {
-  guint n =
-      GPOINTER_TO_UINT(g_hash_table_lookup(daemon->resolving, GUINT_TO_POINTER(uid)));
+  TgPolicy *fresh = tg_gate_load(daemon, error);
+  g_autoptr(GPtrArray) tunnels = NULL;
+  g_autoptr(GHashTable) owners = NULL;
+  g_autoptr(GError) server_error = NULL;
 
-  if (n >= TG_MAX_RESOLVING_PER_USER) {
-    g_set_error(error, TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
-                "%d calls of yours already wait for names to be resolved; try again "
-                "when they are done",
-                TG_MAX_RESOLVING_PER_USER);
+  if (fresh == NULL)
+    return FALSE;
+  if (!tg_enforcer_apply_policy(daemon->enforcer, fresh, error)) {
+    g_prefix_error(error, "The new policy asks for a firewall that cannot be installed; "
+                          "the old policy stays in force: ");
+    tg_policy_unref(fresh);
     return FALSE;
   }
-  g_hash_table_insert(daemon->resolving, GUINT_TO_POINTER(uid), GUINT_TO_POINTER(n + 1));
+  g_clear_pointer(&daemon->policy, tg_policy_unref);
+  daemon->policy = fresh;
+  if (!tg_server_apply_policy(daemon->server, fresh, &server_error))
+    tg_warning("server mode: %s", server_error->message);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_RELOADED", "MESSAGE",
+               "policy reloaded; re-checking %u tunnels",
+               tg_registry_n_tunnels(daemon->registry));
+
+  /* each tunnel re-checks itself; closing one may free it: walk a copy */
+  tunnels = tg_registry_list_tunnels(daemon->registry);
+  owners = g_hash_table_new_full(NULL, NULL, NULL, (GDestroyNotify)owner_lookup_free);
+  for (guint i = 0; i < tunnels->len; i++) {
+    const OwnerLookup *owner =
+        lookup_owner(owners, tg_tunnel_get_owner(tunnels->pdata[i]));
+    tg_tunnel_recheck(tunnels->pdata[i], owner->subject, owner->error);
+  }
   return TRUE;
 }
 
 void
-tg_daemon_end_resolving(TgDaemon *daemon, uid_t uid)
+tg_manager_close_all(TgDaemon *daemon)
 {
-  guint n =
-      GPOINTER_TO_UINT(g_hash_table_lookup(daemon->resolving, GUINT_TO_POINTER(uid)));
+  g_autoptr(GPtrArray) tunnels = tg_registry_list_tunnels(daemon->registry);
 
-  g_return_if_fail(n > 0);
-  if (n == 1)
-    g_hash_table_remove(daemon->resolving, GUINT_TO_POINTER(uid));
-  else
-    g_hash_table_insert(daemon->resolving, GUINT_TO_POINTER(uid),
-                        GUINT_TO_POINTER(n - 1));
+  tg_registry_stop(daemon->registry);
+  for (guint i = 0; i < tunnels->len; i++)
+    tg_tunnel_close(tunnels->pdata[i], "the daemon is stopping", NULL);
+  /* each worker reports CLOSED through the main context; wait for them all,
+   * and for calls waiting on the resolver (they are refused when it answers) */
+  while (tg_registry_n_tunnels(daemon->registry) > 0 ||
+         tg_registry_n_resolving(daemon->registry) > 0)
+    g_main_context_iteration(NULL, TRUE);
 }
 
-gboolean
-tg_daemon_check_running(TgDaemon *daemon, GError **error)
-{
-  if (!daemon->stopping)
-    return TRUE;
-  g_set_error_literal(error, TG_ERROR, TG_ERROR_FAILED, "tunnelgated is stopping");
-  return FALSE;
-}
+struct _TgManager {
+  TgDaemon *daemon;
+  guint manager_registration;
+  guint object_manager_registration;
+  guint counters_timer;
+};
 
-/* ---- who hears signals ---- */
-
-/* A connection the daemon tells about tunnels (daemon.h). */
-typedef struct {
-  uid_t uid;
-  gboolean manage;
-  guint name_watch; /* removes the watcher when its connection leaves */
-} TgWatcher;
-
-static void
-watcher_free(TgWatcher *watcher)
-{
-  g_bus_unwatch_name(watcher->name_watch);
-  g_free(watcher);
-}
-
-static void
-watcher_vanished(GDBusConnection *connection, const char *name, gpointer user_data)
-{
-  TgDaemon *daemon = user_data;
-
-  g_hash_table_remove(daemon->watchers, name);
-}
-
-static void
-watcher_authorized(const TgCaller *caller, gboolean manage_checked,
-                   gboolean manage_granted, gpointer user_data)
-{
-  TgDaemon *daemon = user_data;
-  TgWatcher *watcher = g_hash_table_lookup(daemon->watchers, caller->bus_name);
-
-  if (watcher == NULL) {
-    watcher = g_new0(TgWatcher, 1);
-    watcher->uid = caller->uid;
-    g_hash_table_insert(daemon->watchers, g_strdup(caller->bus_name), watcher);
-    /* a name already gone is reported at once, and the watcher goes */
-    watcher->name_watch = g_bus_watch_name_on_connection(
-        daemon->bus, caller->bus_name, G_BUS_NAME_WATCHER_FLAGS_NONE, NULL,
-        watcher_vanished, daemon, NULL);
-  }
-  if (manage_checked)
-    watcher->manage = manage_granted;
-}
-
-static void
-watcher_rechecked(const char *bus_name, gboolean allowed, gpointer user_data)
-{
-  TgDaemon *daemon = user_data;
-  TgWatcher *watcher = g_hash_table_lookup(daemon->watchers, bus_name);
-
-  if (watcher != NULL)
-    watcher->manage = allowed;
-}
-
-static gboolean
-recheck_watchers(gpointer user_data)
-{
-  TgDaemon *daemon = user_data;
-  GHashTableIter iter;
-  gpointer name, value;
-
-  g_hash_table_iter_init(&iter, daemon->watchers);
-  while (g_hash_table_iter_next(&iter, &name, &value)) {
-    if (((TgWatcher *)value)->manage)
-      tg_authz_check_quietly(daemon->authz, name, TG_ACTION_MANAGE, watcher_rechecked,
-                             daemon);
-  }
-  return G_SOURCE_CONTINUE;
-}
-
-void
-tg_daemon_emit_to_watchers(TgDaemon *daemon, uid_t owner, const char *path,
-                           const char *interface, const char *signal_name,
-                           GVariant *parameters)
-{
-  GHashTableIter iter;
-  gpointer name, value;
-
-  g_variant_ref_sink(parameters);
-  g_hash_table_iter_init(&iter, daemon->watchers);
-  while (g_hash_table_iter_next(&iter, &name, &value)) {
-    const TgWatcher *watcher = value;
-
-    if (sees_tunnels_of(watcher->uid, watcher->manage, owner))
-      g_dbus_connection_emit_signal(daemon->bus, name, path, interface, signal_name,
-                                    parameters, NULL);
-  }
-  g_variant_unref(parameters);
-}
-
-GHashTable *
-tg_manager_new_watchers(void)
-{
-  return g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                               (GDestroyNotify)watcher_free);
-}
-
-gboolean
+TgManager *
 tg_manager_export(TgDaemon *daemon, GError **error)
 {
-  tg_authz_set_authorized_func(daemon->authz, watcher_authorized, daemon);
-  daemon->manager_registration = g_dbus_connection_register_object(
+  TgManager *manager = g_new0(TgManager, 1);
+
+  manager->daemon = daemon;
+  manager->manager_registration = g_dbus_connection_register_object(
       daemon->bus, TG_MANAGER_PATH, tg_daemon_interface(daemon, TG_MANAGER_INTERFACE),
       &manager_vtable, daemon, NULL, error);
-  if (daemon->manager_registration == 0)
-    return FALSE;
-  daemon->object_manager_registration = g_dbus_connection_register_object(
-      daemon->bus, TG_MANAGER_PATH,
-      tg_daemon_interface(daemon, "org.freedesktop.DBus.ObjectManager"),
-      &object_manager_vtable, daemon, NULL, error);
-  if (daemon->object_manager_registration == 0)
-    return FALSE;
+  if (manager->manager_registration != 0)
+    manager->object_manager_registration = g_dbus_connection_register_object(
+        daemon->bus, TG_MANAGER_PATH,
+        tg_daemon_interface(daemon, TG_DBUS_OBJECT_MANAGER_INTERFACE),
+        &object_manager_vtable, daemon, NULL, error);
+  if (manager->object_manager_registration == 0) {
+    tg_manager_unexport(manager);
+    return NULL;
+  }
   /* counters change on the hot path; they are announced once a second */
-  daemon->counters_timer = g_timeout_add_seconds(1, publish_counters, daemon);
-  daemon->watchers_timer =
-      g_timeout_add_seconds(TG_WATCHER_RECHECK_SECONDS, recheck_watchers, daemon);
-  return TRUE;
+  manager->counters_timer = g_timeout_add_seconds(1, publish_counters, daemon);
+  return manager;
 }
 
 void
-tg_manager_unexport(TgDaemon *daemon)
+tg_manager_unexport(TgManager *manager)
 {
-  g_clear_handle_id(&daemon->counters_timer, g_source_remove);
-  g_clear_handle_id(&daemon->watchers_timer, g_source_remove);
-  if (daemon->object_manager_registration != 0)
-    g_dbus_connection_unregister_object(daemon->bus, daemon->object_manager_registration);
-  if (daemon->manager_registration != 0)
-    g_dbus_connection_unregister_object(daemon->bus, daemon->manager_registration);
-  daemon->object_manager_registration = daemon->manager_registration = 0;
+  GDBusConnection *bus = manager->daemon->bus;
+
+  g_clear_handle_id(&manager->counters_timer, g_source_remove);
+  if (manager->object_manager_registration != 0)
+    g_dbus_connection_unregister_object(bus, manager->object_manager_registration);
+  if (manager->manager_registration != 0)
+    g_dbus_connection_unregister_object(bus, manager->manager_registration);
+  g_free(manager);
 }

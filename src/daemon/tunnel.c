@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "tunnel.h"
 
+#include "admission.h"
+#include "gate.h"
 #include "listener.h"
-#include "policy-gate.h"
 #include "log.h"
 #include "tg-error.h"
 
@@ -161,7 +162,7 @@ tunnel_all_properties(TgTunnel *tunnel)
 }
 
 /* PropertiesChanged with the values, to the connections that may read them
- * (the owner's, and those granted manage: tg_daemon_emit_to_watchers). */
+ * (the owner's, and those granted manage: tg_registry_emit()). */
 static void
 tunnel_emit_changed(TgTunnel *tunnel, const char *const *names)
 {
@@ -173,9 +174,9 @@ tunnel_emit_changed(TgTunnel *tunnel, const char *const *names)
   g_variant_builder_init(&changed, G_VARIANT_TYPE("a{sv}"));
   for (guint i = 0; names[i] != NULL; i++)
     g_variant_builder_add(&changed, "{sv}", names[i], tunnel_property(tunnel, names[i]));
-  tg_daemon_emit_to_watchers(
-      tunnel->daemon, tunnel->owner_uid, tunnel->path, "org.freedesktop.DBus.Properties",
-      "PropertiesChanged",
+  tg_registry_emit(
+      tunnel->daemon->registry, tunnel->owner_uid, tunnel->path,
+      TG_DBUS_PROPERTIES_INTERFACE, "PropertiesChanged",
       g_variant_new("(sa{sv}^as)", TG_TUNNEL_INTERFACE, &changed, invalidated));
 }
 
@@ -302,9 +303,9 @@ tunnel_announce(TgTunnel *tunnel, gboolean added)
       added ? g_variant_new("(o@a{sa{sv}})", tunnel->path, tg_tunnel_interfaces(tunnel))
             : g_variant_new("(o^as)", tunnel->path, interfaces);
 
-  tg_daemon_emit_to_watchers(tunnel->daemon, tunnel->owner_uid, TG_MANAGER_PATH,
-                             "org.freedesktop.DBus.ObjectManager",
-                             added ? "InterfacesAdded" : "InterfacesRemoved", body);
+  tg_registry_emit(tunnel->daemon->registry, tunnel->owner_uid, TG_MANAGER_PATH,
+                   TG_DBUS_OBJECT_MANAGER_INTERFACE,
+                   added ? "InterfacesAdded" : "InterfacesRemoved", body);
 }
 
 static void
@@ -317,7 +318,7 @@ tunnel_remove(TgTunnel *tunnel)
     tunnel->registration = 0;
     tunnel_announce(tunnel, FALSE);
   }
-  g_hash_table_remove(daemon->tunnels, tunnel->id); /* frees the tunnel */
+  tg_registry_remove_tunnel(daemon->registry, tunnel->id); /* frees the tunnel */
 }
 
 static void
@@ -373,9 +374,13 @@ tunnel_remote_listening(guint forward_index, const char *address, guint16 port,
 
 /* Reports from the worker, in the D-Bus thread. */
 static void
-tunnel_session_state(TgTunnelState state, const GError *error, gpointer user_data)
+tunnel_session_state(TgSessionState session_state, const GError *error,
+                     gpointer user_data)
 {
   TgTunnel *tunnel = user_data;
+  TgTunnelState state = session_state == TG_SESSION_UP       ? TG_TUNNEL_UP
+                        : session_state == TG_SESSION_FAILED ? TG_TUNNEL_FAILED
+                                                             : TG_TUNNEL_CLOSED;
   char bytes[64];
 
   if (state == TG_TUNNEL_UP) {
@@ -478,7 +483,7 @@ static TgTunnel *
 tunnel_call_target(TgCall *call)
 {
   TunnelCallData *data = call->data;
-  TgTunnel *tunnel = tg_daemon_find_tunnel(data->daemon, data->path);
+  TgTunnel *tunnel = tg_registry_find_tunnel(data->daemon->registry, data->path);
 
   if (tunnel == NULL) {
     g_autoptr(GError) error =
@@ -506,8 +511,8 @@ tunnel_call_decide(TgCall *call)
     if (tunnel->profile != NULL)
       call->required = (call->required & ~TG_ACTION_OPEN) | TG_ACTION_MANAGE;
     /* and what OpenTunnel would need for this forward */
-    call->required |=
-        tg_daemon_forward_actions(data->daemon, tunnel->subject, data->forward);
+    call->required |= tg_admission_forward_actions(data->daemon->policy, tunnel->subject,
+                                                   data->forward);
   }
   return TRUE;
 }
@@ -548,23 +553,74 @@ tunnel_act_get_all(TgCall *call)
   tg_call_return_value(call, g_variant_new("(@a{sv})", tunnel_all_properties(tunnel)));
 }
 
-/* AddForward: through the same gates as OpenTunnel; the policy is the
- * owner's, whoever asks. */
-static void tunnel_add_forward_finish(TgCall *call, TgResolved *resolved);
+static void tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
+                               TgConnectBack *connect_back,
+                               GDBusMethodInvocation *invocation);
 
-static void
-tunnel_add_forward_resolved(TgResolved *resolved, gpointer user_data)
+/* AddForward: through the same admission as OpenTunnel (admission.h); the
+ * policy is the owner's, whoever asks. The tunnel may change while names
+ * are resolved (or go): it is looked up again and checked before anything
+ * is bound. */
+static gboolean
+tunnel_still_takes_forward(TgAdmission *admission, gpointer user_data, GError **error)
 {
   TgCall *call = user_data;
   TunnelCallData *data = call->data;
-  g_autoptr(GError) error = NULL;
+  TgTunnel *tunnel = tg_registry_find_tunnel(data->daemon->registry, data->path);
 
-  tg_daemon_end_resolving(data->daemon, call->caller->uid);
-  if (tg_daemon_check_running(data->daemon, &error))
-    tunnel_add_forward_finish(call, resolved);
-  else
+  if (tunnel == NULL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_NOT_FOUND, "No tunnel %s", data->path);
+    return FALSE;
+  }
+  if (tunnel->session == NULL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is %s", tunnel->id,
+                tg_tunnel_state_name(tunnel->state));
+    return FALSE;
+  }
+  if (tg_tunnel_find_forward(tunnel, data->forward->spec) != G_MAXUINT) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "Tunnel %s already has the forward '%s'", tunnel->id,
+                data->forward->spec);
+    return FALSE;
+  }
+  if (tg_tunnel_count_forwards(tunnel) >= TG_MAX_FORWARDS_PER_TUNNEL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                "At most %d forwards per tunnel", TG_MAX_FORWARDS_PER_TUNNEL);
+    return FALSE;
+  }
+  if (tunnel->forward_list->len >= TG_MAX_FORWARD_SLOTS) {
+    g_set_error(error, TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                "Tunnel %s has had %d forwards added; open a new tunnel", tunnel->id,
+                TG_MAX_FORWARD_SLOTS);
+    return FALSE;
+  }
+  tg_admission_set_first_index(admission, tunnel->forward_list->len);
+  return TRUE;
+}
+
+static void
+tunnel_add_forward_admitted(TgAdmission *admission, const GError *error,
+                            gpointer user_data)
+{
+  g_autoptr(TgCall) call = user_data;
+  g_autoptr(TgAdmission) owned = admission;
+  TunnelCallData *data = call->data;
+  TgTunnel *tunnel;
+  g_autoptr(GPtrArray) listeners = NULL;
+  g_autoptr(GPtrArray) connect_backs = NULL;
+
+  if (error != NULL) {
     tg_call_return_error(call, error);
-  tg_call_free(call);
+    return;
+  }
+  /* still_wanted() found it running, and nothing ran since */
+  tunnel = tg_registry_find_tunnel(data->daemon->registry, data->path);
+  listeners = tg_admission_take_listeners(admission);
+  connect_backs = tg_admission_take_connect_backs(admission);
+  tunnel_add_forward(tunnel, g_steal_pointer(&data->forward), g_steal_pointer(&listeners),
+                     connect_backs->len > 0 ? g_ptr_array_steal_index(connect_backs, 0)
+                                            : NULL,
+                     g_steal_pointer(&call->invocation));
 }
 
 static void
@@ -572,85 +628,17 @@ tunnel_act_add_forward(TgCall *call)
 {
   TunnelCallData *data = call->data;
   TgTunnel *tunnel = tunnel_call_target(call);
-  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) forwards = NULL;
+  TgAdmission *admission;
 
   if (tunnel == NULL)
     return;
-  if (!tg_daemon_check_running(data->daemon, &error)) {
-    tg_call_return_error(call, error);
-    return;
-  }
-  if (data->forward->kind == TG_FORWARD_REMOTE) {
-    /* its destination is resolved in a thread; everything is checked after */
-    if (!tg_daemon_begin_resolving(data->daemon, call->caller->uid, &error)) {
-      tg_call_return_error(call, error);
-      return;
-    }
-    data->resolving = g_ptr_array_new();
-    g_ptr_array_add(data->resolving, data->forward);
-    tg_gate_resolve_connect_backs(data->daemon, tunnel->subject, data->resolving,
-                                  tunnel_add_forward_resolved, tg_call_keep(call));
-    return;
-  }
-  tunnel_add_forward_finish(call, NULL);
-}
-
-/* The rest of AddForward; @resolved holds an R forward's destination. The
- * tunnel may have changed meanwhile (or gone): everything is checked now. */
-static void
-tunnel_add_forward_finish(TgCall *call, TgResolved *resolved)
-{
-  TunnelCallData *data = call->data;
-  TgTunnel *tunnel = tunnel_call_target(call);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GPtrArray) listeners = NULL;
-  g_autoptr(TgConnectBack) connect_back = NULL;
-  gboolean all_addresses;
-
-  if (tunnel == NULL)
-    return;
-  if (tunnel->session == NULL)
-    error = g_error_new(TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is %s", tunnel->id,
-                        tg_tunnel_state_name(tunnel->state));
-  else if (tg_tunnel_find_forward(tunnel, data->forward->spec) != G_MAXUINT)
-    error = g_error_new(TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                        "Tunnel %s already has the forward '%s'", tunnel->id,
-                        data->forward->spec);
-  else if (tg_tunnel_count_forwards(tunnel) >= TG_MAX_FORWARDS_PER_TUNNEL)
-    error = g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
-                        "At most %d forwards per tunnel", TG_MAX_FORWARDS_PER_TUNNEL);
-  else if (tunnel->forward_list->len >= TG_MAX_FORWARD_SLOTS)
-    error = g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
-                        "Tunnel %s has had %d forwards added; open a new tunnel",
-                        tunnel->id, TG_MAX_FORWARD_SLOTS);
-  if (error != NULL || !tg_gate_check_new_forward(data->daemon, tunnel->subject,
-                                                  tunnel->id, data->forward, &error)) {
-    tg_call_return_error(call, error);
-    return;
-  }
-
-  listeners = g_ptr_array_new_with_free_func((GDestroyNotify)tg_listener_free);
-  if (data->forward->kind == TG_FORWARD_REMOTE) {
-    connect_back = tg_resolved_take(resolved, 0, tunnel->forward_list->len, &error);
-    if (connect_back == NULL ||
-        !tg_gate_pin_connect_back(data->daemon, connect_back, tunnel->id, &error)) {
-      tg_call_return_error(call, error);
-      return;
-    }
-  } else if (data->forward->listen.path == NULL) {
-    all_addresses = tg_policy_forward_listens_on_all_addresses(
-        data->daemon->policy, tunnel->subject, data->forward);
-    if (!tg_listener_bind(data->forward, tunnel->forward_list->len, all_addresses,
-                          call->caller->uid, listeners, &error) ||
-        !tg_gate_guard_listeners(data->daemon, tunnel->subject, listeners, tunnel->id,
-                                 &error)) {
-      tg_call_return_error(call, error);
-      return;
-    }
-  }
-  tg_tunnel_add_forward(tunnel, g_steal_pointer(&data->forward),
-                        g_steal_pointer(&listeners), g_steal_pointer(&connect_back),
-                        g_steal_pointer(&call->invocation));
+  forwards = g_ptr_array_new();
+  g_ptr_array_add(forwards, data->forward);
+  admission = tg_admission_new(data->daemon, call->caller->uid, tunnel->subject,
+                               tunnel->id, forwards, call->granted, TRUE);
+  tg_admission_run(admission, tunnel_still_takes_forward, tunnel_add_forward_admitted,
+                   tg_call_keep(call));
 }
 
 static void
@@ -718,7 +706,7 @@ tunnel_validate(TgDaemon *daemon, const char *interface, const char *method,
     g_variant_get(parameters, "(&s)", &spec);
     forward = tg_forward_parse(spec, error);
     if (forward == NULL || (g_str_equal(method, "AddForward") &&
-                            !tg_daemon_forward_is_served(forward, error)))
+                            !tg_admission_forward_is_served(forward, error)))
       return FALSE;
     *act = g_str_equal(method, "AddForward") ? tunnel_act_add_forward
                                              : tunnel_act_remove_forward;
@@ -754,15 +742,6 @@ tg_tunnel_authorize_close(TgDaemon *daemon, const char *path, TgAction action,
                           GDBusMethodInvocation *invocation)
 {
   tunnel_authorize(daemon, path, action, invocation, tunnel_act_close, NULL);
-}
-
-gint
-tg_tunnel_compare(TgTunnel *a, TgTunnel *b)
-{
-  guint64 id_a = g_ascii_strtoull(a->id, NULL, 10);
-  guint64 id_b = g_ascii_strtoull(b->id, NULL, 10);
-
-  return id_a < id_b ? -1 : id_a > id_b;
 }
 
 static void
@@ -838,9 +817,8 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   g_autoptr(GError) error = NULL;
 
   tunnel->daemon = daemon;
-  tunnel->id = config->tunnel_id != NULL
-                   ? g_strdup(config->tunnel_id)
-                   : g_strdup_printf("%" G_GUINT64_FORMAT, ++daemon->next_tunnel_id);
+  g_return_val_if_fail(config->tunnel_id != NULL, NULL);
+  tunnel->id = g_strdup(config->tunnel_id);
   tunnel->path = g_strconcat(TG_TUNNEL_PATH_PREFIX, tunnel->id, NULL);
   tunnel->owner_uid = owner->uid;
   tunnel->owner_name = g_strdup(owner->user_name);
@@ -873,11 +851,9 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   }
   tunnel_publish_forwards(tunnel);
   tunnel->open_invocation = open_invocation;
-  tunnel->usage = tg_daemon_usage(daemon, owner->uid);
-  if (config->tunnel_id == NULL)
-    config->tunnel_id = g_strdup(tunnel->id);
+  tunnel->usage = tg_registry_usage(daemon->registry, owner->uid);
 
-  g_hash_table_insert(daemon->tunnels, tunnel->id, tunnel);
+  tg_registry_add_tunnel(daemon->registry, tunnel->id, tunnel->owner_uid, tunnel);
   tunnel->registration = g_dbus_connection_register_object(
       daemon->bus, tunnel->path, tg_daemon_interface(daemon, TG_TUNNEL_INTERFACE),
       &tunnel_vtable, daemon, NULL, &error);
@@ -910,50 +886,6 @@ tg_tunnel_set_profile(TgTunnel *tunnel, const char *profile)
 {
   g_free(tunnel->profile);
   tunnel->profile = g_strdup(profile);
-}
-
-const TgPolicySubject *
-tg_tunnel_get_subject(TgTunnel *tunnel)
-{
-  return tunnel->subject;
-}
-
-void
-tg_tunnel_set_subject(TgTunnel *tunnel, TgPolicySubject *subject)
-{
-  tg_policy_subject_free(tunnel->subject);
-  tunnel->subject = subject;
-}
-
-const char *
-tg_tunnel_get_profile(TgTunnel *tunnel)
-{
-  return tunnel->profile;
-}
-
-const char *
-tg_tunnel_get_host_key(TgTunnel *tunnel)
-{
-  return tunnel->host_key;
-}
-
-void
-tg_tunnel_get_server(TgTunnel *tunnel, const char **host, guint16 *port)
-{
-  *host = tunnel->server_host;
-  *port = tunnel->server_port;
-}
-
-guint
-tg_tunnel_get_n_forwards(TgTunnel *tunnel)
-{
-  return tunnel->forward_list->len;
-}
-
-const TgForward *
-tg_tunnel_get_forward(TgTunnel *tunnel, guint index)
-{
-  return g_ptr_array_index(tunnel->forward_list, index);
 }
 
 static void
@@ -1040,9 +972,9 @@ tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
   return TRUE;
 }
 
-void
-tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
-                      TgConnectBack *connect_back, GDBusMethodInvocation *invocation)
+static void
+tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
+                   TgConnectBack *connect_back, GDBusMethodInvocation *invocation)
 {
   const char *names[] = { "Forwards", "Listeners", NULL };
   guint index = tunnel->forward_list->len;
@@ -1162,4 +1094,84 @@ tg_tunnel_free(TgTunnel *tunnel)
   tg_usage_unref(tunnel->usage);
   g_free(tunnel->last_error);
   g_free(tunnel);
+}
+
+/* ---- a reload: the tunnel re-checks itself ---- */
+
+/* A profile's tunnel: the profile must still exist and allow its user. */
+static gboolean
+tunnel_recheck_profile(TgTunnel *tunnel)
+{
+  g_autofree char *dir = g_build_filename(tunnel->daemon->config_dir, "profiles.d", NULL);
+  g_autoptr(TgProfile) profile = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *reason = NULL;
+
+  profile = tg_profile_load(dir, tunnel->profile, &error);
+  if (profile != NULL) {
+    g_autofree char *what = g_strdup_printf("profile @%s", profile->name);
+    g_autoptr(TgPolicyDecision) decision = tg_profile_decide(profile, tunnel->subject);
+
+    tg_policy_log_decision(tunnel->subject, tunnel->id, what, decision);
+    if (decision->allowed)
+      return TRUE;
+    reason = g_strdup_printf("the reloaded policy forbids it: %s", decision->reason);
+  } else {
+    reason = g_strdup_printf("its profile '%s' cannot be read any more: %s",
+                             tunnel->profile, error->message);
+  }
+  tg_tunnel_close(tunnel, reason, NULL);
+  return FALSE;
+}
+
+gboolean
+tg_tunnel_recheck(TgTunnel *tunnel, const TgPolicySubject *owner,
+                  const char *lookup_error)
+{
+  const TgPolicy *policy = tunnel->daemon->policy;
+  g_autofree char *what = NULL;
+  g_autoptr(TgPolicyDecision) server = NULL;
+  g_autoptr(TgPolicyDecision) host_key = NULL;
+
+  /* the owner as NSS knows them now: a group they left grants nothing more */
+  if (owner == NULL) {
+    g_autofree char *reason = g_strdup_printf(
+        "the owner's account cannot be looked up for the reloaded policy: %s",
+        lookup_error);
+    tg_tunnel_close(tunnel, reason, NULL);
+    return FALSE;
+  }
+  tg_policy_subject_free(tunnel->subject);
+  tunnel->subject = tg_policy_subject_copy(owner);
+
+  if (tunnel->profile != NULL && !tunnel_recheck_profile(tunnel))
+    return FALSE;
+
+  what = g_strdup_printf("server %s port %u", tunnel->server_host, tunnel->server_port);
+  server = tg_policy_check_server(policy, tunnel->subject, tunnel->server_host,
+                                  tunnel->server_port);
+  tg_policy_log_decision(tunnel->subject, tunnel->id, what, server);
+  host_key = tg_policy_check_host_key(policy, tunnel->subject, tunnel->host_key != NULL);
+  tg_policy_log_decision(tunnel->subject, tunnel->id, "host key", host_key);
+  if (!server->allowed || !host_key->allowed) {
+    g_autofree char *reason =
+        g_strdup_printf("the reloaded policy forbids it: %s",
+                        !server->allowed ? server->reason : host_key->reason);
+    tg_tunnel_close(tunnel, reason, NULL);
+    return FALSE;
+  }
+  for (guint i = 0; i < tunnel->forward_list->len; i++) {
+    const TgForward *forward = g_ptr_array_index(tunnel->forward_list, i);
+    g_autoptr(TgPolicyDecision) decision = NULL;
+
+    if (forward == NULL) /* removed before */
+      continue;
+    decision = tg_policy_check_forward(policy, tunnel->subject, forward);
+    tg_policy_log_decision(tunnel->subject, tunnel->id, forward->spec, decision);
+    if (!decision->allowed &&
+        !tg_tunnel_remove_forward(tunnel, i, decision->reason, NULL))
+      return FALSE; /* that was its last forward, and the tunnel is gone */
+  }
+  tg_tunnel_apply_policy(tunnel, policy);
+  return TRUE;
 }

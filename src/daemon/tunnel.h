@@ -10,7 +10,21 @@
 #include "policy.h"
 #include "session.h"
 
-/* Creates and exports a tunnel in state "connecting" and starts its session.
+typedef enum {
+  TG_TUNNEL_CONNECTING,
+  TG_TUNNEL_UP,
+  TG_TUNNEL_RECONNECTING,
+  TG_TUNNEL_FAILED,
+  TG_TUNNEL_CLOSED,
+} TgTunnelState;
+
+/* The State property's text of @state. */
+const char *tg_tunnel_state_name(TgTunnelState state);
+
+typedef struct _TgTunnel TgTunnel;
+
+/* Creates and exports a tunnel in state "connecting" (its id: config->tunnel_id,
+ * from tg_registry_new_tunnel_id()), registers it, and starts its session.
  * open_invocation (owned) is answered when the tunnel is up or has failed. */
 TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner,
                          TgPolicySubject *subject, const char *destination,
@@ -21,16 +35,13 @@ TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner,
  * then needs org.tunnelgate.manage. */
 void tg_tunnel_set_profile(TgTunnel *tunnel, const char *profile);
 
-/* What the policy needs to re-check a tunnel on reload. */
-const TgPolicySubject *tg_tunnel_get_subject(TgTunnel *tunnel);
-/* Takes @subject: the owner as NSS sees them now (a reload looks again). */
-void tg_tunnel_set_subject(TgTunnel *tunnel, TgPolicySubject *subject);
-const char *tg_tunnel_get_profile(TgTunnel *tunnel);  /* NULL: not from a profile */
-const char *tg_tunnel_get_host_key(TgTunnel *tunnel); /* the pin, or NULL */
-void tg_tunnel_get_server(TgTunnel *tunnel, const char **host, guint16 *port);
-guint tg_tunnel_get_n_forwards(TgTunnel *tunnel);
-/* NULL for a forward that was removed */
-const TgForward *tg_tunnel_get_forward(TgTunnel *tunnel, guint index);
+/* A reload: the tunnel checks itself against the policy now in force as
+ * if it were opened now, for @owner as NSS gives them now (NULL: the lookup
+ * failed with @lookup_error): its profile, server and host key (or it
+ * closes), each forward (a forbidden one is removed), its limits. FALSE
+ * when it closed, and may be gone: the caller must not use it any more. */
+gboolean tg_tunnel_recheck(TgTunnel *tunnel, const TgPolicySubject *owner,
+                           const char *lookup_error);
 
 /* Closes one forward's listeners and connections; the tunnel runs on, or
  * closes when no forward is left. Returns FALSE when the tunnel is gone
@@ -38,16 +49,6 @@ const TgForward *tg_tunnel_get_forward(TgTunnel *tunnel, guint index);
  * (may be NULL, taken) is answered once the listeners are closed. */
 gboolean tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
                                   GDBusMethodInvocation *invocation);
-
-/* Adds a forward (taken) with its bound, listening sockets (taken; L, D)
- * or its resolved and pinned connect-back destination (taken; R) to a
- * running tunnel (one whose worker has not ended); invocation (taken) is
- * answered once the worker serves it (for R: once the server listens, or
- * with the server's refusal). The listeners were bound for the forward's
- * index, the tunnel's number of forwards so far. */
-void tg_tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
-                           TgConnectBack *connect_back,
-                           GDBusMethodInvocation *invocation);
 
 /* The index of the live forward with this canonical spec, or G_MAXUINT. */
 guint tg_tunnel_find_forward(TgTunnel *tunnel, const char *spec);
@@ -71,9 +72,6 @@ void tg_tunnel_close(TgTunnel *tunnel, const char *reason,
  * table's row): the same gate as Tunnel1.Close. */
 void tg_tunnel_authorize_close(TgDaemon *daemon, const char *path, TgAction action,
                                GDBusMethodInvocation *invocation);
-
-/* Orders tunnels by creation. */
-gint tg_tunnel_compare(TgTunnel *a, TgTunnel *b);
 
 /* (osussas) entry for ListTunnels. */
 GVariant *tg_tunnel_summary(TgTunnel *tunnel);

@@ -251,4 +251,3 @@ tg_policy_effective(const TgPolicy *policy, const TgPolicySubject *subject,
     return policy->global[keyword];
   return policy->defaults[keyword];
 }
-

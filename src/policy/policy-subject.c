@@ -148,4 +148,3 @@ tg_policy_subject_free(TgPolicySubject *subject)
   g_strfreev(subject->groups);
   g_free(subject);
 }
-

@@ -149,7 +149,7 @@ tg_session_config_free(TgSessionConfig *config)
 
 typedef struct {
   TgSession *session;
-  TgTunnelState state;
+  TgSessionState state;
   GError *error;
 } Report;
 
@@ -189,7 +189,7 @@ dispatch_later(TgSession *session, GSourceFunc func, gpointer data,
 }
 
 static void
-report_state(TgSession *session, TgTunnelState state, GError *error)
+report_state(TgSession *session, TgSessionState state, GError *error)
 {
   Report *report = g_new0(Report, 1);
 
@@ -1341,15 +1341,15 @@ session_thread(gpointer data)
     ssh_set_blocking(session->ssh, 0);
     session->event = ssh_event_new();
     ssh_event_add_session(session->event, session->ssh);
-    report_state(session, TG_TUNNEL_UP, NULL);
+    report_state(session, TG_SESSION_UP, NULL);
     ok = run_relays(session, &error);
   }
   release_everything(session);
   apply_commands(session, FALSE); /* everything is closed: nothing to apply */
   if (ok || stop_requested(session))
-    report_state(session, TG_TUNNEL_CLOSED, NULL);
+    report_state(session, TG_SESSION_CLOSED, NULL);
   else
-    report_state(session, TG_TUNNEL_FAILED, g_steal_pointer(&error));
+    report_state(session, TG_SESSION_FAILED, g_steal_pointer(&error));
   return NULL;
 }
 

@@ -19,15 +19,12 @@
 #include "hostkey.h"
 #include "policy.h"
 
+/* What a worker reports of its session (TgSessionStateFunc). */
 typedef enum {
-  TG_TUNNEL_CONNECTING,
-  TG_TUNNEL_UP,
-  TG_TUNNEL_RECONNECTING,
-  TG_TUNNEL_FAILED,
-  TG_TUNNEL_CLOSED,
-} TgTunnelState;
-
-const char *tg_tunnel_state_name(TgTunnelState state);
+  TG_SESSION_UP,
+  TG_SESSION_FAILED,
+  TG_SESSION_CLOSED,
+} TgSessionState;
 
 /* Where the connections of a remote (R) forward go: its destination's
  * addresses, resolved when the forward was added (and pinned in the
@@ -83,7 +80,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgSessionConfig, tg_session_config_free)
 /* Called in the creating thread's main context. The worker reports UP at
  * most once, then exactly one of FAILED or CLOSED as its last report; error
  * is set with FAILED. */
-typedef void (*TgSessionStateFunc)(TgTunnelState state, const GError *error,
+typedef void (*TgSessionStateFunc)(TgSessionState state, const GError *error,
                                    gpointer user_data);
 
 /* The server listens for a remote forward: on @address (as asked:
