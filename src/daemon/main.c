@@ -321,7 +321,7 @@ main(int argc, char **argv)
 
   /* libssh's global state (crypto) before any worker thread exists */
   if (ssh_init() != SSH_OK || !prepare_state_dir(daemon.state_dir, &error) ||
-      !tg_drop_privileges(&error) ||
+      !tg_privileges_drop(&error) ||
       (daemon.policy = tg_gate_load(&daemon, &error)) == NULL ||
       !apply_firewall(&daemon, &error) ||
       (daemon.introspection = load_introspection(&error)) == NULL ||

@@ -32,7 +32,7 @@ last_capability(void)
 }
 
 gboolean
-tg_drop_privileges(GError **error)
+tg_privileges_drop(GError **error)
 {
   struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
   struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = { { 0 } };

@@ -17,4 +17,4 @@
 
 #include <gio/gio.h>
 
-gboolean tg_drop_privileges(GError **error);
+gboolean tg_privileges_drop(GError **error);
