@@ -383,6 +383,87 @@ class SlowResolverTest(RemoteTestCase):
             self.assertRegex(p.log(), r"tunnelgated is stopping|cannot resolve")
         self.assertEqual(connect_back_elements(w), [])
 
+    # -- the one admission path, interrupted while it waits for the resolver --
+
+    def open_alice_up(self):
+        """Alice's tunnel with one L forward, up; its path."""
+        w = self.w
+        return tgtest.busctl_open_ok(w, ALICE, "gw", [f"L 127.0.0.1:0:127.0.0.1:{DATA_PORT}"],
+                                     tgtest.agent_option(w, ALICE))
+
+    def add_forward_waiting(self, sink, path, spec, name):
+        """AddForward(spec) as alice, in the background, once the daemon asks
+        the sink for its name (the call is then inside the admission)."""
+        w = self.w
+        queries = len([x for x in sink.log().splitlines() if x.startswith("query")])
+        adder = w.spawn_as(ALICE, ["busctl", "--system", BUSCTL_TIMEOUT, "call", BUS, path,
+                                   TIFACE, "AddForward", "s", spec], name=name)
+        wait_for(lambda: len([x for x in sink.log().splitlines()
+                              if x.startswith("query")]) > queries,
+                 timeout=30, what="the daemon resolving the new forward's name")
+        self.assertTrue(adder.alive())
+        return adder
+
+    def assert_nothing_left(self, fds_before, listeners_before):
+        w = self.w
+        pid = w.daemon.pid
+        self.assertEqual(connect_back_elements(w), [])
+        self.assertEqual(tgtest.daemon_listeners(pid), listeners_before)
+        self.assertEqual(tgtest.settled_fd_count(pid), fds_before)
+
+    def test_policy_changed_while_admitting(self):
+        """AddForward of an R forward waits for the resolver; meanwhile the
+        policy is reloaded to forbid remote forwards: the call gets the new
+        policy's PolicyDenied naming its rule, nothing of it is left (no pin,
+        listener or descriptor), the tunnel runs on with its forward."""
+        w = self.w
+        sink = self.slow_dns("dns-sink-3")
+        path = self.open_alice_up()
+        pid = w.daemon.pid
+        fds_before = tgtest.settled_fd_count(pid)
+        listeners_before = tgtest.daemon_listeners(pid)
+        spec = f"R 0:mid-reload.tunnelgate-test.example:{DATA_PORT}"
+        adder = self.add_forward_waiting(sink, path, spec, "add-mid-reload")
+
+        original = (w.config_dir / "policy.conf").read_text()
+        w.write_config("policy.conf", original + "AllowTcpForwarding local\n")
+
+        def restore():
+            w.write_config("policy.conf", original)
+            if w.daemon is not None and w.daemon.alive():
+                w.busctl(ADMIN, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ReloadPolicy")
+        self.addCleanup(restore)
+        r = w.busctl(ADMIN, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ReloadPolicy")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+        self.assertNotEqual(adder.wait(timeout=60), 0)
+        self.assertIn("AllowTcpForwarding local", adder.log())
+        self.assertRegex(adder.log(), r"policy\.conf:\d+")
+        self.assertEqual(prop(w, ALICE, path, "State"), "up")
+        self.assertEqual(prop(w, ALICE, path, "Forwards"),
+                         [f"L 127.0.0.1:0:127.0.0.1:{DATA_PORT}"])
+        self.assert_nothing_left(fds_before, listeners_before)
+
+    def test_tunnel_closed_while_admitting(self):
+        """AddForward of an R forward waits for the resolver; meanwhile its
+        tunnel is closed: the call fails naming the tunnel, and nothing of it
+        is left (no pin, listener or descriptor)."""
+        w = self.w
+        sink = self.slow_dns("dns-sink-4")
+        pid = w.daemon.pid
+        fds_before = tgtest.settled_fd_count(pid)     # no tunnel yet
+        path = self.open_alice_up()
+        spec = f"R 0:mid-close.tunnelgate-test.example:{DATA_PORT}"
+        adder = self.add_forward_waiting(sink, path, spec, "add-mid-close")
+
+        r = w.busctl(ALICE, BUSCTL_TIMEOUT, "call", BUS, path, TIFACE, "Close")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(list_tunnels(w, ADMIN), [])
+
+        self.assertNotEqual(adder.wait(timeout=60), 0)
+        self.assertRegex(adder.log(), r"No tunnel /org/tunnelgate/TunnelGate1/tunnel/\d+")
+        self.assert_nothing_left(fds_before, [])
+
 
 if __name__ == "__main__":
     if os.geteuid() != 0:
