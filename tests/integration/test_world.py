@@ -325,10 +325,10 @@ print("standin env bus:", os.environ.get("DBUS_SYSTEM_BUS_ADDRESS"), flush=True)
 if os.environ.get("STANDIN_FAIL"):
     print("standin: failing on purpose", flush=True)
     sys.exit(3)
-c = minidbus.Connection(opt["--bus-address"])
-assert c.request_name("org.tunnelgate.TunnelGate1") == 1
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+c = minidbus.Connection(opt["--bus-address"])
+assert c.request_name("org.tunnelgate.TunnelGate1") == 1
 while not stop:
     c.pending_signals()
     time.sleep(0.01)
