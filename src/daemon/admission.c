@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "admission.h"
 
-#include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "gate.h"
 #include "listener.h"
+#include "resolve.h"
 #include "tg-error.h"
 
 struct _TgAdmission {
@@ -223,60 +223,23 @@ tg_admission_get_host_key_mode(TgAdmission *admission)
 
 /* ---- RESOLVE ---- */
 
-/* Where an R forward's connections go, resolved now: it blocks (a thread). */
-static TgConnectBack *
-resolve_connect_back(const TgForward *forward, GError **error)
-{
-  struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
-  struct addrinfo *result = NULL;
-  char port[8];
-  g_autoptr(TgConnectBack) connect_back = tg_connect_back_new(0);
-  int rc;
-
-  g_snprintf(port, sizeof port, "%u", forward->connect.port);
-  rc = getaddrinfo(forward->connect.host, port, &hints, &result);
-  if (rc != 0) {
-    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                "Forward '%s': cannot resolve %s: %s", forward->spec,
-                forward->connect.host, gai_strerror(rc));
-    return NULL;
-  }
-  for (struct addrinfo *a = result; a != NULL; a = a->ai_next) {
-    struct sockaddr_storage address = { 0 };
-
-    if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
-        a->ai_addrlen > sizeof address)
-      continue;
-    memcpy(&address, a->ai_addr, a->ai_addrlen);
-    g_array_append_val(connect_back->addresses, address);
-  }
-  freeaddrinfo(result);
-  if (connect_back->addresses->len == 0) {
-    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                "Forward '%s': %s has no IPv4 or IPv6 address", forward->spec,
-                forward->connect.host);
-    return NULL;
-  }
-  return g_steal_pointer(&connect_back);
-}
-
-/* In the thread: only the admission's own arrays, one slot per forward. */
+/* The answer for forward @position: its connect-back, or why not. */
 static void
-resolve_thread(GTask *task, gpointer source, gpointer task_data,
-               GCancellable *cancellable)
+store_resolved(TgAdmission *admission, guint position, TgResolved *resolved)
 {
-  TgAdmission *admission = task_data;
+  const TgForward *forward = g_ptr_array_index(admission->forwards, position);
+  TgConnectBack *connect_back;
 
-  for (guint i = 0; i < admission->forwards->len; i++) {
-    GError *error = NULL;
-
-    if (!g_array_index(admission->wanted, gboolean, i))
-      continue;
-    admission->resolved->pdata[i] =
-        resolve_connect_back(g_ptr_array_index(admission->forwards, i), &error);
-    admission->resolve_errors->pdata[i] = error;
+  if (resolved->error != NULL) {
+    admission->resolve_errors->pdata[position] =
+        g_error_new(TG_ERROR, TG_ERROR_INVALID_ARGUMENT, "Forward '%s': cannot resolve %s: %s",
+                    forward->spec, forward->connect.host, resolved->error->message);
+    return;
   }
-  g_task_return_boolean(task, TRUE);
+  connect_back = tg_connect_back_new(0);
+  g_array_append_vals(connect_back->addresses, resolved->addresses->data,
+                      resolved->addresses->len);
+  admission->resolved->pdata[position] = connect_back;
 }
 
 static void admit(TgAdmission *admission);
@@ -284,8 +247,14 @@ static void admit(TgAdmission *admission);
 static void
 resolve_done(GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  TgAdmission *admission = g_task_get_task_data(G_TASK(result));
+  TgAdmission *admission = user_data;
+  g_autoptr(GPtrArray) answers = tg_resolve_finish(result, NULL);
+  guint next = 0;
 
+  for (guint i = 0; i < admission->forwards->len; i++) {
+    if (g_array_index(admission->wanted, gboolean, i))
+      store_resolved(admission, i, g_ptr_array_index(answers, next++));
+  }
   tg_registry_end_resolving(admission->daemon->registry, admission->caller_uid);
   admission->holds_resolver_slot = FALSE;
   admit(admission);
@@ -308,7 +277,8 @@ tg_admission_run(TgAdmission *admission, TgAdmissionCheckFunc still_wanted,
   TgDaemon *daemon = admission->daemon;
   gboolean any = FALSE;
   GError *error = NULL;
-  g_autoptr(GTask) task = NULL;
+  g_autoptr(GPtrArray) hosts = g_ptr_array_new();
+  g_autoptr(GArray) ports = g_array_new(FALSE, FALSE, sizeof(guint16));
 
   admission->still_wanted = still_wanted;
   admission->done = done;
@@ -334,9 +304,16 @@ tg_admission_run(TgAdmission *admission, TgAdmissionCheckFunc still_wanted,
     return;
   }
   admission->holds_resolver_slot = TRUE;
-  task = g_task_new(NULL, NULL, resolve_done, NULL);
-  g_task_set_task_data(task, admission, NULL);
-  g_task_run_in_thread(task, resolve_thread);
+  for (guint i = 0; i < admission->forwards->len; i++) {
+    const TgForward *forward = g_ptr_array_index(admission->forwards, i);
+
+    if (g_array_index(admission->wanted, gboolean, i)) {
+      g_ptr_array_add(hosts, forward->connect.host);
+      g_array_append_val(ports, forward->connect.port);
+    }
+  }
+  tg_resolve_async((const char *const *)hosts->pdata, (const guint16 *)ports->data,
+                   hosts->len, NULL, resolve_done, admission);
 }
 
 /* ---- RUNNING, ACTIONS, POLICY, BIND, GUARD, PIN ---- */

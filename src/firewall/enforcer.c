@@ -36,15 +36,6 @@ typedef struct {
   char *tunnel_id;
 } Guard;
 
-/* One round of PermitServer name resolution (see start_resolving()). */
-typedef struct _ResolveRound ResolveRound;
-struct _ResolveRound {
-  TgEnforcer *enforcer; /* NULL once abandoned; D-Bus thread only */
-  GPtrArray *names;     /* char* */
-  GArray *addresses;    /* TgFirewallAddress: the result */
-  GMainContext *context;
-};
-
 struct _TgEnforcer {
   TgFirewall *firewall; /* NULL: nothing in force */
   Shape shape;
@@ -54,7 +45,7 @@ struct _TgEnforcer {
   GPtrArray *server_names; /* char*: PermitServer names to resolve */
   GHashTable *guards;      /* "family/port" -> Guard */
   GHashTable *pins;        /* "address/port" -> Pin */
-  ResolveRound *resolving; /* the round whose answer is wanted, or NULL */
+  GCancellable *resolving; /* the round whose answer is wanted, or NULL */
   guint resolve_timer;
   gboolean may_own;
   gboolean applied;       /* a policy was applied once */
@@ -119,8 +110,10 @@ tg_enforcer_free(TgEnforcer *enforcer)
 {
   if (enforcer == NULL)
     return;
-  if (enforcer->resolving != NULL)
-    enforcer->resolving->enforcer = NULL; /* it reports to nobody */
+  if (enforcer->resolving != NULL) { /* it reports to nobody */
+    g_cancellable_cancel(enforcer->resolving);
+    g_clear_object(&enforcer->resolving);
+  }
   if (enforcer->resolve_timer != 0)
     g_source_remove(enforcer->resolve_timer);
   tg_firewall_free(enforcer->firewall); /* the table stays in force */
@@ -241,87 +234,59 @@ arrays_equal(GArray *a, GArray *b, gsize element_size)
   return a->len == b->len && memcmp(a->data, b->data, a->len * element_size) == 0;
 }
 
-/* ---- PermitServer names, resolved in a thread ---- */
+/* ---- PermitServer names, resolved off the D-Bus thread ---- */
 
-/* One round of resolution: a thread of its own that ends with the round
- * (not a pool thread: glibc keeps a resolver context per thread), and
- * reports in the D-Bus thread. A round the enforcer no longer wants (a newer
- * round, or the enforcer gone) is dropped when it reports. */
-
-static void
-resolve_round_free(gpointer data)
-{
-  ResolveRound *round = data;
-
-  g_ptr_array_unref(round->names);
-  if (round->addresses != NULL)
-    g_array_unref(round->addresses);
-  g_main_context_unref(round->context);
-  g_free(round);
-}
+/* One round of resolution at a time: a newer round, or the enforcer going
+ * away, cancels the one before, whose answer is then dropped. */
 
 static gboolean push_servers(TgEnforcer *enforcer, GError **error);
 
-static gboolean
-resolved(gpointer data)
+static void
+resolved(GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  ResolveRound *round = data;
-  TgEnforcer *enforcer = round->enforcer;
+  g_autoptr(GPtrArray) answers = tg_resolve_finish(result, NULL);
+  TgEnforcer *enforcer = user_data;
+  g_autoptr(GArray) addresses = NULL;
   g_autoptr(GError) error = NULL;
 
-  if (enforcer == NULL) /* abandoned */
-    return G_SOURCE_REMOVE;
-  enforcer->resolving = NULL;
-  if (arrays_equal(round->addresses, enforcer->resolved, sizeof(TgFirewallAddress)))
-    return G_SOURCE_REMOVE;
+  if (answers == NULL) /* cancelled: the enforcer may be gone */
+    return;
+  g_clear_object(&enforcer->resolving);
+  addresses = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
+  for (guint i = 0; i < answers->len; i++) { /* unknown today: next round */
+    const TgResolved *answer = g_ptr_array_index(answers, i);
+
+    for (guint k = 0; answer->addresses != NULL && k < answer->addresses->len; k++) {
+      TgNetwork network = tg_resolve_to_network(
+          &g_array_index(answer->addresses, struct sockaddr_storage, k));
+      g_array_append_val(addresses, network);
+    }
+  }
+  if (arrays_equal(addresses, enforcer->resolved, sizeof(TgFirewallAddress)))
+    return;
   g_array_set_size(enforcer->resolved, 0);
-  g_array_append_vals(enforcer->resolved, round->addresses->data, round->addresses->len);
+  g_array_append_vals(enforcer->resolved, addresses->data, addresses->len);
   if (enforcer->firewall != NULL && !push_servers(enforcer, &error))
     tg_warning("cannot update the SSH server addresses in the firewall: %s",
                error->message);
   else if (enforcer->firewall != NULL)
-    tg_message("firewall: PermitServer names resolved to %u addresses",
-               round->addresses->len);
-  return G_SOURCE_REMOVE;
-}
-
-static gpointer
-resolve_thread(gpointer data)
-{
-  ResolveRound *round = data;
-  GSource *source;
-
-  round->addresses = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
-  for (guint i = 0; i < round->names->len; i++) /* unknown today: next round */
-    tg_resolve_networks(g_ptr_array_index(round->names, i), round->addresses);
-  source = g_idle_source_new();
-  g_source_set_callback(source, resolved, round, resolve_round_free);
-  g_source_attach(source, round->context);
-  g_source_unref(source);
-  return NULL;
+    tg_message("firewall: PermitServer names resolved to %u addresses", addresses->len);
 }
 
 static void
 start_resolving(TgEnforcer *enforcer)
 {
-  ResolveRound *round;
-
-  if (enforcer->resolving != NULL) {
-    enforcer->resolving->enforcer = NULL; /* its answer is stale */
-    enforcer->resolving = NULL;
+  if (enforcer->resolving != NULL) { /* its answer is stale */
+    g_cancellable_cancel(enforcer->resolving);
+    g_clear_object(&enforcer->resolving);
   }
   if (enforcer->server_names->len == 0) {
     g_array_set_size(enforcer->resolved, 0);
     return;
   }
-  round = g_new0(ResolveRound, 1);
-  round->enforcer = enforcer;
-  round->names = g_ptr_array_new_with_free_func(g_free);
-  for (guint i = 0; i < enforcer->server_names->len; i++)
-    g_ptr_array_add(round->names, g_strdup(g_ptr_array_index(enforcer->server_names, i)));
-  round->context = g_main_context_ref_thread_default();
-  enforcer->resolving = round;
-  g_thread_unref(g_thread_new("resolve", resolve_thread, round));
+  enforcer->resolving = g_cancellable_new();
+  tg_resolve_async((const char *const *)enforcer->server_names->pdata, NULL,
+                   enforcer->server_names->len, enforcer->resolving, resolved, enforcer);
 }
 
 static gboolean

@@ -22,6 +22,7 @@
 #include "listener.h"
 #include "log.h"
 #include "relay.h"
+#include "resolve.h"
 #include "tg-error.h"
 
 #define MAX_KEY_FILE_BYTES (64 * 1024)
@@ -397,25 +398,25 @@ static int
 connect_tcp(TgSession *session, GError **error)
 {
   TgSessionConfig *config = session->config;
-  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
-  struct addrinfo *addresses = NULL;
-  char port[8];
-  int rc, last_error = 0;
+  g_autoptr(GError) resolve_error = NULL;
+  g_autoptr(GArray) addresses =
+      tg_resolve_sync(config->host, config->port, AI_ADDRCONFIG, &resolve_error);
+  int last_error = 0;
 
-  g_snprintf(port, sizeof port, "%u", config->port);
-  rc = getaddrinfo(config->host, port, &hints, &addresses);
-  if (rc != 0) {
+  if (addresses == NULL) {
     g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED, "Cannot resolve %s: %s",
-                config->host, gai_strerror(rc));
+                config->host, resolve_error->message);
     return -1;
   }
-  for (struct addrinfo *a = addresses; a != NULL && !stop_requested(session);
-       a = a->ai_next) {
+  for (guint i = 0; i < addresses->len && !stop_requested(session); i++) {
+    const struct sockaddr_storage *address =
+        &g_array_index(addresses, struct sockaddr_storage, i);
+    socklen_t length = address->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                      : sizeof(struct sockaddr_in);
     /* the firewall's lockdown lets only marked sockets reach SSH servers */
-    int fd = marked_tcp_socket(a->ai_family, config->socket_mark);
+    int fd = marked_tcp_socket(address->ss_family, config->socket_mark);
 
     if (fd < 0 && errno == EPERM) {
-      freeaddrinfo(addresses);
       g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED,
                   "Cannot mark the connection to %s for the firewall (SO_MARK): %s",
                   config->host, g_strerror(EPERM));
@@ -425,19 +426,16 @@ connect_tcp(TgSession *session, GError **error)
       last_error = errno;
       continue;
     }
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+    if (connect(fd, (const struct sockaddr *)address, length) == 0)
       last_error = 0;
     else if (errno == EINPROGRESS)
       last_error = wait_connected(session, fd, config->connect_timeout_seconds * 1000);
     else
       last_error = errno;
-    if (last_error == 0) {
-      freeaddrinfo(addresses);
+    if (last_error == 0)
       return fd;
-    }
     close(fd);
   }
-  freeaddrinfo(addresses);
   if (stop_requested(session))
     last_error = ECANCELED;
   g_set_error(error, TG_ERROR, TG_ERROR_CONNECT_FAILED,
