@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "text.h"
 #include "tg-error.h"
 
 void
@@ -101,6 +102,7 @@ check_line_text(const char *file, guint number, const char *text, gsize length,
                 GError **error)
 {
   const char *end = NULL;
+  gunichar c;
 
   if (length > TG_CONFIG_MAX_LINE_LENGTH) {
     tg_config_set_error(error, file, number, "line longer than %d bytes",
@@ -112,13 +114,9 @@ check_line_text(const char *file, guint number, const char *text, gsize length,
                         (gsize)(end - text));
     return FALSE;
   }
-  for (gsize i = 0; i < length; i++) {
-    guchar c = (guchar)text[i];
-
-    if ((c < 0x20 && !is_blank((char)c)) || c == 0x7f) {
-      tg_config_set_error(error, file, number, "control character U+%04X", c);
-      return FALSE;
-    }
+  if (tg_text_find_control(text, (gssize)length, "\t\r", &c) != NULL) {
+    tg_config_set_error(error, file, number, "control character U+%04X", c);
+    return FALSE;
   }
   return TRUE;
 }

@@ -51,6 +51,8 @@ static gboolean
 check_input_text(const char *what, const char *text, GError **error)
 {
   gsize length = strnlen(text, MAX_SPEC_LENGTH + 1);
+  const char *control;
+  gunichar c;
 
   if (length == 0) {
     g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT, "%s '': empty", what);
@@ -67,15 +69,11 @@ check_input_text(const char *what, const char *text, GError **error)
     set_input_error(error, what, text, "not valid UTF-8");
     return FALSE;
   }
-  for (const char *p = text; *p != '\0'; p = g_utf8_next_char(p)) {
-    gunichar c = g_utf8_get_char(p);
-
-    if (g_unichar_iscntrl(c)) {
-      set_input_error(error, what, text,
-                      "control character U+%04X at byte %" G_GSIZE_FORMAT, c,
-                      (gsize)(p - text));
-      return FALSE;
-    }
+  control = tg_text_find_control(text, -1, NULL, &c);
+  if (control != NULL) {
+    set_input_error(error, what, text, "control character U+%04X at byte %" G_GSIZE_FORMAT,
+                    c, (gsize)(control - text));
+    return FALSE;
   }
   return TRUE;
 }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "text.h"
 
+#include <string.h>
+
 char *
 tg_text_printable(const char *text, gsize max_bytes)
 {
@@ -23,6 +25,30 @@ tg_text_printable(const char *text, gsize max_bytes)
   if (*p != '\0')
     g_string_append(out, "...");
   return g_string_free(out, FALSE);
+}
+
+const char *
+tg_text_find_control(const char *text, gssize length, const char *allowed, gunichar *c)
+{
+  const char *end = length < 0 ? NULL : text + length;
+
+  for (const char *p = text; end == NULL ? *p != '\0' : p < end; p = g_utf8_next_char(p)) {
+    gunichar u = g_utf8_get_char(p);
+
+    if (!g_unichar_iscntrl(u) || (u < 0x80 && allowed != NULL && u != 0 &&
+                                  strchr(allowed, (int)u) != NULL))
+      continue;
+    if (c != NULL)
+      *c = u;
+    return p;
+  }
+  return NULL;
+}
+
+gboolean
+tg_text_is_printable(const char *text)
+{
+  return g_utf8_validate(text, -1, NULL) && tg_text_find_control(text, -1, NULL, NULL) == NULL;
 }
 
 gboolean

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "text.h"
 #include "manager.h"
 #include "gate.h"
 #include "registry.h"
@@ -38,8 +39,9 @@ typedef struct {
 
 /* Every log line passes here: text that came from a peer (a server's error
  * or disconnect message, a SOCKS host name, a forwarded connection's
- * originator) must not forge lines or terminal escapes, so control
- * characters in string fields become '?'. Then GLib's default writer
+ * originator) must not forge lines or terminal escapes, so string fields
+ * are shown as tg_text_printable() shows text (control characters as
+ * \uNNNN, invalid UTF-8 as \xNN). Then GLib's default writer
  * (journal fields under systemd, stderr elsewhere). */
 static GLogWriterOutput
 log_writer(GLogLevelFlags level, const GLogField *fields, gsize n_fields,
@@ -51,21 +53,12 @@ log_writer(GLogLevelFlags level, const GLogField *fields, gsize n_fields,
 
   for (gsize i = 0; i < n_fields; i++) {
     clean[i] = fields[i];
-    if (fields[i].length == -1 && fields[i].value != NULL) {
-      const char *text = fields[i].value;
-      gboolean dirty = FALSE;
+    if (fields[i].length == -1 && fields[i].value != NULL &&
+        !tg_text_is_printable(fields[i].value)) {
+      char *copy = tg_text_printable(fields[i].value, G_MAXSIZE);
 
-      for (const char *p = text; *p != '\0' && !dirty; p++)
-        dirty = (guchar)*p < 0x20 || *p == 0x7f;
-      if (dirty) {
-        char *copy = g_strdup(text);
-        for (char *p = copy; *p != '\0'; p++) {
-          if ((guchar)*p < 0x20 || *p == 0x7f)
-            *p = '?';
-        }
-        g_ptr_array_add(copies, copy);
-        clean[i].value = copy;
-      }
+      g_ptr_array_add(copies, copy);
+      clean[i].value = copy;
     }
   }
   result = g_log_writer_default(level, clean, n_fields, user_data);

@@ -12,6 +12,7 @@
 #include "hostkey.h"
 #include "log.h"
 #include "profile.h"
+#include "text.h"
 #include "tg-error.h"
 #include "tunnel.h"
 
@@ -192,12 +193,10 @@ parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char
                   "Option 'description' is longer than %d bytes", MAX_DESCRIPTION_LENGTH);
       return FALSE;
     }
-    for (const char *p = request->description; *p != '\0'; p++) {
-      if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-        g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                            "Option 'description' contains control characters");
-        return FALSE;
-      }
+    if (tg_text_find_control(request->description, -1, NULL, NULL) != NULL) {
+      g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                          "Option 'description' contains control characters");
+      return FALSE;
     }
     return TRUE;
   }
