@@ -3,6 +3,7 @@
  * listener with one allowed source, one connect-back destination: add, then
  * remove) with 10 and with 10,000 tunnels present, against `nft -f` loading an
  * equivalent whole ruleset. Root only; runs in its own network namespace.
+ *   meson setup build -Dbenchmarks=true
  *   ninja -C build bench/firewall-bench && sudo build/bench/firewall-bench */
 #include <sched.h>
 #include <stdio.h>

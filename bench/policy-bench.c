@@ -6,6 +6,7 @@
  * far slower than the list: the ratio line shows it, next to what a linear
  * scan of the same list would cost.
  *
+ *   meson setup build -Dbenchmarks=true
  *   ninja -C build bench/policy-bench && build/bench/policy-bench */
 #include <stdio.h>
 
