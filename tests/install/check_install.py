@@ -11,6 +11,13 @@ each part is valid for the tool that reads it:
     with their modes (systemd-tmpfiles --root), the sysusers snippet the
     group (systemd-sysusers --root).
 
+And the packagers' options: with --prefix=/usr the unit, sysusers and
+tmpfiles snippets, bus policy and activation file, polkit actions and bash
+completion land in the directories pkg-config names (the usual ones where a
+package has no .pc file); each directory option moves its file; with another
+--prefix nothing is installed outside it. The builds are made with
+-Dtests=false, which also shows that such a build configures and installs.
+
 Usage: check_install.py BUILD_DIR SOURCE_DIR
 """
 
@@ -27,6 +34,50 @@ import xml.etree.ElementTree as ET
 BUILD, SOURCE = sys.argv[1], sys.argv[2]
 del sys.argv[1:3]
 PREFIX = "/usr"
+OTHER_PREFIX = "/opt/tunnelgate"
+
+# option: (file, pkg-config package, variable, subdirectory, usual directory)
+INSTALL_DIRS = {
+    "systemdsystemunitdir": ("tunnelgate.service", "systemd", "systemdsystemunitdir", "",
+                             "/usr/lib/systemd/system"),
+    "sysusersdir": ("tunnelgate.conf", "systemd", "sysusersdir", "", "/usr/lib/sysusers.d"),
+    "tmpfilesdir": ("tunnelgate.conf", "systemd", "tmpfilesdir", "", "/usr/lib/tmpfiles.d"),
+    "dbuspolicydir": ("org.tunnelgate.TunnelGate1.conf", "dbus-1", "datadir",
+                      "dbus-1/system.d", "/usr/share/dbus-1/system.d"),
+    "dbussystemservicedir": ("org.tunnelgate.TunnelGate1.service", "dbus-1",
+                             "system_bus_services_dir", "", "/usr/share/dbus-1/system-services"),
+    "polkitactiondir": ("org.tunnelgate.policy", "polkit-gobject-1", "actiondir", "",
+                        "/usr/share/polkit-1/actions"),
+    "bashcompletiondir": ("tunnelgatectl", "bash-completion", "completionsdir", "",
+                          "/usr/share/bash-completion/completions"),
+}
+
+
+def pkgconfig_dir(package, variable, subdirectory, usual):
+    """Where pkg-config says (for --prefix=/usr), else the usual place."""
+    r = subprocess.run(["pkg-config", f"--variable={variable}", package],
+                       capture_output=True, text=True)
+    found = r.stdout.strip()
+    if r.returncode != 0 or not found:
+        return usual
+    return os.path.join(found, subdirectory) if subdirectory else found
+
+
+def run(*argv):
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}\n"
+                           f"{r.stdout[-3000:]}{r.stderr[-3000:]}")
+
+
+def meson_install(build, destdir):
+    run("ninja", "-C", build)
+    run("meson", "install", "-C", build, "--no-rebuild", "--destdir", destdir)
+
+
+def installed_files(root):
+    return sorted("/" + os.path.relpath(os.path.join(d, f), root)
+                  for d, _, files in os.walk(root) for f in files)
 
 
 class InstallTest(unittest.TestCase):
@@ -36,12 +87,22 @@ class InstallTest(unittest.TestCase):
         cls.dest = tempfile.mkdtemp(prefix="tg-install-")
         # a build with the prefix a distribution uses
         cls.build = os.path.join(cls.dest, "build")
-        subprocess.run(["meson", "setup", cls.build, SOURCE, f"--prefix={PREFIX}",
-                        "--buildtype=plain"], check=True, capture_output=True)
-        subprocess.run(["ninja", "-C", cls.build], check=True, capture_output=True)
-        subprocess.run(["meson", "install", "-C", cls.build, "--no-rebuild", "--destdir",
-                        os.path.join(cls.dest, "root")], check=True, capture_output=True)
+        run("meson", "setup", cls.build, SOURCE, f"--prefix={PREFIX}", "--buildtype=plain",
+            "-Dtests=false")
         cls.root = os.path.join(cls.dest, "root")
+        meson_install(cls.build, cls.root)
+        # the same build with every directory option set
+        cls.moved = {option: f"/opt/moved/{option}" for option in INSTALL_DIRS}
+        run("meson", "configure", cls.build,
+            *[f"-D{option}={d}" for option, d in cls.moved.items()])
+        cls.moved_root = os.path.join(cls.dest, "moved-root")
+        meson_install(cls.build, cls.moved_root)
+        # a build with another prefix
+        other = os.path.join(cls.dest, "build-other-prefix")
+        run("meson", "setup", other, SOURCE, f"--prefix={OTHER_PREFIX}", "--buildtype=plain",
+            "-Dtests=false")
+        cls.other_root = os.path.join(cls.dest, "other-root")
+        meson_install(other, cls.other_root)
 
     @classmethod
     def tearDownClass(cls):
@@ -59,6 +120,40 @@ class InstallTest(unittest.TestCase):
                     hits.append(full)
         self.assertEqual(len(hits), 1, f"{pattern}: {hits}")
         return hits[0]
+
+    def test_pkgconfig_dirs(self):
+        for option, (name, package, variable, subdirectory, usual) in INSTALL_DIRS.items():
+            with self.subTest(option=option):
+                d = pkgconfig_dir(package, variable, subdirectory, usual)
+                self.assertTrue(os.path.isfile(self.path(os.path.join(d, name))),
+                                f"{name} not in {d}: {installed_files(self.root)}")
+
+    def test_options_move_files(self):
+        for option, (name, package, variable, subdirectory, usual) in INSTALL_DIRS.items():
+            with self.subTest(option=option):
+                moved = os.path.join(self.moved_root, self.moved[option].lstrip("/"), name)
+                self.assertTrue(os.path.isfile(moved), moved)
+                d = pkgconfig_dir(package, variable, subdirectory, usual)
+                self.assertFalse(os.path.exists(
+                    os.path.join(self.moved_root, d.lstrip("/"), name)), d)
+        # and nothing else moved
+        self.assertTrue(os.path.isfile(os.path.join(self.moved_root, "usr/sbin/tunnelgated")))
+        moved_dirs = tuple(d + "/" for d in self.moved.values())
+        self.assertEqual(len(installed_files(self.moved_root)), len(installed_files(self.root)))
+        self.assertEqual(
+            len([f for f in installed_files(self.moved_root) if f.startswith(moved_dirs)]),
+            len(INSTALL_DIRS))
+
+    def test_other_prefix(self):
+        files = installed_files(self.other_root)
+        outside = [f for f in files if not f.startswith(OTHER_PREFIX + "/")]
+        self.assertEqual(outside, [])
+        for option, (name, _, _, _, usual) in INSTALL_DIRS.items():
+            with self.subTest(option=option):
+                d = OTHER_PREFIX + usual[len("/usr"):]
+                self.assertIn(os.path.join(d, name), files)
+        self.assertIn(OTHER_PREFIX + "/sbin/tunnelgated", files)
+        self.assertIn(OTHER_PREFIX + "/share/man/man8/tunnelgated.8", files)
 
     def test_binaries(self):
         for p in ("/usr/sbin/tunnelgated", "/usr/bin/tunnelgatectl"):
@@ -149,7 +244,8 @@ class InstallTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    for tool in ("systemd-analyze", "systemd-tmpfiles", "systemd-sysusers", "meson", "ninja"):
+    for tool in ("systemd-analyze", "systemd-tmpfiles", "systemd-sysusers", "meson", "ninja",
+                 "pkg-config"):
         if shutil.which(tool) is None:
             print(f"skipped: {tool} is not installed", file=sys.stderr)
             sys.exit(77)
