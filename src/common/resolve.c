@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "resolve.h"
 
+#include "worker.h"
+
 #include <netdb.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -118,7 +120,7 @@ tg_resolve_async(const char *const *hosts, const guint16 *ports, guint n_hosts,
     g_ptr_array_add(batch, resolved);
   }
   g_task_set_task_data(task, batch, (GDestroyNotify)g_ptr_array_unref);
-  g_task_run_in_thread(task, resolve_thread);
+  tg_worker_run(task, resolve_thread);
 }
 
 GPtrArray *

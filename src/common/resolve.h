@@ -37,7 +37,7 @@ typedef struct {
 void tg_resolved_free(TgResolved *resolved);
 
 /* Resolves each of @hosts (with @ports[i], or port 0 when @ports is NULL) on
- * a worker thread. Cancelling @cancellable makes the answer
+ * a worker thread (worker.h). Cancelling @cancellable makes the answer
  * G_IO_ERROR_CANCELLED (the callback's user_data may be gone by then: check
  * before using it). */
 void tg_resolve_async(const char *const *hosts, const guint16 *ports, guint n_hosts,
@@ -45,7 +45,7 @@ void tg_resolve_async(const char *const *hosts, const guint16 *ports, guint n_ho
                       gpointer user_data);
 
 /* The answers, one TgResolved per host in the order asked (the array owns
- * them); NULL only when cancelled. */
+ * them); NULL when cancelled or when no thread could be started. */
 GPtrArray *tg_resolve_finish(GAsyncResult *result, GError **error);
 
 /* The address part of a struct sockaddr_storage as a full-length TgNetwork. */

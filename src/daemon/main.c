@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "text.h"
+#include "worker.h"
 #include "manager.h"
 #include "gate.h"
 #include "registry.h"
@@ -350,6 +351,7 @@ main(int argc, char **argv)
   tg_registry_free(daemon.registry);
   tg_server_free(daemon.server);
   tg_enforcer_free(daemon.enforcer); /* the table stays in force */
+  tg_worker_join_all();
   tg_policy_unref(daemon.policy);
   g_free(daemon.default_policy);
   tg_authz_free(daemon.authz);
