@@ -170,8 +170,10 @@ apply_firewall(TgDaemon *daemon, GError **error)
 {
   daemon->enforcer = tg_enforcer_new(!options_no_firewall_owner);
   daemon->server = tg_server_new(daemon->enforcer);
-  if (tg_enforcer_apply_policy(daemon->enforcer, daemon->policy, error))
-    return tg_server_apply_policy(daemon->server, daemon->policy, error);
+  if (tg_enforcer_apply_policy(daemon->enforcer, daemon->policy, error)) {
+    tg_server_apply_policy(daemon->server, daemon->policy);
+    return tg_server_wait(daemon->server, error);
+  }
   g_prefix_error(
       error, "the policy asks for the firewall (EgressLockdown, ListenerGuard, "
              "ConnectBackPinning or ServerMode), but its table cannot be installed: ");
@@ -347,9 +349,9 @@ main(int argc, char **argv)
   g_bus_unown_name(name_id);
   tg_manager_unexport(manager); /* no new tunnels while the old ones close */
   tg_manager_close_all(&daemon);
+  tg_server_free(daemon.server); /* waits for its job; answers Audit callers */
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
   tg_registry_free(daemon.registry);
-  tg_server_free(daemon.server);
   tg_enforcer_free(daemon.enforcer); /* the table stays in force */
   tg_worker_join_all();
   tg_policy_unref(daemon.policy);

@@ -581,6 +581,17 @@ check_act(TgCall *call)
 }
 
 static void
+reload_done(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TgCall *call = user_data;
+  TgDaemon *daemon = call->data;
+
+  tg_server_wait_finish(daemon->server, result, NULL);
+  tg_call_return_value(call, NULL);
+  tg_call_free(call);
+}
+
+static void
 reload_act(TgCall *call)
 {
   TgDaemon *daemon = call->data;
@@ -593,7 +604,9 @@ reload_act(TgCall *call)
     tg_call_return_error(call, error);
     return;
   }
-  tg_call_return_value(call, NULL);
+  /* answered once server mode has the new policy in force too; its
+   * failures are logged, the policy stays */
+  tg_server_wait_async(daemon->server, reload_done, tg_call_keep(call));
 }
 
 static void
@@ -606,10 +619,10 @@ firewall_act(TgCall *call)
 }
 
 static void
-audit_act(TgCall *call)
+audit_done(GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  TgDaemon *daemon = call->data;
-  g_autoptr(GPtrArray) findings = tg_server_audit(daemon->server);
+  TgCall *call = user_data;
+  g_autoptr(GPtrArray) findings = tg_server_audit_finish(result, NULL);
   GVariantBuilder builder;
 
   g_variant_builder_init(&builder, G_VARIANT_TYPE("a(sss)"));
@@ -619,6 +632,15 @@ audit_act(TgCall *call)
                           finding->value);
   }
   tg_call_return_value(call, g_variant_new("(a(sss))", &builder));
+  tg_call_free(call);
+}
+
+static void
+audit_act(TgCall *call)
+{
+  TgDaemon *daemon = call->data;
+
+  tg_server_audit_async(daemon->server, audit_done, tg_call_keep(call));
 }
 
 /* ---- dispatch ---- */
@@ -777,7 +799,6 @@ tg_manager_reload(TgDaemon *daemon, GError **error)
   TgPolicy *fresh = tg_gate_load(daemon, error);
   g_autoptr(GPtrArray) tunnels = NULL;
   g_autoptr(GHashTable) owners = NULL;
-  g_autoptr(GError) server_error = NULL;
 
   if (fresh == NULL)
     return FALSE;
@@ -789,8 +810,7 @@ tg_manager_reload(TgDaemon *daemon, GError **error)
   }
   g_clear_pointer(&daemon->policy, tg_policy_unref);
   daemon->policy = fresh;
-  if (!tg_server_apply_policy(daemon->server, fresh, &server_error))
-    tg_warning("server mode: %s", server_error->message);
+  tg_server_apply_policy(daemon->server, fresh);
   tg_log_event(G_LOG_LEVEL_MESSAGE, "POLICY_RELOADED", "MESSAGE",
                "policy reloaded; re-checking %u tunnels",
                tg_registry_n_tunnels(daemon->registry));

@@ -2,13 +2,12 @@
 #include "enforcer.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
-#include <pwd.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include <gio/gio.h>
 
+#include "accounts.h"
 #include "firewall.h"
 #include "log.h"
 #include "resolve.h"
@@ -187,18 +186,16 @@ static GArray *
 exempt_uids(const TgPolicy *policy)
 {
   GArray *uids = g_array_new(FALSE, FALSE, sizeof(guint32));
-  struct passwd *entry;
+  g_autoptr(GPtrArray) accounts = tg_accounts_list();
 
-  setpwent();
-  while ((entry = getpwent()) != NULL) {
-    g_autoptr(TgPolicySubject) subject = tg_policy_subject_from_uid(entry->pw_uid, NULL);
+  for (guint i = 0; i < accounts->len; i++) {
+    const TgAccount *account = g_ptr_array_index(accounts, i);
+    g_autoptr(TgPolicySubject) subject = tg_policy_subject_from_uid(account->uid, NULL);
     TgPolicyOrigin origin;
-    guint32 uid = entry->pw_uid;
 
     if (subject != NULL && tg_policy_is_lockdown_exempt(policy, subject, &origin))
-      g_array_append_val(uids, uid);
+      g_array_append_val(uids, account->uid);
   }
-  endpwent();
   g_array_sort(uids, compare_uids);
   for (guint i = 1; i < uids->len;) { /* a user listed twice */
     if (g_array_index(uids, guint32, i) == g_array_index(uids, guint32, i - 1))

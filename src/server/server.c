@@ -5,15 +5,15 @@
 #include <errno.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
-#include <netdb.h>
-#include <pwd.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "accounts.h"
 #include "log.h"
 #include "resolve.h"
 #include "tg-error.h"
+#include "worker.h"
 
 #define RESYNC_DELAY_MS 300 /* coalesces the writes of one useradd/usermod */
 #define MAX_PORTS_PER_ENTRY                                                              \
@@ -28,6 +28,13 @@ struct _TgServer {
   GFileMonitor *monitors[2];
   guint resync_timer;
   char *dropin_error; /* the last drop-in sshd -t refused, or NULL */
+  GError *apply_error; /* the firewall refused the last users, or NULL */
+  /* the worker (see kick()) */
+  struct _Job *job;       /* the one running, or NULL */
+  gboolean want_apply;    /* users, firewall, drop-in and audit again */
+  gboolean want_off;      /* remove the drop-in */
+  GPtrArray *audit_waiters; /* GTask*: Audit callers not yet given to a job */
+  GPtrArray *idle_waiters;  /* GTask*: waiting for the worker to be idle */
 };
 
 static void
@@ -112,27 +119,24 @@ users_clear(Users *users)
 static void
 collect_users(const TgPolicy *policy, Users *users)
 {
-  struct passwd *entry;
+  g_autoptr(GPtrArray) accounts = tg_accounts_list();
 
   users->sftp_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
   users->sftp_names = g_ptr_array_new_with_free_func(g_free);
   users->jump_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
   users->jump_rules = g_array_new(FALSE, FALSE, sizeof(TgFirewallJumpRule));
-  setpwent();
-  while ((entry = getpwent()) != NULL) {
-    g_autoptr(TgPolicySubject) subject = tg_policy_subject_from_uid(entry->pw_uid, NULL);
+  for (guint a = 0; a < accounts->len; a++) {
+    const TgAccount *account = g_ptr_array_index(accounts, a);
+    g_autoptr(TgPolicySubject) subject = tg_policy_subject_from_uid(account->uid, NULL);
     TgPolicyOrigin origin;
     TgPolicyHostList permit;
-    guint32 uid = entry->pw_uid;
+    guint32 uid = account->uid;
 
     if (subject == NULL || uid == 0) /* root's sockets are sshd's own */
       continue;
     if (tg_policy_is_sftp_only(policy, subject, &origin)) {
-      if (!g_ptr_array_find_with_equal_func(users->sftp_names, entry->pw_name,
-                                            g_str_equal, NULL)) {
-        g_array_append_val(users->sftp_uids, uid);
-        g_ptr_array_add(users->sftp_names, g_strdup(entry->pw_name));
-      }
+      g_array_append_val(users->sftp_uids, uid);
+      g_ptr_array_add(users->sftp_names, g_strdup(account->name));
       continue;
     }
     tg_policy_get_server_permit_open(policy, subject, &permit);
@@ -142,7 +146,6 @@ collect_users(const TgPolicy *policy, Users *users)
     for (guint i = 0; permit.entries != NULL && i < permit.entries->len; i++)
       add_jump_rules(users->jump_rules, uid, g_ptr_array_index(permit.entries, i));
   }
-  endpwent();
 }
 
 /* ---- sshd ---- */
@@ -238,12 +241,14 @@ reload_sshd(const TgPolicyGlobals *globals)
     tg_message("server mode: sshd (pid %" G_GINT64_FORMAT ") told to reload", pid);
 }
 
-/* Writes the drop-in if its text changed: next to it first, checked with
- * `sshd -t` together with the main configuration, then renamed over it. */
-static void
-install_dropin(TgServer *server, const TgPolicyGlobals *globals)
+/* Writes the drop-in for @names if its text changed (or the last try,
+ * @last_error, failed): next to it first, checked with `sshd -t` together
+ * with the main configuration, then renamed over it. Returns why it was
+ * not installed, or NULL. Any thread. */
+static char *
+install_dropin(const TgPolicyGlobals *globals, GPtrArray *names, const char *last_error)
 {
-  g_autofree char *text = dropin_text(server->sftp_users);
+  g_autofree char *text = dropin_text(names);
   g_autofree char *current = NULL;
   g_autofree char *directory = g_path_get_dirname(globals->sshd_drop_in);
   g_autofree char *candidate =
@@ -254,8 +259,8 @@ install_dropin(TgServer *server, const TgPolicyGlobals *globals)
   const char *args[] = { "-t", "-f", wrapper, NULL };
 
   if (g_file_get_contents(globals->sshd_drop_in, &current, NULL, NULL) &&
-      g_str_equal(current, text) && server->dropin_error == NULL)
-    return;
+      g_str_equal(current, text) && last_error == NULL)
+    return NULL;
   wrapper_text = g_strdup_printf("# tunnelgated: checking %s before installing it\n"
                                  "Include %s\nInclude %s\n",
                                  globals->sshd_drop_in, candidate, globals->sshd_config);
@@ -270,178 +275,39 @@ install_dropin(TgServer *server, const TgPolicyGlobals *globals)
   if (error != NULL) {
     g_unlink(candidate);
     g_unlink(wrapper);
-    g_free(server->dropin_error);
-    server->dropin_error = g_strdup(error->message);
     tg_log_event(
         G_LOG_LEVEL_WARNING, "SSHD_DROPIN_REFUSED", "MESSAGE",
         "server mode: the sshd drop-in %s was not installed (the old one stays): "
         "%s",
         globals->sshd_drop_in, error->message);
-    return;
+    return g_strdup(error->message);
   }
   g_unlink(wrapper);
-  g_clear_pointer(&server->dropin_error, g_free);
   tg_log_event(G_LOG_LEVEL_MESSAGE, "SSHD_DROPIN_INSTALLED", "MESSAGE",
                "server mode: sshd drop-in %s installed (%u SFTP-only users)",
-               globals->sshd_drop_in, server->sftp_users->len);
+               globals->sshd_drop_in, names->len);
   if (globals->sshd_reload)
     reload_sshd(globals);
-}
-
-/* ---- applying ---- */
-
-static void resync_now(TgServer *server);
-
-static gboolean
-resync_timeout(gpointer user_data)
-{
-  TgServer *server = user_data;
-
-  server->resync_timer = 0;
-  resync_now(server);
-  return G_SOURCE_REMOVE;
-}
-
-static void
-on_users_changed(GFileMonitor *monitor, GFile *file, GFile *other,
-                 GFileMonitorEvent event, gpointer user_data)
-{
-  TgServer *server = user_data;
-
-  if (!server->active)
-    return;
-  if (server->resync_timer != 0)
-    g_source_remove(server->resync_timer);
-  server->resync_timer = g_timeout_add(RESYNC_DELAY_MS, resync_timeout, server);
-}
-
-TgServer *
-tg_server_new(TgEnforcer *enforcer)
-{
-  TgServer *server = g_new0(TgServer, 1);
-  const char *const files[] = { "/etc/passwd", "/etc/group" };
-
-  server->enforcer = enforcer;
-  server->sftp_users = g_ptr_array_new_with_free_func(g_free);
-  for (guint i = 0; i < G_N_ELEMENTS(files); i++) {
-    g_autoptr(GFile) file = g_file_new_for_path(files[i]);
-    server->monitors[i] =
-        g_file_monitor_file(file, G_FILE_MONITOR_WATCH_MOVES, NULL, NULL);
-    if (server->monitors[i] != NULL)
-      g_signal_connect(server->monitors[i], "changed", G_CALLBACK(on_users_changed),
-                       server);
-  }
-  return server;
-}
-
-void
-tg_server_free(TgServer *server)
-{
-  if (server == NULL)
-    return;
-  for (guint i = 0; i < G_N_ELEMENTS(server->monitors); i++) {
-    if (server->monitors[i] != NULL) {
-      g_signal_handlers_disconnect_by_data(server->monitors[i], server);
-      g_file_monitor_cancel(server->monitors[i]);
-      g_object_unref(server->monitors[i]);
-    }
-  }
-  if (server->resync_timer != 0)
-    g_source_remove(server->resync_timer);
-  if (server->policy != NULL)
-    tg_policy_unref(server->policy);
-  g_ptr_array_unref(server->sftp_users);
-  g_free(server->dropin_error);
-  g_free(server);
-}
-
-gboolean
-tg_server_is_active(const TgServer *server)
-{
-  return server->active;
-}
-
-static gboolean
-apply(TgServer *server, GError **error)
-{
-  const TgPolicyGlobals *globals = tg_policy_get_globals(server->policy);
-  Users users;
-
-  collect_users(server->policy, &users);
-  if (!tg_enforcer_set_server_users(
-          server->enforcer, (const guint32 *)users.sftp_uids->data, users.sftp_uids->len,
-          (const guint32 *)users.jump_uids->data, users.jump_uids->len,
-          (const TgFirewallJumpRule *)users.jump_rules->data, users.jump_rules->len,
-          error)) {
-    users_clear(&users);
-    return FALSE;
-  }
-  g_ptr_array_unref(server->sftp_users);
-  server->sftp_users = g_ptr_array_ref(users.sftp_names);
-  tg_message("server mode: %u SFTP-only users, %u jump-host users (%u allowed "
-             "destinations) enforced",
-             users.sftp_uids->len, users.jump_uids->len, users.jump_rules->len);
-  users_clear(&users);
-  install_dropin(server, globals);
-  {
-    g_autoptr(GPtrArray) findings = tg_server_audit(server);
-    (void)findings; /* logged as it runs */
-  }
-  return TRUE;
-}
-
-static void
-resync_now(TgServer *server)
-{
-  g_autoptr(GError) error = NULL;
-
-  tg_message("server mode: users or groups changed; re-reading them");
-  if (server->policy != NULL && !apply(server, &error))
-    tg_warning("server mode: %s", error->message);
-}
-
-gboolean
-tg_server_apply_policy(TgServer *server, TgPolicy *policy, GError **error)
-{
-  const TgPolicyGlobals *globals = tg_policy_get_globals(policy);
-
-  tg_policy_ref(policy);
-  if (server->policy != NULL)
-    tg_policy_unref(server->policy);
-  server->policy = policy;
-  if (!globals->server_mode) {
-    if (server->active && g_unlink(globals->sshd_drop_in) == 0) {
-      tg_message("server mode off: sshd drop-in %s removed", globals->sshd_drop_in);
-      if (globals->sshd_reload)
-        reload_sshd(globals);
-    }
-    server->active = FALSE;
-    g_ptr_array_set_size(server->sftp_users, 0);
-    return TRUE;
-  }
-  server->active = TRUE;
-  return apply(server, error);
+  return NULL;
 }
 
 /* ---- audit ---- */
 
-GPtrArray *
-tg_server_audit(TgServer *server)
+/* `sshd -T -C user=...` for each of @names: forwarding it still allows is
+ * a finding, logged. Any thread. */
+static GPtrArray *
+audit(const TgPolicyGlobals *globals, GPtrArray *names, const char *dropin_error)
 {
   static const char *const forwarding[] = { "allowtcpforwarding",
                                             "allowstreamlocalforwarding",
                                             "allowagentforwarding", "x11forwarding",
                                             "permittunnel" };
   GPtrArray *findings = g_ptr_array_new_with_free_func(finding_free);
-  const TgPolicyGlobals *globals;
 
-  if (!server->active || server->policy == NULL)
-    return findings;
-  globals = tg_policy_get_globals(server->policy);
-  if (server->dropin_error != NULL)
-    add_finding(findings, "*", "drop-in", server->dropin_error);
-  for (guint i = 0; i < server->sftp_users->len; i++) {
-    const char *user = g_ptr_array_index(server->sftp_users, i);
+  if (dropin_error != NULL)
+    add_finding(findings, "*", "drop-in", dropin_error);
+  for (guint i = 0; i < names->len; i++) {
+    const char *user = g_ptr_array_index(names, i);
     g_autofree char *connection =
         g_strdup_printf("user=%s,host=localhost,addr=127.0.0.1", user);
     const char *args[] = { "-T", "-f", globals->sshd_config, "-C", connection, NULL };
@@ -475,4 +341,431 @@ tg_server_audit(TgServer *server)
                  finding->user, finding->setting, finding->value);
   }
   return findings;
+}
+
+/* ---- the worker ----
+ *
+ * One job at a time runs on a worker thread; the D-Bus thread only starts
+ * jobs and takes their results (the firewall's sets are written there).
+ * A change that comes while a job runs marks the work as wanted again, so
+ * any burst of /etc/passwd or /etc/group writes costs one more job. */
+
+typedef enum { JOB_APPLY, JOB_OFF, JOB_AUDIT } JobKind;
+
+typedef struct _Job {
+  TgServer *server;
+  JobKind kind;
+  TgPolicy *policy;
+  Users users;          /* JOB_APPLY, first half */
+  gboolean have_users;
+  GPtrArray *names;     /* SFTP-only user names the drop-in and audit are for */
+  char *dropin_error;   /* in: the last one; out: this job's */
+  GPtrArray *findings;  /* TgServerFinding* */
+  GPtrArray *waiters;   /* GTask*: audit callers this job answers */
+} Job;
+
+static void
+job_free(Job *job)
+{
+  if (job->have_users)
+    users_clear(&job->users);
+  if (job->names != NULL)
+    g_ptr_array_unref(job->names);
+  if (job->findings != NULL)
+    g_ptr_array_unref(job->findings);
+  if (job->waiters != NULL)
+    g_ptr_array_unref(job->waiters);
+  g_free(job->dropin_error);
+  tg_policy_unref(job->policy);
+  g_free(job);
+}
+
+static GPtrArray *
+copy_names(GPtrArray *names)
+{
+  GPtrArray *copy = g_ptr_array_new_full(names->len, g_free);
+
+  for (guint i = 0; i < names->len; i++)
+    g_ptr_array_add(copy, g_strdup(g_ptr_array_index(names, i)));
+  return copy;
+}
+
+static GPtrArray *
+copy_findings(GPtrArray *findings)
+{
+  GPtrArray *copy = g_ptr_array_new_full(findings->len, finding_free);
+
+  for (guint i = 0; i < findings->len; i++) {
+    const TgServerFinding *finding = g_ptr_array_index(findings, i);
+    add_finding(copy, finding->user, finding->setting, finding->value);
+  }
+  return copy;
+}
+
+static void kick(TgServer *server);
+
+static void
+run_job(Job *job, GTaskThreadFunc thread, GAsyncReadyCallback done)
+{
+  g_autoptr(GTask) task = g_task_new(NULL, NULL, done, job);
+
+  g_task_set_task_data(task, job, NULL);
+  tg_worker_run(task, thread);
+}
+
+/* The job is over: answer its audit callers (a job that ended before its
+ * audit hands them on to the next), start what is wanted next. */
+static void
+job_done(Job *job)
+{
+  TgServer *server = job->server;
+
+  for (guint i = 0; job->waiters != NULL && i < job->waiters->len; i++) {
+    GTask *waiter = g_ptr_array_index(job->waiters, i);
+
+    if (job->findings == NULL)
+      g_ptr_array_add(server->audit_waiters, g_object_ref(waiter));
+    else
+      g_task_return_pointer(waiter, copy_findings(job->findings),
+                            (GDestroyNotify)g_ptr_array_unref);
+  }
+  job_free(job);
+  server->job = NULL;
+  kick(server);
+}
+
+static void
+thread_check(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+  Job *job = task_data;
+  const TgPolicyGlobals *globals = tg_policy_get_globals(job->policy);
+  g_autofree char *dropin_error = NULL;
+
+  if (job->kind == JOB_APPLY) {
+    dropin_error = install_dropin(globals, job->names, job->dropin_error);
+    g_free(job->dropin_error);
+    job->dropin_error = g_steal_pointer(&dropin_error);
+  }
+  job->findings = audit(globals, job->names, job->dropin_error);
+  g_task_return_boolean(task, TRUE);
+}
+
+static void
+checked(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Job *job = user_data;
+  TgServer *server = job->server;
+  g_autoptr(GError) error = NULL;
+
+  if (!g_task_propagate_boolean(G_TASK(result), &error)) { /* no thread */
+    tg_warning("server mode: %s", error->message);
+    job->findings = g_ptr_array_new_with_free_func(finding_free);
+    add_finding(job->findings, "*", "audit", error->message);
+    job_done(job);
+    return;
+  }
+
+  if (job->kind == JOB_APPLY) {
+    g_free(server->dropin_error);
+    server->dropin_error = g_strdup(job->dropin_error);
+  }
+  job_done(job);
+}
+
+static void
+thread_collect(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+  Job *job = task_data;
+
+  collect_users(job->policy, &job->users);
+  job->have_users = TRUE;
+  g_task_return_boolean(task, TRUE);
+}
+
+static void
+collected(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Job *job = user_data;
+  TgServer *server = job->server;
+  Users *users = &job->users;
+  g_autoptr(GError) error = NULL;
+
+  if (!g_task_propagate_boolean(G_TASK(result), &error)) { /* no thread */
+    g_prefix_error(&error, "users not read: ");
+    tg_warning("server mode: %s", error->message);
+    g_clear_error(&server->apply_error);
+    server->apply_error = g_steal_pointer(&error);
+    job_done(job);
+    return;
+  }
+  if (server->policy != job->policy || !server->active) { /* overtaken */
+    job_done(job);
+    return;
+  }
+  if (!tg_enforcer_set_server_users(
+          server->enforcer, (const guint32 *)users->sftp_uids->data, users->sftp_uids->len,
+          (const guint32 *)users->jump_uids->data, users->jump_uids->len,
+          (const TgFirewallJumpRule *)users->jump_rules->data, users->jump_rules->len,
+          &error)) {
+    tg_warning("server mode: %s", error->message);
+    g_clear_error(&server->apply_error);
+    server->apply_error = g_steal_pointer(&error);
+    job_done(job);
+    return;
+  }
+  g_clear_error(&server->apply_error);
+  g_ptr_array_unref(server->sftp_users);
+  server->sftp_users = g_ptr_array_ref(users->sftp_names);
+  tg_message("server mode: %u SFTP-only users, %u jump-host users (%u allowed "
+             "destinations) enforced",
+             users->sftp_uids->len, users->jump_uids->len, users->jump_rules->len);
+  job->names = copy_names(server->sftp_users);
+  job->dropin_error = g_strdup(server->dropin_error);
+  run_job(job, thread_check, checked);
+}
+
+static void
+thread_off(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+  Job *job = task_data;
+  const TgPolicyGlobals *globals = tg_policy_get_globals(job->policy);
+
+  if (g_unlink(globals->sshd_drop_in) == 0) {
+    tg_message("server mode off: sshd drop-in %s removed", globals->sshd_drop_in);
+    if (globals->sshd_reload)
+      reload_sshd(globals);
+  }
+  g_task_return_boolean(task, TRUE);
+}
+
+static void
+turned_off(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  job_done(user_data);
+}
+
+static Job *
+job_new(TgServer *server, JobKind kind)
+{
+  Job *job = g_new0(Job, 1);
+
+  job->server = server;
+  job->kind = kind;
+  job->policy = tg_policy_ref(server->policy);
+  server->job = job;
+  return job;
+}
+
+/* Starts the next job, if one is wanted and none runs. */
+static void
+kick(TgServer *server)
+{
+  Job *job;
+
+  if (server->job != NULL)
+    return;
+  while (!server->active && server->audit_waiters->len > 0) { /* nothing to audit */
+    g_autoptr(GTask) waiter = g_ptr_array_steal_index(server->audit_waiters, 0);
+    g_task_return_pointer(waiter, g_ptr_array_new_with_free_func(finding_free),
+                          (GDestroyNotify)g_ptr_array_unref);
+  }
+  if (server->want_off) {
+    server->want_off = FALSE;
+    run_job(job_new(server, JOB_OFF), thread_off, turned_off);
+  } else if (server->want_apply && server->active) {
+    server->want_apply = FALSE;
+    job = job_new(server, JOB_APPLY);
+    job->waiters = g_steal_pointer(&server->audit_waiters);
+    server->audit_waiters = g_ptr_array_new_with_free_func(g_object_unref);
+    run_job(job, thread_collect, collected);
+  } else if (server->audit_waiters->len > 0) {
+    job = job_new(server, JOB_AUDIT);
+    job->waiters = g_steal_pointer(&server->audit_waiters);
+    server->audit_waiters = g_ptr_array_new_with_free_func(g_object_unref);
+    job->names = copy_names(server->sftp_users);
+    job->dropin_error = g_strdup(server->dropin_error);
+    run_job(job, thread_check, checked);
+  } else {
+    server->want_apply = FALSE;
+    while (server->idle_waiters->len > 0) {
+      g_autoptr(GTask) waiter = g_ptr_array_steal_index(server->idle_waiters, 0);
+      g_task_return_boolean(waiter, TRUE);
+    }
+  }
+}
+
+/* ---- applying ---- */
+
+static gboolean
+resync_timeout(gpointer user_data)
+{
+  TgServer *server = user_data;
+
+  server->resync_timer = 0;
+  tg_message("server mode: users or groups changed; re-reading them");
+  server->want_apply = TRUE;
+  kick(server);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_users_changed(GFileMonitor *monitor, GFile *file, GFile *other,
+                 GFileMonitorEvent event, gpointer user_data)
+{
+  TgServer *server = user_data;
+
+  if (!server->active)
+    return;
+  tg_debug("server mode: %s changed (event %d)", g_file_peek_path(file), (int)event);
+  if (server->resync_timer != 0)
+    g_source_remove(server->resync_timer);
+  server->resync_timer = g_timeout_add(RESYNC_DELAY_MS, resync_timeout, server);
+}
+
+TgServer *
+tg_server_new(TgEnforcer *enforcer)
+{
+  TgServer *server = g_new0(TgServer, 1);
+  const char *const files[] = { "/etc/passwd", "/etc/group" };
+
+  server->enforcer = enforcer;
+  server->sftp_users = g_ptr_array_new_with_free_func(g_free);
+  server->audit_waiters = g_ptr_array_new_with_free_func(g_object_unref);
+  server->idle_waiters = g_ptr_array_new_with_free_func(g_object_unref);
+  for (guint i = 0; i < G_N_ELEMENTS(files); i++) {
+    g_autoptr(GFile) file = g_file_new_for_path(files[i]);
+    server->monitors[i] =
+        g_file_monitor_file(file, G_FILE_MONITOR_WATCH_MOVES, NULL, NULL);
+    if (server->monitors[i] != NULL)
+      g_signal_connect(server->monitors[i], "changed", G_CALLBACK(on_users_changed),
+                       server);
+  }
+  return server;
+}
+
+void
+tg_server_free(TgServer *server)
+{
+  if (server == NULL)
+    return;
+  for (guint i = 0; i < G_N_ELEMENTS(server->monitors); i++) {
+    if (server->monitors[i] != NULL) {
+      g_signal_handlers_disconnect_by_data(server->monitors[i], server);
+      g_file_monitor_cancel(server->monitors[i]);
+      g_object_unref(server->monitors[i]);
+    }
+  }
+  if (server->resync_timer != 0)
+    g_source_remove(server->resync_timer);
+  /* nothing new starts; the job running ends on its own (sshd is bounded) */
+  server->want_apply = server->want_off = FALSE;
+  server->active = FALSE;
+  while (server->job != NULL)
+    g_main_context_iteration(NULL, TRUE);
+  g_assert(server->audit_waiters->len == 0 && server->idle_waiters->len == 0);
+  g_ptr_array_unref(server->audit_waiters);
+  g_ptr_array_unref(server->idle_waiters);
+  g_clear_error(&server->apply_error);
+  if (server->policy != NULL)
+    tg_policy_unref(server->policy);
+  g_ptr_array_unref(server->sftp_users);
+  g_free(server->dropin_error);
+  g_free(server);
+}
+
+gboolean
+tg_server_is_active(const TgServer *server)
+{
+  return server->active;
+}
+
+void
+tg_server_apply_policy(TgServer *server, TgPolicy *policy)
+{
+  const TgPolicyGlobals *globals = tg_policy_get_globals(policy);
+
+  tg_policy_ref(policy);
+  if (server->policy != NULL)
+    tg_policy_unref(server->policy);
+  server->policy = policy;
+  if (!globals->server_mode) {
+    if (server->active)
+      server->want_off = TRUE;
+    server->active = FALSE;
+    server->want_apply = FALSE;
+    g_clear_error(&server->apply_error);
+    g_ptr_array_set_size(server->sftp_users, 0);
+  } else {
+    server->active = TRUE;
+    server->want_apply = TRUE;
+  }
+  kick(server);
+}
+
+void
+tg_server_wait_async(TgServer *server, GAsyncReadyCallback callback, gpointer user_data)
+{
+  GTask *task = g_task_new(NULL, NULL, callback, user_data);
+
+  g_ptr_array_add(server->idle_waiters, task);
+  kick(server);
+}
+
+gboolean
+tg_server_wait_finish(TgServer *server, GAsyncResult *result, GError **error)
+{
+  if (!g_task_propagate_boolean(G_TASK(result), error))
+    return FALSE;
+  if (server->apply_error != NULL) {
+    g_propagate_error(error, g_error_copy(server->apply_error));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void
+waited(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  gboolean *done = user_data;
+
+  *done = TRUE;
+}
+
+gboolean
+tg_server_wait(TgServer *server, GError **error)
+{
+  gboolean done = FALSE;
+
+  if (server->job == NULL && !server->want_apply && !server->want_off)
+    goto out;
+  tg_server_wait_async(server, waited, &done);
+  while (!done)
+    g_main_context_iteration(NULL, TRUE);
+out:
+  if (server->apply_error != NULL) {
+    g_propagate_error(error, g_error_copy(server->apply_error));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+void
+tg_server_audit_async(TgServer *server, GAsyncReadyCallback callback, gpointer user_data)
+{
+  GTask *task = g_task_new(NULL, NULL, callback, user_data);
+
+  if (!server->active) {
+    g_task_return_pointer(task, g_ptr_array_new_with_free_func(finding_free),
+                          (GDestroyNotify)g_ptr_array_unref);
+    g_object_unref(task);
+    return;
+  }
+  g_ptr_array_add(server->audit_waiters, task);
+  kick(server);
+}
+
+GPtrArray *
+tg_server_audit_finish(GAsyncResult *result, GError **error)
+{
+  return g_task_propagate_pointer(G_TASK(result), error);
 }

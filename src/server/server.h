@@ -11,11 +11,16 @@
  *    kind of forwarding, checked with `sshd -t` before it replaces the old
  *    one (atomic rename), sshd told with SIGHUP when SshdReload is yes;
  *  - audit: `sshd -T -C user=...` per SFTP-only user; forwarding still
- *    allowed is drift, logged as a warning and returned by tg_server_audit().
- * D-Bus thread only. */
+ *    allowed is drift, logged as a warning and returned by
+ *    tg_server_audit_async().
+ * The user walk, group lookups, name resolution and every sshd run happen
+ * on a worker thread, one job at a time; a burst of changes while a job
+ * runs costs one more job. The functions below are for the D-Bus thread:
+ * none of them waits, except tg_server_wait() (start-up) and
+ * tg_server_free(). */
 #pragma once
 
-#include <glib.h>
+#include <gio/gio.h>
 
 #include "enforcer.h"
 #include "policy.h"
@@ -31,15 +36,29 @@ typedef struct {
 TgServer *tg_server_new(TgEnforcer *enforcer);
 void tg_server_free(TgServer *server);
 
-/* Applies @policy: users, firewall sets, drop-in. The policy is referenced
- * for the passwd/group watch. FALSE with an error when the firewall sets
- * cannot be updated; a drop-in sshd -t refuses is logged and reported by the
- * audit, not an error (the kernel enforces either way). */
-gboolean tg_server_apply_policy(TgServer *server, TgPolicy *policy, GError **error);
+/* Puts @policy in force: users, firewall sets, drop-in, audit, on the
+ * worker (or, server mode turned off, the drop-in removed). The policy is
+ * referenced for the passwd/group watch. */
+void tg_server_apply_policy(TgServer *server, TgPolicy *policy);
 
-/* Runs the audit now: findings (TgServerFinding*, owned by the array), empty
- * when every SFTP-only user has forwarding off. */
-GPtrArray *tg_server_audit(TgServer *server);
+/* Calls back once the worker is idle (everything asked so far is done).
+ * _finish: FALSE with the error when the firewall refused the last users'
+ * sets; a drop-in sshd -t refuses is logged and reported by the audit, not
+ * an error (the kernel enforces either way). */
+void tg_server_wait_async(TgServer *server, GAsyncReadyCallback callback,
+                          gpointer user_data);
+gboolean tg_server_wait_finish(TgServer *server, GAsyncResult *result, GError **error);
+
+/* tg_server_wait_async() that iterates the main context until it answers:
+ * for start-up, before the daemon serves calls. */
+gboolean tg_server_wait(TgServer *server, GError **error);
+
+/* Runs the audit after what is already asked: _finish gives the findings
+ * (TgServerFinding*, owned by the array), empty when every SFTP-only user
+ * has forwarding off or server mode is off. */
+void tg_server_audit_async(TgServer *server, GAsyncReadyCallback callback,
+                           gpointer user_data);
+GPtrArray *tg_server_audit_finish(GAsyncResult *result, GError **error);
 
 /* Whether server mode is on. */
 gboolean tg_server_is_active(const TgServer *server);

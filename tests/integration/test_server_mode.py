@@ -18,6 +18,7 @@ import re
 import shutil
 import socket
 import sys
+import time
 import unittest
 
 sys.dont_write_bytecode = True
@@ -45,8 +46,9 @@ polkit.addRule(function(action, subject) {
 """
 
 
-def policy(w, dropin, reload=True, sshd_config=None):
+def policy(w, dropin, reload=True, sshd_config=None, sshd_binary=None):
     return f"""ServerMode yes
+SshdBinary {sshd_binary or world.SSHD}
 SshdConfig {sshd_config or w.sshd_config_path}
 SshdDropIn {dropin}
 SshdReload {"yes" if reload else "no"}
@@ -282,6 +284,55 @@ class ServerModeTest(tgtest.DaemonTestCase):
         # closed it, because the server's channel failed
         s = w.connect("client", "127.0.0.1", bad, timeout=10)
         self.assertEqual(echo_through(lambda: s), b"")
+
+    def test_g_calls_answered_while_sshd_runs_and_bursts_coalesce(self):
+        """Server mode's work (user walk, sshd -t/-T) runs off the D-Bus
+        thread: with its sshd held, calls are still answered; a burst of
+        /etc/passwd changes meanwhile costs one more run, not one each."""
+        w = self.w
+        d = w.dir / "held-sshd"
+        d.mkdir(exist_ok=True)
+        hold, started = d / "hold", d / "started"
+        wrapper = d / "sshd"
+        wrapper.write_text(f"""#!/bin/sh
+if [ -e {hold} ]; then
+  touch {started}
+  while [ -e {hold} ]; do sleep 0.05; done
+fi
+exec {world.SSHD} "$@"
+""")
+        os.chmod(wrapper, 0o755)
+        self.start(policy(w, self.dropin, reload=False, sshd_binary=wrapper))
+
+        def runs():
+            return w.daemon.log().count(" jump-host users (")
+
+        def resyncs():
+            return w.daemon.log().count("users or groups changed; re-reading them")
+
+        wait_for(lambda: runs() >= 1, timeout=10, what="server mode's first run")
+        before, resynced = runs(), resyncs()
+        hold.touch()
+        self.addCleanup(hold.unlink, missing_ok=True)
+        self.addCleanup(w.run, ["usermod", "-c", "", SFTP], check=True)
+        w.run(["usermod", "-c", "held", SFTP], check=True)
+        wait_for(started.exists, timeout=20, what="server mode's worker to run sshd")
+        self.assertEqual(runs(), before + 1)
+        # the worker waits in sshd; the D-Bus thread answers
+        out = w.busctl(SADMIN, "--timeout=10", "call", BUS, MPATH, MIFACE, "GetFirewall",
+                       json=True)["data"][0]
+        self.assertIn("table inet tunnelgate", out)
+        r = w.busctl(NORM, "--timeout=10", "get-property", BUS, MPATH, MIFACE, "Enforcing")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for i in range(4):  # apart by more than the 300 ms the file watch waits
+            w.run(["usermod", "-c", f"burst {i}", SFTP], check=True)
+            time.sleep(0.6)
+        wait_for(lambda: resyncs() >= resynced + 3, timeout=10, what="the changes seen")
+        self.assertEqual(runs(), before + 1, "nothing ran while the worker was busy")
+        hold.unlink()
+        # Audit answers after what was asked before it: the one coalesced run
+        self.assertEqual(self.audit(), [])
+        self.assertEqual(runs(), before + 2, w.daemon.log(tail=40))
 
 
 if __name__ == "__main__":

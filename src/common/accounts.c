@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "accounts.h"
+
+#include <errno.h>
+#include <pwd.h>
+
+static void
+account_free(gpointer data)
+{
+  TgAccount *account = data;
+
+  g_free(account->name);
+  g_free(account);
+}
+
+GPtrArray *
+tg_accounts_list(void)
+{
+  static GMutex lock;
+  GPtrArray *accounts = g_ptr_array_new_with_free_func(account_free);
+  g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+  gsize size = 1024;
+  g_autofree char *buffer = g_malloc(size);
+  struct passwd entry, *result;
+
+  g_mutex_lock(&lock);
+  setpwent();
+  for (;;) {
+    int rc = getpwent_r(&entry, buffer, size, &result);
+
+    if (rc == ERANGE && size < 1024 * 1024) {
+      size *= 2;
+      buffer = g_realloc(buffer, size);
+      continue;
+    }
+    if (rc != 0 || result == NULL)
+      break;
+    if (!g_hash_table_contains(seen, entry.pw_name)) {
+      TgAccount *account = g_new0(TgAccount, 1);
+
+      account->uid = entry.pw_uid;
+      account->name = g_strdup(entry.pw_name);
+      g_ptr_array_add(accounts, account);
+      g_hash_table_add(seen, account->name);
+    }
+  }
+  endpwent();
+  g_mutex_unlock(&lock);
+  return accounts;
+}
