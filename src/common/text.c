@@ -51,6 +51,19 @@ tg_text_is_printable(const char *text)
   return g_utf8_validate(text, -1, NULL) && tg_text_find_control(text, -1, NULL, NULL) == NULL;
 }
 
+void
+tg_text_error_printable(GError *error)
+{
+  if (error == NULL || tg_text_is_printable(error->message))
+    return;
+  {
+    char *printable = tg_text_printable(error->message, G_MAXSIZE);
+
+    g_free(error->message);
+    error->message = printable;
+  }
+}
+
 gboolean
 tg_text_parse_decimal(const char *text, guint64 max, guint64 *value)
 {

@@ -21,6 +21,11 @@ const char *tg_text_find_control(const char *text, gssize length, const char *al
  * in a log line or a message as it is. */
 gboolean tg_text_is_printable(const char *text);
 
+/* Makes @error's message printable in place (tg_text_printable(), no
+ * length limit): for messages that carry a peer's text (an SSH server's
+ * banner, disconnect or error) before they reach D-Bus or a terminal. */
+void tg_text_error_printable(GError *error);
+
 /* A decimal number 0..max: digits only, no sign, no blanks. */
 gboolean tg_text_parse_decimal(const char *text, guint64 max, guint64 *value);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "text.h"
 #include "tg-error.h"
 
 GDBusConnection *
@@ -55,6 +56,7 @@ ctl_report_error(const char *what, GError *error)
   g_autofree char *name = g_dbus_error_get_remote_error(error);
 
   g_dbus_error_strip_remote_error(error);
+  tg_text_error_printable(error); /* it may quote an SSH server */
   if (g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN) ||
       g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_NAME_HAS_NO_OWNER))
     ctl_error("%s: tunnelgated is not running: %s (%s)", what, error->message, name);

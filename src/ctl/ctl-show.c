@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "text.h"
 
 /* ---- formats ------------------------------------------------------------ */
 
@@ -63,6 +64,17 @@ user_name(guint32 uid)
   if (getpwuid_r(uid, &pw, buffer, sizeof buffer, &found) != 0 || found == NULL)
     return NULL;
   return g_strdup(pw.pw_name);
+}
+
+#define LABEL "%-19s"
+
+/* A labelled line of the daemon's text, escaped for the terminal. */
+static void
+print_text(const char *label, const char *text)
+{
+  g_autofree char *printable = tg_text_printable(text, G_MAXSIZE);
+
+  printf(LABEL "%s\n", label, printable);
 }
 
 static const char *
@@ -402,7 +414,6 @@ ctl_list(int argc, char **argv)
 
 /* ---- show ------------------------------------------------------------------ */
 
-#define LABEL "%-19s"
 
 static void
 print_properties(const char *path, GVariant *properties)
@@ -425,8 +436,8 @@ print_properties(const char *path, GVariant *properties)
     printf(LABEL "%s (uid %u)\n", "Owner:", name, (unsigned)uid);
   else
     printf(LABEL "uid %u\n", "Owner:", (unsigned)uid);
-  printf(LABEL "%s\n", "Destination:", lookup_string(properties, "Destination"));
-  printf(LABEL "%s\n", "Description:", lookup_string(properties, "Description"));
+  print_text("Destination:", lookup_string(properties, "Destination"));
+  print_text("Description:", lookup_string(properties, "Description"));
   printf(LABEL "%s\n", "State:", lookup_string(properties, "State"));
   printf(LABEL "%s\n", "Created:", created);
 
@@ -459,7 +470,7 @@ print_properties(const char *path, GVariant *properties)
          "ActiveConnections:", lookup_number(properties, "ActiveConnections"));
   printf(LABEL "%" G_GUINT64_FORMAT "\n",
          "TotalConnections:", lookup_number(properties, "TotalConnections"));
-  printf(LABEL "%s\n", "LastError:", lookup_string(properties, "LastError"));
+  print_text("LastError:", lookup_string(properties, "LastError"));
 }
 
 int
@@ -578,7 +589,7 @@ watch_last_error(Watch *watch, const char *path)
   if (!g_variant_is_of_type(value, G_VARIANT_TYPE_STRING) ||
       *g_variant_get_string(value, NULL) == '\0')
     return NULL;
-  return g_variant_dup_string(value, NULL);
+  return tg_text_printable(g_variant_get_string(value, NULL), G_MAXSIZE);
 }
 
 static void
@@ -601,7 +612,7 @@ watch_properties_changed(const char *path, GVariant *parameters, Watch *watch)
 
       if (g_variant_lookup(changed, "LastError", "&s", &last_error) &&
           *last_error != '\0')
-        why = g_strdup(last_error);
+        why = tg_text_printable(last_error, G_MAXSIZE);
       else
         why = watch_last_error(watch, path);
       if (why != NULL)

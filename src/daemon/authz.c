@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "text.h"
 #include "tg-error.h"
 #include "tg-names.h"
 
@@ -414,7 +415,10 @@ authz_identified(GObject *source, GAsyncResult *result, gpointer user_data)
 void
 tg_call_return_error(TgCall *call, const GError *error)
 {
-  g_dbus_method_invocation_return_gerror(g_steal_pointer(&call->invocation), error);
+  g_autoptr(GError) printable = g_error_copy(error);
+
+  tg_text_error_printable(printable); /* D-Bus strings are valid UTF-8 */
+  g_dbus_method_invocation_return_gerror(g_steal_pointer(&call->invocation), printable);
 }
 
 void

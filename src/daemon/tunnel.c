@@ -5,6 +5,7 @@
 #include "gate.h"
 #include "listener.h"
 #include "log.h"
+#include "text.h"
 #include "tg-error.h"
 
 struct _TgTunnel {
@@ -330,7 +331,7 @@ tunnel_set_state(TgTunnel *tunnel, TgTunnelState state, const char *error_messag
   tunnel->state = state;
   if (error_message != NULL) {
     g_free(tunnel->last_error);
-    tunnel->last_error = g_strdup(error_message);
+    tunnel->last_error = tg_text_printable(error_message, G_MAXSIZE);
     names[n++] = "LastError";
   }
   if (state == TG_TUNNEL_FAILED || state == TG_TUNNEL_CLOSED) {

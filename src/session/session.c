@@ -23,6 +23,7 @@
 #include "log.h"
 #include "relay.h"
 #include "resolve.h"
+#include "text.h"
 #include "tg-error.h"
 
 #define MAX_KEY_FILE_BYTES (64 * 1024)
@@ -197,6 +198,7 @@ report_state(TgSession *session, TgSessionState state, GError *error)
   report->session = session;
   report->state = state;
   report->error = error;
+  tg_text_error_printable(report->error); /* the server's words, often */
   dispatch_later(session, report_dispatch, report, report_free);
 }
 
@@ -1061,6 +1063,7 @@ command_done_dispatch(gpointer data)
 {
   Command *command = data;
 
+  tg_text_error_printable(command->error);
   if (command->done != NULL)
     command->done(command->applied, command->error, command->done_data);
   return G_SOURCE_REMOVE;

@@ -561,6 +561,73 @@ class ForwardReplyTest(HostileTestCase):
         self.check_refused_listen("silent")
 
 
+HOSTILE_TEXT = b"\x1b]0;owned\x07\xff\xfe"    # a terminal title escape, invalid UTF-8
+ESCAPED_TEXT = "\\u001b]0;owned\\u0007\\xff\\xfe"  # as the daemon shows it
+BANNER_SERVER = r"""
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(8)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"SSH-3.0-\x1b]0;owned\x07\xff\xfe\r\n")
+    time.sleep(2)
+    c.close()
+"""
+
+
+def printable(text):
+    """No C0, DEL or C1 control character (the daemon's and the CLI's promise)."""
+    return not any(ord(ch) < 0x20 or 0x7f <= ord(ch) <= 0x9f for ch in text)
+
+
+class PeerTextTest(HostileTestCase):
+    """A server's own words (banner, DISCONNECT text) reach D-Bus, the log and
+    tunnelgatectl only as valid UTF-8 with control characters escaped."""
+
+    def test_hostile_banner(self):
+        w = self.w
+        port = HOSTILE_PORT + 1
+        server = w.spawn([world.PYTHON, "-u", "-c", BANNER_SERVER, w.gateway_ip, str(port)],
+                         ns="gateway", name="banner-server")
+        self.addCleanup(server.stop)
+        server.wait_log(r"^listening$", timeout=10)
+        mark = self.log_mark()
+        with self.assertRaises(tgtest.DBusError) as cm:
+            user_bus(EVE).call(BUS, MPATH, MIFACE, "OpenTunnel", "sasa{sv}",
+                               [f"{EVE}@gw:{port}", [SPEC],
+                                {"agent": V("s", str(w.users[EVE].agent_sock))}],
+                               timeout=120)
+        message = str(cm.exception)
+        self.assertIn(ESCAPED_TEXT, message)
+        self.assertTrue(printable(message), repr(message))
+        log = w.daemon.log()[mark:]
+        self.assertIn(ESCAPED_TEXT, log)
+        self.assertNotIn("\x1b", log)
+        self.assert_daemon_serving()
+
+    def test_hostile_disconnect_text(self):
+        w = self.w
+        path, session, port = self.open_tunnel()
+        MSG_DISCONNECT, BY_APPLICATION = 1, 11
+        self.hostile.ok("raw", session=session,
+                        payload=b64(bytes([MSG_DISCONNECT]) + u32(BY_APPLICATION) +
+                                    sshstr(HOSTILE_TEXT) + sshstr("")))
+        wait_for(lambda: prop(w, EVE, path, "State") == "failed", timeout=30,
+                 what="the tunnel the server disconnected to fail")
+        last_error = prop(w, EVE, path, "LastError")
+        self.assertIn(ESCAPED_TEXT, last_error)
+        self.assertTrue(printable(last_error), repr(last_error))
+        # tunnelgatectl shows it as it is: escaped
+        r = w.ctl(EVE, "show", path.rsplit("/", 1)[1])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(ESCAPED_TEXT, r.stdout)
+        self.assertTrue(printable(r.stdout.replace("\n", "")), repr(r.stdout))
+        self.assert_daemon_serving()
+
+
 class FatalErrorTest(HostileTestCase):
     """libssh 0.10 behaviour the daemon must guard against."""
 
