@@ -18,6 +18,7 @@ struct _TgTunnel {
   char *description;
   gint64 created;
   TgTunnelState state;
+  gboolean closing; /* tg_tunnel_close() asked the worker to stop */
   char *server_host;
   guint16 server_port;
   char *profile;            /* the administrator's profile it was started from, or NULL */
@@ -454,6 +455,7 @@ tg_tunnel_close(TgTunnel *tunnel, const char *reason, GDBusMethodInvocation *inv
   }
   if (invocation != NULL)
     g_ptr_array_add(tunnel->close_invocations, invocation);
+  tunnel->closing = TRUE;
   tg_session_stop(tunnel->session);
 }
 
@@ -576,6 +578,10 @@ tunnel_still_takes_forward(TgAdmission *admission, gpointer user_data, GError **
   if (tunnel->session == NULL) {
     g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is %s", tunnel->id,
                 tg_tunnel_state_name(tunnel->state));
+    return FALSE;
+  }
+  if (tunnel->closing) {
+    g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is closing", tunnel->id);
     return FALSE;
   }
   if (tg_tunnel_find_forward(tunnel, data->forward->spec) != G_MAXUINT) {

@@ -63,6 +63,7 @@ struct _TgSession {
   GMutex lock;
   int cancel_fds[2];
   GQueue commands;   /* Command*: forwards to add or remove, for the worker */
+  gint pending_acks; /* atomic: acknowledgements not yet dispatched */
   gboolean finished; /* the worker took its last command: answer new ones at once */
 
   /* worker thread only */
@@ -155,12 +156,28 @@ typedef struct {
   GError *error;
 } Report;
 
+static void dispatch_later(TgSession *session, GSourceFunc func, gpointer data,
+                           GDestroyNotify destroy);
+static void report_free(gpointer data);
+
 static gboolean
 report_dispatch(gpointer data)
 {
   Report *report = data;
+  TgSession *session = report->session;
 
-  report->session->state_func(report->state, report->error, report->session->user_data);
+  /* The final report may free the session's user: an acknowledgement still
+   * on its way (a command the D-Bus thread queued after the worker ended)
+   * goes first, and this report after it. */
+  if (report->state != TG_SESSION_UP && g_atomic_int_get(&session->pending_acks) > 0) {
+    Report *again = g_new0(Report, 1);
+
+    *again = *report;
+    report->error = NULL;
+    dispatch_later(session, report_dispatch, again, report_free);
+    return G_SOURCE_REMOVE;
+  }
+  session->state_func(report->state, report->error, session->user_data);
   return G_SOURCE_REMOVE;
 }
 
@@ -1047,6 +1064,7 @@ start_forwards(TgSession *session, GError **error)
  * bound there) or to take away. Each is acknowledged back in the D-Bus
  * thread once applied, so that a port is free when RemoveForward returns. */
 typedef struct {
+  TgSession *session; /* set when acknowledged */
   gboolean add;
   guint index;
   TgForward *forward;          /* add */
@@ -1066,6 +1084,7 @@ command_done_dispatch(gpointer data)
   tg_text_error_printable(command->error);
   if (command->done != NULL)
     command->done(command->applied, command->error, command->done_data);
+  g_atomic_int_dec_and_test(&command->session->pending_acks);
   return G_SOURCE_REMOVE;
 }
 
@@ -1085,6 +1104,8 @@ command_free(gpointer data)
 static void
 command_acknowledge(TgSession *session, Command *command)
 {
+  command->session = session;
+  g_atomic_int_inc(&session->pending_acks);
   dispatch_later(session, command_done_dispatch, command, command_free);
 }
 

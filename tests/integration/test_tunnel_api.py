@@ -9,6 +9,7 @@ Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_tunnel_
 """
 
 import os
+import re
 import shutil
 import socket
 import sys
@@ -527,6 +528,41 @@ class CredentialsTest(ApiTestCase):
         self.open_fails("InvalidArgument", {"identity": V("s", str(w.users[ALICE].pubkey_path))})
         self.open_fails("InvalidArgument", {"identity": V("s", "/dev/zero")})
         self.open_fails("InvalidArgument", {"identity": V("s", "/tmp")})
+
+
+class AddForwardCloseRaceTest(ApiTestCase):
+    """AddForward racing the tunnel's end (issue 12, finding 3): every call is
+    answered, added or with a clear error; the daemon never reads a tunnel
+    it freed (the valgrind pass runs this too); nothing is left behind."""
+
+    ROUNDS = 8 if tgtest.VALGRIND else 40
+    CALLS = 50
+    ANSWERS = re.compile(r"R 0 |R 1 .*(is closing|is closed|is failed|No tunnel|"
+                         r"tunnel closed before the change|Unknown object|No such object)")
+
+    def test_add_forward_racing_close(self):
+        w = self.w
+        answers = 0
+        for round_ in range(self.ROUNDS):
+            path = busctl_open_ok(w, ALICE, "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
+                                  agent_option(w, ALICE))
+            calls = " ".join(
+                f"( out=$(busctl --system {BUSCTL_TIMEOUT} call {BUS} {path} {TIFACE} "
+                f"AddForward s 'L 127.0.0.1:0:intra:{1000 + i}' 2>&1); "
+                f"echo \"R $? $out\" ) &" for i in range(self.CALLS))
+            # the Close goes out while the AddForwards are in flight
+            script = (f"{calls} sleep 0.0{round_ % 10}; busctl --system {BUSCTL_TIMEOUT} "
+                      f"call {BUS} {path} {TIFACE} Close; wait")
+            r = w.run(["sh", "-c", script], user=ALICE, timeout=300)
+            lines = [line for line in r.stdout.splitlines() if line.startswith("R ")]
+            self.assertEqual(len(lines), self.CALLS, r.stdout + r.stderr)
+            for line in lines:
+                self.assertRegex(line, self.ANSWERS)
+            answers += len(lines)
+            self.assertTrue(w.daemon.alive(), "tunnelgated died")
+        self.assertEqual(answers, self.ROUNDS * self.CALLS)
+        wait_for(lambda: list_tunnels(w, ALICE) == [], timeout=30, what="no tunnel left")
+        self.assertNotRegex(w.daemon.log(), r"-(CRITICAL|ERROR) \*\*")
 
 
 class LiveForwardsTest(ApiTestCase):
