@@ -103,10 +103,8 @@ is_name_char(char c)
   return g_ascii_isalnum(c) || c == '.' || c == '_' || c == '-';
 }
 
-/* Returns NULL when @host is a host name or IP address we accept, else what
- * is wrong with it. */
-static const char *
-host_problem(const char *host)
+const char *
+tg_forward_host_problem(const char *host)
 {
   struct in_addr legacy_address;
 
@@ -430,7 +428,7 @@ check_host_field(const FwdParse *parse, FieldRole role, const char *text, GError
     set_input_error(error, "forward", parse->spec, "empty host");
     return FALSE;
   }
-  problem = host_problem(text);
+  problem = tg_forward_host_problem(text);
   if (problem != NULL) {
     set_input_error(error, "forward", parse->spec, "invalid %s '%s': %s", role_name(role),
                     text, problem);
@@ -812,7 +810,7 @@ parse_host_port(const char *text, const char *host_port, TgDestination *destinat
     set_input_error(error, "destination", text, "empty host");
     return FALSE;
   }
-  problem = host_problem(host);
+  problem = tg_forward_host_problem(host);
   if (problem != NULL) {
     set_input_error(error, "destination", text, "invalid host '%s': %s", host, problem);
     return FALSE;

@@ -45,6 +45,14 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgForward, tg_forward_free)
  * "localhost", 127.0.0.0/8 or ::1. */
 gboolean tg_forward_listens_on_loopback_only(const TgForward *forward);
 
+/* NULL when @host is a host name or IP address forwards and destinations
+ * accept (the same test for SOCKS requests), else what is wrong with it:
+ * characters outside letters, digits, '.', '_' and '-', a bad IPv6
+ * literal, or an IPv4 address in a form other than a.b.c.d ("10.0x1.2.3",
+ * "167772161"), which the resolver reads as an address that a policy
+ * comparing names or dotted quads would not. */
+const char *tg_forward_host_problem(const char *host);
+
 /* Destinations: "[user@]host[:port]", IPv6 in brackets ("[::1]:2222"),
  * or "@profile" for an administrator's tunnel profile. */
 typedef struct {

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "forward-spec.h"
+
 #define SOCKS4_CONNECT 1
 #define SOCKS5_CONNECT 1
 #define SOCKS5_NO_AUTH 0x00
@@ -68,18 +70,25 @@ tg_socks_reply(const TgSocksParser *parser, TgSocksStatus status, guint8 *reply)
   }
 }
 
-/* A destination name as a client sent it: printable ASCII without blanks
- * (what the policy can match); anything else is refused. */
-static gboolean
-valid_name(const guint8 *name, gsize length)
+/* A destination name as a client sent it must be one a forward spec could
+ * name (tg_forward_host_problem(): letters, digits, '.', '_', '-', no
+ * ambiguous numeric address), since that is what the policy can match.
+ * NULL when it is, else why not; the name is copied to @host. */
+static const char *
+name_problem(const guint8 *name, gsize length, char *host)
 {
+  const char *problem;
+
   if (length == 0 || length > 255)
-    return FALSE;
-  for (gsize i = 0; i < length; i++) {
-    if (name[i] <= ' ' || name[i] >= 0x7f)
-      return FALSE;
-  }
-  return TRUE;
+    return "host name empty or longer than 255 bytes";
+  if (memchr(name, '\0', length) != NULL)
+    return "host name with a NUL byte";
+  memcpy(host, name, length);
+  host[length] = '\0';
+  problem = tg_forward_host_problem(host);
+  if (problem != NULL)
+    host[0] = '\0';
+  return problem;
 }
 
 /* The index of the first NUL in data[from, length), or -1. */
@@ -105,6 +114,7 @@ parse_socks4(TgSocksParser *parser, const guint8 *data, gsize length, gsize *con
 {
   gssize user_end, host_end;
   gboolean socks4a;
+  const char *problem;
 
   if (length >= 2 && data[1] != SOCKS4_CONNECT) {
     *reply_length = socks4_reply(SOCKS4_REJECTED, reply);
@@ -134,12 +144,11 @@ parse_socks4(TgSocksParser *parser, const guint8 *data, gsize length, gsize *con
     }
     if (host_end < 0)
       return TG_SOCKS_MORE;
-    if (!valid_name(data + user_end + 1, host_end - (user_end + 1))) {
+    problem = name_problem(data + user_end + 1, host_end - (user_end + 1), parser->host);
+    if (problem != NULL) {
       *reply_length = socks4_reply(SOCKS4_REJECTED, reply);
-      return fail("SOCKS4a: invalid host name", error);
+      return fail(problem, error);
     }
-    memcpy(parser->host, data + user_end + 1, host_end - (user_end + 1));
-    parser->host[host_end - (user_end + 1)] = '\0';
     *consumed = host_end + 1;
   }
   if (parser->port == 0) {
@@ -216,12 +225,12 @@ parse_socks5_request(TgSocksParser *parser, const guint8 *data, gsize length,
   if (length < header + address_length + 2)
     return TG_SOCKS_MORE;
   if (data[3] == SOCKS5_ATYP_NAME) {
-    if (!valid_name(data + header, address_length)) {
+    const char *problem = name_problem(data + header, address_length, parser->host);
+
+    if (problem != NULL) {
       *reply_length = socks5_reply(SOCKS5_HOST_UNREACHABLE, reply);
-      return fail("SOCKS5: invalid host name", error);
+      return fail(problem, error);
     }
-    memcpy(parser->host, data + header, address_length);
-    parser->host[address_length] = '\0';
   } else {
     inet_ntop(data[3] == SOCKS5_ATYP_IPV4 ? AF_INET : AF_INET6, data + header,
               parser->host, sizeof parser->host);

@@ -479,6 +479,13 @@ static const RequestCase socks5_requests[] = {
   REFUSED("name with UTF-8", "\x05\x01\x00\x03\x05" "caf\xc3\xa9" "\x00\x50", 4),
   REFUSED("name with 0x80", "\x05\x01\x00\x03\x01\x80\x00\x50", 4),
   REFUSED("name with 0xff", "\x05\x01\x00\x03\x02" "a\xff" "\x00\x50", 4),
+  /* numbers the resolver reads as addresses a policy on "10.*" would miss */
+  REFUSED("hex octet", "\x05\x01\x00\x03\x0a" "10.0x1.2.3" "\x01\xbb", 4),
+  REFUSED("short dotted form", "\x05\x01\x00\x03\x05" "127.1" "\x00\x50", 4),
+  REFUSED("one decimal number", "\x05\x01\x00\x03\x09" "167772161" "\x00\x50", 4),
+  REFUSED("octal octet", "\x05\x01\x00\x03\x09" "010.1.2.3" "\x00\x50", 4),
+  REFUSED("name with a colon", "\x05\x01\x00\x03\x06" "intra:" "\x00\x50", 4),
+  REFUSED("name with '*'", "\x05\x01\x00\x03\x03" "a*b" "\x00\x50", 4),
   /* a request in another version after a SOCKS5 greeting */
   REFUSED("version 4 request", "\x04\x01\x00\x01\x0a\x01\x02\x03\x01\xbb", 1),
   REFUSED("version 0 request", "\x00\x01\x00\x01\x0a\x01\x02\x03\x01\xbb", 1),
@@ -650,6 +657,7 @@ static const Socks4Case socks4_requests[] = {
   REFUSED4("4a host with control", "\x04\x01\x00\x50\x00\x00\x00\x01\0" "a\rb\0"),
   REFUSED4("4a host with DEL", "\x04\x01\x00\x50\x00\x00\x00\x01\0" "a\x7f\0"),
   REFUSED4("4a host with UTF-8", "\x04\x01\x00\x50\x00\x00\x00\x01\0" "caf\xc3\xa9\0"),
+  REFUSED4("4a ambiguous number", "\x04\x01\x00\x50\x00\x00\x00\x01\0" "10.0x1.2.3\0"),
 };
 // clang-format on
 
