@@ -322,6 +322,8 @@ open_decide(TgCall *call)
   GVariantBuilder details;
   g_autofree char *destination = NULL;
   g_autofree char *joined = NULL;
+  g_autofree char *count = NULL;
+  gboolean separable = TRUE;
 
   request->subject = caller_subject(call);
   if (request->subject == NULL)
@@ -342,9 +344,11 @@ open_decide(TgCall *call)
     call->required |=
         tg_admission_forward_actions(request->daemon->policy, request->subject, forward);
     g_ptr_array_add(specs, forward->spec);
+    separable &= strchr(forward->spec, ';') == NULL;
   }
   g_ptr_array_add(specs, NULL);
   joined = g_strjoinv(";", (char **)specs->pdata);
+  count = g_strdup_printf("%u", request->forwards->len);
   destination =
       destination_text(request->destination->user != NULL ? request->destination->user
                                                           : call->caller->user_name,
@@ -352,7 +356,15 @@ open_decide(TgCall *call)
 
   /* polkit rules may look at these: action.lookup("destination") */
   g_variant_builder_add(&details, "{ss}", "destination", destination);
-  g_variant_builder_add(&details, "{ss}", "forwards", joined);
+  g_variant_builder_add(&details, "{ss}", "forward.count", count);
+  for (guint i = 0; i < request->forwards->len; i++) {
+    g_autofree char *key = g_strdup_printf("forward.%u", i);
+    g_variant_builder_add(&details, "{ss}", key, (const char *)specs->pdata[i]);
+  }
+  /* the joined form only when a ';' in a socket path cannot make one
+   * forward read as two */
+  if (separable)
+    g_variant_builder_add(&details, "{ss}", "forwards", joined);
   call->details = g_variant_ref_sink(g_variant_builder_end(&details));
   return TRUE;
 }

@@ -452,6 +452,12 @@ polkit.addRule(function(action, subject) {
     polkit.log("tunnelgate-details: destination=" + dest + " forwards=" + fwds);
     if (dest === undefined)
         return polkit.Result.YES;           // Close, Get, List ...
+    var each = [];
+    for (var i = 0; i < parseInt(action.lookup("forward.count")); i++)
+        each.push(action.lookup("forward." + i));
+    polkit.log("tunnelgate-details: each=" + JSON.stringify(each));
+    if (fwds === undefined)                  // a ';' in a spec: only forward.N
+        return polkit.Result.NO;
     if (dest == "tg-alice@gw:22" && fwds.indexOf(":intra:9000") < 0)
         return polkit.Result.YES;
     return polkit.Result.NO;
@@ -481,6 +487,17 @@ polkit.addRule(function(action, subject) {
         self.assertIn("tunnelgate-details: destination=tg-alice@gw:22 forwards="
                       "L 127.0.0.1:0:intra:80;L 127.0.0.1:0:intra:9000", log)
         self.assertIn("tunnelgate-details: destination=tg-alice@gw:2222", log)
+        self.assertIn('tunnelgate-details: each=["L 127.0.0.1:0:intra:80",'
+                      '"L 127.0.0.1:0:intra:9000"]', log)
+        # a ';' in a socket path: the joined form could not be split back, so
+        # it is left out and each forward is its own detail
+        self.denied(alice, MPATH, MIFACE, "OpenTunnel", "sasa{sv}",
+                    ["tg-alice@gw", ["L 127.0.0.1:0:intra:80",
+                                     "L /tmp/tg;x.sock:intra:80"], asock])
+        log = w.proc("polkitd").log()
+        self.assertIn('tunnelgate-details: each=["L 127.0.0.1:0:intra:80",'
+                      '"L /tmp/tg;x.sock:intra:80"]', log)
+        self.assertIn("tunnelgate-details: destination=tg-alice@gw:22 forwards=undefined", log)
         self.assertEqual(sorted(e[0] for e in list_tunnels(w, ADMIN)),
                          sorted([self.path, ok, ok2]))
 
