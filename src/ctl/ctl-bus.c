@@ -81,31 +81,46 @@ ctl_call(const char *path, const char *interface, const char *method,
          GVariant *parameters, const GVariantType *reply_type, int *status)
 {
   g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) arguments = parameters != NULL ? g_variant_ref_sink(parameters) : NULL;
   GDBusConnection *bus = ctl_bus();
+  const char *tunnel = NULL;
   GVariant *reply;
 
   if (bus == NULL) {
-    if (parameters != NULL)
-      g_variant_unref(g_variant_ref_sink(parameters));
     *status = CTL_EXIT_BUS;
     return NULL;
   }
   reply = g_dbus_connection_call_sync(bus, TG_BUS_NAME, path, interface, method,
-                                      parameters, reply_type,
+                                      arguments, reply_type,
                                       G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION,
                                       CTL_CALL_TIMEOUT_MS, NULL, &error);
   if (reply != NULL) {
     *status = CTL_EXIT_OK;
     return reply;
   }
-  if (g_str_has_prefix(path, TG_TUNNEL_PATH_PREFIX) && is_missing_object(error)) {
+  /* the tunnel the call is about: its object, or CloseTunnel's argument */
+  if (g_str_has_prefix(path, TG_TUNNEL_PATH_PREFIX))
+    tunnel = path;
+  else if (g_str_equal(method, "CloseTunnel"))
+    g_variant_get(arguments, "(&o)", &tunnel);
+  if (tunnel != NULL &&
+      (is_missing_object(error) || g_dbus_error_is_remote_error(error))) {
     g_autofree char *name = g_dbus_error_get_remote_error(error);
 
-    ctl_error("no tunnel %s (%s)", ctl_tunnel_id(path), name != NULL ? name : "unknown");
-    *status = CTL_EXIT_FAILURE;
-    return NULL;
+    if (is_missing_object(error) || g_strcmp0(name, TG_ERROR_PREFIX "NotFound") == 0) {
+      ctl_error("no tunnel %s (%s)", ctl_tunnel_id(tunnel), name != NULL ? name : "unknown");
+      *status = CTL_EXIT_FAILURE;
+      return NULL;
+    }
   }
   *status = ctl_report_error(method, error);
+  /* the daemon answers a tunnel that does not exist as it answers another
+   * user's: say both, since it will not tell which */
+  if (tunnel != NULL && g_error_matches(error, TG_ERROR, TG_ERROR_NOT_AUTHORIZED) &&
+      strstr(error->message, TG_ACTION_ID_MANAGE) != NULL)
+    ctl_error("no tunnel %s of yours: another user's, or none (the daemon tells which "
+              "only to callers allowed %s)",
+              ctl_tunnel_id(tunnel), TG_ACTION_ID_MANAGE);
   return NULL;
 }
 

@@ -858,6 +858,7 @@ struct _TgManager {
   guint manager_registration;
   guint object_manager_registration;
   guint counters_timer;
+  guint tunnels_registration; /* the subtree of tunnel objects */
 };
 
 TgManager *
@@ -874,7 +875,9 @@ tg_manager_export(TgDaemon *daemon, GError **error)
         daemon->bus, TG_MANAGER_PATH,
         tg_daemon_interface(daemon, TG_DBUS_OBJECT_MANAGER_INTERFACE),
         &object_manager_vtable, daemon, NULL, error);
-  if (manager->object_manager_registration == 0) {
+  if (manager->object_manager_registration != 0)
+    manager->tunnels_registration = tg_tunnel_register_subtree(daemon, error);
+  if (manager->tunnels_registration == 0) {
     tg_manager_unexport(manager);
     return NULL;
   }
@@ -889,6 +892,8 @@ tg_manager_unexport(TgManager *manager)
   GDBusConnection *bus = manager->daemon->bus;
 
   g_clear_handle_id(&manager->counters_timer, g_source_remove);
+  if (manager->tunnels_registration != 0)
+    g_dbus_connection_unregister_subtree(bus, manager->tunnels_registration);
   if (manager->object_manager_registration != 0)
     g_dbus_connection_unregister_object(bus, manager->object_manager_registration);
   if (manager->manager_registration != 0)

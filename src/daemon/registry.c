@@ -242,6 +242,28 @@ tg_registry_visible_tunnels(TgRegistry *registry, uid_t uid, gboolean manage)
   return list_tunnels(registry, FALSE, uid, manage);
 }
 
+char **
+tg_registry_visible_ids(TgRegistry *registry, const char *bus_name)
+{
+  Watcher *watcher =
+      bus_name != NULL ? g_hash_table_lookup(registry->watchers, bus_name) : NULL;
+  g_autoptr(GPtrArray) entries = g_ptr_array_new();
+  GPtrArray *ids = g_ptr_array_new();
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init(&iter, registry->tunnels);
+  while (watcher != NULL && g_hash_table_iter_next(&iter, NULL, &value)) {
+    if (tg_registry_sees(watcher->uid, watcher->manage, ((Entry *)value)->owner))
+      g_ptr_array_add(entries, value);
+  }
+  g_ptr_array_sort(entries, compare_entries);
+  for (guint i = 0; i < entries->len; i++)
+    g_ptr_array_add(ids, g_strdup(((Entry *)entries->pdata[i])->id));
+  g_ptr_array_add(ids, NULL);
+  return (char **)g_ptr_array_free(ids, FALSE);
+}
+
 guint
 tg_registry_count_tunnels(TgRegistry *registry, uid_t owner)
 {

@@ -44,6 +44,9 @@ gpointer tg_registry_find_tunnel(TgRegistry *registry, const char *path);
 GPtrArray *tg_registry_list_tunnels(TgRegistry *registry);
 GPtrArray *tg_registry_visible_tunnels(TgRegistry *registry, uid_t uid, gboolean manage);
 guint tg_registry_count_tunnels(TgRegistry *registry, uid_t owner);
+/* The ids of the tunnels the connection @bus_name may see, as a watcher
+ * (below); none when it is not one (yet). NULL-terminated, g_strfreev(). */
+char **tg_registry_visible_ids(TgRegistry *registry, const char *bus_name);
 guint tg_registry_n_tunnels(TgRegistry *registry);
 
 /* Who may see a tunnel of @owner (in lists and in signals): its owner, and

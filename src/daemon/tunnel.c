@@ -44,7 +44,7 @@ struct _TgTunnel {
   guint published_active;
 
   TgSession *session;
-  guint registration;
+  gboolean exported; /* announced with InterfacesAdded */
   guint caller_watch;
   GDBusMethodInvocation *open_invocation;
   GPtrArray *close_invocations;
@@ -171,7 +171,7 @@ tunnel_emit_changed(TgTunnel *tunnel, const char *const *names)
   GVariantBuilder changed;
   const char *const invalidated[] = { NULL };
 
-  if (tunnel->registration == 0)
+  if (!tunnel->exported)
     return;
   g_variant_builder_init(&changed, G_VARIANT_TYPE("a{sv}"));
   for (guint i = 0; names[i] != NULL; i++)
@@ -315,9 +315,8 @@ tunnel_remove(TgTunnel *tunnel)
 {
   TgDaemon *daemon = tunnel->daemon;
 
-  if (tunnel->registration != 0) {
-    g_dbus_connection_unregister_object(daemon->bus, tunnel->registration);
-    tunnel->registration = 0;
+  if (tunnel->exported) {
+    tunnel->exported = FALSE;
     tunnel_announce(tunnel, FALSE);
   }
   tg_registry_remove_tunnel(daemon->registry, tunnel->id); /* frees the tunnel */
@@ -496,19 +495,42 @@ tunnel_call_target(TgCall *call)
   return tunnel;
 }
 
+/* A tunnel path the daemon could ever have exported: the prefix and a
+ * number. Anything else is no tunnel, and saying so tells nothing. */
+static gboolean
+is_tunnel_path(const char *path)
+{
+  const char *id = path + strlen(TG_TUNNEL_PATH_PREFIX);
+
+  if (!g_str_has_prefix(path, TG_TUNNEL_PATH_PREFIX) || *id == '\0' || *id == '0')
+    return FALSE;
+  for (; *id != '\0'; id++) {
+    if (!g_ascii_isdigit(*id))
+      return FALSE;
+  }
+  return TRUE;
+}
+
 static gboolean
 tunnel_call_decide(TgCall *call)
 {
-  TgTunnel *tunnel = tunnel_call_target(call);
+  TunnelCallData *data = call->data;
+  TgTunnel *tunnel = tg_registry_find_tunnel(data->daemon->registry, data->path);
 
-  if (tunnel == NULL)
+  if (tunnel == NULL && !is_tunnel_path(data->path)) {
+    g_autoptr(GError) error =
+        g_error_new(TG_ERROR, TG_ERROR_NOT_FOUND, "No tunnel %s", data->path);
+    tg_call_return_error(call, error);
     return FALSE;
-  /* someone else's tunnel: manage instead of open */
-  if (tunnel->owner_uid != call->caller->uid)
+  }
+  /* someone else's tunnel, or none: manage instead of open, so that a caller
+   * who may not manage gets the same answer for both (no existence oracle);
+   * a manager then learns it does not exist */
+  if (tunnel == NULL || tunnel->owner_uid != call->caller->uid)
     call->required = (call->required & ~TG_ACTION_OPEN) | TG_ACTION_MANAGE;
+  if (tunnel == NULL)
+    return TRUE;
   if (call->act == tunnel_act_add_forward) {
-    TunnelCallData *data = call->data;
-
     /* a profile's tunnel logs in with the administrator's key: its user may
      * not extend it beyond the forwards the profile sanctioned */
     if (tunnel->profile != NULL)
@@ -784,6 +806,65 @@ static const GDBusInterfaceVTable tunnel_vtable = {
    * tunnel's properties is authorized like any other call */
 };
 
+/* ---- the subtree of tunnel objects ----
+ *
+ * One registration for every tunnel path, known or not: a call to a tunnel
+ * that does not exist is dispatched and authorized like one to someone
+ * else's (see tunnel_call_decide()), and introspection lists to each
+ * connection only the tunnels it may see (as a watcher: after its first
+ * authorized call), not everyone's ids. */
+
+static char **
+subtree_enumerate(GDBusConnection *connection, const char *sender, const char *object_path,
+                  gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+
+  return tg_registry_visible_ids(daemon->registry, sender);
+}
+
+static GDBusInterfaceInfo **
+subtree_introspect(GDBusConnection *connection, const char *sender,
+                   const char *object_path, const char *node, gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+  GPtrArray *interfaces;
+
+  if (node == NULL) /* the prefix itself: a container */
+    return NULL;
+  interfaces = g_ptr_array_new();
+  g_ptr_array_add(interfaces,
+                  g_dbus_interface_info_ref(tg_daemon_interface(daemon, TG_TUNNEL_INTERFACE)));
+  g_ptr_array_add(interfaces, NULL);
+  return (GDBusInterfaceInfo **)g_ptr_array_free(interfaces, FALSE);
+}
+
+static const GDBusInterfaceVTable *
+subtree_dispatch(GDBusConnection *connection, const char *sender, const char *object_path,
+                 const char *interface_name, const char *node, gpointer *out_user_data,
+                 gpointer user_data)
+{
+  *out_user_data = user_data;
+  return node != NULL ? &tunnel_vtable : NULL;
+}
+
+static const GDBusSubtreeVTable tunnel_subtree_vtable = {
+  .enumerate = subtree_enumerate,
+  .introspect = subtree_introspect,
+  .dispatch = subtree_dispatch,
+};
+
+guint
+tg_tunnel_register_subtree(TgDaemon *daemon, GError **error)
+{
+  g_autofree char *root =
+      g_strndup(TG_TUNNEL_PATH_PREFIX, strlen(TG_TUNNEL_PATH_PREFIX) - 1); /* no '/' */
+
+  return g_dbus_connection_register_subtree(
+      daemon->bus, root, &tunnel_subtree_vtable,
+      G_DBUS_SUBTREE_FLAGS_DISPATCH_TO_UNENUMERATED_NODES, daemon, NULL, error);
+}
+
 /* Every step of connecting has its own timeout, but an ssh-agent that never
  * answers (libssh waits for it without one) would keep a tunnel connecting
  * for ever: this bounds the whole. */
@@ -861,11 +942,7 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   tunnel->usage = tg_registry_usage(daemon->registry, owner->uid);
 
   tg_registry_add_tunnel(daemon->registry, tunnel->id, tunnel->owner_uid, tunnel);
-  tunnel->registration = g_dbus_connection_register_object(
-      daemon->bus, tunnel->path, tg_daemon_interface(daemon, TG_TUNNEL_INTERFACE),
-      &tunnel_vtable, daemon, NULL, &error);
-  if (tunnel->registration == 0)
-    g_error("Cannot export %s: %s", tunnel->path, error->message); /* a bug */
+  tunnel->exported = TRUE; /* the subtree serves it from now on */
   tunnel_announce(tunnel, TRUE);
 
   tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_OPENING", "TUNNEL_ID", tunnel->id, "USER",
@@ -1076,8 +1153,6 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_assert(tunnel->open_invocation == NULL);
   tunnel_unguard(tunnel, G_MAXUINT);
   tunnel_unpin(tunnel, G_MAXUINT);
-  if (tunnel->registration != 0)
-    g_dbus_connection_unregister_object(tunnel->daemon->bus, tunnel->registration);
   if (tunnel->caller_watch != 0)
     g_bus_unwatch_name(tunnel->caller_watch);
   g_ptr_array_unref(tunnel->close_invocations);

@@ -70,6 +70,11 @@ void tg_tunnel_close(TgTunnel *tunnel, const char *reason,
 
 /* Authorizes and performs CloseTunnel(path), which needs `action` (the
  * table's row): the same gate as Tunnel1.Close. */
+/* Serves every tunnel path (/org/tunnelgate/TunnelGate1/tunnel/ID) on the
+ * bus, existing or not; unregister with g_dbus_connection_unregister_subtree().
+ * 0 with @error when the path is taken. */
+guint tg_tunnel_register_subtree(TgDaemon *daemon, GError **error);
+
 void tg_tunnel_authorize_close(TgDaemon *daemon, const char *path, TgAction action,
                                GDBusMethodInvocation *invocation);
 

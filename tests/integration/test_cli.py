@@ -565,13 +565,19 @@ class ErrorTest(CliTestCase):
         self.ctl_fails(1, CLI, "show", "abc", contains="'abc' is not a tunnel")
         self.ctl_fails(1, CLI, "close", contains="needs a tunnel ID")
         self.ctl_fails(1, CLI, "watch", "--count", "-1", contains="negative")
-        # not found: 1
-        self.ctl_fails(1, CLI, "show", "999999",
-                       contains="no tunnel 999999 (org.freedesktop.DBus.Error.")
-        self.ctl_fails(1, CLI, "close", "999999",
-                       contains=["999999", "org.tunnelgate.Error.NotFound"])
-        self.ctl_fails(1, CLI, "forward", "add", "999999", "-L", "0:intra:80",
+        # not found: 1 to an administrator; a user who may not manage is told
+        # it is not theirs (the daemon answers as for another user's): 2
+        self.ctl_fails(1, ADMIN, "show", "999999",
+                       contains="no tunnel 999999 (org.tunnelgate.Error.NotFound)")
+        self.ctl_fails(1, ADMIN, "close", "999999",
+                       contains="no tunnel 999999 (org.tunnelgate.Error.NotFound)")
+        self.ctl_fails(1, ADMIN, "forward", "add", "999999", "-L", "0:intra:80",
                        contains="no tunnel 999999")
+        for verb in (["show", "999999"], ["close", "999999"],
+                     ["forward", "add", "999999", "-L", "0:intra:80"]):
+            self.ctl_fails(2, CLI, *verb,
+                           contains=["not allowed org.tunnelgate.manage",
+                                     "no tunnel 999999 of yours: another user's, or none"])
         # invalid input the daemon refuses: 1, naming the D-Bus error
         self.ctl_fails(1, CLI, "open", "gw", "-L", "nonsense",
                        contains=["OpenTunnel", "org.tunnelgate.Error.InvalidArgument"])

@@ -847,14 +847,63 @@ class ErrorsTest(ApiTestCase):
         self.fails("NotAuthorized", "tg-alice@gw", ["L 1023:intra:80"], contains=["1023"])
 
     def test_not_found(self):
-        for bad in (MPATH + "/tunnel/999999", MPATH + "/tunnel/x", "/", MPATH):
+        # what is not a tunnel path at all: NotFound, which tells nothing
+        for bad in (MPATH + "/tunnel/x", MPATH + "/tunnel/0", "/", MPATH):
             with self.subTest(path=bad):
                 self.assertDBusError("NotFound", self.ub.call, BUS, MPATH, MIFACE,
                                      "CloseTunnel", "o", [bad])
-        r = self.w.busctl(ALICE, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE,
-                          "CloseTunnel", "o", MPATH + "/tunnel/999999")
+        # a tunnel id nobody has: to alice, who may not manage, the same answer
+        # as bob's tunnel (no existence oracle); to an administrator, NotFound
+        w = self.w
+        bpath = busctl_open_ok(w, BOB, "tg-bob@gw", ["L 127.0.0.1:0:intra:80"],
+                               agent_option(w, BOB))
+        missing = MPATH + "/tunnel/999999"
+        for how in ("CloseTunnel", "Close", "GetAll"):
+            answers = []
+            for path in (bpath, missing):
+                if how == "CloseTunnel":
+                    args = (BUS, MPATH, MIFACE, "CloseTunnel", "o", [path])
+                elif how == "Close":
+                    args = (BUS, path, TIFACE, "Close")
+                else:
+                    args = (BUS, path, PROPS, "GetAll", "s", [TIFACE])
+                e = self.assertDBusError("NotAuthorized", self.ub.call, *args,
+                                         contains="org.tunnelgate.manage")
+                answers.append(e.message)
+            self.assertEqual(answers[0], answers[1], how)
+        admin = self.user_bus(ADMIN)
+        self.assertDBusError("NotFound", admin.call, BUS, MPATH, MIFACE, "CloseTunnel", "o",
+                             [missing], contains="999999")
+        self.assertDBusError("NotFound", admin.call, BUS, missing, TIFACE, "Close",
+                             contains="999999")
+        self.assertEqual(prop(w, BOB, bpath, "State"), "up")
+        r = self.w.busctl(ADMIN, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE,
+                          "CloseTunnel", "o", missing)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("999999", r.stderr)
+
+    def test_introspection_lists_only_visible_tunnels(self):
+        """busctl tree / Introspect of the tunnel subtree shows a caller the
+        tunnels it may see: its own (an administrator's: everyone's)."""
+        w = self.w
+        apath = busctl_open_ok(w, ALICE, "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
+                               agent_option(w, ALICE))
+        bpath = busctl_open_ok(w, BOB, "tg-bob@gw", ["L 127.0.0.1:0:intra:80"],
+                               agent_option(w, BOB))
+        root = MPATH + "/tunnel"
+        for user, sees, hidden in ((ALICE, apath, bpath), (BOB, bpath, apath)):
+            ub = self.user_bus(user)
+            ub.call(BUS, MPATH, MIFACE, "ListTunnels")   # an authorized call first
+            (xml,) = ub.call(BUS, root, "org.freedesktop.DBus.Introspectable", "Introspect")
+            nodes = re.findall(r'<node name="([^"]+)"', xml)
+            self.assertIn(sees.rsplit("/", 1)[1], nodes, xml)
+            self.assertNotIn(hidden.rsplit("/", 1)[1], nodes, xml)
+        admin = self.user_bus(ADMIN)
+        admin.call(BUS, MPATH, MIFACE, "ListTunnels")
+        (xml,) = admin.call(BUS, root, "org.freedesktop.DBus.Introspectable", "Introspect")
+        nodes = re.findall(r'<node name="([^"]+)"', xml)
+        for path in (apath, bpath):
+            self.assertIn(path.rsplit("/", 1)[1], nodes, xml)
 
 
 # ----------------------------------------------------------------------------
