@@ -31,6 +31,8 @@
 #define ACCEPTS_PER_ROUND 64
 #define PUMP_ROUNDS 64
 #define SOCKS_HANDSHAKE_SECONDS 30
+#define ACCEPT_PAUSE_USEC (250 * G_TIME_SPAN_MILLISECOND) /* out of fds: rest */
+#define ACCEPT_PAUSE_LOG_USEC (60 * G_TIME_SPAN_SECOND) /* one warning a minute */
 /* R with port 0 on a busy session: ports tried (Linux's ephemeral range) */
 #define FIRST_RANDOM_PORT 32768
 #define LAST_RANDOM_PORT 60999
@@ -64,6 +66,8 @@ struct _TgSession {
   int cancel_fds[2];
   GQueue commands;   /* Command*: forwards to add or remove, for the worker */
   gint pending_acks; /* atomic: acknowledgements not yet dispatched */
+  gint64 accept_paused_until; /* listeners rest until then (out of fds) */
+  gint64 accept_pause_logged;
   gboolean finished; /* the worker took its last command: answer new ones at once */
 
   /* worker thread only */
@@ -677,6 +681,27 @@ add_relay(TgSession *session, TgRelay *relay, const TgForward *forward,
                forwarded ? "forwarded " : "", peer, port, forward->spec);
 }
 
+/* Out of descriptors (or memory): the pending connection stays in the
+ * backlog and the listener readable, so polling it again at once would
+ * spin. Its listeners rest for a while; new connections wait meanwhile. */
+static void
+pause_accepting(TgSession *session, const TgForward *forward, int error_number)
+{
+  gint64 now = g_get_monotonic_time();
+
+  session->accept_paused_until = now + ACCEPT_PAUSE_USEC;
+  if (now - session->accept_pause_logged >= ACCEPT_PAUSE_LOG_USEC) {
+    session->accept_pause_logged = now;
+    tg_log_event(G_LOG_LEVEL_WARNING, "ACCEPT_PAUSED", "TUNNEL_ID",
+                 session->config->tunnel_id, "USER", session->config->owner.user_name,
+                 "FORWARD", forward->spec, "MESSAGE",
+                 "tunnel %s: cannot accept a connection for %s: %s; new connections "
+                 "wait (retried every %d ms)",
+                 session->config->tunnel_id, forward->spec, g_strerror(error_number),
+                 (int)(ACCEPT_PAUSE_USEC / 1000));
+  }
+}
+
 static void
 accept_connections(TgSession *session, TgListener *listener)
 {
@@ -693,8 +718,11 @@ accept_connections(TgSession *session, TgListener *listener)
     int fd = accept4(listener->fd, (struct sockaddr *)&peer, &length,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-    if (fd < 0)
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+        pause_accepting(session, forward, errno);
       return; /* EAGAIN, or a connection that went away before accept */
+    }
     if (!tg_listener_allows_peer(listener, &peer)) {
       /* the firewall's listener guard normally stops these before the
        * handshake; this holds without it (guard off, or not yet in place) */
@@ -1175,7 +1203,8 @@ build_pollfds(TgSession *session)
   GPtrArray *listeners = session->config->listeners;
   gsize needed = 2 + listeners->len + session->relays->len;
   int ssh_flags = ssh_get_poll_flags(session->ssh);
-  gboolean room = session->relays->len < MAX_CONNECTIONS_PER_TUNNEL;
+  gboolean room = session->relays->len < MAX_CONNECTIONS_PER_TUNNEL &&
+                  g_get_monotonic_time() >= session->accept_paused_until;
   nfds_t n = 0;
 
   if (needed > session->pollfds_size) {
@@ -1266,6 +1295,10 @@ run_relays(TgSession *session, GError **error)
 
     if (keepalive > 0)
       timeout = MAX(0, (next_keepalive - g_get_monotonic_time()) / 1000);
+    if (session->accept_paused_until > g_get_monotonic_time()) {
+      int left = (int)((session->accept_paused_until - g_get_monotonic_time()) / 1000 + 1);
+      timeout = timeout < 0 ? left : MIN(timeout, left);
+    }
     for (guint i = 0; i < session->relays->len && timeout != 0; i++) {
       TgRelay *relay = g_ptr_array_index(session->relays, i);
       gint64 deadline = tg_relay_deadline(relay);
@@ -1382,6 +1415,7 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
 {
   TgSession *session = g_new0(TgSession, 1);
   g_autofree char *name = g_strdup_printf("tunnel-%s", config->tunnel_id);
+  GError *error = NULL;
 
   session->config = config;
   session->counters = counters;
@@ -1397,7 +1431,27 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   session->agent_fd = -1;
   session->relays = g_ptr_array_new_with_free_func((GDestroyNotify)tg_relay_free);
   g_mutex_init(&session->lock);
-  session->thread = g_thread_new(name, session_thread, session);
+  if (session->wake_fd < 0)
+    error = g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                        "Cannot start tunnel %s: no descriptor for its wake-up (eventfd: %s)",
+                        config->tunnel_id, g_strerror(errno));
+  else
+    session->thread = g_thread_try_new(name, session_thread, session, &error);
+  if (session->thread == NULL) {
+    /* out of descriptors, threads or memory: this tunnel fails, the daemon
+     * runs on (g_thread_new would abort it) */
+    if (error->domain != TG_ERROR) {
+      GError *limit =
+          g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                      "Cannot start tunnel %s: no thread for it (%s)", config->tunnel_id,
+                      error->message);
+      g_error_free(error);
+      error = limit;
+    }
+    release_everything(session);
+    apply_commands(session, FALSE);
+    report_state(session, TG_SESSION_FAILED, error);
+  }
   return session;
 }
 
@@ -1465,8 +1519,10 @@ tg_session_free(TgSession *session)
 {
   if (session == NULL)
     return;
-  g_thread_join(session->thread);
-  close(session->wake_fd);
+  if (session->thread != NULL)
+    g_thread_join(session->thread);
+  if (session->wake_fd >= 0)
+    close(session->wake_fd);
   g_mutex_clear(&session->lock);
   g_ptr_array_unref(session->relays);
   g_array_unref(session->remotes);

@@ -530,6 +530,59 @@ class CredentialsTest(ApiTestCase):
         self.open_fails("InvalidArgument", {"identity": V("s", "/tmp")})
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class DescriptorLimitTest(ApiTestCase):
+    """Out of descriptors (issue 12, finding 2): a listener whose accept()
+    fails with EMFILE rests instead of spinning, the daemon answers, says so
+    once, and serves again when descriptors are free."""
+
+    def test_emfile_backs_off_and_recovers(self):
+        w = self.w
+        path = busctl_open_ok(w, ALICE, "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
+                              agent_option(w, ALICE))
+        port = self.listener_port(path)
+        pid = self.pid
+        soft, hard = [int(x) for x in w.run(["prlimit", "--pid", str(pid), "--nofile",
+                                              "--noheadings", "--output=SOFT,HARD"],
+                                             check=True).stdout.split()]
+        mark = len(w.daemon.log())
+        limit = tgtest.settled_fd_count(pid) + 4
+        w.run(["prlimit", "--pid", str(pid), f"--nofile={limit}:{hard}"], check=True)
+        restored = []
+
+        def restore():
+            if not restored:
+                restored.append(1)
+                w.run(["prlimit", "--pid", str(pid), f"--nofile={soft}:{hard}"], check=True)
+        self.addCleanup(restore)
+        held = [w.connect("client", "127.0.0.1", port, timeout=10) for _ in range(12)]
+        try:
+            w.daemon.wait_log(r"cannot accept a connection for L 127\.0\.0\.1:0:intra:80: "
+                              r"Too many open files", timeout=30, start=mark)
+            before = cpu_seconds(pid)
+            time.sleep(3)
+            spent = cpu_seconds(pid) - before
+            self.assertLess(spent, 1.0, f"the daemon used {spent:.2f} s of CPU in 3 s "
+                            "while out of descriptors (a listener spinning)")
+            # it answers meanwhile
+            self.assertEqual(prop(w, ALICE, path, "State"), "up")
+            self.assertEqual(len(list_tunnels(w, ALICE)), 1)
+        finally:
+            for s in held:
+                s.close()
+        restore()
+        # descriptors free again: the listener serves
+        r = tgtest.curl(w, ALICE, f"http://127.0.0.1:{port}/")
+        self.assertEqual(r.stdout.encode(), w.intranet_page, r.stderr)
+        self.assertEqual(w.daemon.log()[mark:].count("cannot accept a connection"), 1)
+
+
 class AddForwardCloseRaceTest(ApiTestCase):
     """AddForward racing the tunnel's end (issue 12, finding 3): every call is
     answered, added or with a clear error; the daemon never reads a tunnel
