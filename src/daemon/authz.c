@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "authz.h"
 
+#include <errno.h>
 #include <pwd.h>
 #include <string.h>
 
@@ -358,7 +359,13 @@ caller_fill_from_passwd(TgCaller *caller, GError **error)
   char buffer[4096];
   int rc = getpwuid_r(caller->uid, &pw, buffer, sizeof buffer, &found);
 
-  if (rc != 0 || found == NULL) {
+  if (rc != 0 && rc != ENOENT && rc != ESRCH) { /* not an answer: could not ask */
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED,
+                "Cannot look up the account of caller uid %u now: %s; try again",
+                (unsigned)caller->uid, g_strerror(rc));
+    return FALSE;
+  }
+  if (found == NULL) {
     g_set_error(error, TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
                 "Caller uid %u has no user account", (unsigned)caller->uid);
     return FALSE;
