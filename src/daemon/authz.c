@@ -2,8 +2,10 @@
 #include "authz.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "text.h"
@@ -352,14 +354,45 @@ authz_check_next(TgAuthzRun *run)
                                        authz_polkit_done, run);
 }
 
+/* A descriptor kept in reserve for NSS: out of descriptors (a user filling
+ * the table with connections), looking up a caller would fail and every
+ * call with it; closing the reserve lets one lookup through. D-Bus thread. */
+static int nss_reserve_fd = -2; /* -2: not opened yet */
+
+static int
+lookup_passwd(uid_t uid, struct passwd *pw, char *buffer, gsize size,
+              struct passwd **found)
+{
+  int rc;
+
+  errno = 0;
+  rc = getpwuid_r(uid, pw, buffer, size, found);
+  /* glibc may return 0 and leave the reason in errno when a backend could
+   * not open its file; other errno values are no reason (not found) */
+  if (*found == NULL && rc == 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM))
+    return errno;
+  return rc;
+}
+
 static gboolean
 caller_fill_from_passwd(TgCaller *caller, GError **error)
 {
   struct passwd pw, *found = NULL;
   char buffer[4096];
-  int rc = getpwuid_r(caller->uid, &pw, buffer, sizeof buffer, &found);
+  int rc;
 
-  if (rc != 0 && rc != ENOENT && rc != ESRCH) { /* not an answer: could not ask */
+  if (nss_reserve_fd == -2)
+    nss_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  rc = lookup_passwd(caller->uid, &pw, buffer, sizeof buffer, &found);
+  if (found == NULL && (rc == EMFILE || rc == ENFILE) && nss_reserve_fd >= 0) {
+    close(nss_reserve_fd);
+    rc = lookup_passwd(caller->uid, &pw, buffer, sizeof buffer, &found);
+    nss_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* -1: next time */
+  } else if (nss_reserve_fd == -1) {
+    nss_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  if (found == NULL && rc != 0 && rc != ENOENT && rc != ESRCH) {
+    /* not an answer but a failure to ask */
     g_set_error(error, TG_ERROR, TG_ERROR_FAILED,
                 "Cannot look up the account of caller uid %u now: %s; try again",
                 (unsigned)caller->uid, g_strerror(rc));

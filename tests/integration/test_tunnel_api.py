@@ -570,15 +570,10 @@ class DescriptorLimitTest(ApiTestCase):
             spent = cpu_seconds(pid) - before
             self.assertLess(spent, 1.0, f"the daemon used {spent:.2f} s of CPU in 3 s "
                             "while out of descriptors (a listener spinning)")
-            # it answers meanwhile, at once; at the limit NSS cannot open
-            # /etc/passwd to identify a caller, and the daemon says so
+            # it answers meanwhile, at once: identifying a caller needs a
+            # descriptor for NSS, which the daemon keeps in reserve
             r = w.busctl(ALICE, "--timeout=10", "get-property", BUS, path, TIFACE, "State")
-            if r.returncode != 0:
-                self.assertIn("Cannot look up the account of caller uid "
-                              f"{w.users[ALICE].uid} now: Too many open files; try again",
-                              r.stderr)
-            else:
-                self.assertEqual(r.stdout.strip(), 's "up"')
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, 's "up"'), r.stderr)
         finally:
             for s in held:
                 s.close()
@@ -598,7 +593,9 @@ class AddForwardCloseRaceTest(ApiTestCase):
     CALLS = 50
     ANSWERS = re.compile(r"R 0 |R 1 .*(is closing|is closed|is failed|No tunnel|"
                          r"tunnel closed before the change|Unknown object|No such object|"
-                         r"At most 32 forwards per tunnel)")
+                         r"At most 32 forwards per tunnel|"
+                         # once gone, its id is answered as anyone's (no oracle)
+                         r"org.tunnelgate.manage needs authentication)")
 
     def test_add_forward_racing_close(self):
         w = self.w
