@@ -109,10 +109,18 @@ tg_caller_free(TgCaller *caller)
   g_free(caller);
 }
 
+/* A descriptor kept in reserve for NSS: out of descriptors (a user filling
+ * the table with connections), looking up a caller would fail and every
+ * call with it; closing the reserve lets one lookup through. D-Bus thread. */
+static int nss_reserve_fd = -1;
+
 TgAuthz *
 tg_authz_new(GDBusConnection *bus, PolkitAuthority *authority)
 {
   TgAuthz *authz = g_new0(TgAuthz, 1);
+
+  if (nss_reserve_fd < 0)
+    nss_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
   authz->bus = g_object_ref(bus);
   authz->authority = g_object_ref(authority);
@@ -168,6 +176,8 @@ tg_authz_free(TgAuthz *authz)
     return;
   g_clear_object(&authz->bus);
   g_clear_object(&authz->authority);
+  if (nss_reserve_fd >= 0)
+    close(g_steal_fd(&nss_reserve_fd));
   g_free(authz);
 }
 
@@ -354,10 +364,6 @@ authz_check_next(TgAuthzRun *run)
                                        authz_polkit_done, run);
 }
 
-/* A descriptor kept in reserve for NSS: out of descriptors (a user filling
- * the table with connections), looking up a caller would fail and every
- * call with it; closing the reserve lets one lookup through. D-Bus thread. */
-static int nss_reserve_fd = -2; /* -2: not opened yet */
 
 static int
 lookup_passwd(uid_t uid, struct passwd *pw, char *buffer, gsize size,
@@ -381,8 +387,6 @@ caller_fill_from_passwd(TgCaller *caller, GError **error)
   char buffer[4096];
   int rc;
 
-  if (nss_reserve_fd == -2)
-    nss_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   rc = lookup_passwd(caller->uid, &pw, buffer, sizeof buffer, &found);
   if (found == NULL && (rc == EMFILE || rc == ENFILE) && nss_reserve_fd >= 0) {
     close(nss_reserve_fd);
