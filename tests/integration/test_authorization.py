@@ -20,7 +20,7 @@ import unittest
 
 sys.dont_write_bytecode = True        # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import minidbus  # noqa: E402
+import busclient  # noqa: E402
 import tgtest  # noqa: E402
 import world  # noqa: E402
 from tgtest import (ALICE, BOB, MALLORY, ADMIN, BUS, MPATH, MIFACE, TIFACE, PROPS, OM,  # noqa: E402
@@ -31,7 +31,7 @@ from tgtest import (ALICE, BOB, MALLORY, ADMIN, BUS, MPATH, MIFACE, TIFACE, PROP
 NOT_AUTHORIZED = "org.tunnelgate.Error.NotAuthorized"
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 COUNTERS = {"BytesSent", "BytesReceived", "ActiveConnections", "TotalConnections"}
-ALLOW_INTERACTIVE = minidbus.FLAG_ALLOW_INTERACTIVE_AUTHORIZATION
+ALLOW_INTERACTIVE = busclient.ALLOW_INTERACTIVE_AUTHORIZATION
 
 
 def setUpModule():
@@ -75,7 +75,7 @@ class AuthzTestCase(DaemonTestCase):
 
     def denied(self, ub, path, iface, member, signature="", args=(), flags=0,
                error=NOT_AUTHORIZED):
-        with self.assertRaises(minidbus.DBusError) as cm:
+        with self.assertRaises(busclient.DBusError) as cm:
             ub.call(BUS, path, iface, member, signature, args, flags=flags)
         self.assertEqual(cm.exception.name, error,
                          f"{iface}.{member} as {ub.user}: {cm.exception}")
@@ -212,7 +212,7 @@ class BusPolicyTest(AuthzTestCase):
 
     def test_only_root_owns_the_name(self):
         ub = self.user_bus(ALICE)
-        with self.assertRaises(minidbus.DBusError) as cm:
+        with self.assertRaises(busclient.DBusError) as cm:
             ub.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
                     "RequestName", "su", [BUS, 4])
         self.assertEqual(cm.exception.name, ACCESS_DENIED, str(cm.exception))

@@ -3,7 +3,7 @@
 """The organisation policy (issue 3) as the daemon applies it, end to end: the
 real tunnelgated, polkitd, sshd and the test users of world.py, with policy
 files written into the daemon's --config-dir and every call made by a real
-client running as the user (busctl, or minidbus in a process of the user).
+client running as the user (busctl, or busclient in a process of the user).
 
   * polkit allows, the policy denies: PolicyDenied naming file:line keyword,
     nothing opened (no tunnel, no listening socket);
@@ -164,7 +164,7 @@ class PolicyTestCase(DaemonTestCase):
         return opts
 
     def open(self, user, destination, forwards, options=None):
-        """OpenTunnel as `user` through minidbus; returns the object path."""
+        """OpenTunnel as `user` through busclient; returns the object path."""
         if options is None:
             options = self.options(user)
         return user_bus(user).call(BUS, MPATH, MIFACE, "OpenTunnel", "sasa{sv}",

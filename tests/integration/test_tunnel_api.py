@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The D-Bus API of tunnelgated, used the way users use it: busctl and minidbus
+"""The D-Bus API of tunnelgated, used the way users use it: busctl and busclient
 run as tg-alice (and bob), against the real daemon, sshd and polkitd of the
 test world (world.py).
 

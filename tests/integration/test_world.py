@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True        # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import minidbus  # noqa: E402
+import busclient  # noqa: E402
 import world  # noqa: E402
 
 ALICE, BOB, MALLORY, ADMIN = "tg-alice", "tg-bob", "tg-mallory", "tg-admin"
@@ -240,8 +240,8 @@ class WorldTest(world.WorldTestCase, unittest.TestCase):
     def test_polkit_reads_only_our_files(self):
         w = self.world
         with w.bus_connection() as bus:
-            (actions,) = bus.call(minidbus.POLKIT_NAME, minidbus.POLKIT_PATH,
-                                  minidbus.POLKIT_IFACE, "EnumerateActions", "s", [""])
+            (actions,) = bus.call(busclient.POLKIT_NAME, busclient.POLKIT_PATH,
+                                  busclient.POLKIT_IFACE, "EnumerateActions", "s", [""])
         ids = {a[0] for a in actions}
         self.assertTrue({"org.tunnelgate.open", "org.tunnelgate.open-remote",
                          "org.tunnelgate.bind-any", "org.tunnelgate.use-profile",
@@ -276,13 +276,13 @@ class WorldTest(world.WorldTestCase, unittest.TestCase):
 
     def test_bus_uses_project_policy(self):
         w = self.world
-        tool = str(w.minidbus_tool)
+        tool = str(w.dbus_tool)
         # only root may own the daemon's name
         r = w.run_as(ALICE, [world.PYTHON, "-c", (
-            "import sys; sys.path.insert(0, sys.argv[1]); import minidbus\n"
-            "c = minidbus.Connection()\n"
+            "import sys; sys.path.insert(0, sys.argv[1]); import busclient\n"
+            "c = busclient.Connection()\n"
             "try:\n    c.request_name('org.tunnelgate.TunnelGate1')\n    print('owned')\n"
-            "except minidbus.DBusError as e:\n    print(e.name)\n"), os.path.dirname(tool)])
+            "except busclient.DBusError as e:\n    print(e.name)\n"), os.path.dirname(tool)])
         self.assertEqual(r.stdout.strip(), "org.freedesktop.DBus.Error.AccessDenied", r.stderr)
         with w.bus_connection() as owner:
             self.assertEqual(owner.request_name(world.BUS_NAME), 1)
@@ -295,7 +295,7 @@ class WorldTest(world.WorldTestCase, unittest.TestCase):
             t = threading.Thread(target=pump)
             t.start()
             try:
-                # allowed interface: reaches the owner (minidbus answers Peer.Ping)
+                # allowed interface: reaches the owner (GDBus answers Peer.Ping)
                 r = w.run_as(ALICE, [world.PYTHON, tool, "call", world.BUS_NAME, "/",
                                      "org.freedesktop.DBus.Peer", "Ping"])
                 self.assertEqual(r.stdout.strip(), "[]", r.stdout + r.stderr)
@@ -319,7 +319,7 @@ import os, signal, sys, time
 args = sys.argv[1:]
 opt = dict(zip(args[::2], args[1::2]))
 sys.path.insert(0, os.environ["STANDIN_TOOLS"])
-import minidbus
+import busclient
 print("standin args:", " ".join(args), flush=True)
 print("standin env bus:", os.environ.get("DBUS_SYSTEM_BUS_ADDRESS"), flush=True)
 if os.environ.get("STANDIN_FAIL"):
@@ -327,7 +327,7 @@ if os.environ.get("STANDIN_FAIL"):
     sys.exit(3)
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-c = minidbus.Connection(opt["--bus-address"])
+c = busclient.Connection(opt["--bus-address"])
 assert c.request_name("org.tunnelgate.TunnelGate1") == 1
 while not stop:
     c.pending_signals()

@@ -3,7 +3,8 @@
 test_authorization.py, test_relay.py). Standard library only.
 
 Everything a test does as a user goes through a real client running as that
-user: busctl (world.busctl) or minidbus in a process of the user (userbus.py).
+user: busctl (world.busctl) or busclient (GDBus) in a process of the user
+(userbus.py).
 """
 
 import errno
@@ -21,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import minidbus  # noqa: E402
+import busclient  # noqa: E402
 import userbus  # noqa: E402
 import world  # noqa: E402
 
@@ -37,10 +38,10 @@ ERR = "org.tunnelgate.Error."
 BUSCTL_TIMEOUT = "--timeout=120"
 VALGRIND = os.environ.get("TG_VALGRIND") == "1"
 
-V = minidbus.Variant
+V = busclient.Variant
 FdConnect, FdOpen, FdPipe = userbus.FdConnect, userbus.FdOpen, userbus.FdPipe
 UserBus = userbus.UserBus
-DBusError = minidbus.DBusError
+DBusError = busclient.DBusError
 
 
 # ----------------------------------------------------------------------------
@@ -328,9 +329,9 @@ class DaemonTestCase(world.WorldTestCase, unittest.TestCase):
     def world(self):            # for WorldTestCase.dump_logs on failure
         return type(self).W
 
-    # error assertions for minidbus calls
+    # error assertions for busclient calls
     def assertDBusError(self, name, fn, *args, contains=(), **kw):
-        with self.assertRaises(minidbus.DBusError) as cm:
+        with self.assertRaises(busclient.DBusError) as cm:
             fn(*args, **kw)
         e = cm.exception
         full = name if "." in name else ERR + name

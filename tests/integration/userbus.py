@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""minidbus driven from the test process but running AS a test user.
+"""A busclient (GDBus) connection driven from the test process but running
+AS a test user.
 
 The D-Bus daemon and polkit identify a caller by the credentials of the
 process that opened the connection (SO_PEERCRED), so a test that wants to
@@ -8,7 +9,7 @@ speak D-Bus "as tg-alice" with fd passing or signals must run a real process
 as tg-alice. This file is both halves:
 
   * run as a script (``userbus.py serve``), it is that process: it opens one
-    minidbus connection to $DBUS_SYSTEM_BUS_ADDRESS and executes JSON requests
+    busclient.Connection to $DBUS_SYSTEM_BUS_ADDRESS and executes JSON requests
     read line by line from stdin, answering one JSON line each on stdout;
   * imported, ``UserBus(world, user)`` starts it with world.spawn_as() and
     offers call()/get()/get_all()/add_match()/signals()/close().
@@ -17,7 +18,10 @@ Descriptors for 'h' arguments are made by the user process itself, with the
 user's rights: {"$fd": ["connect", PATH]} (a connected unix socket),
 {"$fd": ["open", PATH]} (a file opened read-only) and {"$fd": ["pipe", TEXT]}
 (the read end of a pipe holding TEXT). In Python use the helpers FdConnect,
-FdOpen and FdPipe. minidbus.Variant(sig, value) is a variant as usual.
+FdOpen and FdPipe; the child sends them with a Gio.UnixFDList.
+busclient.Variant(sig, value) is a variant as usual. Signals are collected
+in the child with signal_subscribe() (add_match) while it pumps its GLib
+main context (signals).
 """
 
 import json
@@ -33,26 +37,19 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import minidbus  # noqa: E402
+import busclient  # noqa: E402
 
 
 # ----------------------------------------------------------------------------
 # child side (runs as the user)
 
 
-def _to_json(v):
-    if isinstance(v, bytes):
-        return list(v)
-    if isinstance(v, (list, tuple)):
-        return [_to_json(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _to_json(x) for k, x in v.items()}
-    return v
+_to_json = busclient.to_json
 
 
 class _Child:
     def __init__(self):
-        self.conn = minidbus.Connection(timeout=60)
+        self.conn = busclient.Connection(timeout=60)
         self.opened = []
 
     def make_fd(self, kind, arg):
@@ -77,7 +74,7 @@ class _Child:
         if isinstance(v, dict):
             if set(v) == {"$v"}:
                 sig, val = v["$v"]
-                return minidbus.Variant(sig, self.decode(val))
+                return busclient.Variant(sig, self.decode(val))
             if set(v) == {"$fd"}:
                 return self.make_fd(*v["$fd"])
             return {k: self.decode(x) for k, x in v.items()}
@@ -87,6 +84,7 @@ class _Child:
 
     @staticmethod
     def signal_json(m):
+        """A busclient.Signal as JSON."""
         return {"path": m.path, "interface": m.interface, "member": m.member,
                 "sender": m.sender, "destination": m.destination, "signature": m.signature,
                 "body": _to_json(m.body), "time": time.time()}
@@ -95,8 +93,6 @@ class _Child:
         op = req["op"]
         if op == "call":
             args = self.decode(req.get("args", []))
-            types = minidbus.split_signature(req.get("signature", ""))
-            args = [minidbus._fix_structs(t, x) for t, x in zip(types, args)]
             try:
                 body = self.conn.call(req["dest"], req["path"], req["iface"], req["member"],
                                       req.get("signature", ""), args,
@@ -131,7 +127,7 @@ def serve():
         req = json.loads(line)
         try:
             reply = child.handle(req)
-        except minidbus.DBusError as e:
+        except busclient.DBusError as e:
             reply = {"error": e.name, "message": e.message}
         except Exception as e:  # noqa: BLE001 - reported to the test
             reply = {"exception": f"{type(e).__name__}: {e}"}
@@ -168,7 +164,7 @@ class FdPipe(dict):
 
 
 def _encode(v):
-    if isinstance(v, minidbus.Variant):
+    if isinstance(v, busclient.Variant):
         return {"$v": [v.signature, _encode(v.value)]}
     if isinstance(v, (FdConnect, FdOpen, FdPipe)):
         return dict(v)
@@ -184,13 +180,13 @@ class UserBusError(Exception):
 
 
 class UserBus:
-    """A minidbus connection held by a process running as `user` (see module doc)."""
+    """A busclient connection held by a process running as `user` (see module doc)."""
 
     def __init__(self, world, user, ns="client"):
         self.world = world
         self.user = user
         tool = world.dir / "tools" / "userbus.py"
-        if not tool.exists():
+        if not tool.exists():      # busclient.py is there already (World._make_dirs)
             shutil.copy(HERE / "userbus.py", tool)
             os.chmod(tool, 0o644)
         self.proc = world.spawn_as(user, ["/usr/bin/python3", "-u", tool, "serve"], ns=ns,
@@ -228,7 +224,7 @@ class UserBus:
         if "exception" in reply:
             raise UserBusError(reply["exception"])
         if "error" in reply:
-            raise minidbus.DBusError(reply["error"], reply["message"])
+            raise busclient.DBusError(reply["error"], reply["message"])
         return reply["ok"]
 
     def call(self, dest, path, iface, member, signature="", args=(), flags=0, timeout=60):

@@ -62,7 +62,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import minidbus  # noqa: E402
+import busclient  # noqa: E402
 import dataserver  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
@@ -736,10 +736,10 @@ class World:
         self.state_dir = self.dir / "tunnelgate/state"
         # Tools that test users run must be readable by them even when the
         # source tree is not (e.g. under a 0700 home directory).
-        for f in ("minidbus.py", "dataserver.py"):
+        for f in ("busclient.py", "dataserver.py"):
             shutil.copy(HERE / f, self.dir / "tools" / f)
             os.chmod(self.dir / "tools" / f, 0o644)
-        self.minidbus_tool = self.dir / "tools" / "minidbus.py"
+        self.dbus_tool = self.dir / "tools" / "busclient.py"
 
     def _ip(self, *args, ns=None, input=None):
         argv = ["ip"] + (["-n", self.nsname(ns)] if ns else []) + list(args)
@@ -1150,8 +1150,8 @@ class World:
         self.bus_socket = sock
 
     def bus_connection(self, timeout=25.0):
-        """A new minidbus.Connection to the private bus, as root (close it when done)."""
-        return minidbus.Connection(self.bus_address, timeout=timeout)
+        """A new busclient.Connection to the private bus, as root (close it when done)."""
+        return busclient.Connection(self.bus_address, timeout=timeout)
 
     # -- polkitd -----------------------------------------------------------------------
 
@@ -1217,7 +1217,7 @@ class World:
         Returns (authorized, challenge, details).
         """
         import json
-        argv = [PYTHON, self.minidbus_tool, "check-auth", action, "--subject", subject,
+        argv = [PYTHON, self.dbus_tool, "check-auth", action, "--subject", subject,
                 "--flags", str(flags)]
         for k, v in (details or {}).items():
             argv += ["--detail", f"{k}={v}"]
@@ -1225,9 +1225,9 @@ class World:
         try:
             out = json.loads(r.stdout)
         except ValueError:
-            raise WorldError(f"minidbus check-auth failed: {r.stdout}{r.stderr}") from None
+            raise WorldError(f"busclient check-auth failed: {r.stdout}{r.stderr}") from None
         if "error" in out:
-            raise minidbus.DBusError(out["error"], out.get("message", ""))
+            raise busclient.DBusError(out["error"], out.get("message", ""))
         return out["authorized"], out["challenge"], out["details"]
 
     # -- sshd ----------------------------------------------------------------------------
