@@ -23,6 +23,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import busclient  # noqa: E402
+import names  # noqa: E402
 import userbus  # noqa: E402
 import world  # noqa: E402
 
@@ -31,10 +32,10 @@ BUS = world.BUS_NAME
 MPATH = world.MANAGER_PATH
 MIFACE = world.MANAGER_IFACE
 TIFACE = world.TUNNEL_IFACE
-PROPS = "org.freedesktop.DBus.Properties"
-OM = "org.freedesktop.DBus.ObjectManager"
-TUNNEL_PREFIX = MPATH + "/tunnel/"
-ERR = "org.tunnelgate.Error."
+PROPS = names.DBUS_PROPERTIES_INTERFACE
+OM = names.DBUS_OBJECT_MANAGER_INTERFACE
+TUNNEL_PREFIX = names.TUNNEL_PATH_PREFIX
+ERR = names.ERROR_PREFIX
 BUSCTL_TIMEOUT = "--timeout=120"
 VALGRIND = os.environ.get("TG_VALGRIND") == "1"
 

@@ -64,12 +64,14 @@ if str(HERE) not in sys.path:
 
 import busclient  # noqa: E402
 import dataserver  # noqa: E402
+import names  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
-BUS_NAME = "org.tunnelgate.TunnelGate1"
-MANAGER_PATH = "/org/tunnelgate/TunnelGate1"
-MANAGER_IFACE = "org.tunnelgate.Manager1"
-TUNNEL_IFACE = "org.tunnelgate.Tunnel1"
+# tunnelgate's public names come from src/common/tg-names.h (names.py)
+BUS_NAME = names.BUS_NAME
+MANAGER_PATH = names.MANAGER_PATH
+MANAGER_IFACE = names.MANAGER_INTERFACE
+TUNNEL_IFACE = names.TUNNEL_INTERFACE
 POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"
 
 POLKITD = "/usr/lib/polkit-1/polkitd"
