@@ -19,9 +19,9 @@ Library use::
 
 Type mapping: struct -> tuple (a list is accepted when writing), array ->
 list, a{..} -> dict, variant -> its plain value when reading (write it as
-Variant(signature, value)), 'h' -> int fd (writing: an int fd or an object
-with fileno(), sent as a duplicate; reading: a new fd owned by the caller),
-'ay' is read as bytes.
+Variant(signature, value); a bare value gets a guessed type), 'h' -> int
+fd (writing: an int fd or an object with fileno(), sent as a duplicate;
+reading: a new fd owned by the caller), 'ay' is read as bytes.
 
 Command-line use (e.g. run as a test user with setpriv)::
 
@@ -129,6 +129,32 @@ def split_signature(sig):
     return out
 
 
+def guess_signature(value):
+    """Best-effort signature of a Python value given bare where a 'v' goes."""
+    if isinstance(value, Variant):
+        return "v"
+    if isinstance(value, bool):
+        return "b"
+    if isinstance(value, int):
+        return "i" if -2**31 <= value < 2**31 else "x"
+    if isinstance(value, float):
+        return "d"
+    if isinstance(value, str):
+        return "s"
+    if isinstance(value, (bytes, bytearray)):
+        return "ay"
+    if isinstance(value, dict):
+        if not value:
+            return "a{sv}"
+        k, v = next(iter(value.items()))
+        return "a{" + guess_signature(k) + guess_signature(v) + "}"
+    if isinstance(value, list):
+        return "a" + (guess_signature(value[0]) if value else "s")
+    if isinstance(value, tuple):
+        return "(" + "".join(guess_signature(v) for v in value) + ")"
+    raise TypeError(f"cannot guess the D-Bus type of {value!r}")
+
+
 def to_variant(signature, value, fds=None):
     """The GLib.Variant of `value` as the single complete type `signature`.
 
@@ -139,7 +165,7 @@ def to_variant(signature, value, fds=None):
         return value
     if s == "v":
         if not isinstance(value, Variant):
-            raise TypeError(f"a 'v' argument must be a Variant, not {value!r}")
+            value = Variant(guess_signature(value), value)
         return GLib.Variant.new_variant(to_variant(value.signature, value.value, fds))
     if s == "h":
         if fds is None:
