@@ -388,7 +388,10 @@ caller_fill_from_passwd(TgCaller *caller, GError **error)
   int rc;
 
   rc = lookup_passwd(caller->uid, &pw, buffer, sizeof buffer, &found);
-  if (found == NULL && (rc == EMFILE || rc == ENFILE) && nss_reserve_fd >= 0) {
+  /* glibc does not always say EMFILE: a backend that could not open its
+   * file passes the question to the next, whose 'not found' is the answer;
+   * so any miss is asked again once with the reserve free */
+  if (found == NULL && nss_reserve_fd >= 0) {
     close(nss_reserve_fd);
     rc = lookup_passwd(caller->uid, &pw, buffer, sizeof buffer, &found);
     nss_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* -1: next time */

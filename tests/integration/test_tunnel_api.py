@@ -573,6 +573,8 @@ class DescriptorLimitTest(ApiTestCase):
             # it answers meanwhile, at once (NSS needs a descriptor to
             # identify the caller: the answer may be that it could not)
             r = w.busctl(ALICE, "--timeout=10", "get-property", BUS, path, TIFACE, "State")
+            print(f"at the descriptor limit: status {r.returncode} {r.stdout.strip()} "
+                  f"{r.stderr.strip()}", file=sys.stderr)
             if r.returncode != 0:
                 self.assertNotIn("timed out", r.stderr)
                 self.assertIn(f"uid {w.users[ALICE].uid}", r.stderr)
