@@ -552,6 +552,9 @@ job_new(TgServer *server, JobKind kind)
   job->server = server;
   job->kind = kind;
   job->policy = tg_policy_ref(server->policy);
+  /* the Audit callers so far: this job's audit answers them */
+  job->waiters = g_steal_pointer(&server->audit_waiters);
+  server->audit_waiters = g_ptr_array_new_with_free_func(g_object_unref);
   server->job = job;
   return job;
 }
@@ -575,13 +578,9 @@ kick(TgServer *server)
   } else if (server->want_apply && server->active) {
     server->want_apply = FALSE;
     job = job_new(server, JOB_APPLY);
-    job->waiters = g_steal_pointer(&server->audit_waiters);
-    server->audit_waiters = g_ptr_array_new_with_free_func(g_object_unref);
     run_job(job, thread_collect, collected);
   } else if (server->audit_waiters->len > 0) {
     job = job_new(server, JOB_AUDIT);
-    job->waiters = g_steal_pointer(&server->audit_waiters);
-    server->audit_waiters = g_ptr_array_new_with_free_func(g_object_unref);
     job->names = copy_names(server->sftp_users);
     job->dropin_error = g_strdup(server->dropin_error);
     run_job(job, thread_check, checked);
