@@ -76,7 +76,8 @@ from world_base import *  # noqa: E402,F401,F403 - world.X stays the public API
 # the helpers' underscore names too: tests use some of them as world._name
 from world_base import (DATA_PORT, DEFAULT_USERS, HTTP_PORT,  # noqa: E402,F401
                         PASSTHROUGH_PREFIXES, PYTHON, ROOT_PATH, USER_MARKER, Proc, WorldError,
-                        _LIVE_WORLDS, _install_handlers, _kill_pids, _ns_pids, _pid_alive,
+                        _LIVE_WORLDS, _install_handlers, _kill_pids, _merge_env, _ns_pids,
+                        _pid_alive,
                         _process_snapshot, _read, _readline_timeout, _recv_all, _roundtrip,
                         _ssh_fingerprint, _tail, _uids_processes, _world_pids, missing_tools,
                         require_root)
@@ -261,12 +262,7 @@ class World(NetnsMixin, UsersMixin, BusMixin, SshdMixin, DaemonMixin):
                   "LOGNAME": "root", "TG_WORLD": self.id})
         if self.bus_address:
             e["DBUS_SYSTEM_BUS_ADDRESS"] = self.bus_address
-        for k, v in (env or {}).items():
-            if v is None:
-                e.pop(k, None)
-            else:
-                e[k] = str(v)
-        return e
+        return _merge_env(e, env)
 
     def command(self, argv, ns=None, user=None):
         """The full argv that runs `argv` in namespace `ns` as `user` (None: root)."""

@@ -137,6 +137,16 @@ def _read(path, default=""):
         return default
 
 
+def _merge_env(e, env):
+    """`e` with `env` laid over it: a value None removes the name. Returns e."""
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = str(v)
+    return e
+
+
 def _tail(text, lines):
     if lines is None:
         return text

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from world_base import (USER_MARKER, USER_PATH, WorldError, _LIVE_WORLDS, _kill_pids,
-                        _pid_alive, _read, _uids_processes)
+                        _merge_env, _pid_alive, _read, _uids_processes)
 
 
 class User:
@@ -152,10 +152,5 @@ class UsersMixin:
             e["DBUS_SYSTEM_BUS_ADDRESS"] = self.bus_address
         if u.agent_sock:
             e["SSH_AUTH_SOCK"] = str(u.agent_sock)
-        for k, v in (env or {}).items():
-            if v is None:
-                e.pop(k, None)
-            else:
-                e[k] = str(v)
-        return e
+        return _merge_env(e, env)
 
