@@ -42,6 +42,8 @@ const TgKeywordInfo tg_policy_keywords[TG_KW_COUNT] = {
   [TG_KW_GATEWAY_PORTS] = WORD("GatewayPorts", gateway_ports_words, "no", 0),
   [TG_KW_LISTENER_SOURCES] =
       OTHER("ListenerSources", TG_VALUE_ADDRESSES, "any", TG_KEYWORD_LIST),
+  [TG_KW_LISTENER_USERS] =
+      OTHER("ListenerUsers", TG_VALUE_PRINCIPALS, "owner", TG_KEYWORD_LIST),
   [TG_KW_PERMIT_OPEN] = HOSTS("PermitOpen", TG_PORT_REQUIRED, 0),
   [TG_KW_PERMIT_REMOTE_OPEN] = HOSTS("PermitRemoteOpen", TG_PORT_REQUIRED, 0),
   [TG_KW_PERMIT_LISTEN] = HOSTS("PermitListen", TG_PORT_LISTEN, 0),
@@ -125,6 +127,8 @@ tg_setting_free(TgSetting *setting)
     g_array_unref(setting->addresses);
   if (setting->address_set != NULL)
     g_hash_table_unref(setting->address_set);
+  if (setting->principals != NULL)
+    g_ptr_array_unref(setting->principals);
   g_free(setting);
 }
 

@@ -14,6 +14,7 @@ typedef enum {
   TG_KW_ALLOW_DYNAMIC_FORWARDING,
   TG_KW_GATEWAY_PORTS,
   TG_KW_LISTENER_SOURCES,
+  TG_KW_LISTENER_USERS,
   TG_KW_PERMIT_OPEN,
   TG_KW_PERMIT_REMOTE_OPEN,
   TG_KW_PERMIT_LISTEN,
@@ -48,6 +49,7 @@ typedef enum {
   TG_VALUE_PORTS,     /* port,... */
   TG_VALUE_PATH,      /* absolute path */
   TG_VALUE_ADDRESSES, /* single IP addresses, any, none (ListenerSources) */
+  TG_VALUE_PRINCIPALS, /* owner, any, user:NAME, group:NAME (ListenerUsers) */
 } TgValueType;
 
 typedef enum {
@@ -108,6 +110,9 @@ typedef struct {
    * each once; @address_set holds the same addresses while lines add up. */
   GArray *addresses;
   GHashTable *address_set;
+  /* TG_VALUE_PRINCIPALS: "user:NAME" and "group:NAME", in file order, each
+   * once (@any: no restriction; the owner is always allowed) */
+  GPtrArray *principals;
 } TgSetting;
 
 typedef enum {

@@ -51,6 +51,8 @@ setting_new(TgPolicyKeyword keyword, const char *file, guint line)
     setting->address_set =
         g_hash_table_new_full(tg_network_hash, tg_network_equal, g_free, NULL);
   }
+  if (tg_policy_keywords[keyword].type == TG_VALUE_PRINCIPALS)
+    setting->principals = g_ptr_array_new_with_free_func(g_free);
   return setting;
 }
 
@@ -325,6 +327,54 @@ parse_addresses(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *
                               setting->addresses->len, error);
 }
 
+/* ListenerUsers: owner (always allowed: the word only says so), any, or
+ * user:NAME and group:NAME, which the daemon resolves when a listener is
+ * made. Separated by commas and/or blanks; entries add up over the lines of
+ * a block, each kept once. */
+static gboolean
+parse_principals(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *setting,
+                 GError **error)
+{
+  for (guint i = 1; i < line->n_words; i++) {
+    g_auto(GStrv) parts = g_strsplit(line->words[i], ",", -1);
+
+    for (guint j = 0; parts[j] != NULL; j++) {
+      const char *part = parts[j];
+      const char *name = NULL;
+
+      if (*part == '\0')
+        return set_value_error(info, line, line->words[i], "empty entry between commas",
+                               error);
+      if (g_ascii_strcasecmp(part, "any") == 0) {
+        setting->any = TRUE;
+        continue;
+      }
+      if (g_ascii_strcasecmp(part, "owner") == 0)
+        continue;
+      if (g_ascii_strncasecmp(part, "user:", 5) == 0)
+        name = part + 5;
+      else if (g_ascii_strncasecmp(part, "group:", 6) == 0)
+        name = part + 6;
+      if (name == NULL || *name == '\0')
+        return set_value_error(info, line, part,
+                               "expected owner, any, user:NAME or group:NAME", error);
+      {
+        g_autofree char *entry =
+            g_strdup_printf("%s:%s", part[0] == 'u' || part[0] == 'U' ? "user" : "group",
+                            name);
+        gboolean seen = FALSE;
+
+        for (guint k = 0; k < setting->principals->len && !seen; k++)
+          seen = strcmp(g_ptr_array_index(setting->principals, k), entry) == 0;
+        if (!seen)
+          g_ptr_array_add(setting->principals, g_steal_pointer(&entry));
+      }
+    }
+  }
+  return check_any_none_alone(info, line, setting->any, FALSE, setting->principals->len,
+                              error);
+}
+
 static gboolean
 parse_count(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *setting,
             GError **error)
@@ -462,6 +512,8 @@ parse_value(TgSetting *setting, const TgConfigLine *line, GError **error)
     return parse_path(info, line, setting, error);
   case TG_VALUE_ADDRESSES:
     return parse_addresses(info, line, setting, error);
+  case TG_VALUE_PRINCIPALS:
+    return parse_principals(info, line, setting, error);
   }
   g_return_val_if_reached(FALSE);
 }

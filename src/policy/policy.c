@@ -480,6 +480,20 @@ tg_policy_get_listener_sources(const TgPolicy *policy, const TgPolicySubject *su
   fill_origin(&sources->origin, setting);
 }
 
+void
+tg_policy_get_listener_users(const TgPolicy *policy, const TgPolicySubject *subject,
+                             TgListenerUsers *users)
+{
+  const TgSetting *setting;
+
+  g_return_if_fail(policy != NULL && users != NULL);
+
+  setting = tg_policy_effective(policy, subject, TG_KW_LISTENER_USERS);
+  users->any = setting->any;
+  users->principals = setting->any ? NULL : setting->principals;
+  fill_origin(&users->origin, setting);
+}
+
 /* Calls @func for each entry of @setting; TRUE when it allows any server. */
 static gboolean
 foreach_server_entry(const TgSetting *setting,
@@ -657,6 +671,12 @@ append_value(GString *out, const TgSetting *setting)
     break;
   case TG_VALUE_ADDRESSES:
     append_addresses(out, setting);
+    break;
+  case TG_VALUE_PRINCIPALS:
+    g_string_append(out, setting->any ? "any" : "owner");
+    for (guint i = 0; !setting->any && i < setting->principals->len; i++)
+      g_string_append_printf(out, " %s",
+                             (const char *)g_ptr_array_index(setting->principals, i));
     break;
   }
 }

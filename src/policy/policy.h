@@ -190,6 +190,22 @@ void tg_policy_get_listener_sources(const TgPolicy *policy,
                                     const TgPolicySubject *subject,
                                     TgListenerSources *sources);
 
+/* ListenerUsers: which local users may connect to @subject's L and D
+ * listeners besides their owner (and root, whom nothing on this host can
+ * keep out). The firewall resets the others' connections (ListenerGuard),
+ * and the daemon checks each accepted local peer's uid as well. */
+typedef struct {
+  gboolean any; /* every local user */
+  /* "user:NAME" and "group:NAME" entries (char*), in file order; NULL when
+   * any, empty for the owner alone */
+  const GPtrArray *principals;
+  TgPolicyOrigin origin;
+} TgListenerUsers;
+
+/* Fills @users; its pointers belong to the policy. */
+void tg_policy_get_listener_users(const TgPolicy *policy, const TgPolicySubject *subject,
+                                  TgListenerUsers *users);
+
 /* Every PermitServer entry of every block (global sections, Match blocks,
  * the built-in default), in precedence order, each pattern once per entry;
  * @any is set when some block allows any server ("any" or "*").

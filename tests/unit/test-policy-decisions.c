@@ -808,6 +808,75 @@ assert_addresses(const GArray *addresses, const char *const *expected)
 }
 
 static void
+assert_principals(const GPtrArray *principals, const char *const *expected)
+{
+  g_assert_nonnull(principals);
+  g_assert_cmpuint(principals->len, ==, g_strv_length((char **)expected));
+  for (guint i = 0; i < principals->len; i++)
+    g_assert_cmpstr(g_ptr_array_index(principals, i), ==, expected[i]);
+}
+
+static void
+test_listener_users(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(TgPolicy) policy =
+      tg_policy_parse_string("t.conf",
+                             "ListenerUsers owner\n"                       /* 1 */
+                             "Match User alice\n"                          /* 2 */
+                             "  ListenerUsers group:devs,USER:backup\n"    /* 3 */
+                             "  ListenerUsers owner group:devs user:a@corp\n" /* 4 */
+                             "Match Group ops\n"                           /* 5 */
+                             "  ListenerUsers any\n",                      /* 6 */
+                             -1, &error);
+  g_autoptr(TgPolicy) empty = tg_policy_parse_string("t.conf", "", -1, NULL);
+  const char *ops_groups[] = { "carol", "ops", NULL };
+  g_autoptr(TgPolicySubject) alice = tg_policy_subject_new("alice", 1000, NULL);
+  g_autoptr(TgPolicySubject) bob = tg_policy_subject_new("bob", 1001, NULL);
+  g_autoptr(TgPolicySubject) carol = tg_policy_subject_new("carol", 1002, ops_groups);
+  const char *const alices[] = { "group:devs", "user:backup", "user:a@corp", NULL };
+  const char *const nobody[] = { NULL };
+  static const char *const bad[] = {
+    "ListenerUsers devs",         "ListenerUsers user:",  "ListenerUsers group:",
+    "ListenerUsers a,,b", "ListenerUsers any user:x", "ListenerUsers nobody:x",
+  };
+  TgListenerUsers users;
+
+  g_assert_no_error(error);
+  tg_policy_get_listener_users(policy, bob, &users);
+  g_assert_false(users.any);
+  assert_principals(users.principals, nobody);
+  g_assert_cmpstr(users.origin.keyword, ==, "ListenerUsers");
+  g_assert_cmpuint(users.origin.line, ==, 1);
+
+  tg_policy_get_listener_users(policy, alice, &users);
+  g_assert_false(users.any);
+  assert_principals(users.principals, alices);
+  g_assert_cmpuint(users.origin.line, ==, 3);
+
+  tg_policy_get_listener_users(policy, carol, &users);
+  g_assert_true(users.any);
+  g_assert_null(users.principals);
+  g_assert_cmpuint(users.origin.line, ==, 6);
+
+  tg_policy_get_listener_users(empty, alice, &users);
+  g_assert_false(users.any);
+  assert_principals(users.principals, nobody);
+  g_assert_cmpstr(users.origin.file, ==, "<default>");
+
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autoptr(GError) bad_error = NULL;
+    g_autoptr(TgPolicy) refused = tg_policy_parse_string("t.conf", bad[i], -1, &bad_error);
+
+    g_test_message("%s: %s", bad[i], bad_error != NULL ? bad_error->message : "(none)");
+    g_assert_null(refused);
+    g_assert_error(bad_error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT);
+    g_assert_true(strstr(bad_error->message, "t.conf:1") != NULL);
+    g_assert_true(strstr(bad_error->message, "ListenerUsers") != NULL);
+  }
+}
+
+static void
 test_listener_sources(void)
 {
   g_autoptr(GError) error = NULL;
@@ -991,6 +1060,7 @@ test_dump(Fixture *fixture, gconstpointer data)
       "allowdynamicforwarding yes  # t.conf:16\n"
       "gatewayports clientspecified  # t.conf:17\n"
       "listenersources any  # <default>\n"
+      "listenerusers owner  # <default>\n"
       "permitopen any  # t.conf:18\n"
       "permitremoteopen localhost:80  # t.conf:8\n"
       "permitlisten 0 7000  # t.conf:21\n"
@@ -1025,6 +1095,7 @@ test_dump(Fixture *fixture, gconstpointer data)
                                         "allowdynamicforwarding no\n"
                                         "gatewayports no\n"
                                         "listenersources any\n"
+                                        "listenerusers owner\n"
                                         "permitopen db.corp:5432 *.web.corp:443 "
                                         "10.0.0.0/8:22 [2001:db8::]/32:8000-8999\n"
                                         "permitremoteopen localhost:80\n"
@@ -1155,6 +1226,7 @@ main(int argc, char **argv)
   g_test_add_func("/policy-decisions/host-key-policy", test_host_key_policy);
   g_test_add_func("/policy-decisions/global-values", test_global_values);
   g_test_add_func("/policy-decisions/listener-sources", test_listener_sources);
+  g_test_add_func("/policy-decisions/listener-users", test_listener_users);
   g_test_add_func("/policy-decisions/foreach-server", test_foreach_server);
   g_test_add_func("/policy-decisions/match-criteria", test_match_criteria);
   ADD_FIXTURE_TEST("/policy-decisions/dump", test_dump);

@@ -623,6 +623,7 @@ test_no_keyword_is_reserved(void)
   static const char *const per_user[] = {
     "Match User alice\n  LockdownExempt yes\n  ListenerSources none",
     "Match Group sftponly\n  SftpOnly yes",
+    "Match User alice\n  ListenerUsers owner group:devs user:backup",
     "Match Group jump,!contractors\n  ServerPermitOpen intra:80\n"
     "  ServerPermitOpen 10.20.0.0/16:22",
     "ServerPermitOpen none\nMatch Group jump\n  ServerPermitOpen any",
@@ -635,8 +636,8 @@ test_no_keyword_is_reserved(void)
   g_autofree char *again = tg_policy_dump_effective(every, NULL, FALSE);
   g_auto(GStrv) lines = g_strsplit(defaults, "\n", -1);
 
-  /* All 28 keywords, each set once, none warning. */
-  g_assert_cmpuint(g_strv_length(lines), ==, 28 + 1);
+  /* All 29 keywords, each set once, none warning. */
+  g_assert_cmpuint(g_strv_length(lines), ==, 29 + 1);
   assert_warnings(every, no_warnings);
   g_assert_cmpstr(again, ==, defaults);
   for (gsize i = 0; i < G_N_ELEMENTS(per_user); i++) {
