@@ -28,9 +28,22 @@ add_tunnel(TgFirewall *firewall, guint i)
 {
   g_autoptr(GError) error = NULL;
   TgFirewallAddress source = tunnel_address(i);
+  guint32 owner = 1000 + i;
+  /* as the daemon makes an L forward's: guarded from other hosts and from
+   * other local users */
+  TgFirewallListener listener = {
+    .family = AF_INET,
+    .port = (guint16)(20000 + i),
+    .guard_remote = TRUE,
+    .sources = &source,
+    .n_sources = 1,
+    .guard_local = TRUE,
+    .uids = &owner,
+    .n_uids = 1,
+    .tunnel_id = "bench",
+  };
 
-  if (!tg_firewall_add_listener(firewall, AF_INET, NULL, (guint16)(20000 + i), &source, 1,
-                                "bench", &error) ||
+  if (!tg_firewall_add_listener(firewall, &listener, &error) ||
       !tg_firewall_add_connect_back(firewall, &source, 5432, "bench", &error))
     g_error("add: %s", error->message);
 }
@@ -41,7 +54,8 @@ remove_tunnel(TgFirewall *firewall, guint i)
   g_autoptr(GError) error = NULL;
   TgFirewallAddress source = tunnel_address(i);
 
-  if (!tg_firewall_remove_listener(firewall, AF_INET, (guint16)(20000 + i), &error) ||
+  if (!tg_firewall_remove_listener(firewall, AF_INET, NULL, (guint16)(20000 + i),
+                                   &error) ||
       !tg_firewall_remove_connect_back(firewall, &source, 5432, &error))
     g_error("remove: %s", error->message);
 }

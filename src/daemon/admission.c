@@ -168,7 +168,8 @@ rollback(TgAdmission *admission)
   g_ptr_array_set_size(admission->connect_backs, 0);
   for (guint i = admission->n_guarded; i-- > 0;) {
     const TgListener *listener = g_ptr_array_index(admission->listeners, i);
-    admission->steps->unguard(daemon, listener->address, listener->port);
+    admission->steps->unguard(daemon, listener->address, listener->port,
+                              admission->tunnel_id);
   }
   admission->n_guarded = 0;
   g_ptr_array_set_size(admission->listeners, 0); /* closes them */
@@ -231,9 +232,9 @@ store_resolved(TgAdmission *admission, guint position, TgResolved *resolved)
   TgConnectBack *connect_back;
 
   if (resolved->error != NULL) {
-    admission->resolve_errors->pdata[position] =
-        g_error_new(TG_ERROR, TG_ERROR_INVALID_ARGUMENT, "Forward '%s': cannot resolve %s: %s",
-                    forward->spec, forward->connect.host, resolved->error->message);
+    admission->resolve_errors->pdata[position] = g_error_new(
+        TG_ERROR, TG_ERROR_INVALID_ARGUMENT, "Forward '%s': cannot resolve %s: %s",
+        forward->spec, forward->connect.host, resolved->error->message);
     return;
   }
   connect_back = tg_connect_back_new(0);
@@ -406,8 +407,8 @@ bind_and_guard(TgAdmission *admission, GError **error)
       return FALSE;
     }
   }
-  if (!admission->steps->guard(daemon, admission->subject, admission->listeners,
-                               admission->tunnel_id, error)) {
+  if (!admission->steps->guard(daemon, admission->subject, admission->caller_uid,
+                               admission->listeners, admission->tunnel_id, error)) {
     g_prefix_error(error, "Cannot guard the listeners in the firewall: ");
     return FALSE;
   }

@@ -37,9 +37,10 @@ typedef struct _TgAdmission TgAdmission;
 typedef struct {
   gboolean (*bind)(const TgForward *forward, guint forward_index, gboolean all_addresses,
                    uid_t caller_uid, GPtrArray *out, GError **error);
-  gboolean (*guard)(TgDaemon *daemon, const TgPolicySubject *subject,
+  gboolean (*guard)(TgDaemon *daemon, const TgPolicySubject *subject, uid_t owner,
                     GPtrArray *listeners, const char *tunnel_id, GError **error);
-  void (*unguard)(TgDaemon *daemon, const char *address, guint16 port);
+  void (*unguard)(TgDaemon *daemon, const char *address, guint16 port,
+                  const char *tunnel_id);
   gboolean (*pin)(TgDaemon *daemon, const TgConnectBack *connect_back,
                   const char *tunnel_id, GError **error);
   void (*unpin)(TgDaemon *daemon, const TgConnectBack *connect_back);

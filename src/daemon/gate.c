@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "gate.h"
 
+#include <grp.h>
+#include <pwd.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -113,13 +115,88 @@ tg_gate_load(TgDaemon *daemon, GError **error)
   return tg_policy_load(daemon->default_policy, main_file, dropins, error);
 }
 
+static gboolean
+lookup_user(const char *name, uid_t *uid)
+{
+  g_autofree char *buffer = NULL;
+  long size = sysconf(_SC_GETPW_R_SIZE_MAX);
+  struct passwd entry, *result = NULL;
+
+  buffer = g_malloc(size > 0 ? (gsize)size : 16384);
+  if (getpwnam_r(name, &entry, buffer, size > 0 ? (gsize)size : 16384, &result) != 0 ||
+      result == NULL)
+    return FALSE;
+  *uid = result->pw_uid;
+  return TRUE;
+}
+
+static void
+add_uid(GArray *uids, guint32 uid)
+{
+  for (guint i = 0; i < uids->len; i++)
+    if (g_array_index(uids, guint32, i) == uid)
+      return;
+  g_array_append_val(uids, uid);
+}
+
+/* ListenerUsers for @subject's listeners: @owner, then each user:NAME and
+ * each member a group:NAME lists (getent group NAME; users whose primary
+ * group it is but who are not listed are not found without enumerating
+ * every account). NULL when any local user may connect. Names NSS does not
+ * know are left out, with a warning naming the policy line. */
+static GArray *
+listener_uids(TgDaemon *daemon, const TgPolicySubject *subject, uid_t owner,
+              const char *tunnel_id)
+{
+  TgListenerUsers users;
+  GArray *uids;
+
+  tg_policy_get_listener_users(daemon->policy, subject, &users);
+  if (users.any)
+    return NULL;
+  uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+  add_uid(uids, owner);
+  for (guint i = 0; users.principals != NULL && i < users.principals->len; i++) {
+    const char *entry = g_ptr_array_index(users.principals, i);
+    uid_t uid;
+
+    if (g_str_has_prefix(entry, "user:")) {
+      if (lookup_user(entry + 5, &uid))
+        add_uid(uids, uid);
+      else
+        tg_warning("tunnel %s: %s at %s:%u names no user this host knows; left out",
+                   tunnel_id, entry, users.origin.file, users.origin.line);
+    } else {
+      g_autofree char *buffer = g_malloc(65536);
+      struct group group, *result = NULL;
+
+      if (getgrnam_r(entry + 6, &group, buffer, 65536, &result) != 0 || result == NULL) {
+        tg_warning("tunnel %s: %s at %s:%u names no group this host knows; left out",
+                   tunnel_id, entry, users.origin.file, users.origin.line);
+        continue;
+      }
+      for (char **member = result->gr_mem; *member != NULL; member++) {
+        if (lookup_user(*member, &uid))
+          add_uid(uids, uid);
+      }
+    }
+  }
+  return uids;
+}
+
 gboolean
-tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subject,
+tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subject, uid_t owner,
                         GPtrArray *listeners, const char *tunnel_id, GError **error)
 {
   TgListenerSources sources;
+  g_autoptr(GArray) uids = NULL;
+  g_autofree char *owner_name =
+      subject != NULL ? g_strdup(subject->user) : g_strdup_printf("uid %u", (guint)owner);
 
+  if (listeners->len == 0)
+    return TRUE;
   tg_policy_get_listener_sources(daemon->policy, subject, &sources);
+  uids = listener_uids(daemon, subject, owner, tunnel_id);
   for (guint i = 0; i < listeners->len; i++) {
     TgListener *listener = g_ptr_array_index(listeners, i);
 
@@ -129,11 +206,14 @@ tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subject,
       g_array_append_vals(listener->allowed_sources, sources.addresses->data,
                           sources.addresses->len);
     }
+    if (uids != NULL)
+      listener->allowed_uids = g_array_ref(uids);
     if (!tg_enforcer_add_listener(daemon->enforcer, listener->address, listener->port,
-                                  &sources, tunnel_id, error)) {
+                                  &sources, uids, tunnel_id, owner_name, error)) {
       for (guint j = 0; j < i; j++) {
         const TgListener *done = g_ptr_array_index(listeners, j);
-        tg_enforcer_remove_listener(daemon->enforcer, done->address, done->port);
+        tg_enforcer_remove_listener(daemon->enforcer, done->address, done->port,
+                                    tunnel_id);
       }
       return FALSE;
     }
@@ -142,9 +222,10 @@ tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subject,
 }
 
 void
-tg_gate_unguard_listener(TgDaemon *daemon, const char *address, guint16 port)
+tg_gate_unguard_listener(TgDaemon *daemon, const char *address, guint16 port,
+                         const char *tunnel_id)
 {
-  tg_enforcer_remove_listener(daemon->enforcer, address, port);
+  tg_enforcer_remove_listener(daemon->enforcer, address, port, tunnel_id);
 }
 
 gboolean

@@ -43,14 +43,16 @@ TgPolicyDecision *tg_gate_check_forward(TgDaemon *daemon, const TgPolicySubject 
                                         const char *host, guint16 port,
                                         const TgForward *forward);
 
-/* Newly bound listeners of @subject's tunnel @tunnel_id: each gets the
- * sources ListenerSources allows (checked on accept) and its element in the
+/* Newly bound listeners of @subject's tunnel @tunnel_id (owned by uid
+ * @owner): each gets the sources ListenerSources allows and the local users
+ * ListenerUsers allows (both checked on accept) and its elements in the
  * firewall's listener guard. On error none of them is guarded. */
 gboolean tg_gate_guard_listeners(TgDaemon *daemon, const TgPolicySubject *subject,
-                                 GPtrArray *listeners, const char *tunnel_id,
+                                 uid_t owner, GPtrArray *listeners, const char *tunnel_id,
                                  GError **error);
-/* The guard of a listener that closed (bound to @address, @port). */
-void tg_gate_unguard_listener(TgDaemon *daemon, const char *address, guint16 port);
+/* The guard of tunnel @tunnel_id's listener that closed (@address, @port). */
+void tg_gate_unguard_listener(TgDaemon *daemon, const char *address, guint16 port,
+                              const char *tunnel_id);
 
 /* ConnectBackPinning: the kernel lets connect-back sockets reach exactly
  * these addresses (all or none are pinned). */

@@ -81,7 +81,7 @@ tunnel_unguard(TgTunnel *tunnel, guint index)
     ListenerInfo *info = &g_array_index(tunnel->listener_info, ListenerInfo, i);
 
     if (info->guarded && (index == G_MAXUINT || info->forward_index == index)) {
-      tg_gate_unguard_listener(tunnel->daemon, info->address, info->port);
+      tg_gate_unguard_listener(tunnel->daemon, info->address, info->port, tunnel->id);
       info->guarded = FALSE;
     }
   }

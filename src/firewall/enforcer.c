@@ -2,6 +2,7 @@
 #include "enforcer.h"
 
 #include <arpa/inet.h>
+#include <pwd.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -14,6 +15,10 @@
 #include "tg-error.h"
 
 #define RESOLVE_INTERVAL_SECONDS 300
+/* refused local connections: journal lines per second, and how many the
+ * firewall's description remembers */
+#define REFUSALS_LOGGED_PER_SECOND 10
+#define REFUSALS_REMEMBERED 16
 
 /* What the table is built from, to tell a structural change (a new table)
  * from a change of set contents (element updates). */
@@ -31,8 +36,12 @@ typedef struct {
   int family;
   guint16 port;
   TgFirewallAddress address;
+  gboolean guard_remote;
   GArray *sources; /* TgFirewallAddress of the listener's family */
+  gboolean guard_local;
+  GArray *uids; /* guint32: the local users who may connect (besides root) */
   char *tunnel_id;
+  char *owner_name;
 } Guard;
 
 struct _TgEnforcer {
@@ -42,7 +51,11 @@ struct _TgEnforcer {
   GArray *server_networks; /* TgFirewallAddress: PermitServer addresses and networks */
   GArray *resolved;        /* TgFirewallAddress: PermitServer names, resolved */
   GPtrArray *server_names; /* char*: PermitServer names to resolve */
-  GHashTable *guards;      /* "family/port" -> Guard */
+  GHashTable *guards;      /* "family/address/port" -> Guard */
+  GQueue refusals;         /* char*: the latest refused local connections, newest first */
+  gint64 refusal_second;   /* rate limit of the journal lines */
+  guint refusals_this_second;
+  guint refusals_unlogged;
   GHashTable *pins;        /* "address/port" -> Pin */
   GCancellable *resolving; /* the round whose answer is wanted, or NULL */
   guint resolve_timer;
@@ -75,14 +88,19 @@ guard_free(gpointer data)
   Guard *guard = data;
 
   g_array_unref(guard->sources);
+  g_array_unref(guard->uids);
   g_free(guard->tunnel_id);
+  g_free(guard->owner_name);
   g_free(guard);
 }
 
 static char *
-guard_key(int family, guint16 port)
+guard_key(const TgFirewallAddress *address, guint16 port)
 {
-  return g_strdup_printf("%d/%u", family, port);
+  char text[INET6_ADDRSTRLEN] = "?";
+
+  inet_ntop(address->family, address->bytes, text, sizeof text);
+  return g_strdup_printf("%s/%u", text, port);
 }
 
 TgEnforcer *
@@ -121,6 +139,7 @@ tg_enforcer_free(TgEnforcer *enforcer)
   g_array_unref(enforcer->resolved);
   g_ptr_array_unref(enforcer->server_names);
   g_hash_table_unref(enforcer->guards);
+  g_queue_clear_full(&enforcer->refusals, g_free);
   g_hash_table_unref(enforcer->pins);
   g_array_unref(enforcer->sftp_only_uids);
   g_array_unref(enforcer->jump_uids);
@@ -318,9 +337,88 @@ push_servers(TgEnforcer *enforcer, GError **error)
 static gboolean
 put_guard(TgFirewall *firewall, const Guard *guard, GError **error)
 {
-  return tg_firewall_add_listener(firewall, guard->family, &guard->address, guard->port,
-                                  (const TgFirewallAddress *)guard->sources->data,
-                                  guard->sources->len, guard->tunnel_id, error);
+  TgFirewallListener listener = {
+    .family = guard->family,
+    .address = &guard->address,
+    .port = guard->port,
+    .guard_remote = guard->guard_remote,
+    .sources = (const TgFirewallAddress *)guard->sources->data,
+    .n_sources = guard->sources->len,
+    .guard_local = guard->guard_local,
+    .uids = (const guint32 *)guard->uids->data,
+    .n_uids = guard->uids->len,
+    .tunnel_id = guard->tunnel_id,
+  };
+
+  return tg_firewall_add_listener(firewall, &listener, error);
+}
+
+static char *
+user_name(guint32 uid)
+{
+  char buffer[4096];
+  struct passwd entry, *result = NULL;
+
+  if (getpwuid_r(uid, &entry, buffer, sizeof buffer, &result) == 0 && result != NULL)
+    return g_strdup(result->pw_name);
+  return g_strdup("?");
+}
+
+/* The kernel reset a local connection to a listener of someone else's
+ * (ListenerUsers): say who, in the journal (at most
+ * REFUSALS_LOGGED_PER_SECOND lines a second) and in the description. */
+static void
+on_refusal(const TgFirewallRefusal *refusal, gpointer user_data)
+{
+  TgEnforcer *enforcer = user_data;
+  g_autofree char *key = guard_key(&refusal->destination, refusal->destination_port);
+  g_autofree char *peer = refusal->has_uid ? user_name(refusal->uid) : g_strdup("?");
+  g_autofree char *uid_text =
+      refusal->has_uid ? g_strdup_printf("%u", refusal->uid) : g_strdup("unknown");
+  char destination[INET6_ADDRSTRLEN] = "?";
+  g_autoptr(GDateTime) now = g_date_time_new_now_local();
+  g_autofree char *when = g_date_time_format(now, "%F %T");
+  gint64 second = g_get_monotonic_time() / G_USEC_PER_SEC;
+  const Guard *guard = g_hash_table_lookup(enforcer->guards, key);
+  const char *tunnel_id, *owner;
+  char *line;
+
+  if (guard == NULL) {
+    TgFirewallAddress any = { .family = refusal->family };
+
+    g_free(key);
+    key = guard_key(&any, refusal->destination_port);
+    guard = g_hash_table_lookup(enforcer->guards, key);
+  }
+  tunnel_id = guard != NULL ? guard->tunnel_id : "-";
+  owner = guard != NULL && guard->owner_name != NULL ? guard->owner_name : "?";
+  inet_ntop(refusal->family, refusal->destination.bytes, destination, sizeof destination);
+
+  line = g_strdup_printf("%s uid %s (%s) to %s port %u: tunnel %s of %s", when, uid_text,
+                         peer, destination, refusal->destination_port, tunnel_id, owner);
+  g_queue_push_head(&enforcer->refusals, line);
+  while (enforcer->refusals.length > REFUSALS_REMEMBERED)
+    g_free(g_queue_pop_tail(&enforcer->refusals));
+
+  if (second != enforcer->refusal_second) {
+    if (enforcer->refusals_unlogged > 0)
+      tg_warning("firewall: %u more refused local connections were not logged (at "
+                 "most %d a second)",
+                 enforcer->refusals_unlogged, REFUSALS_LOGGED_PER_SECOND);
+    enforcer->refusal_second = second;
+    enforcer->refusals_this_second = 0;
+    enforcer->refusals_unlogged = 0;
+  }
+  if (++enforcer->refusals_this_second > REFUSALS_LOGGED_PER_SECOND) {
+    enforcer->refusals_unlogged++;
+    return;
+  }
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID", tunnel_id, "USER",
+               owner, "PEER_UID", uid_text, "PEER_USER", peer, "DECISION", "deny", "RULE",
+               "ListenerUsers", "MESSAGE",
+               "tunnel %s: the kernel reset a connection from uid %s (%s) to %s port %u: "
+               "the listener is %s's (ListenerUsers)",
+               tunnel_id, uid_text, peer, destination, refusal->destination_port, owner);
 }
 
 /* A new table in one transaction, with every current listener put back. */
@@ -372,6 +470,7 @@ install(TgEnforcer *enforcer, const Shape *shape, GError **error)
         return NULL;
     }
   }
+  tg_firewall_set_refusal_handler(firewall, on_refusal, enforcer);
   if (!tg_firewall_watch(firewall, NULL, error))
     return NULL;
   return g_steal_pointer(&firewall);
@@ -531,11 +630,12 @@ is_loopback(const TgFirewallAddress *address)
 
 gboolean
 tg_enforcer_add_listener(TgEnforcer *enforcer, const char *listen_address, guint16 port,
-                         const TgListenerSources *sources, const char *tunnel_id,
-                         GError **error)
+                         const TgListenerSources *sources, const GArray *local_uids,
+                         const char *tunnel_id, const char *owner_name, GError **error)
 {
   Guard *guard;
   TgFirewallAddress address;
+  gboolean loopback;
 
   if (enforcer->firewall == NULL || !enforcer->shape.listener_guard)
     return TRUE;
@@ -544,16 +644,23 @@ tg_enforcer_add_listener(TgEnforcer *enforcer, const char *listen_address, guint
                 listen_address);
     return FALSE;
   }
-  if (!is_loopback(&address) && sources->any)
-    return TRUE; /* open to every source: nothing to guard */
+  loopback = is_loopback(&address);
+  if ((loopback || sources->any) && local_uids == NULL)
+    return TRUE; /* nothing to guard: other hosts cannot or may, and so may users */
 
   guard = g_new0(Guard, 1);
   guard->family = address.family;
   guard->port = port;
   guard->address = address;
+  guard->guard_remote = !loopback && !sources->any;
   guard->sources = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
+  guard->guard_local = local_uids != NULL;
+  guard->uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+  if (local_uids != NULL)
+    g_array_append_vals(guard->uids, local_uids->data, local_uids->len);
   guard->tunnel_id = g_strdup(tunnel_id);
-  if (!is_loopback(&address) && sources->addresses != NULL) {
+  guard->owner_name = g_strdup(owner_name);
+  if (guard->guard_remote && sources->addresses != NULL) {
     for (guint i = 0; i < sources->addresses->len; i++) {
       const TgNetwork *source = &g_array_index(sources->addresses, TgNetwork, i);
       if (source->family == guard->family)
@@ -564,12 +671,13 @@ tg_enforcer_add_listener(TgEnforcer *enforcer, const char *listen_address, guint
     guard_free(guard);
     return FALSE;
   }
-  g_hash_table_insert(enforcer->guards, guard_key(guard->family, guard->port), guard);
+  g_hash_table_insert(enforcer->guards, guard_key(&guard->address, guard->port), guard);
   return TRUE;
 }
 
 void
-tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address_text, guint16 port)
+tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address_text, guint16 port,
+                            const char *tunnel_id)
 {
   TgFirewallAddress address;
   g_autofree char *key = NULL;
@@ -578,16 +686,16 @@ tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address_text, guin
 
   if (!parse_address(address_text, &address))
     return;
-  key = guard_key(address.family, port);
+  key = guard_key(&address, port);
   guard = g_hash_table_lookup(enforcer->guards, key);
-  /* only the tunnel's own guard: another may hold the port by now */
-  if (guard == NULL || memcmp(&guard->address, &address, sizeof address) != 0)
+  /* only the tunnel's own guard: another may hold the address and port by now */
+  if (guard == NULL || g_strcmp0(guard->tunnel_id, tunnel_id) != 0)
     return;
   if (enforcer->firewall != NULL &&
-      !tg_firewall_remove_listener(enforcer->firewall, guard->family, guard->port,
-                                   &error))
-    tg_warning("firewall: cannot remove the guard of port %u: %s", guard->port,
-               error->message);
+      !tg_firewall_remove_listener(enforcer->firewall, guard->family, &guard->address,
+                                   guard->port, &error))
+    tg_warning("firewall: cannot remove the guard of %s port %u: %s", address_text,
+               guard->port, error->message);
   g_hash_table_remove(enforcer->guards, key);
 }
 
@@ -721,5 +829,13 @@ tg_enforcer_describe(TgEnforcer *enforcer)
   if (enforcer->firewall == NULL)
     return g_strdup("The firewall is not in force: the policy sets EgressLockdown, "
                     "ListenerGuard and ConnectBackPinning to no.\n");
-  return tg_firewall_describe(enforcer->firewall);
+  GString *out = g_string_new(NULL);
+  g_autofree char *table = tg_firewall_describe(enforcer->firewall);
+
+  g_string_append(out, table);
+  if (enforcer->refusals.length > 0)
+    g_string_append(out, "refused local connections (ListenerUsers), newest first:\n");
+  for (GList *l = enforcer->refusals.head; l != NULL; l = l->next)
+    g_string_append_printf(out, "  %s\n", (const char *)l->data);
+  return g_string_free(out, FALSE);
 }

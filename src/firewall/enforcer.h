@@ -37,15 +37,18 @@ gboolean tg_enforcer_is_enforcing(const TgEnforcer *enforcer);
 /* SO_MARK for the daemon's SSH sockets: 0 when no lockdown is in force. */
 guint32 tg_enforcer_socket_mark(const TgEnforcer *enforcer);
 
-/* The guard of the listener bound to @address (text) and @port: reachable
- * from loopback and from @sources. Does nothing (TRUE) when the guard is off
- * or the listener is open to any source (not loopback-bound and
- * sources->any). */
+/* The guard of the listener bound to @address (text) and @port, of tunnel
+ * @tunnel_id owned by @owner_name. From other hosts: only @sources (not
+ * guarded when bound to loopback, which other hosts cannot reach, or when
+ * sources->any). From this host: only root and @local_uids (NULL: anyone).
+ * Does nothing (TRUE) when the guard is off or there is nothing to guard. */
 gboolean tg_enforcer_add_listener(TgEnforcer *enforcer, const char *address, guint16 port,
-                                  const TgListenerSources *sources, const char *tunnel_id,
-                                  GError **error);
-/* Takes away the guard of the listener bound to @address (text) and @port. */
-void tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address, guint16 port);
+                                  const TgListenerSources *sources,
+                                  const GArray *local_uids, const char *tunnel_id,
+                                  const char *owner_name, GError **error);
+/* Takes away the guard of tunnel @tunnel_id's listener on @address and @port. */
+void tg_enforcer_remove_listener(TgEnforcer *enforcer, const char *address, guint16 port,
+                                 const char *tunnel_id);
 
 /* SO_MARK for connect-back sockets: the connect-back mark under
  * ConnectBackPinning, the daemon mark when the table is there without it,

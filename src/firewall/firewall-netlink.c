@@ -7,7 +7,9 @@
 #include <libnftnl/common.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
+#include <fcntl.h>
 #include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_log.h>
 #include <linux/netlink.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -475,6 +477,15 @@ tg_nft_add_log(struct nftnl_rule *rule, const char *prefix)
 }
 
 void
+tg_nft_add_log_group(struct nftnl_rule *rule, guint16 group, const char *prefix)
+{
+  struct nftnl_expr *expr = expr_new("log");
+  nftnl_expr_set_u16(expr, NFTNL_EXPR_LOG_GROUP, group);
+  nftnl_expr_set_str(expr, NFTNL_EXPR_LOG_PREFIX, prefix);
+  nftnl_rule_add_expr(rule, expr);
+}
+
+void
 tg_nft_add_reject_tcp_reset(struct nftnl_rule *rule)
 {
   struct nftnl_expr *expr = expr_new("reject");
@@ -573,6 +584,118 @@ tg_nft_events_read(TgNftSocket *socket, TgNftEventFunc callback, gpointer user_d
         continue;
       parse_event(message, &event);
       callback(&event, user_data);
+    }
+  }
+}
+
+/* ---- nflog ---- */
+
+/* The kernel copies this much of each packet: IPv6 and TCP headers fit. */
+#define NFLOG_COPY_RANGE 128
+
+TgNftSocket *
+tg_nflog_open(guint16 group, GError **error)
+{
+  g_autoptr(TgNftSocket) socket = socket_open(0, error);
+  guint8 buffer[MNL_SOCKET_BUFFER_SIZE];
+  struct nlmsghdr *message;
+  struct nfgenmsg *header;
+  struct nfulnl_msg_config_cmd command = { NFULNL_CFG_CMD_BIND };
+  struct nfulnl_msg_config_mode mode = { htonl(NFLOG_COPY_RANGE), NFULNL_COPY_PACKET, 0 };
+  guint32 seq;
+  int fd;
+  ssize_t received;
+
+  if (socket == NULL)
+    return NULL;
+  seq = ++socket->seq;
+  message = mnl_nlmsg_put_header(buffer);
+  message->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
+  message->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  message->nlmsg_seq = seq;
+  header = mnl_nlmsg_put_extra_header(message, sizeof *header);
+  header->nfgen_family = AF_UNSPEC;
+  header->version = NFNETLINK_V0;
+  header->res_id = htons(group);
+  mnl_attr_put(message, NFULA_CFG_CMD, sizeof command, &command);
+  mnl_attr_put(message, NFULA_CFG_MODE, sizeof mode, &mode);
+  if (mnl_socket_sendto(socket->nl, message, message->nlmsg_len) < 0) {
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Cannot configure nflog group %u: %s",
+                group, g_strerror(errno));
+    return NULL;
+  }
+  received = mnl_socket_recvfrom(socket->nl, buffer, sizeof buffer);
+  if (received < 0 ||
+      mnl_cb_run(buffer, (size_t)received, seq, socket->portid, NULL, NULL) < 0) {
+    g_set_error(error, TG_ERROR,
+                errno == EBUSY ? TG_ERROR_ADDRESS_IN_USE : TG_ERROR_FAILED,
+                "Cannot bind nflog group %u: %s", group, g_strerror(errno));
+    return NULL;
+  }
+  fd = mnl_socket_get_fd(socket->nl);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return g_steal_pointer(&socket);
+}
+
+static void
+parse_nflog(const struct nlmsghdr *message, TgNflogPacket *packet)
+{
+  const struct nfgenmsg *header = mnl_nlmsg_get_payload(message);
+  const struct nlattr *attribute;
+
+  memset(packet, 0, sizeof *packet);
+  packet->family = header->nfgen_family;
+  mnl_attr_for_each(attribute, message, sizeof *header)
+  {
+    switch (mnl_attr_get_type(attribute)) {
+    case NFULA_PAYLOAD:
+      packet->payload = mnl_attr_get_payload(attribute);
+      packet->length = mnl_attr_get_payload_len(attribute);
+      break;
+    case NFULA_UID:
+      if (mnl_attr_validate(attribute, MNL_TYPE_U32) == 0) {
+        packet->has_uid = TRUE;
+        packet->uid = ntohl(mnl_attr_get_u32(attribute));
+      }
+      break;
+    case NFULA_PREFIX:
+      if (mnl_attr_validate(attribute, MNL_TYPE_NUL_STRING) == 0)
+        packet->prefix = mnl_attr_get_str(attribute);
+      break;
+    default:
+      break;
+    }
+  }
+}
+
+gboolean
+tg_nflog_read(TgNftSocket *socket, TgNflogFunc callback, gpointer user_data)
+{
+  guint8 *buffer = socket->buffer;
+  gboolean complete = TRUE;
+
+  for (;;) {
+    ssize_t received = recv(mnl_socket_get_fd(socket->nl), buffer, RECEIVE_BUFFER, 0);
+    const struct nlmsghdr *message = (const struct nlmsghdr *)buffer;
+    int remaining = (int)received;
+
+    if (received < 0) {
+      if (errno == ENOBUFS) {
+        complete = FALSE;
+        continue;
+      }
+      if (errno == EINTR)
+        continue;
+      return complete; /* EAGAIN: all read */
+    }
+    for (; mnl_nlmsg_ok(message, remaining);
+         message = mnl_nlmsg_next(message, &remaining)) {
+      TgNflogPacket packet;
+
+      if (message->nlmsg_type != ((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET))
+        continue;
+      parse_nflog(message, &packet);
+      callback(&packet, user_data);
     }
   }
 }

@@ -74,6 +74,8 @@ void tg_nft_add_lookup(struct nftnl_rule *rule, guint32 sreg, const char *set_na
 void tg_nft_add_verdict(struct nftnl_rule *rule, int verdict, const char *chain);
 void tg_nft_add_counter_ref(struct nftnl_rule *rule, const char *counter_name);
 void tg_nft_add_log(struct nftnl_rule *rule, const char *prefix);
+/* log to an nflog group (read with tg_nflog_open()) instead of the kernel log */
+void tg_nft_add_log_group(struct nftnl_rule *rule, guint16 group, const char *prefix);
 void tg_nft_add_reject_tcp_reset(struct nftnl_rule *rule);
 
 /* ---- events (NFNLGRP_NFTABLES) ---- */
@@ -96,3 +98,21 @@ typedef void (*TgNftEventFunc)(const TgNftEvent *event, gpointer user_data);
 gboolean tg_nft_events_read(TgNftSocket *socket, TgNftEventFunc callback,
                             gpointer user_data);
 const char *tg_nft_msg_type_name(guint16 msg_type);
+
+/* ---- nflog (packets a `log group` rule hands to the daemon) ---- */
+typedef struct {
+  guint8 family;         /* NFPROTO_IPV4 / NFPROTO_IPV6 */
+  const guint8 *payload; /* the network header on, at most 128 bytes */
+  gsize length;
+  gboolean has_uid; /* the socket's owner, when the packet had a socket */
+  guint32 uid;
+  const char *prefix; /* NULL if none */
+} TgNflogPacket;
+
+/* A non-blocking socket bound to nflog @group, copying each packet's
+ * headers and its socket's uid. One listener per group and network
+ * namespace: a second gets TG_ERROR_ADDRESS_IN_USE. */
+TgNftSocket *tg_nflog_open(guint16 group, GError **error);
+typedef void (*TgNflogFunc)(const TgNflogPacket *packet, gpointer user_data);
+/* Reads what is queued; FALSE when the kernel dropped some (ENOBUFS). */
+gboolean tg_nflog_read(TgNftSocket *socket, TgNflogFunc callback, gpointer user_data);

@@ -41,6 +41,8 @@
 #define COUNTER_LISTENER "listener_rejects"
 #define COUNTER_CONNECT_BACK "connect_back_rejects"
 #define COUNTER_SERVER "server_rejects"
+#define COUNTER_OWNER "owner_rejects"
+#define OWNER_LOG_PREFIX "tunnelgate-listener-user: "
 
 typedef struct {
   const char *name;
@@ -58,9 +60,27 @@ static const SetDefinition set_definitions[] = {
   { "exempt_uids", TYPE_UID, 4, 0, TRUE },
   /* nfproto . port, not just the port: a 2-byte key gets the kernel's bitmap
    * backend, whose element updates are linear in the number of elements */
+  /* the listener guard, from other hosts: listeners on every address of a
+   * family (nfproto . port) with their allowed sources (saddr . port), and
+   * listeners on one address (daddr . port) with theirs (saddr . daddr . port) */
   { "listener_ports", TYPE_CONCAT(TYPE_NFPROTO, TYPE_INET_SERVICE), 8, 0 },
-  { "listener_sources_v4", TYPE_CONCAT(TYPE_IPADDR, TYPE_INET_SERVICE), 8, 0 },
-  { "listener_sources_v6", TYPE_CONCAT(TYPE_IP6ADDR, TYPE_INET_SERVICE), 20, 0 },
+  { "listener_wild_sources_v4", TYPE_CONCAT(TYPE_IPADDR, TYPE_INET_SERVICE), 8, 0 },
+  { "listener_wild_sources_v6", TYPE_CONCAT(TYPE_IP6ADDR, TYPE_INET_SERVICE), 20, 0 },
+  { "listener_addrs_v4", TYPE_CONCAT(TYPE_IPADDR, TYPE_INET_SERVICE), 8, 0 },
+  { "listener_addrs_v6", TYPE_CONCAT(TYPE_IP6ADDR, TYPE_INET_SERVICE), 20, 0 },
+  { "listener_sources_v4", TYPE_CONCAT3(TYPE_IPADDR, TYPE_IPADDR, TYPE_INET_SERVICE), 12,
+    0 },
+  { "listener_sources_v6", TYPE_CONCAT3(TYPE_IP6ADDR, TYPE_IP6ADDR, TYPE_INET_SERVICE),
+    36, 0 },
+  /* ... and from this host: the listeners only some uids may use, and
+   * uid . listener for each of those uids */
+  { "owned_ports", TYPE_CONCAT(TYPE_NFPROTO, TYPE_INET_SERVICE), 8, 0 },
+  { "owned_listeners_v4", TYPE_CONCAT(TYPE_IPADDR, TYPE_INET_SERVICE), 8, 0 },
+  { "owned_listeners_v6", TYPE_CONCAT(TYPE_IP6ADDR, TYPE_INET_SERVICE), 20, 0 },
+  { "listener_wild_users", TYPE_CONCAT3(TYPE_UID, TYPE_NFPROTO, TYPE_INET_SERVICE), 12,
+    0 },
+  { "listener_users_v4", TYPE_CONCAT3(TYPE_UID, TYPE_IPADDR, TYPE_INET_SERVICE), 12, 0 },
+  { "listener_users_v6", TYPE_CONCAT3(TYPE_UID, TYPE_IP6ADDR, TYPE_INET_SERVICE), 24, 0 },
   { "connect_back_v4", TYPE_CONCAT(TYPE_IPADDR, TYPE_INET_SERVICE), 8, 0 },
   { "connect_back_v6", TYPE_CONCAT(TYPE_IP6ADDR, TYPE_INET_SERVICE), 20, 0 },
   /* server mode: SFTP-only users, and jump-host users with their allowed
@@ -86,9 +106,12 @@ static const SetDefinition set_definitions[] = {
 typedef struct {
   int family;
   guint16 port;
-  gboolean has_address;
+  gboolean has_address; /* FALSE: every address of the family */
   TgFirewallAddress address;
+  gboolean guard_remote;
   GArray *sources; /* TgFirewallAddress, full length */
+  gboolean guard_local;
+  GArray *uids; /* guint32 */
   char *tunnel_id;
 } Listener;
 
@@ -114,7 +137,7 @@ struct _TgFirewall {
   GArray *ssh_ports;         /* TgPortRange */
   GArray *servers;           /* TgFirewallAddress */
   GArray *exempt_uids;       /* guint32 */
-  GHashTable *listeners;     /* "family/port" -> Listener */
+  GHashTable *listeners;     /* "family/address/port" -> Listener */
   GHashTable *connect_backs; /* "address/port" -> ConnectBack */
 
   TgNftSocket *socket; /* every batch: as owner, the table is bound to its port */
@@ -132,6 +155,11 @@ struct _TgFirewall {
   char *last_note;
   char *tamper_who; /* "nft[1234]" from NEWGEN */
   guint repairs;
+
+  TgNftSocket *log; /* the owner rule's nflog group, while watched */
+  GSource *log_source;
+  TgFirewallRefusalFunc refusal_func;
+  gpointer refusal_data;
 };
 
 /* ---- small helpers ---- */
@@ -176,9 +204,11 @@ address_to_string(const TgFirewallAddress *address, gboolean with_prefix)
 }
 
 static char *
-listener_key(int family, guint16 port)
+listener_key(int family, const TgFirewallAddress *address, guint16 port)
 {
-  return g_strdup_printf("%d/%u", family, port);
+  g_autofree char *text = address != NULL ? address_to_string(address, FALSE) : NULL;
+
+  return g_strdup_printf("%d/%s/%u", family, text != NULL ? text : "*", port);
 }
 
 static char *
@@ -193,6 +223,7 @@ listener_free(gpointer data)
 {
   Listener *listener = data;
   g_array_unref(listener->sources);
+  g_array_unref(listener->uids);
   g_free(listener->tunnel_id);
   g_free(listener);
 }
@@ -453,24 +484,76 @@ write_server_sets(TgFirewall *firewall, TgNftBatch *batch)
   }
 }
 
+/* nfproto . port, the port in a 4-byte slot */
+static guint32
+family_port_key(guint8 *key, int family, guint16 port)
+{
+  guint16 port_be = htons(port);
+
+  memset(key, 0, 8);
+  key[0] = family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6;
+  memcpy(key + 4, &port_be, sizeof port_be);
+  return 8;
+}
+
 static void
 write_listener(TgNftBatch *batch, const Listener *listener, guint16 msg_type)
 {
   ElementWriter writer = { 0 };
   gboolean v4 = listener->family == AF_INET;
-  guint16 port_be = htons(listener->port);
-  guint8 port_key[8] = { v4 ? NFPROTO_IPV4 : NFPROTO_IPV6 };
+  guint alen = address_length(listener->family);
+  guint8 key[48];
+  guint32 length;
 
-  memcpy(port_key + 4, &port_be, sizeof port_be);
-  writer_start(&writer, batch, msg_type, "listener_ports");
-  writer_add(&writer, port_key, sizeof port_key, 0);
-  writer_start(&writer, batch, msg_type,
-               v4 ? "listener_sources_v4" : "listener_sources_v6");
-  for (guint i = 0; i < listener->sources->len; i++) {
-    guint8 key[20];
-    guint32 length = concat_key(
-        key, &g_array_index(listener->sources, TgFirewallAddress, i), listener->port);
+  if (listener->guard_remote) {
+    writer_start(&writer, batch, msg_type,
+                 !listener->has_address ? "listener_ports"
+                 : v4                   ? "listener_addrs_v4"
+                                        : "listener_addrs_v6");
+    length = listener->has_address
+                 ? concat_key(key, &listener->address, listener->port)
+                 : family_port_key(key, listener->family, listener->port);
     writer_add(&writer, key, length, 0);
+    writer_start(&writer, batch, msg_type,
+                 !listener->has_address
+                     ? (v4 ? "listener_wild_sources_v4" : "listener_wild_sources_v6")
+                 : v4 ? "listener_sources_v4"
+                      : "listener_sources_v6");
+    for (guint i = 0; i < listener->sources->len; i++) {
+      const TgFirewallAddress *source =
+          &g_array_index(listener->sources, TgFirewallAddress, i);
+
+      if (listener->has_address) {
+        memcpy(key, source->bytes, alen);
+        length = alen + concat_key(key + alen, &listener->address, listener->port);
+      } else {
+        length = concat_key(key, source, listener->port);
+      }
+      writer_add(&writer, key, length, 0);
+    }
+  }
+  if (listener->guard_local) {
+    writer_start(&writer, batch, msg_type,
+                 !listener->has_address ? "owned_ports"
+                 : v4                   ? "owned_listeners_v4"
+                                        : "owned_listeners_v6");
+    length = listener->has_address
+                 ? concat_key(key, &listener->address, listener->port)
+                 : family_port_key(key, listener->family, listener->port);
+    writer_add(&writer, key, length, 0);
+    writer_start(&writer, batch, msg_type,
+                 !listener->has_address ? "listener_wild_users"
+                 : v4                   ? "listener_users_v4"
+                                        : "listener_users_v6");
+    for (guint i = 0; i < listener->uids->len; i++) {
+      guint32 uid = g_array_index(listener->uids, guint32, i);
+
+      memcpy(key, &uid, 4);
+      length = 4 + (listener->has_address
+                        ? concat_key(key + 4, &listener->address, listener->port)
+                        : family_port_key(key + 4, listener->family, listener->port));
+      writer_add(&writer, key, length, 0);
+    }
   }
   writer_flush(&writer);
 }
@@ -746,11 +829,15 @@ write_egress_rules(TgFirewall *firewall, TgNftBatch *batch)
   batch_rule(batch, rule, "connect-back reject");
 }
 
+/* The listener guard, from other hosts (input; nft/README.md): loopback
+ * passes (this host's own connections are the owner rules' business), then
+ * each listener's allowed sources, then the guarded listeners are reset. */
 static void
 write_guard_rules(TgFirewall *firewall, TgNftBatch *batch)
 {
   struct nftnl_rule *rule;
   guint16 loopback = ARPHRD_LOOPBACK;
+  const char *log = firewall->log_prefix != NULL ? "tunnelgate-listener: " : NULL;
 
   if (firewall->listener_guard) {
     rule = rule_new("input");
@@ -766,20 +853,109 @@ write_guard_rules(TgFirewall *firewall, TgNftBatch *batch)
 
   for (int i = 0; i < 2; i++) {
     int family = i == 0 ? AF_INET : AF_INET6;
+    guint words = address_length(family) / 4;
+
+    rule = rule_new("guard");
+    match_nfproto(rule, family);
+    load_address(rule, family, TRUE);
+    tg_nft_add_payload(rule, NFT_PAYLOAD_NETWORK_HEADER, family == AF_INET ? 16 : 24,
+                       address_length(family), NFT_REG32_00 + words);
+    load_tcp_dport(rule, NFT_REG32_00 + 2 * words);
+    tg_nft_add_lookup(rule, NFT_REG32_00,
+                      i == 0 ? "listener_sources_v4" : "listener_sources_v6");
+    tg_nft_add_verdict(rule, NF_ACCEPT, NULL);
+    batch_rule(batch, rule, "allowed source accept");
 
     rule = rule_new("guard");
     match_address_port(rule, family, TRUE,
-                       i == 0 ? "listener_sources_v4" : "listener_sources_v6");
+                       i == 0 ? "listener_wild_sources_v4" : "listener_wild_sources_v6");
     tg_nft_add_verdict(rule, NF_ACCEPT, NULL);
-    batch_rule(batch, rule, "allowed source accept");
+    batch_rule(batch, rule, "allowed source (any address) accept");
+  }
+  for (int i = 0; i < 2; i++) {
+    rule = rule_new("guard");
+    match_address_port(rule, i == 0 ? AF_INET : AF_INET6, FALSE,
+                       i == 0 ? "listener_addrs_v4" : "listener_addrs_v6");
+    reject_counted(firewall, rule, COUNTER_LISTENER, log);
+    batch_rule(batch, rule, "listener reject");
   }
   rule = rule_new("guard");
   tg_nft_add_meta(rule, NFT_META_NFPROTO, NFT_REG32_00);
   load_tcp_dport(rule, NFT_REG32_01);
   tg_nft_add_lookup(rule, NFT_REG32_00, "listener_ports");
-  reject_counted(firewall, rule, COUNTER_LISTENER,
-                 firewall->log_prefix != NULL ? "tunnelgate-listener: " : NULL);
-  batch_rule(batch, rule, "listener reject");
+  reject_counted(firewall, rule, COUNTER_LISTENER, log);
+  batch_rule(batch, rule, "listener (any address) reject");
+}
+
+/* counter, then the daemon's log group (who was refused), then reset */
+static void
+reject_owner(struct nftnl_rule *rule)
+{
+  tg_nft_add_counter_ref(rule, COUNTER_OWNER);
+  tg_nft_add_log_group(rule, TG_FIREWALL_LOG_GROUP, OWNER_LOG_PREFIX);
+  tg_nft_add_reject_tcp_reset(rule);
+}
+
+/* The listener guard, from this host (output; nft/README.md): a new
+ * connection through loopback (every connection between two sockets of this
+ * host) to a listener only some users may use passes if its socket is root's
+ * or one of theirs, and is reset otherwise. `return`, not `accept`: the
+ * egress rules still see the packet. */
+static void
+write_owner_rules(TgFirewall *firewall, TgNftBatch *batch)
+{
+  struct nftnl_rule *rule;
+  guint16 loopback = ARPHRD_LOOPBACK;
+  guint32 root = 0;
+
+  rule = rule_new("output");
+  match_new_tcp(rule);
+  tg_nft_add_meta(rule, NFT_META_OIFTYPE, NFT_REG_1);
+  tg_nft_add_cmp(rule, NFT_REG_1, NFT_CMP_EQ, &loopback, sizeof loopback);
+  tg_nft_add_verdict(rule, NFT_JUMP, "owners");
+  batch_rule(batch, rule, "new tcp on loopback -> owners");
+
+  rule = rule_new("owners");
+  tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG_1);
+  tg_nft_add_cmp(rule, NFT_REG_1, NFT_CMP_EQ, &root, sizeof root);
+  tg_nft_add_verdict(rule, NFT_RETURN, NULL);
+  batch_rule(batch, rule, "root return");
+
+  for (int i = 0; i < 2; i++) {
+    int family = i == 0 ? AF_INET : AF_INET6;
+
+    rule = rule_new("owners");
+    match_nfproto(rule, family);
+    tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG32_00);
+    tg_nft_add_payload(rule, NFT_PAYLOAD_NETWORK_HEADER, i == 0 ? 16 : 24,
+                       address_length(family), NFT_REG32_01);
+    load_tcp_dport(rule, NFT_REG32_01 + address_length(family) / 4);
+    tg_nft_add_lookup(rule, NFT_REG32_00,
+                      i == 0 ? "listener_users_v4" : "listener_users_v6");
+    tg_nft_add_verdict(rule, NFT_RETURN, NULL);
+    batch_rule(batch, rule, "listener user return");
+  }
+  rule = rule_new("owners");
+  tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG32_00);
+  tg_nft_add_meta(rule, NFT_META_NFPROTO, NFT_REG32_01);
+  load_tcp_dport(rule, NFT_REG32_02);
+  tg_nft_add_lookup(rule, NFT_REG32_00, "listener_wild_users");
+  tg_nft_add_verdict(rule, NFT_RETURN, NULL);
+  batch_rule(batch, rule, "listener user (any address) return");
+
+  for (int i = 0; i < 2; i++) {
+    rule = rule_new("owners");
+    match_address_port(rule, i == 0 ? AF_INET : AF_INET6, FALSE,
+                       i == 0 ? "owned_listeners_v4" : "owned_listeners_v6");
+    reject_owner(rule);
+    batch_rule(batch, rule, "other user reject");
+  }
+  rule = rule_new("owners");
+  tg_nft_add_meta(rule, NFT_META_NFPROTO, NFT_REG32_00);
+  load_tcp_dport(rule, NFT_REG32_01);
+  tg_nft_add_lookup(rule, NFT_REG32_00, "owned_ports");
+  reject_owner(rule);
+  batch_rule(batch, rule, "other user (any address) reject");
 }
 
 /* ---- the whole table ---- */
@@ -903,6 +1079,7 @@ build_full_batch(TgFirewall *firewall, guint32 table_flags)
   batch_counter(batch, COUNTER_LISTENER);
   batch_counter(batch, COUNTER_CONNECT_BACK);
   batch_counter(batch, COUNTER_SERVER);
+  batch_counter(batch, COUNTER_OWNER);
   batch_sets(batch);
   write_server_sets(firewall, batch);
   write_ssh_ports(firewall, batch);
@@ -918,6 +1095,7 @@ build_full_batch(TgFirewall *firewall, guint32 table_flags)
   batch_chain(batch, "egress", -1);
   batch_chain(batch, "pin", -1);
   batch_chain(batch, "guard", -1);
+  batch_chain(batch, "owners", -1);
   batch_chain(batch, "banner", -1);
   batch_chain(batch, "server_sftp", -1);
   batch_chain(batch, "server_jump", -1);
@@ -925,6 +1103,8 @@ build_full_batch(TgFirewall *firewall, guint32 table_flags)
   batch_chain(batch, "input", NF_INET_LOCAL_IN);
   if (firewall->server_mode)
     write_server_rules(firewall, batch);
+  if (firewall->listener_guard)
+    write_owner_rules(firewall, batch);
   write_egress_rules(firewall, batch);
   write_guard_rules(firewall, batch);
   batch_poison_if_asked(firewall, batch);
@@ -1083,8 +1263,13 @@ tg_firewall_free(TgFirewall *firewall)
     g_source_destroy(firewall->events_source);
     g_source_unref(firewall->events_source);
   }
+  if (firewall->log_source != NULL) {
+    g_source_destroy(firewall->log_source);
+    g_source_unref(firewall->log_source);
+  }
   if (firewall->context != NULL)
     g_main_context_unref(firewall->context);
+  tg_nft_socket_close(firewall->log);
   tg_nft_socket_close(firewall->events);
   tg_nft_socket_close(firewall->socket); /* as owner: the table stays (persist) */
   g_clear_pointer(&firewall->listeners, g_hash_table_unref);
@@ -1109,53 +1294,95 @@ tg_firewall_is_owner(const TgFirewall *firewall)
   return firewall->owner;
 }
 
-gboolean
-tg_firewall_add_listener(TgFirewall *firewall, int family,
-                         const TgFirewallAddress *address, guint16 port,
-                         const TgFirewallAddress *sources, gsize n_sources,
-                         const char *tunnel_id, GError **error)
+static gboolean
+is_any_address(const TgFirewallAddress *address)
 {
-  g_autofree char *key = listener_key(family, port);
-  g_autoptr(TgNftBatch) batch = NULL;
-  Listener *listener;
+  static const guint8 zero[16];
 
-  if (family != AF_INET && family != AF_INET6) {
-    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                "Listener family %d is neither IPv4 nor IPv6", family);
-    return FALSE;
-  }
-  if (port == 0) {
-    g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                        "Listener port 0 is not a port");
-    return FALSE;
-  }
-  if (address != NULL && (!validate_address(address, TRUE, "Listener address", error)))
-    return FALSE;
-  for (gsize i = 0; i < n_sources; i++) {
-    if (!validate_address(&sources[i], TRUE, "Allowed source", error))
+  return memcmp(address->bytes, zero, address_length(address->family)) == 0;
+}
+
+static gboolean
+validate_sources(int family, const TgFirewallAddress *addresses, gsize n, GError **error)
+{
+  for (gsize i = 0; i < n; i++) {
+    if (!validate_address(&addresses[i], TRUE, "Allowed source", error))
       return FALSE;
-    if (sources[i].family != family) {
+    if (addresses[i].family != family) {
       g_set_error_literal(
           error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
           "Allowed source is of another address family than the listener");
       return FALSE;
     }
   }
+  return TRUE;
+}
+
+/* The listener's address, or NULL for every address of its family. */
+static const TgFirewallAddress *
+bound_address(const TgFirewallAddress *address)
+{
+  return address != NULL && !is_any_address(address) ? address : NULL;
+}
+
+gboolean
+tg_firewall_add_listener(TgFirewall *firewall, const TgFirewallListener *spec,
+                         GError **error)
+{
+  const TgFirewallAddress *address = NULL;
+  g_autofree char *key = NULL;
+  g_autoptr(TgNftBatch) batch = NULL;
+  Listener *listener;
+
+  if (spec->family != AF_INET && spec->family != AF_INET6) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                "Listener family %d is neither IPv4 nor IPv6", spec->family);
+    return FALSE;
+  }
+  if (spec->port == 0) {
+    g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                        "Listener port 0 is not a port");
+    return FALSE;
+  }
+  if (spec->address != NULL) {
+    if (!validate_address(spec->address, TRUE, "Listener address", error))
+      return FALSE;
+    if (spec->address->family != spec->family) {
+      g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                          "Listener address is of another family than the listener");
+      return FALSE;
+    }
+    address = bound_address(spec->address);
+  }
+  if (!validate_sources(spec->family, spec->sources, spec->n_sources, error))
+    return FALSE;
+  key = listener_key(spec->family, address, spec->port);
   if (g_hash_table_contains(firewall->listeners, key)) {
+    g_autofree char *text = address != NULL ? address_to_string(address, FALSE) : NULL;
+
     g_set_error(error, TG_ERROR, TG_ERROR_ADDRESS_IN_USE,
-                "A listener on IPv%c port %u is already guarded",
-                family == AF_INET ? '4' : '6', port);
+                "A listener on %s port %u is already guarded",
+                text != NULL              ? text
+                : spec->family == AF_INET ? "0.0.0.0"
+                                          : "::",
+                spec->port);
     return FALSE;
   }
 
   listener = g_new0(Listener, 1);
-  listener->family = family;
-  listener->port = port;
+  listener->family = spec->family;
+  listener->port = spec->port;
   listener->has_address = address != NULL;
   if (address != NULL)
     listener->address = *address;
-  listener->sources = copy_array(sources, n_sources, sizeof(TgFirewallAddress));
-  listener->tunnel_id = g_strdup(tunnel_id);
+  listener->guard_remote = spec->guard_remote;
+  listener->sources =
+      copy_array(spec->guard_remote ? spec->sources : NULL,
+                 spec->guard_remote ? spec->n_sources : 0, sizeof(TgFirewallAddress));
+  listener->guard_local = spec->guard_local;
+  listener->uids = copy_array(spec->guard_local ? spec->uids : NULL,
+                              spec->guard_local ? spec->n_uids : 0, sizeof(guint32));
+  listener->tunnel_id = g_strdup(spec->tunnel_id);
 
   batch = tg_nft_batch_new();
   write_listener(batch, listener, NFT_MSG_NEWSETELEM);
@@ -1168,10 +1395,11 @@ tg_firewall_add_listener(TgFirewall *firewall, int family,
 }
 
 gboolean
-tg_firewall_remove_listener(TgFirewall *firewall, int family, guint16 port,
+tg_firewall_remove_listener(TgFirewall *firewall, int family,
+                            const TgFirewallAddress *address, guint16 port,
                             GError **error)
 {
-  g_autofree char *key = listener_key(family, port);
+  g_autofree char *key = listener_key(family, bound_address(address), port);
   g_autoptr(TgNftBatch) batch = NULL;
   Listener *listener = g_hash_table_lookup(firewall->listeners, key);
 
@@ -1423,6 +1651,84 @@ on_events_readable(int fd, GIOCondition condition, gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+void
+tg_firewall_set_refusal_handler(TgFirewall *firewall, TgFirewallRefusalFunc func,
+                                gpointer user_data)
+{
+  firewall->refusal_func = func;
+  firewall->refusal_data = user_data;
+}
+
+/* The addresses and ports of a logged packet (IPv4 or IPv6, then TCP). */
+static gboolean
+parse_logged_packet(const TgNflogPacket *packet, TgFirewallRefusal *refusal)
+{
+  const guint8 *p = packet->payload;
+  gsize header_length;
+  guint16 ports[2];
+
+  memset(refusal, 0, sizeof *refusal);
+  if (packet->family == NFPROTO_IPV4 && packet->length >= 20 && (p[0] >> 4) == 4) {
+    header_length = (gsize)(p[0] & 0x0f) * 4;
+    refusal->family = AF_INET;
+    memcpy(refusal->source.bytes, p + 12, 4);
+    memcpy(refusal->destination.bytes, p + 16, 4);
+  } else if (packet->family == NFPROTO_IPV6 && packet->length >= 40 && (p[0] >> 4) == 6 &&
+             p[6] == IPPROTO_TCP) {
+    header_length = 40;
+    refusal->family = AF_INET6;
+    memcpy(refusal->source.bytes, p + 8, 16);
+    memcpy(refusal->destination.bytes, p + 24, 16);
+  } else {
+    return FALSE;
+  }
+  if (header_length < 20 || packet->length < header_length + 4)
+    return FALSE;
+  memcpy(ports, p + header_length, sizeof ports);
+  refusal->source.family = refusal->destination.family = refusal->family;
+  refusal->source.prefix = refusal->destination.prefix =
+      address_length(refusal->family) * 8;
+  refusal->source_port = ntohs(ports[0]);
+  refusal->destination_port = ntohs(ports[1]);
+  refusal->has_uid = packet->has_uid;
+  refusal->uid = packet->uid;
+  return TRUE;
+}
+
+static void
+on_logged_packet(const TgNflogPacket *packet, gpointer user_data)
+{
+  TgFirewall *firewall = user_data;
+  TgFirewallRefusal refusal;
+  g_autofree char *key = NULL;
+  const Listener *listener;
+
+  if (packet->prefix == NULL || strcmp(packet->prefix, OWNER_LOG_PREFIX) != 0 ||
+      !parse_logged_packet(packet, &refusal))
+    return;
+  key = listener_key(refusal.family, &refusal.destination, refusal.destination_port);
+  listener = g_hash_table_lookup(firewall->listeners, key);
+  if (listener == NULL) {
+    g_free(key);
+    key = listener_key(refusal.family, NULL, refusal.destination_port);
+    listener = g_hash_table_lookup(firewall->listeners, key);
+  }
+  refusal.tunnel_id = listener != NULL ? listener->tunnel_id : NULL;
+  if (firewall->refusal_func != NULL)
+    firewall->refusal_func(&refusal, firewall->refusal_data);
+}
+
+static gboolean
+on_log_readable(int fd, GIOCondition condition, gpointer user_data)
+{
+  TgFirewall *firewall = user_data;
+
+  if (!tg_nflog_read(firewall->log, on_logged_packet, firewall))
+    tg_warning("firewall: some refused local connections were not reported (the "
+               "kernel's nflog queue was full)");
+  return G_SOURCE_CONTINUE;
+}
+
 gboolean
 tg_firewall_watch(TgFirewall *firewall, GMainContext *context, GError **error)
 {
@@ -1438,6 +1744,22 @@ tg_firewall_watch(TgFirewall *firewall, GMainContext *context, GError **error)
   g_source_set_callback(firewall->events_source, G_SOURCE_FUNC(on_events_readable),
                         firewall, NULL);
   g_source_attach(firewall->events_source, firewall->context);
+
+  if (firewall->listener_guard) {
+    g_autoptr(GError) log_error = NULL;
+
+    firewall->log = tg_nflog_open(TG_FIREWALL_LOG_GROUP, &log_error);
+    if (firewall->log == NULL) {
+      tg_warning("firewall: refused local connections will be counted but not named: %s",
+                 log_error->message);
+    } else {
+      firewall->log_source =
+          g_unix_fd_source_new(tg_nft_socket_get_fd(firewall->log), G_IO_IN);
+      g_source_set_callback(firewall->log_source, G_SOURCE_FUNC(on_log_readable),
+                            firewall, NULL);
+      g_source_attach(firewall->log_source, firewall->context);
+    }
+  }
   return TRUE;
 }
 
@@ -1468,6 +1790,8 @@ on_counter(const struct nlmsghdr *message, gpointer user_data)
       counters->connect_back_packets = packets;
     else if (g_strcmp0(name, COUNTER_SERVER) == 0)
       counters->server_packets = packets;
+    else if (g_strcmp0(name, COUNTER_OWNER) == 0)
+      counters->owner_packets = packets;
   }
   nftnl_obj_free(obj);
 }
@@ -1547,15 +1871,29 @@ tg_firewall_describe(TgFirewall *firewall)
     g_autofree char *bound =
         listener->has_address ? address_to_string(&listener->address, FALSE) : NULL;
 
-    g_string_append_printf(out, "listener IPv%c port %u%s%s (tunnel %s): loopback",
-                           listener->family == AF_INET ? '4' : '6', listener->port,
-                           bound != NULL ? " bound to " : "", bound != NULL ? bound : "",
+    g_string_append_printf(out, "listener %s%s%s port %u (tunnel %s): other hosts ",
+                           listener->family == AF_INET6 ? "[" : "",
+                           bound != NULL                 ? bound
+                           : listener->family == AF_INET ? "0.0.0.0"
+                                                         : "::",
+                           listener->family == AF_INET6 ? "]" : "", listener->port,
                            listener->tunnel_id != NULL ? listener->tunnel_id : "-");
-    for (guint i = 0; i < listener->sources->len; i++) {
+    if (!listener->guard_remote)
+      g_string_append(out, listener->has_address ? "not guarded" : "any");
+    else if (listener->sources->len == 0)
+      g_string_append(out, "none");
+    for (guint i = 0; listener->guard_remote && i < listener->sources->len; i++) {
       g_autofree char *text = address_to_string(
           &g_array_index(listener->sources, TgFirewallAddress, i), FALSE);
-      g_string_append_printf(out, ", %s", text);
+      g_string_append_printf(out, "%s%s", i > 0 ? ", " : "", text);
     }
+    g_string_append(out, "; local users ");
+    if (!listener->guard_local)
+      g_string_append(out, "any");
+    else
+      g_string_append(out, "root");
+    for (guint i = 0; listener->guard_local && i < listener->uids->len; i++)
+      g_string_append_printf(out, ", uid %u", g_array_index(listener->uids, guint32, i));
     g_string_append_c(out, '\n');
   }
   g_hash_table_iter_init(&iter, firewall->connect_backs);
@@ -1573,8 +1911,9 @@ tg_firewall_describe(TgFirewall *firewall)
     g_string_append_printf(
         out,
         "rejected: lockdown %" G_GUINT64_FORMAT ", listener %" G_GUINT64_FORMAT
-        ", connect-back %" G_GUINT64_FORMAT ", server %" G_GUINT64_FORMAT "\n",
-        counters.lockdown_packets, counters.listener_packets,
+        ", listener user %" G_GUINT64_FORMAT ", connect-back %" G_GUINT64_FORMAT
+        ", server %" G_GUINT64_FORMAT "\n",
+        counters.lockdown_packets, counters.listener_packets, counters.owner_packets,
         counters.connect_back_packets, counters.server_packets);
   else
     g_string_append_printf(out, "counters unavailable: %s\n", error->message);

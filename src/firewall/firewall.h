@@ -65,6 +65,7 @@ typedef struct {
   guint64 listener_packets;
   guint64 connect_back_packets;
   guint64 server_packets;
+  guint64 owner_packets; /* local connections to another user's listener */
 } TgFirewallCounters;
 
 typedef struct _TgFirewall TgFirewall;
@@ -80,16 +81,61 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgFirewall, tg_firewall_free)
 /* TRUE if the table carries owner|persist (nobody else can change it). */
 gboolean tg_firewall_is_owner(const TgFirewall *firewall);
 
-/* A daemon listener on family/port (address: what it is bound to, may be NULL;
- * informational) reachable from loopback and from the n_sources allowed source
- * addresses (prefix must be the full length). tunnel_id labels the elements for
+/* A daemon listener (L or D forward) on @address, or on every address of
+ * @family when @address is NULL or the any-address, and @port.
+ *
+ * From other hosts (@guard_remote): new connections are reset unless they
+ * come from one of the n_sources allowed addresses (full length). Set it
+ * FALSE for a listener bound to loopback (other hosts cannot reach it) and
+ * for one open to every source.
+ * From this host (@guard_local): new connections are reset unless the
+ * connecting socket belongs to one of the n_uids uids or to root; the
+ * refusals are reported to the refusal handler. FALSE: any local user.
+ *
+ * Keyed by family, address and port: listeners on one port but different
+ * addresses are independent. tunnel_id labels the elements for
  * tg_firewall_describe(). One batch. */
-gboolean tg_firewall_add_listener(TgFirewall *firewall, int family,
-                                  const TgFirewallAddress *address, guint16 port,
-                                  const TgFirewallAddress *sources, gsize n_sources,
-                                  const char *tunnel_id, GError **error);
-gboolean tg_firewall_remove_listener(TgFirewall *firewall, int family, guint16 port,
+typedef struct {
+  int family;
+  const TgFirewallAddress *address;
+  guint16 port;
+  gboolean guard_remote;
+  const TgFirewallAddress *sources;
+  gsize n_sources;
+  gboolean guard_local;
+  const guint32 *uids;
+  gsize n_uids;
+  const char *tunnel_id;
+} TgFirewallListener;
+
+gboolean tg_firewall_add_listener(TgFirewall *firewall,
+                                  const TgFirewallListener *listener, GError **error);
+gboolean tg_firewall_remove_listener(TgFirewall *firewall, int family,
+                                     const TgFirewallAddress *address, guint16 port,
                                      GError **error);
+
+/* A local connection the kernel reset because its socket's owner may not
+ * use the listener (guard_local): what the daemon learns from the table's
+ * log group. */
+typedef struct {
+  int family;
+  TgFirewallAddress source; /* full length */
+  guint16 source_port;
+  TgFirewallAddress destination;
+  guint16 destination_port;
+  gboolean has_uid;
+  guint32 uid;
+  const char *tunnel_id; /* of the listener, NULL if it is gone */
+} TgFirewallRefusal;
+
+typedef void (*TgFirewallRefusalFunc)(const TgFirewallRefusal *refusal,
+                                      gpointer user_data);
+/* Called in the context of tg_firewall_watch() for each refusal. */
+void tg_firewall_set_refusal_handler(TgFirewall *firewall, TgFirewallRefusalFunc func,
+                                     gpointer user_data);
+
+/* The nflog group the owner rule logs to (one per network namespace). */
+#define TG_FIREWALL_LOG_GROUP 21575
 
 /* A destination (full-length address, port) connect-back sockets may reach. */
 gboolean tg_firewall_add_connect_back(TgFirewall *firewall,

@@ -24,6 +24,7 @@
 #define SUMMARY_SCRIPT TG_FIREWALL_TEST_DIR "/nft-summary.py"
 #define PEER_ADDRESS "10.77.0.2"
 #define LOCAL_ADDRESS "10.77.0.1"
+#define SECOND_ADDRESS "10.77.0.3"
 
 /* ---- helpers ---- */
 
@@ -234,6 +235,24 @@ nobody_uid(void)
 
 /* ---- table tests ---- */
 
+/* A listener on every IPv4 address guarded from other hosts only, as the
+ * daemon makes for GatewayPorts with ListenerSources. */
+static gboolean
+add_remote(TgFirewall *firewall, guint16 port, const TgFirewallAddress *sources,
+           gsize n_sources, const char *tunnel_id, GError **error)
+{
+  TgFirewallListener listener = {
+    .family = AF_INET,
+    .port = port,
+    .guard_remote = TRUE,
+    .sources = sources,
+    .n_sources = n_sources,
+    .tunnel_id = tunnel_id,
+  };
+
+  return tg_firewall_add_listener(firewall, &listener, error);
+}
+
 static void
 test_install(void)
 {
@@ -261,11 +280,17 @@ test_install(void)
       text,
       "set ssh_servers_v4 type=ipv4_addr flags=interval elems=10.1.2.0/24,10.9.9.9");
   assert_line(text, "set exempt_uids type=uid flags= elems=4242");
-  assert_line(text,
-              "set listener_sources_v4 type=ipv4_addr . inet_service flags= elems=");
+  assert_line(text, "set listener_wild_sources_v4 type=ipv4_addr . inet_service flags= "
+                    "elems=");
+  assert_line(text, "set listener_sources_v4 type=ipv4_addr . ipv4_addr . inet_service "
+                    "flags= elems=");
+  assert_line(text, "set listener_users_v4 type=uid . ipv4_addr . inet_service flags= "
+                    "elems=");
   assert_line(text, "counter lockdown_rejects packets=0");
+  assert_line(text, "counter owner_rejects packets=0");
   assert_line(text, "rules egress=6");
-  assert_line(text, "rules guard=4");
+  assert_line(text, "rules guard=8");
+  assert_line(text, "rules owners=7");
   assert_line(text, "rules pin=3");
 }
 
@@ -305,11 +330,9 @@ test_elements(void)
 
   new_netns();
   firewall = new_firewall(&config);
-  g_assert_true(tg_firewall_add_listener(firewall, AF_INET, NULL, 8080, sources, 2,
-                                         "tunnel-a", &error));
+  g_assert_true(add_remote(firewall, 8080, sources, 2, "tunnel-a", &error));
   g_assert_no_error(error);
-  g_assert_true(tg_firewall_add_listener(firewall, AF_INET, NULL, 8081, NULL, 0,
-                                         "tunnel-b", &error));
+  g_assert_true(add_remote(firewall, 8081, NULL, 0, "tunnel-b", &error));
   g_assert_true(
       tg_firewall_add_connect_back(firewall, &destination, 5432, "tunnel-c", &error));
   g_assert_true(tg_firewall_set_exempt_uids(firewall, uids, 2, &error));
@@ -318,7 +341,7 @@ test_elements(void)
   text = summary();
   assert_line(text, "set listener_ports type=nf_proto . inet_service flags= "
                     "elems=ipv4 . 8080,ipv4 . 8081");
-  assert_line(text, "set listener_sources_v4 type=ipv4_addr . inet_service flags= "
+  assert_line(text, "set listener_wild_sources_v4 type=ipv4_addr . inet_service flags= "
                     "elems=10.0.0.2 . 8080,10.0.0.3 . 8080");
   assert_line(text, "set connect_back_v4 type=ipv4_addr . inet_service flags= "
                     "elems=192.0.2.7 . 5432");
@@ -326,22 +349,23 @@ test_elements(void)
   assert_line(text,
               "set ssh_servers_v4 type=ipv4_addr flags=interval elems=198.51.100.0/24");
   description = tg_firewall_describe(firewall);
-  g_assert_nonnull(
-      strstr(description, "port 8080 (tunnel tunnel-a): loopback, 10.0.0.2"));
+  g_assert_nonnull(strstr(description,
+                          "listener 0.0.0.0 port 8080 (tunnel tunnel-a): other hosts "
+                          "10.0.0.2, 10.0.0.3; local users any\n"));
   g_assert_nonnull(
       strstr(description, "connect-back 192.0.2.7 port 5432 (tunnel tunnel-c)"));
 
-  g_assert_true(tg_firewall_remove_listener(firewall, AF_INET, 8080, &error));
+  g_assert_true(tg_firewall_remove_listener(firewall, AF_INET, NULL, 8080, &error));
   g_assert_true(tg_firewall_remove_connect_back(firewall, &destination, 5432, &error));
   g_assert_no_error(error);
   g_free(text);
   text = summary();
   assert_line(text,
               "set listener_ports type=nf_proto . inet_service flags= elems=ipv4 . 8081");
-  assert_line(text,
-              "set listener_sources_v4 type=ipv4_addr . inet_service flags= elems=");
+  assert_line(text, "set listener_wild_sources_v4 type=ipv4_addr . inet_service flags= "
+                    "elems=");
   assert_line(text, "set connect_back_v4 type=ipv4_addr . inet_service flags= elems=");
-  g_assert_false(tg_firewall_remove_listener(firewall, AF_INET, 8080, &error));
+  g_assert_false(tg_firewall_remove_listener(firewall, AF_INET, NULL, 8080, &error));
   g_assert_error(error, TG_ERROR, TG_ERROR_NOT_FOUND);
 }
 
@@ -377,15 +401,12 @@ test_invalid_input(void)
 
   config = default_config();
   firewall = new_firewall(&config);
-  g_assert_true(
-      tg_firewall_add_listener(firewall, AF_INET, NULL, 9000, NULL, 0, "t", &error));
+  g_assert_true(add_remote(firewall, 9000, NULL, 0, "t", &error));
   before = summary();
-  g_assert_false(
-      tg_firewall_add_listener(firewall, AF_INET, NULL, 0, NULL, 0, "t", &error));
+  g_assert_false(add_remote(firewall, 0, NULL, 0, "t", &error));
   g_assert_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT);
   g_clear_error(&error);
-  g_assert_false(
-      tg_firewall_add_listener(firewall, AF_INET, NULL, 9001, &source, 1, "t", &error));
+  g_assert_false(add_remote(firewall, 9001, &source, 1, "t", &error));
   g_assert_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT);
   g_clear_error(&error);
   g_assert_false(tg_firewall_update_servers(firewall, &bad_prefix, 1, &error));
@@ -394,8 +415,7 @@ test_invalid_input(void)
 
   /* A batch the kernel refuses at its very end changes nothing. */
   tg_firewall_test_poison_next_batch(firewall);
-  g_assert_false(
-      tg_firewall_add_listener(firewall, AF_INET, NULL, 9002, &source, 0, "t", &error));
+  g_assert_false(add_remote(firewall, 9002, &source, 0, "t", &error));
   g_assert_error(error, TG_ERROR, TG_ERROR_FAILED);
   g_test_message("refused: %s", error->message);
   g_clear_error(&error);
@@ -412,8 +432,7 @@ test_invalid_input(void)
 
   /* 10,000 listeners: all there, then a refused full re-install leaves them all. */
   for (guint port = 10000; port < 20000; port++)
-    g_assert_true(tg_firewall_add_listener(firewall, AF_INET, NULL, (guint16)port, NULL,
-                                           0, "many", &error));
+    g_assert_true(add_remote(firewall, (guint16)port, NULL, 0, "many", &error));
   g_clear_pointer(&before, g_free);
   before = summary();
   g_assert_nonnull(strstr(before, ",ipv4 . 19999,"));
@@ -504,8 +523,7 @@ test_repair(void)
   new_netns();
   firewall = new_firewall(&config);
   g_assert_true(tg_firewall_watch(firewall, NULL, &error));
-  g_assert_true(
-      tg_firewall_add_listener(firewall, AF_INET, NULL, 8080, &source, 1, "t", &error));
+  g_assert_true(add_remote(firewall, 8080, &source, 1, "t", &error));
   g_assert_no_error(error);
   before = summary();
   while (g_main_context_iteration(NULL, FALSE)) /* our own events: no repair */
@@ -594,21 +612,191 @@ test_traffic_listener_guard(void)
   listener = listen_on(&peer, -1, "0.0.0.0", 8080);
   firewall = new_firewall(&config);
   g_assert_cmpint(try_connect(peer.netns, LOCAL_ADDRESS, 8080, 0, 0), ==, 0);
-  g_assert_true(
-      tg_firewall_add_listener(firewall, AF_INET, NULL, 8080, NULL, 0, "t", &error));
+  g_assert_true(add_remote(firewall, 8080, NULL, 0, "t", &error));
   g_assert_cmpint(try_connect(-1, "127.0.0.1", 8080, 0, 0), ==, 0);
   g_assert_cmpint(try_connect(-1, LOCAL_ADDRESS, 8080, 0, 0), ==, 0); /* via lo */
   g_assert_cmpint(try_connect(peer.netns, LOCAL_ADDRESS, 8080, 0, 0), ==, ECONNREFUSED);
   g_assert_true(tg_firewall_read_counters(firewall, &counters, &error));
   g_assert_cmpuint(counters.listener_packets, ==, 1);
 
-  g_assert_true(tg_firewall_remove_listener(firewall, AF_INET, 8080, &error));
-  g_assert_true(
-      tg_firewall_add_listener(firewall, AF_INET, NULL, 8080, &allowed, 1, "t", &error));
+  g_assert_true(tg_firewall_remove_listener(firewall, AF_INET, NULL, 8080, &error));
+  g_assert_true(add_remote(firewall, 8080, &allowed, 1, "t", &error));
   g_assert_no_error(error);
   g_assert_cmpint(try_connect(peer.netns, LOCAL_ADDRESS, 8080, 0, 0), ==, 0);
   close(listener);
   peer_teardown(&peer);
+}
+
+/* The guard is keyed by address and port: a listener guarded on one
+ * address leaves another service on the same port (another address) alone,
+ * and a second listener there is guarded on its own. */
+static void
+test_traffic_listener_address(void)
+{
+  Peer peer;
+  TgFirewallConfig config = default_config();
+  const TgFirewallAddress local = address4(LOCAL_ADDRESS, 32);
+  const TgFirewallAddress second = address4(SECOND_ADDRESS, 32);
+  const TgFirewallAddress allowed = address4(PEER_ADDRESS, 32);
+  g_autoptr(TgFirewall) firewall = NULL;
+  g_autoptr(GError) error = NULL;
+  TgFirewallListener guarded = { .family = AF_INET,
+                                 .address = &local,
+                                 .port = 8080,
+                                 .guard_remote = TRUE,
+                                 .tunnel_id = "a" };
+  TgFirewallListener other = { .family = AF_INET,
+                               .address = &second,
+                               .port = 8080,
+                               .guard_remote = TRUE,
+                               .sources = &allowed,
+                               .n_sources = 1,
+                               .tunnel_id = "b" };
+  int first, service;
+  g_autofree char *text = NULL;
+
+  peer_setup(&peer);
+  run_ok("ip addr add " SECOND_ADDRESS "/24 dev tgv0");
+  first = listen_on(&peer, -1, LOCAL_ADDRESS, 8080);
+  service = listen_on(&peer, -1, SECOND_ADDRESS, 8080);
+  firewall = new_firewall(&config);
+  g_assert_true(tg_firewall_add_listener(firewall, &guarded, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(try_connect(peer.netns, LOCAL_ADDRESS, 8080, 0, 0), ==, ECONNREFUSED);
+  g_assert_cmpint(try_connect(peer.netns, SECOND_ADDRESS, 8080, 0, 0), ==, 0);
+  g_assert_true(tg_firewall_add_listener(firewall, &other, &error));
+  g_assert_no_error(error);
+  g_assert_false(tg_firewall_add_listener(firewall, &other, &error));
+  g_assert_error(error, TG_ERROR, TG_ERROR_ADDRESS_IN_USE);
+  g_clear_error(&error);
+  /* the second's allowed source does not open the first */
+  g_assert_cmpint(try_connect(peer.netns, SECOND_ADDRESS, 8080, 0, 0), ==, 0);
+  g_assert_cmpint(try_connect(peer.netns, LOCAL_ADDRESS, 8080, 0, 0), ==, ECONNREFUSED);
+  text = summary();
+  assert_line(text, "set listener_addrs_v4 type=ipv4_addr . inet_service flags= "
+                    "elems=" LOCAL_ADDRESS " . 8080," SECOND_ADDRESS " . 8080");
+  assert_line(text, "set listener_sources_v4 type=ipv4_addr . ipv4_addr . inet_service "
+                    "flags= elems=" PEER_ADDRESS " . " SECOND_ADDRESS " . 8080");
+  g_assert_true(tg_firewall_remove_listener(firewall, AF_INET, &local, 8080, &error));
+  g_assert_cmpint(try_connect(peer.netns, LOCAL_ADDRESS, 8080, 0, 0), ==, 0);
+  close(first);
+  close(service);
+  peer_teardown(&peer);
+}
+
+typedef struct {
+  guint n;
+  TgFirewallRefusal last;
+  char last_tunnel[32];
+} Refusals;
+
+static void
+on_refusal(const TgFirewallRefusal *refusal, gpointer user_data)
+{
+  Refusals *refusals = user_data;
+
+  refusals->n++;
+  refusals->last = *refusal;
+  g_strlcpy(refusals->last_tunnel, refusal->tunnel_id != NULL ? refusal->tunnel_id : "",
+            sizeof refusals->last_tunnel);
+  refusals->last.tunnel_id = refusals->last_tunnel;
+}
+
+static void
+wait_refusals(Refusals *refusals, guint n)
+{
+  gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+
+  while (refusals->n < n && g_get_monotonic_time() < deadline) {
+    if (!g_main_context_iteration(NULL, FALSE))
+      g_usleep(10000);
+  }
+  g_assert_cmpuint(refusals->n, ==, n);
+}
+
+/* ListenerUsers: a local connection to a listener reaches it only from the
+ * uids it names and root; the others are reset by the kernel, counted, and
+ * reported with their uid. Keyed by address: two users' listeners on one
+ * port of two loopback addresses are each their own. */
+static void
+test_traffic_listener_users(void)
+{
+  TgFirewallConfig config = default_config();
+  const TgFirewallAddress first = address4("127.0.0.1", 32);
+  const TgFirewallAddress second = address4("127.0.0.2", 32);
+  const guint32 alice = 61001, bob = 61002, carol = 61003;
+  const guint32 alices[] = { alice }, bobs[] = { bob, carol };
+  TgFirewallListener a = { .family = AF_INET,
+                           .address = &first,
+                           .port = 8090,
+                           .guard_local = TRUE,
+                           .uids = alices,
+                           .n_uids = 1,
+                           .tunnel_id = "alice-1" };
+  TgFirewallListener b = { .family = AF_INET,
+                           .address = &second,
+                           .port = 8090,
+                           .guard_local = TRUE,
+                           .uids = bobs,
+                           .n_uids = 2,
+                           .tunnel_id = "bob-1" };
+  TgFirewallListener wild = { .family = AF_INET,
+                              .port = 8091,
+                              .guard_local = TRUE,
+                              .uids = alices,
+                              .n_uids = 1,
+                              .tunnel_id = "alice-2" };
+  g_autoptr(TgFirewall) firewall = NULL;
+  g_autoptr(GError) error = NULL;
+  TgFirewallCounters counters;
+  Refusals refusals = { 0 };
+  g_autofree char *description = NULL;
+  int fds[3];
+
+  new_netns();
+  fds[0] = listen_on(NULL, -1, "127.0.0.1", 8090);
+  fds[1] = listen_on(NULL, -1, "127.0.0.2", 8090);
+  fds[2] = listen_on(NULL, -1, "0.0.0.0", 8091);
+  firewall = new_firewall(&config);
+  tg_firewall_set_refusal_handler(firewall, on_refusal, &refusals);
+  g_assert_true(tg_firewall_watch(firewall, NULL, &error));
+  g_assert_true(tg_firewall_add_listener(firewall, &a, &error));
+  g_assert_true(tg_firewall_add_listener(firewall, &b, &error));
+  g_assert_true(tg_firewall_add_listener(firewall, &wild, &error));
+  g_assert_no_error(error);
+
+  g_assert_cmpint(try_connect(-1, "127.0.0.1", 8090, 0, alice), ==, 0);
+  g_assert_cmpint(try_connect(-1, "127.0.0.1", 8090, 0, 0), ==, 0); /* root */
+  g_assert_cmpint(try_connect(-1, "127.0.0.2", 8090, 0, bob), ==, 0);
+  g_assert_cmpint(try_connect(-1, "127.0.0.2", 8090, 0, carol), ==, 0);
+  g_assert_cmpint(try_connect(-1, "127.0.0.1", 8090, 0, bob), ==, ECONNREFUSED);
+  wait_refusals(&refusals, 1);
+  g_assert_true(refusals.last.has_uid);
+  g_assert_cmpuint(refusals.last.uid, ==, bob);
+  g_assert_cmpuint(refusals.last.destination_port, ==, 8090);
+  g_assert_cmpstr(refusals.last.tunnel_id, ==, "alice-1");
+  g_assert_cmpint(try_connect(-1, "127.0.0.2", 8090, 0, alice), ==, ECONNREFUSED);
+  wait_refusals(&refusals, 2);
+  g_assert_cmpuint(refusals.last.uid, ==, alice);
+  g_assert_cmpstr(refusals.last.tunnel_id, ==, "bob-1");
+  /* every address of the family: 127.0.0.1 and 127.0.0.3 alike */
+  g_assert_cmpint(try_connect(-1, "127.0.0.1", 8091, 0, alice), ==, 0);
+  g_assert_cmpint(try_connect(-1, "127.0.0.3", 8091, 0, carol), ==, ECONNREFUSED);
+  wait_refusals(&refusals, 3);
+  g_assert_cmpstr(refusals.last.tunnel_id, ==, "alice-2");
+  g_assert_true(tg_firewall_read_counters(firewall, &counters, &error));
+  g_assert_cmpuint(counters.owner_packets, ==, 3);
+  g_assert_cmpuint(counters.listener_packets, ==, 0);
+  description = tg_firewall_describe(firewall);
+  g_assert_nonnull(strstr(description, "listener 127.0.0.2 port 8090 (tunnel bob-1): "
+                                       "other hosts not guarded; local users root, uid "
+                                       "61002, uid 61003\n"));
+
+  /* gone with its listener */
+  g_assert_true(tg_firewall_remove_listener(firewall, AF_INET, &first, 8090, &error));
+  g_assert_cmpint(try_connect(-1, "127.0.0.1", 8090, 0, bob), ==, 0);
+  for (gsize i = 0; i < G_N_ELEMENTS(fds); i++)
+    close(fds[i]);
 }
 
 /* Server mode: an SFTP-only uid's sockets carry nothing; a jump-host uid
@@ -736,6 +924,8 @@ main(int argc, char **argv)
   g_test_add_func("/firewall/repair", test_repair);
   g_test_add_func("/firewall/traffic/lockdown", test_traffic_lockdown);
   g_test_add_func("/firewall/traffic/listener-guard", test_traffic_listener_guard);
+  g_test_add_func("/firewall/traffic/listener-address", test_traffic_listener_address);
+  g_test_add_func("/firewall/traffic/listener-users", test_traffic_listener_users);
   g_test_add_func("/firewall/traffic/connect-back", test_traffic_connect_back);
   g_test_add_func("/firewall/traffic/server-mode", test_traffic_server_mode);
   result = g_test_run();

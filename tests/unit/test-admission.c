@@ -25,8 +25,8 @@ static guint fail_pin_at = G_MAXUINT; /* the pin that fails (0: the first) */
 static guint pins_tried;
 
 static gboolean
-counted_guard(TgDaemon *daemon, const TgPolicySubject *subject, GPtrArray *listeners,
-              const char *tunnel_id, GError **error)
+counted_guard(TgDaemon *daemon, const TgPolicySubject *subject, uid_t owner,
+              GPtrArray *listeners, const char *tunnel_id, GError **error)
 {
   if (fail_guard) {
     g_set_error_literal(error, TG_ERROR, TG_ERROR_FAILED, "guard refused (test)");
@@ -37,7 +37,8 @@ counted_guard(TgDaemon *daemon, const TgPolicySubject *subject, GPtrArray *liste
 }
 
 static void
-counted_unguard(TgDaemon *daemon, const char *address, guint16 port)
+counted_unguard(TgDaemon *daemon, const char *address, guint16 port,
+                const char *tunnel_id)
 {
   live_guards--;
 }
