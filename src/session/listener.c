@@ -22,6 +22,8 @@ tg_listener_free(TgListener *listener)
     close(listener->fd);
   if (listener->allowed_sources != NULL)
     g_array_unref(listener->allowed_sources);
+  if (listener->allowed_uids != NULL)
+    g_array_unref(listener->allowed_uids);
   if (listener->path != NULL) {
     g_autoptr(GError) error = NULL;
 

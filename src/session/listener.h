@@ -24,6 +24,10 @@ typedef struct {
    * connect besides loopback; NULL for any. Checked on accept, as well as by
    * the firewall's listener guard. Immutable once the worker has it. */
   GArray *allowed_sources;
+  /* ListenerUsers: the local uids (guint32) that may connect besides root;
+   * NULL for any. Checked on accept (the peer socket's owner, from the
+   * kernel), as well as by the firewall. Immutable once the worker has it. */
+  GArray *allowed_uids;
   /* A Unix socket listener: its path (created as owner, removed as owner
    * when the listener is freed); NULL for TCP. */
   char *path;

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -21,6 +22,7 @@
 #include "hostkey.h"
 #include "listener.h"
 #include "log.h"
+#include "peer-owner.h"
 #include "relay.h"
 #include "resolve.h"
 #include "text.h"
@@ -32,7 +34,7 @@
 #define PUMP_ROUNDS 64
 #define SOCKS_HANDSHAKE_SECONDS 30
 #define ACCEPT_PAUSE_USEC (250 * G_TIME_SPAN_MILLISECOND) /* out of fds: rest */
-#define ACCEPT_PAUSE_LOG_USEC (60 * G_TIME_SPAN_SECOND) /* one warning a minute */
+#define ACCEPT_PAUSE_LOG_USEC (60 * G_TIME_SPAN_SECOND)   /* one warning a minute */
 /* R with port 0 on a busy session: ports tried (Linux's ephemeral range) */
 #define FIRST_RANDOM_PORT 32768
 #define LAST_RANDOM_PORT 60999
@@ -64,8 +66,8 @@ struct _TgSession {
    * must never be used from another thread). Guarded by lock. */
   GMutex lock;
   int cancel_fds[2];
-  GQueue commands;   /* Command*: forwards to add or remove, for the worker */
-  gint pending_acks; /* atomic: acknowledgements not yet dispatched */
+  GQueue commands;            /* Command*: forwards to add or remove, for the worker */
+  gint pending_acks;          /* atomic: acknowledgements not yet dispatched */
   gint64 accept_paused_until; /* listeners rest until then (out of fds) */
   gint64 accept_pause_logged;
   gboolean finished; /* the worker took its last command: answer new ones at once */
@@ -702,6 +704,61 @@ pause_accepting(TgSession *session, const TgForward *forward, int error_number)
   }
 }
 
+static char *
+uid_name(uid_t uid)
+{
+  char buffer[4096];
+  struct passwd entry, *result = NULL;
+
+  if (getpwuid_r(uid, &entry, buffer, sizeof buffer, &result) == 0 && result != NULL)
+    return g_strdup(result->pw_name);
+  return g_strdup("?");
+}
+
+/* ListenerUsers on accept: a connection from a socket of this host passes
+ * if its owner is root or one the listener allows. The firewall resets the
+ * others before the handshake; this holds without it. A peer the kernel
+ * cannot tell about is refused (fail closed). */
+static gboolean
+peer_user_allowed(TgSession *session, const TgListener *listener,
+                  const TgForward *forward, int fd)
+{
+  TgSessionConfig *config = session->config;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *uid_text = NULL;
+  g_autofree char *name = NULL;
+  TgPeerKind kind;
+  uid_t uid = 0;
+
+  if (!tg_peer_owner(fd, &kind, &uid, &error)) {
+    tg_log_event(G_LOG_LEVEL_WARNING, "CONNECTION_REFUSED", "TUNNEL_ID",
+                 config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
+                 forward->spec, "DECISION", "deny", "RULE", "ListenerUsers", "MESSAGE",
+                 "tunnel %s: refusing a connection to %s: %s", config->tunnel_id,
+                 forward->spec, error->message);
+    return FALSE;
+  }
+  if (kind == TG_PEER_REMOTE)
+    return TRUE; /* another host: ListenerSources decides */
+  if (kind == TG_PEER_GONE)
+    return FALSE;
+  if (uid == 0)
+    return TRUE;
+  for (guint i = 0; i < listener->allowed_uids->len; i++)
+    if (g_array_index(listener->allowed_uids, guint32, i) == uid)
+      return TRUE;
+  uid_text = g_strdup_printf("%u", (unsigned)uid);
+  name = uid_name(uid);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID", config->tunnel_id,
+               "USER", config->owner.user_name, "FORWARD", forward->spec, "PEER_UID",
+               uid_text, "PEER_USER", name, "DECISION", "deny", "RULE", "ListenerUsers",
+               "MESSAGE",
+               "tunnel %s: refusing a connection from uid %s (%s) to %s: the listener is "
+               "%s's (ListenerUsers)",
+               config->tunnel_id, uid_text, name, forward->spec, config->owner.user_name);
+  return FALSE;
+}
+
 static void
 accept_connections(TgSession *session, TgListener *listener)
 {
@@ -734,6 +791,11 @@ accept_connections(TgSession *session, TgListener *listener)
                    "tunnel %s: refusing a connection from %s port %u to %s: not an "
                    "allowed source (ListenerSources)",
                    config->tunnel_id, address, port, forward->spec);
+      close(fd);
+      continue;
+    }
+    if (listener->allowed_uids != NULL &&
+        !peer_user_allowed(session, listener, forward, fd)) {
       close(fd);
       continue;
     }
@@ -1296,7 +1358,8 @@ run_relays(TgSession *session, GError **error)
     if (keepalive > 0)
       timeout = MAX(0, (next_keepalive - g_get_monotonic_time()) / 1000);
     if (session->accept_paused_until > g_get_monotonic_time()) {
-      int left = (int)((session->accept_paused_until - g_get_monotonic_time()) / 1000 + 1);
+      int left =
+          (int)((session->accept_paused_until - g_get_monotonic_time()) / 1000 + 1);
       timeout = timeout < 0 ? left : MIN(timeout, left);
     }
     for (guint i = 0; i < session->relays->len && timeout != 0; i++) {
@@ -1432,19 +1495,19 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   session->relays = g_ptr_array_new_with_free_func((GDestroyNotify)tg_relay_free);
   g_mutex_init(&session->lock);
   if (session->wake_fd < 0)
-    error = g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
-                        "Cannot start tunnel %s: no descriptor for its wake-up (eventfd: %s)",
-                        config->tunnel_id, g_strerror(errno));
+    error =
+        g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                    "Cannot start tunnel %s: no descriptor for its wake-up (eventfd: %s)",
+                    config->tunnel_id, g_strerror(errno));
   else
     session->thread = g_thread_try_new(name, session_thread, session, &error);
   if (session->thread == NULL) {
     /* out of descriptors, threads or memory: this tunnel fails, the daemon
      * runs on (g_thread_new would abort it) */
     if (error->domain != TG_ERROR) {
-      GError *limit =
-          g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
-                      "Cannot start tunnel %s: no thread for it (%s)", config->tunnel_id,
-                      error->message);
+      GError *limit = g_error_new(TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                                  "Cannot start tunnel %s: no thread for it (%s)",
+                                  config->tunnel_id, error->message);
       g_error_free(error);
       error = limit;
     }

@@ -10,7 +10,13 @@ real OpenSSH client, and the kernel decides.
     PermitServer, over IPv6 too), while the same user's tunnel through the
     daemon works; an exempt user's ssh works; rejections are counted;
   * listener guard: a daemon listener on 0.0.0.0 is reachable from the
-    gateway namespace only when ListenerSources allows that address;
+    gateway namespace only when ListenerSources allows that address; a
+    loopback listener puts nothing in the way of the outside (a service on
+    the same port of another address stays reachable);
+  * ListenerUsers: another local user's connection to a tunnel's L or D
+    listener (a profile's too) is reset by the kernel, counted, and named in
+    the journal and `tunnelgatectl firewall`; a policy can widen it; without
+    the firewall the daemon refuses it on accept;
   * fail closed: after kill -9 the lockdown still holds; a restarted daemon
     replaces the table in one go, without the dead tunnels' elements;
   * tamper repair: a table or element deleted by hand is back within a second;
@@ -26,6 +32,7 @@ Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_firewal
 import json
 import re
 import os
+import shutil
 import signal
 import sys
 import time
@@ -48,7 +55,8 @@ polkit.addRule(function(action, subject) {
     if (subject.user == "tg-admin")
         return polkit.Result.YES;
     if ((subject.user == "tg-alice" || subject.user == "tg-bob") &&
-        (action.id == "org.tunnelgate.open" || action.id == "org.tunnelgate.bind-any"))
+        (action.id == "org.tunnelgate.open" || action.id == "org.tunnelgate.bind-any" ||
+         action.id == "org.tunnelgate.use-profile"))
         return polkit.Result.YES;
     return polkit.Result.NO;
 });
@@ -220,8 +228,8 @@ class LockdownTest(FirewallTestCase):
         fresh = table_json(w)
         # a tunnel with a guarded listener: its elements are in the table
         path, port = self.open_web_tunnel(ALICE)
-        ports = set_elements(w, "listener_ports")
-        self.assertTrue(any(str(port) in e for e in ports), ports)
+        owned = set_elements(w, "owned_listeners_v4")
+        self.assertTrue(any(str(port) in e for e in owned), owned)
 
         d.send_signal(signal.SIGKILL)
         d.wait(10)
@@ -237,7 +245,7 @@ class LockdownTest(FirewallTestCase):
         w.start_daemon()
         self.wait_server_resolved()
         self.assertEqual(table_json(w), fresh)
-        self.assertFalse(any(str(port) in e for e in set_elements(w, "listener_ports")))
+        self.assertFalse(any(str(port) in e for e in set_elements(w, "owned_listeners_v4")))
         rc, err = own_ssh(w, ALICE)
         self.assertEqual(rc, 255, err)
 
@@ -336,6 +344,123 @@ ListenerSources {sources}
         self.assertNotIn("intranet", out.lower())
         wait_for(lambda: "not an allowed source (ListenerSources)" in w.daemon.log(),
                  timeout=5 * SLOW, what="the daemon's refusal in its log")
+
+
+class ListenerUsersTest(FirewallTestCase):
+    """A tunnel's listener serves its owner (and root) only: the kernel
+    resets another local user's connection (ListenerUsers, default owner)."""
+
+    def socks_curl(self, user, port):
+        return self.w.run_as(user, ["curl", "-sS", "--max-time", "20", "--socks5-hostname",
+                                    f"127.0.0.1:{port}", "http://intra/"], timeout=30)
+
+    def test_another_users_connection_is_reset_by_the_kernel(self):
+        w = self.w
+        bob = w.users[BOB]
+        self.start("")
+        self.assertTrue(self.enforcing())
+        path, port = self.open_web_tunnel(ALICE)
+        tunnel_id = prop(w, ALICE, path, "Id")
+        socks = free_port(w)
+        busctl_open_ok(w, ALICE, "gw", [f"D 127.0.0.1:{socks}"], agent_option(w, ALICE))
+        # the test can fail: alice's own connections work
+        r = curl(w, ALICE, f"http://127.0.0.1:{port}/")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("intranet", r.stdout.lower())
+        self.assertEqual(self.socks_curl(ALICE, socks).returncode, 0)
+
+        before = counter(w, "owner_rejects")
+        mark = len(w.daemon.log())
+        r = curl(w, BOB, f"http://127.0.0.1:{port}/")
+        self.assertEqual(r.returncode, 7, f"bob's curl should be refused: {r.stdout} {r.stderr}")
+        self.assertIn("connect", r.stderr.lower())
+        r = self.socks_curl(BOB, socks)
+        self.assertEqual(r.returncode, 7, f"{r.stdout} {r.stderr}")
+        self.assertNotIn("intranet", r.stdout.lower())
+        self.assertEqual(counter(w, "owner_rejects") - before, 2)
+        # who, in the journal and in tunnelgatectl firewall
+        expected = (f"tunnel {tunnel_id}: the kernel reset a connection from uid {bob.uid} "
+                    f"(tg-bob) to 127.0.0.1 port {port}: the listener is tg-alice's "
+                    "(ListenerUsers)")
+        wait_for(lambda: expected in w.daemon.log()[mark:], timeout=5 * SLOW,
+                 what="the refusal in the daemon's log")
+        self.assertIn(f"from uid {bob.uid} (tg-bob) to 127.0.0.1 port {socks}",
+                      w.daemon.log()[mark:])
+        r = w.ctl(ADMIN, "firewall")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("refused local connections (ListenerUsers), newest first:", r.stdout)
+        self.assertRegex(r.stdout, rf"uid {bob.uid} \(tg-bob\) to 127.0.0.1 port {port}: "
+                                   rf"tunnel {tunnel_id} of tg-alice")
+        self.assertRegex(r.stdout, rf"listener 127.0.0.1 port {port} \(tunnel {tunnel_id}\): "
+                                   rf"other hosts not guarded; local users root, uid "
+                                   rf"{w.users[ALICE].uid}\n")
+        # root is not kept out (documented)
+        r = w.run(["curl", "-sS", "--max-time", "20", f"http://127.0.0.1:{port}/"],
+                  ns="client", timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_a_policy_widens_it_and_a_profile_is_guarded_too(self):
+        w = self.w
+        self.start("Match User tg-alice\n  ListenerUsers owner user:tg-bob\n")
+        path, port = self.open_web_tunnel(ALICE)
+        self.assertEqual(curl(w, BOB, f"http://127.0.0.1:{port}/").returncode, 0)
+        self.assertEqual(curl(w, ADMIN, f"http://127.0.0.1:{port}/").returncode, 7)
+        # a profile only tg-alice may start: bob (outside AllowUsers) cannot
+        # use her instance of it either
+        keys = w.dir / "listener-users-keys"
+        keys.mkdir(mode=0o700, exist_ok=True)
+        key = keys / "profile_ed25519"
+        shutil.copy(w.users[BOB].key, key)
+        os.chmod(key, 0o600)
+        pport = free_port(w)
+        w.write_config("profiles.d/web.conf",
+                       "Description intranet web\nServer gw\nUser tg-bob\n"
+                       f"IdentityFile {key}\nHostKey {w.host_key_fingerprint}\n"
+                       f'Forward "L 127.0.0.1:{pport}:intra:80"\nAllowUsers tg-alice\n')
+        self.addCleanup(shutil.rmtree, w.config_dir / "profiles.d", True)
+        self.start("")
+        busctl_open_ok(w, ALICE, "@web", [])
+        self.assertEqual(curl(w, ALICE, f"http://127.0.0.1:{pport}/").returncode, 0)
+        r = curl(w, BOB, f"http://127.0.0.1:{pport}/")
+        self.assertEqual(r.returncode, 7, f"{r.stdout} {r.stderr}")
+
+    def test_without_the_firewall_the_daemon_refuses_on_accept(self):
+        w = self.w
+        bob = w.users[BOB]
+        self.start("ListenerGuard no\nEgressLockdown no\nConnectBackPinning no\n")
+        self.assertFalse(table_exists(w))
+        path, port = self.open_web_tunnel(ALICE)
+        tunnel_id = prop(w, ALICE, path, "Id")
+        mark = len(w.daemon.log())
+        r = curl(w, BOB, f"http://127.0.0.1:{port}/")
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertNotIn("intranet", r.stdout.lower())
+        wait_for(lambda: f"tunnel {tunnel_id}: refusing a connection from uid {bob.uid} "
+                         f"(tg-bob) to L 127.0.0.1:{port}:intra:80: the listener is "
+                         "tg-alice's (ListenerUsers)" in w.daemon.log()[mark:],
+                 timeout=5 * SLOW, what="the daemon's refusal in its log")
+        r = curl(w, ALICE, f"http://127.0.0.1:{port}/")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_loopback_listener_leaves_the_same_port_elsewhere_alone(self):
+        """Guards are keyed by address and port: alice's 127.0.0.1:P puts
+        nothing in the way of a service on the client's own address, port P,
+        and takes nothing from bob's listener on 127.0.0.2:P."""
+        w = self.w
+        self.start("")
+        path, port = self.open_web_tunnel(ALICE)
+        self.assertFalse(any(str(port) in e for e in set_elements(w, "listener_ports") +
+                             set_elements(w, "listener_addrs_v4")))
+        service = w.listen("client", w.client_ip, port)
+        self.addCleanup(service.close)
+        outside = w.connect("gateway", w.client_ip, port)    # raises if reset
+        outside.close()
+        bob_path = busctl_open_ok(w, BOB, "gw", [f"L 127.0.0.2:{port}:intra:80"],
+                                  agent_option(w, BOB))
+        self.assertEqual(prop(w, BOB, bob_path, "State"), "up")
+        self.assertEqual(curl(w, BOB, f"http://127.0.0.2:{port}/").returncode, 0)
+        self.assertEqual(curl(w, ALICE, f"http://127.0.0.2:{port}/").returncode, 7)
+        self.assertEqual(curl(w, ALICE, f"http://127.0.0.1:{port}/").returncode, 0)
 
 
 class TableLifeTest(FirewallTestCase):
