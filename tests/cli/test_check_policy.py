@@ -24,7 +24,7 @@ EXAMPLES = os.path.join(DATA, "examples")
 # doc/policy.md, in the order of its tables (the order of the dump)
 KEYWORDS = [
     "AllowTcpForwarding", "AllowStreamLocalForwarding", "AllowDynamicForwarding",
-    "GatewayPorts", "ListenerSources", "PermitOpen", "PermitRemoteOpen",
+    "GatewayPorts", "ListenerSources", "ListenerUsers", "PermitOpen", "PermitRemoteOpen",
     "PermitListen", "PermitServer",
     "MaxTunnels", "MaxConnections", "MaxLifetime", "IdleTimeout", "HostKeyPolicy",
     "EgressLockdown", "SshPorts", "LockdownExempt", "ListenerGuard",
@@ -38,6 +38,7 @@ BUILT_IN_DEFAULTS = [
     "allowdynamicforwarding yes",
     "gatewayports no",
     "listenersources any",
+    "listenerusers owner",
     "permitopen any",
     "permitremoteopen any",
     "permitlisten any",
