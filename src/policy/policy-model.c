@@ -48,8 +48,22 @@ const TgKeywordInfo tg_policy_keywords[TG_KW_COUNT] = {
   [TG_KW_PERMIT_REMOTE_OPEN] = HOSTS("PermitRemoteOpen", TG_PORT_REQUIRED, 0),
   [TG_KW_PERMIT_LISTEN] = HOSTS("PermitListen", TG_PORT_LISTEN, 0),
   [TG_KW_PERMIT_SERVER] = HOSTS("PermitServer", TG_PORT_OPTIONAL, 0),
-  [TG_KW_MAX_TUNNELS] = OTHER("MaxTunnels", TG_VALUE_COUNT, "none", 0),
-  [TG_KW_MAX_CONNECTIONS] = OTHER("MaxConnections", TG_VALUE_COUNT, "none", 0),
+  /* finite by default (doc/policy.md, "Limits") */
+  [TG_KW_MAX_TUNNELS] = OTHER("MaxTunnels", TG_VALUE_COUNT, "64", 0),
+  [TG_KW_MAX_CONNECTIONS] = OTHER("MaxConnections", TG_VALUE_COUNT, "2048", 0),
+  [TG_KW_MAX_LISTENERS] = OTHER("MaxListeners", TG_VALUE_COUNT, "256", 0),
+  [TG_KW_MAX_BUFFERED] = OTHER("MaxBuffered", TG_VALUE_SIZE, "1G", 0),
+  [TG_KW_MAX_PENDING_CALLS] = OTHER("MaxPendingCalls", TG_VALUE_COUNT, "64", 0),
+  [TG_KW_DAEMON_MAX_TUNNELS] =
+      OTHER("DaemonMaxTunnels", TG_VALUE_COUNT, "4096", TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_DAEMON_MAX_LISTENERS] =
+      OTHER("DaemonMaxListeners", TG_VALUE_COUNT, "8192", TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_DAEMON_MAX_CONNECTIONS] =
+      OTHER("DaemonMaxConnections", TG_VALUE_COUNT, "32768", TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_DAEMON_MAX_BUFFERED] =
+      OTHER("DaemonMaxBuffered", TG_VALUE_SIZE, "4G", TG_KEYWORD_GLOBAL_ONLY),
+  [TG_KW_DAEMON_MAX_PENDING_CALLS] =
+      OTHER("DaemonMaxPendingCalls", TG_VALUE_COUNT, "1024", TG_KEYWORD_GLOBAL_ONLY),
   [TG_KW_MAX_LIFETIME] = OTHER("MaxLifetime", TG_VALUE_TIME, "none", 0),
   [TG_KW_IDLE_TIMEOUT] = OTHER("IdleTimeout", TG_VALUE_TIME, "none", 0),
   [TG_KW_HOST_KEY_POLICY] =

@@ -21,6 +21,14 @@ typedef enum {
   TG_KW_PERMIT_SERVER,
   TG_KW_MAX_TUNNELS,
   TG_KW_MAX_CONNECTIONS,
+  TG_KW_MAX_LISTENERS,
+  TG_KW_MAX_BUFFERED,
+  TG_KW_MAX_PENDING_CALLS,
+  TG_KW_DAEMON_MAX_TUNNELS,
+  TG_KW_DAEMON_MAX_LISTENERS,
+  TG_KW_DAEMON_MAX_CONNECTIONS,
+  TG_KW_DAEMON_MAX_BUFFERED,
+  TG_KW_DAEMON_MAX_PENDING_CALLS,
   TG_KW_MAX_LIFETIME,
   TG_KW_IDLE_TIMEOUT,
   TG_KW_HOST_KEY_POLICY,
@@ -42,13 +50,14 @@ typedef enum {
 } TgPolicyKeyword;
 
 typedef enum {
-  TG_VALUE_WORD,      /* one of the keyword's words: yes|no, no|yes|clientspecified... */
-  TG_VALUE_HOSTS,     /* allow-list entries, any, none */
-  TG_VALUE_COUNT,     /* number or none */
-  TG_VALUE_TIME,      /* seconds, "90m", "1h30m", or none */
-  TG_VALUE_PORTS,     /* port,... */
-  TG_VALUE_PATH,      /* absolute path */
-  TG_VALUE_ADDRESSES, /* single IP addresses, any, none (ListenerSources) */
+  TG_VALUE_WORD,       /* one of the keyword's words: yes|no, no|yes|clientspecified... */
+  TG_VALUE_HOSTS,      /* allow-list entries, any, none */
+  TG_VALUE_COUNT,      /* number or none */
+  TG_VALUE_SIZE,       /* bytes, "64K", "512M", "2G", or none */
+  TG_VALUE_TIME,       /* seconds, "90m", "1h30m", or none */
+  TG_VALUE_PORTS,      /* port,... */
+  TG_VALUE_PATH,       /* absolute path */
+  TG_VALUE_ADDRESSES,  /* single IP addresses, any, none (ListenerSources) */
   TG_VALUE_PRINCIPALS, /* owner, any, user:NAME, group:NAME (ListenerUsers) */
 } TgValueType;
 
@@ -100,9 +109,9 @@ typedef struct {
   const char *file; /* owned by the policy; "<default>" for defaults */
   guint line;       /* 0 for defaults */
   guint word;       /* TG_VALUE_WORD */
-  gboolean none;    /* TG_VALUE_COUNT, TG_VALUE_TIME, TG_VALUE_ADDRESSES */
+  gboolean none;    /* TG_VALUE_COUNT, _SIZE, _TIME, _ADDRESSES */
   gboolean any;     /* TG_VALUE_ADDRESSES */
-  guint64 number;   /* TG_VALUE_COUNT, TG_VALUE_TIME (seconds) */
+  guint64 number;   /* TG_VALUE_COUNT, TG_VALUE_SIZE (bytes), TG_VALUE_TIME (seconds) */
   char *path;       /* TG_VALUE_PATH */
   GArray *ports;    /* TG_VALUE_PORTS: TgPortRange */
   TgHostList hosts; /* TG_VALUE_HOSTS */

@@ -359,9 +359,8 @@ parse_principals(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting 
         return set_value_error(info, line, part,
                                "expected owner, any, user:NAME or group:NAME", error);
       {
-        g_autofree char *entry =
-            g_strdup_printf("%s:%s", part[0] == 'u' || part[0] == 'U' ? "user" : "group",
-                            name);
+        g_autofree char *entry = g_strdup_printf(
+            "%s:%s", part[0] == 'u' || part[0] == 'U' ? "user" : "group", name);
         gboolean seen = FALSE;
 
         for (guint k = 0; k < setting->principals->len && !seen; k++)
@@ -388,6 +387,51 @@ parse_count(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *sett
   if (!tg_text_parse_decimal(line->words[1], MAX_COUNT, &setting->number))
     return set_value_error(info, line, line->words[1],
                            "expected a number from 0 to 4294967295 or 'none'", error);
+  return TRUE;
+}
+
+/* Bytes: a number with an optional K, M, G or T (powers of 1024), or none. */
+static gboolean
+parse_size(const TgKeywordInfo *info, const TgConfigLine *line, TgSetting *setting,
+           GError **error)
+{
+  const char *text = line->words[1];
+  g_autofree char *digits = NULL;
+  guint64 multiplier = 1, number = 0;
+  gsize length;
+
+  if (!expect_one_argument(info, line, error))
+    return FALSE;
+  if (g_ascii_strcasecmp(text, "none") == 0) {
+    setting->none = TRUE;
+    return TRUE;
+  }
+  length = strlen(text);
+  if (length > 0) {
+    switch (g_ascii_toupper(text[length - 1])) {
+    case 'K':
+      multiplier = G_GUINT64_CONSTANT(1) << 10;
+      break;
+    case 'M':
+      multiplier = G_GUINT64_CONSTANT(1) << 20;
+      break;
+    case 'G':
+      multiplier = G_GUINT64_CONSTANT(1) << 30;
+      break;
+    case 'T':
+      multiplier = G_GUINT64_CONSTANT(1) << 40;
+      break;
+    default:
+      break;
+    }
+  }
+  digits = g_strndup(text, multiplier > 1 ? length - 1 : length);
+  if (!tg_text_parse_decimal(digits, G_MAXUINT32, &number))
+    return set_value_error(info, line, text,
+                           "expected a number of bytes, optionally with K, M, G or T "
+                           "(powers of 1024), or 'none'",
+                           error);
+  setting->number = number * multiplier;
   return TRUE;
 }
 
@@ -504,6 +548,8 @@ parse_value(TgSetting *setting, const TgConfigLine *line, GError **error)
     return parse_hosts(info, line, setting, error);
   case TG_VALUE_COUNT:
     return parse_count(info, line, setting, error);
+  case TG_VALUE_SIZE:
+    return parse_size(info, line, setting, error);
   case TG_VALUE_TIME:
     return parse_time(info, line, setting, error);
   case TG_VALUE_PORTS:

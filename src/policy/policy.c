@@ -68,8 +68,9 @@ tg_policy_decision_to_error(const TgPolicyDecision *decision, GError **error)
 
   if (decision->allowed)
     return TRUE;
-  is_limit = g_str_equal(decision->keyword, "MaxTunnels") ||
-             g_str_equal(decision->keyword, "MaxConnections");
+  is_limit = (g_str_has_prefix(decision->keyword, "Max") ||
+              g_str_has_prefix(decision->keyword, "DaemonMax")) &&
+             !g_str_equal(decision->keyword, "MaxLifetime");
   g_set_error_literal(error, TG_ERROR,
                       is_limit ? TG_ERROR_LIMIT_EXCEEDED : TG_ERROR_POLICY_DENIED,
                       decision->reason);
@@ -387,6 +388,28 @@ static const TgPolicyKeyword limit_keywords[] = {
   [TG_POLICY_MAX_CONNECTIONS] = TG_KW_MAX_CONNECTIONS,
   [TG_POLICY_MAX_LIFETIME] = TG_KW_MAX_LIFETIME,
   [TG_POLICY_IDLE_TIMEOUT] = TG_KW_IDLE_TIMEOUT,
+  [TG_POLICY_MAX_LISTENERS] = TG_KW_MAX_LISTENERS,
+  [TG_POLICY_MAX_BUFFERED] = TG_KW_MAX_BUFFERED,
+  [TG_POLICY_MAX_PENDING_CALLS] = TG_KW_MAX_PENDING_CALLS,
+  [TG_POLICY_DAEMON_MAX_TUNNELS] = TG_KW_DAEMON_MAX_TUNNELS,
+  [TG_POLICY_DAEMON_MAX_LISTENERS] = TG_KW_DAEMON_MAX_LISTENERS,
+  [TG_POLICY_DAEMON_MAX_CONNECTIONS] = TG_KW_DAEMON_MAX_CONNECTIONS,
+  [TG_POLICY_DAEMON_MAX_BUFFERED] = TG_KW_DAEMON_MAX_BUFFERED,
+  [TG_POLICY_DAEMON_MAX_PENDING_CALLS] = TG_KW_DAEMON_MAX_PENDING_CALLS,
+};
+
+/* What a count limit counts, for its messages. */
+static const char *const limit_nouns[] = {
+  [TG_POLICY_MAX_TUNNELS] = "tunnel",
+  [TG_POLICY_MAX_CONNECTIONS] = "connection",
+  [TG_POLICY_MAX_LISTENERS] = "listener",
+  [TG_POLICY_MAX_BUFFERED] = "byte of buffers",
+  [TG_POLICY_MAX_PENDING_CALLS] = "pending call",
+  [TG_POLICY_DAEMON_MAX_TUNNELS] = "tunnel in the daemon",
+  [TG_POLICY_DAEMON_MAX_LISTENERS] = "listener in the daemon",
+  [TG_POLICY_DAEMON_MAX_CONNECTIONS] = "connection in the daemon",
+  [TG_POLICY_DAEMON_MAX_BUFFERED] = "byte of buffers in the daemon",
+  [TG_POLICY_DAEMON_MAX_PENDING_CALLS] = "pending call in the daemon",
 };
 
 void
@@ -406,19 +429,32 @@ TgPolicyDecision *
 tg_policy_check_count_limit(const TgPolicy *policy, const TgPolicySubject *subject,
                             TgPolicyLimitKind kind, guint64 in_use)
 {
+  return tg_policy_check_amount_limit(policy, subject, kind, in_use, 1);
+}
+
+TgPolicyDecision *
+tg_policy_check_amount_limit(const TgPolicy *policy, const TgPolicySubject *subject,
+                             TgPolicyLimitKind kind, guint64 in_use, guint64 more)
+{
   const TgSetting *setting;
   g_autofree char *value = NULL;
   gboolean allowed;
 
-  g_return_val_if_fail(kind == TG_POLICY_MAX_TUNNELS || kind == TG_POLICY_MAX_CONNECTIONS,
+  g_return_val_if_fail(kind < G_N_ELEMENTS(limit_nouns) && limit_nouns[kind] != NULL,
                        NULL);
   setting = tg_policy_effective(policy, subject, limit_keywords[kind]);
   value = setting->none ? g_strdup("none")
                         : g_strdup_printf("%" G_GUINT64_FORMAT, setting->number);
-  allowed = setting->none || in_use < setting->number;
+  allowed =
+      setting->none || (in_use <= setting->number && more <= setting->number - in_use);
+  if (more == 1)
+    return decision_new(allowed, setting, setting->line, value,
+                        "%s another %s (%" G_GUINT64_FORMAT " in use)", verdict(allowed),
+                        limit_nouns[kind], in_use);
   return decision_new(allowed, setting, setting->line, value,
-                      "%s another %s (%" G_GUINT64_FORMAT " in use)", verdict(allowed),
-                      kind == TG_POLICY_MAX_TUNNELS ? "tunnel" : "connection", in_use);
+                      "%s %" G_GUINT64_FORMAT " more of %ss (%" G_GUINT64_FORMAT
+                      " in use)",
+                      verdict(allowed), more, limit_nouns[kind], in_use);
 }
 
 TgPolicyDecision *
@@ -625,6 +661,22 @@ append_addresses(GString *out, const TgSetting *setting)
   }
 }
 
+/* The largest unit that divides the size: 1G, 640K, 1000. */
+static void
+append_size(GString *out, guint64 bytes)
+{
+  static const char units[] = "KMGT";
+  int unit = -1;
+
+  while (unit < 3 && bytes != 0 && bytes % 1024 == 0 && bytes / 1024 > 0) {
+    bytes /= 1024;
+    unit++;
+  }
+  g_string_append_printf(out, "%" G_GUINT64_FORMAT, bytes);
+  if (unit >= 0)
+    g_string_append_c(out, units[unit]);
+}
+
 /* Paths are the only values that may need quotes to parse back. */
 static void
 append_quoted(GString *out, const char *text)
@@ -651,6 +703,12 @@ append_value(GString *out, const TgSetting *setting)
     break;
   case TG_VALUE_HOSTS:
     append_hosts(out, setting);
+    break;
+  case TG_VALUE_SIZE:
+    if (setting->none)
+      g_string_append(out, "none");
+    else
+      append_size(out, setting->number);
     break;
   case TG_VALUE_COUNT:
   case TG_VALUE_TIME:

@@ -229,6 +229,15 @@ typedef enum {
   TG_POLICY_MAX_CONNECTIONS,
   TG_POLICY_MAX_LIFETIME, /* seconds */
   TG_POLICY_IDLE_TIMEOUT, /* seconds */
+  TG_POLICY_MAX_LISTENERS,
+  TG_POLICY_MAX_BUFFERED, /* bytes */
+  TG_POLICY_MAX_PENDING_CALLS,
+  /* global-only: for the whole daemon (any subject gives the same) */
+  TG_POLICY_DAEMON_MAX_TUNNELS,
+  TG_POLICY_DAEMON_MAX_LISTENERS,
+  TG_POLICY_DAEMON_MAX_CONNECTIONS,
+  TG_POLICY_DAEMON_MAX_BUFFERED, /* bytes */
+  TG_POLICY_DAEMON_MAX_PENDING_CALLS,
 } TgPolicyLimitKind;
 
 typedef struct {
@@ -240,12 +249,18 @@ typedef struct {
 void tg_policy_get_limit(const TgPolicy *policy, const TgPolicySubject *subject,
                          TgPolicyLimitKind kind, TgPolicyLimit *limit);
 
-/* MaxTunnels or MaxConnections: may @subject open one more, having
- * @in_use already? (tg_policy_decision_to_error() makes a denial
- * LimitExceeded, not PolicyDenied.) */
+/* A count limit (every kind but MaxLifetime and IdleTimeout): may
+ * @subject have one more, having @in_use already? A denial names the
+ * keyword, its value and where it is set; tg_policy_decision_to_error()
+ * makes it LimitExceeded, not PolicyDenied. */
 TgPolicyDecision *tg_policy_check_count_limit(const TgPolicy *policy,
                                               const TgPolicySubject *subject,
                                               TgPolicyLimitKind kind, guint64 in_use);
+/* The same for @more at once (listeners of a new tunnel, bytes). */
+TgPolicyDecision *tg_policy_check_amount_limit(const TgPolicy *policy,
+                                               const TgPolicySubject *subject,
+                                               TgPolicyLimitKind kind, guint64 in_use,
+                                               guint64 more);
 
 /* MaxLifetime or IdleTimeout ran out for a tunnel of @subject: the denial
  * that ends it ("IdleTimeout 300s at policy.conf:4 ends the tunnel"). */

@@ -26,7 +26,9 @@ KEYWORDS = [
     "AllowTcpForwarding", "AllowStreamLocalForwarding", "AllowDynamicForwarding",
     "GatewayPorts", "ListenerSources", "ListenerUsers", "PermitOpen", "PermitRemoteOpen",
     "PermitListen", "PermitServer",
-    "MaxTunnels", "MaxConnections", "MaxLifetime", "IdleTimeout", "HostKeyPolicy",
+    "MaxTunnels", "MaxConnections", "MaxListeners", "MaxBuffered", "MaxPendingCalls",
+    "DaemonMaxTunnels", "DaemonMaxListeners", "DaemonMaxConnections", "DaemonMaxBuffered",
+    "DaemonMaxPendingCalls", "MaxLifetime", "IdleTimeout", "HostKeyPolicy",
     "EgressLockdown", "SshPorts", "LockdownExempt", "ListenerGuard",
     "ConnectBackPinning", "DetectSshBanner", "LogRejections", "ServerMode",
     "SftpOnly", "ServerPermitOpen", "SshdConfig", "SshdBinary", "SshdDropIn",
@@ -43,8 +45,16 @@ BUILT_IN_DEFAULTS = [
     "permitremoteopen any",
     "permitlisten any",
     "permitserver any",
-    "maxtunnels none",
-    "maxconnections none",
+    "maxtunnels 64",
+    "maxconnections 2048",
+    "maxlisteners 256",
+    "maxbuffered 1G",
+    "maxpendingcalls 64",
+    "daemonmaxtunnels 4096",
+    "daemonmaxlisteners 8192",
+    "daemonmaxconnections 32768",
+    "daemonmaxbuffered 4G",
+    "daemonmaxpendingcalls 1024",
     "maxlifetime none",
     "idletimeout none",
     "hostkeypolicy known-or-pinned",
@@ -269,7 +279,7 @@ class Precedence(Case):
         self.assertIn(f"maxtunnels 2  # {a}:1", dump)
         self.assertIn(f"permitopen db:5432  # {a}:2", dump)
         self.assertIn(f"idletimeout 3600  # {b}:2", dump)
-        self.assertIn("maxconnections none  # <default>", dump)
+        self.assertIn("maxconnections 2048  # <default>", dump)
 
         status, out, err = run("check-policy", "--user", "alice", "--groups", "",
                                "--origins", b, a)
@@ -508,7 +518,7 @@ Match Group ops
         self.assertEqual(by_uid, by_name)
         # --groups replaces what NSS says; the name still comes from NSS
         by_uid = self.effective("--uid", str(os.getuid()), "--groups", "", path)
-        self.assertEqual(by_uid["maxtunnels"], "maxtunnels none")
+        self.assertEqual(by_uid["maxtunnels"], "maxtunnels 64")
         self.assertEqual(by_uid["maxconnections"], "maxconnections 70")
 
     def test_unknown_user(self):

@@ -595,8 +595,18 @@ test_limits(Fixture *fixture, gconstpointer data)
       "MaxTunnels 2 at t.conf:11 allows another tunnel (1 in use)" },
     { "alice", TG_POLICY_MAX_TUNNELS, 2, FALSE,
       "MaxTunnels 2 at t.conf:11 does not allow another tunnel (2 in use)" },
-    { "alice", TG_POLICY_MAX_CONNECTIONS, 100000, TRUE,
-      "MaxConnections none at <default> allows another connection (100000 in use)" },
+    { "alice", TG_POLICY_MAX_CONNECTIONS, 2047, TRUE,
+      "MaxConnections 2048 at <default> allows another connection (2047 in use)" },
+    { "alice", TG_POLICY_MAX_CONNECTIONS, 2048, FALSE,
+      "MaxConnections 2048 at <default> does not allow another connection (2048 in "
+      "use)" },
+    { "alice", TG_POLICY_MAX_LISTENERS, 256, FALSE,
+      "MaxListeners 256 at <default> does not allow another listener (256 in use)" },
+    { "alice", TG_POLICY_MAX_PENDING_CALLS, 63, TRUE,
+      "MaxPendingCalls 64 at <default> allows another pending call (63 in use)" },
+    { "alice", TG_POLICY_DAEMON_MAX_TUNNELS, 4096, FALSE,
+      "DaemonMaxTunnels 4096 at <default> does not allow another tunnel in the daemon "
+      "(4096 in use)" },
     { "bob", TG_POLICY_MAX_CONNECTIONS, 5, FALSE,
       "MaxConnections 5 at t.conf:24 does not allow another connection (5 in use)" },
   };
@@ -619,6 +629,68 @@ test_limits(Fixture *fixture, gconstpointer data)
   g_assert_false(limit.limited);
   g_assert_cmpstr(limit.origin.file, ==, "<default>");
   g_assert_cmpuint(limit.origin.line, ==, 0);
+}
+
+/* The limits finite by default, sizes with units, and amounts at once. */
+static void
+test_resource_limits(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(TgPolicy) policy = tg_policy_parse_string("t.conf",
+                                                      "DaemonMaxBuffered 2G\n" /* 1 */
+                                                      "MaxBuffered 640K\n"     /* 2 */
+                                                      "Match User big\n"       /* 3 */
+                                                      "  MaxBuffered none\n"   /* 4 */
+                                                      "  MaxListeners 3\n",    /* 5 */
+                                                      -1, &error);
+  g_autoptr(TgPolicy) empty = tg_policy_parse_string("t.conf", "", -1, NULL);
+  g_autoptr(TgPolicySubject) big = tg_policy_subject_new("big", 7, NULL);
+  g_autoptr(TgPolicyDecision) three = NULL;
+  g_autoptr(TgPolicyDecision) four = NULL;
+  g_autofree char *dump = NULL;
+  static const char *const bad[] = { "MaxBuffered 12Q", "MaxBuffered -1",
+                                     "MaxBuffered 5000000000K",
+                                     "Match User x\n  DaemonMaxTunnels 3" };
+  TgPolicyLimit limit;
+
+  g_assert_no_error(error);
+  tg_policy_get_limit(policy, NULL, TG_POLICY_MAX_BUFFERED, &limit);
+  g_assert_cmpuint(limit.value, ==, 640 * 1024);
+  tg_policy_get_limit(policy, big, TG_POLICY_MAX_BUFFERED, &limit);
+  g_assert_false(limit.limited);
+  g_assert_cmpuint(limit.origin.line, ==, 4);
+  tg_policy_get_limit(policy, big, TG_POLICY_DAEMON_MAX_BUFFERED, &limit);
+  g_assert_cmpuint(limit.value, ==, G_GUINT64_CONSTANT(2) << 30);
+  /* every count limit is finite by default */
+  for (TgPolicyLimitKind kind = TG_POLICY_MAX_TUNNELS;
+       kind <= TG_POLICY_DAEMON_MAX_PENDING_CALLS; kind++) {
+    if (kind == TG_POLICY_MAX_LIFETIME || kind == TG_POLICY_IDLE_TIMEOUT)
+      continue;
+    tg_policy_get_limit(empty, big, kind, &limit);
+    g_test_message("%s %" G_GUINT64_FORMAT, limit.origin.keyword, limit.value);
+    g_assert_true(limit.limited);
+    g_assert_cmpuint(limit.value, >, 0);
+  }
+  three = tg_policy_check_amount_limit(policy, big, TG_POLICY_MAX_LISTENERS, 1, 2);
+  four = tg_policy_check_amount_limit(policy, big, TG_POLICY_MAX_LISTENERS, 1, 3);
+  assert_decision(three, TRUE,
+                  "MaxListeners 3 at t.conf:5 allows 2 more of listeners "
+                  "(1 in use)");
+  assert_decision(four, FALSE,
+                  "MaxListeners 3 at t.conf:5 does not allow 3 more of "
+                  "listeners (1 in use)");
+  dump = tg_policy_dump_effective(policy, NULL, FALSE);
+  g_assert_nonnull(strstr(dump, "\nmaxbuffered 640K\n"));
+  g_assert_nonnull(strstr(dump, "\ndaemonmaxbuffered 2G\n"));
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autoptr(GError) bad_error = NULL;
+    g_autoptr(TgPolicy) refused =
+        tg_policy_parse_string("t.conf", bad[i], -1, &bad_error);
+
+    g_test_message("%s: %s", bad[i], bad_error != NULL ? bad_error->message : "(none)");
+    g_assert_null(refused);
+    g_assert_error(bad_error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT);
+  }
 }
 
 static void
@@ -822,12 +894,12 @@ test_listener_users(void)
   g_autoptr(GError) error = NULL;
   g_autoptr(TgPolicy) policy =
       tg_policy_parse_string("t.conf",
-                             "ListenerUsers owner\n"                       /* 1 */
-                             "Match User alice\n"                          /* 2 */
-                             "  ListenerUsers group:devs,USER:backup\n"    /* 3 */
+                             "ListenerUsers owner\n"                          /* 1 */
+                             "Match User alice\n"                             /* 2 */
+                             "  ListenerUsers group:devs,USER:backup\n"       /* 3 */
                              "  ListenerUsers owner group:devs user:a@corp\n" /* 4 */
-                             "Match Group ops\n"                           /* 5 */
-                             "  ListenerUsers any\n",                      /* 6 */
+                             "Match Group ops\n"                              /* 5 */
+                             "  ListenerUsers any\n",                         /* 6 */
                              -1, &error);
   g_autoptr(TgPolicy) empty = tg_policy_parse_string("t.conf", "", -1, NULL);
   const char *ops_groups[] = { "carol", "ops", NULL };
@@ -837,7 +909,7 @@ test_listener_users(void)
   const char *const alices[] = { "group:devs", "user:backup", "user:a@corp", NULL };
   const char *const nobody[] = { NULL };
   static const char *const bad[] = {
-    "ListenerUsers devs",         "ListenerUsers user:",  "ListenerUsers group:",
+    "ListenerUsers devs", "ListenerUsers user:",      "ListenerUsers group:",
     "ListenerUsers a,,b", "ListenerUsers any user:x", "ListenerUsers nobody:x",
   };
   TgListenerUsers users;
@@ -866,7 +938,8 @@ test_listener_users(void)
 
   for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
     g_autoptr(GError) bad_error = NULL;
-    g_autoptr(TgPolicy) refused = tg_policy_parse_string("t.conf", bad[i], -1, &bad_error);
+    g_autoptr(TgPolicy) refused =
+        tg_policy_parse_string("t.conf", bad[i], -1, &bad_error);
 
     g_test_message("%s: %s", bad[i], bad_error != NULL ? bad_error->message : "(none)");
     g_assert_null(refused);
@@ -1042,10 +1115,11 @@ test_match_criteria(void)
     g_test_message("Match %s for %s", cases[i].criteria, cases[i].user);
     g_assert_no_error(error);
     tg_policy_get_limit(policy, subject, TG_POLICY_MAX_TUNNELS, &limit);
-    g_assert_cmpint(limit.limited, ==, cases[i].applies);
+    g_assert_cmpint(limit.value == 7, ==, cases[i].applies);
     /* A caller nobody knows gets only Match All. */
     tg_policy_get_limit(policy, NULL, TG_POLICY_MAX_TUNNELS, &limit);
-    g_assert_cmpint(limit.limited, ==, g_ascii_strcasecmp(cases[i].criteria, "All") == 0);
+    g_assert_cmpint(limit.value == 7, ==,
+                    g_ascii_strcasecmp(cases[i].criteria, "All") == 0);
   }
 }
 
@@ -1066,7 +1140,15 @@ test_dump(Fixture *fixture, gconstpointer data)
       "permitlisten 0 7000  # t.conf:21\n"
       "permitserver gw.corp:22 10.9.0.0/16  # t.conf:9\n"
       "maxtunnels 2  # t.conf:11\n"
-      "maxconnections none  # <default>\n"
+      "maxconnections 2048  # <default>\n"
+      "maxlisteners 256  # <default>\n"
+      "maxbuffered 1G  # <default>\n"
+      "maxpendingcalls 64  # <default>\n"
+      "daemonmaxtunnels 4096  # <default>\n"
+      "daemonmaxlisteners 8192  # <default>\n"
+      "daemonmaxconnections 32768  # <default>\n"
+      "daemonmaxbuffered 4G  # <default>\n"
+      "daemonmaxpendingcalls 1024  # <default>\n"
       "maxlifetime none  # <default>\n"
       "idletimeout none  # <default>\n"
       "hostkeypolicy known-or-pinned  # <default>\n"
@@ -1227,6 +1309,7 @@ main(int argc, char **argv)
   g_test_add_func("/policy-decisions/global-values", test_global_values);
   g_test_add_func("/policy-decisions/listener-sources", test_listener_sources);
   g_test_add_func("/policy-decisions/listener-users", test_listener_users);
+  g_test_add_func("/policy-decisions/resource-limits", test_resource_limits);
   g_test_add_func("/policy-decisions/foreach-server", test_foreach_server);
   g_test_add_func("/policy-decisions/match-criteria", test_match_criteria);
   ADD_FIXTURE_TEST("/policy-decisions/dump", test_dump);
