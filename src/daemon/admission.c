@@ -356,6 +356,9 @@ check_policy(TgAdmission *admission, GError **error)
   if (admission->check_server && admission->new_tunnel &&
       !tg_gate_check_tunnel_count(daemon, subject, id, error))
     return FALSE;
+  if (admission->new_tunnel &&
+      !tg_gate_check_daemon_tunnel_count(daemon, subject, id, error))
+    return FALSE;
   return !admission->check_server ||
          tg_gate_check_host_key(daemon, subject, id, admission->pinned_host_key != NULL,
                                 &admission->host_key_mode, error);
@@ -384,6 +387,29 @@ take_resolved(TgAdmission *admission, guint position, guint index, GError **erro
   return connect_back;
 }
 
+/* MaxListeners and DaemonMaxListeners, now that the number is known: the
+ * new listeners count from here until they are closed. */
+static gboolean
+charge_listeners(TgAdmission *admission, GError **error)
+{
+  TgDaemon *daemon = admission->daemon;
+  TgUsage *user, *everyone;
+  gboolean ok;
+
+  if (admission->listeners->len == 0)
+    return TRUE;
+  user = tg_registry_usage(daemon->registry, admission->caller_uid);
+  everyone = tg_registry_daemon_usage(daemon->registry);
+  ok = tg_gate_check_listener_count(
+      daemon, admission->subject, admission->tunnel_id, atomic_load(&user->listeners),
+      atomic_load(&everyone->listeners), admission->listeners->len, error);
+  for (guint i = 0; ok && i < admission->listeners->len; i++)
+    tg_listener_charge(g_ptr_array_index(admission->listeners, i), user, everyone);
+  tg_usage_unref(user);
+  tg_usage_unref(everyone);
+  return ok;
+}
+
 static gboolean
 bind_and_guard(TgAdmission *admission, GError **error)
 {
@@ -407,6 +433,8 @@ bind_and_guard(TgAdmission *admission, GError **error)
       return FALSE;
     }
   }
+  if (!charge_listeners(admission, error))
+    return FALSE;
   if (!admission->steps->guard(daemon, admission->subject, admission->caller_uid,
                                admission->listeners, admission->tunnel_id, error)) {
     g_prefix_error(error, "Cannot guard the listeners in the firewall: ");

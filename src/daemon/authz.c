@@ -12,12 +12,66 @@
 #include "tg-error.h"
 #include "tg-names.h"
 
+/* The calls being answered, per uid and in all; referenced by the calls,
+ * which may outlive the TgAuthz (kept calls finish after shutdown). D-Bus
+ * thread only. */
+typedef struct _TgAuthzPending {
+  int refs;
+  GHashTable *per_uid; /* uid -> count */
+  guint total;
+} TgAuthzPending;
+
 struct _TgAuthz {
   GDBusConnection *bus;
   PolkitAuthority *authority;
   TgAuthorizedFunc authorized;
   gpointer authorized_data;
+  TgAuthzLimitFunc limit;
+  gpointer limit_data;
+  TgAuthzPending *pending;
 };
+
+static void
+pending_unref(TgAuthzPending *pending)
+{
+  if (--pending->refs == 0) {
+    g_hash_table_unref(pending->per_uid);
+    g_free(pending);
+  }
+}
+
+static guint
+pending_count(TgAuthzPending *pending, uid_t uid)
+{
+  return GPOINTER_TO_UINT(g_hash_table_lookup(pending->per_uid, GUINT_TO_POINTER(uid)));
+}
+
+static void
+pending_add(TgCall *call, TgAuthzPending *pending, uid_t uid)
+{
+  g_hash_table_insert(pending->per_uid, GUINT_TO_POINTER(uid),
+                      GUINT_TO_POINTER(pending_count(pending, uid) + 1));
+  pending->total++;
+  pending->refs++;
+  call->pending = pending;
+  call->pending_uid = uid;
+}
+
+static void
+pending_remove(TgCall *call)
+{
+  TgAuthzPending *pending = call->pending;
+  guint n = pending_count(pending, call->pending_uid);
+
+  if (n <= 1)
+    g_hash_table_remove(pending->per_uid, GUINT_TO_POINTER(call->pending_uid));
+  else
+    g_hash_table_insert(pending->per_uid, GUINT_TO_POINTER(call->pending_uid),
+                        GUINT_TO_POINTER(n - 1));
+  pending->total--;
+  call->pending = NULL;
+  pending_unref(pending);
+}
 
 /* The one table: every method the daemon serves, and the action guarding it.
  * A call starts with its row's action (tg_call_new); two rules refine it,
@@ -124,7 +178,17 @@ tg_authz_new(GDBusConnection *bus, PolkitAuthority *authority)
 
   authz->bus = g_object_ref(bus);
   authz->authority = g_object_ref(authority);
+  authz->pending = g_new0(TgAuthzPending, 1);
+  authz->pending->refs = 1;
+  authz->pending->per_uid = g_hash_table_new(NULL, NULL);
   return authz;
+}
+
+void
+tg_authz_set_limit_func(TgAuthz *authz, TgAuthzLimitFunc func, gpointer user_data)
+{
+  authz->limit = func;
+  authz->limit_data = user_data;
 }
 
 void
@@ -176,6 +240,7 @@ tg_authz_free(TgAuthz *authz)
     return;
   g_clear_object(&authz->bus);
   g_clear_object(&authz->authority);
+  pending_unref(authz->pending);
   if (nss_reserve_fd >= 0)
     close(g_steal_fd(&nss_reserve_fd));
   g_free(authz);
@@ -207,6 +272,8 @@ tg_call_free(TgCall *call)
   g_clear_object(&call->invocation);
   g_clear_pointer(&call->caller, tg_caller_free);
   g_clear_pointer(&call->details, g_variant_unref);
+  if (call->pending != NULL)
+    pending_remove(call);
   if (call->free_data != NULL)
     call->free_data(call->data);
   g_free(call);
@@ -364,7 +431,6 @@ authz_check_next(TgAuthzRun *run)
                                        authz_polkit_done, run);
 }
 
-
 static int
 lookup_passwd(uid_t uid, struct passwd *pw, char *buffer, gsize size,
               struct passwd **found)
@@ -375,7 +441,8 @@ lookup_passwd(uid_t uid, struct passwd *pw, char *buffer, gsize size,
   rc = getpwuid_r(uid, pw, buffer, size, found);
   /* glibc may return 0 and leave the reason in errno when a backend could
    * not open its file; other errno values are no reason (not found) */
-  if (*found == NULL && rc == 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM))
+  if (*found == NULL && rc == 0 &&
+      (errno == EMFILE || errno == ENFILE || errno == ENOMEM))
     return errno;
   return rc;
 }
@@ -447,6 +514,15 @@ authz_identified(GObject *source, GAsyncResult *result, gpointer user_data)
     authz_run_deny(run, method, "unidentified caller", error);
     return;
   }
+  if (run->authz->limit != NULL &&
+      !run->authz->limit(call->caller, pending_count(run->authz->pending, uid),
+                         run->authz->pending->total, &error, run->authz->limit_data)) {
+    tg_call_return_error(call, error);
+    tg_call_free(call);
+    g_free(run);
+    return;
+  }
+  pending_add(call, run->authz->pending, uid);
 
   if (call->decide != NULL && !call->decide(call)) {
     /* decide() replied with its own error (tg_call_return_error) */

@@ -63,6 +63,10 @@ struct _TgCall {
 
   gpointer data;
   GDestroyNotify free_data;
+
+  /* authz's own: the pending-call count this call is in, until freed */
+  struct _TgAuthzPending *pending;
+  uid_t pending_uid;
 };
 
 typedef struct _TgAuthz TgAuthz;
@@ -74,6 +78,12 @@ typedef void (*TgAuthorizedFunc)(const TgCaller *caller, gboolean manage_checked
                                  gboolean manage_granted, gpointer user_data);
 void tg_authz_set_authorized_func(TgAuthz *authz, TgAuthorizedFunc func,
                                   gpointer user_data);
+/* MaxPendingCalls: asked for every identified call, with the calls of the
+ * same uid and of everyone still being answered (this one not counted);
+ * FALSE with @error (LimitExceeded) refuses it before anything else. */
+typedef gboolean (*TgAuthzLimitFunc)(const TgCaller *caller, guint user_calls,
+                                     guint all_calls, GError **error, gpointer user_data);
+void tg_authz_set_limit_func(TgAuthz *authz, TgAuthzLimitFunc func, gpointer user_data);
 
 /* Is @action still granted to the connection @bus_name, without asking
  * anyone (no interaction)? @func gets the answer (FALSE on any error). */

@@ -71,6 +71,62 @@ tg_gate_check_tunnel_count(TgDaemon *daemon, const TgPolicySubject *subject,
 }
 
 gboolean
+tg_gate_check_daemon_tunnel_count(TgDaemon *daemon, const TgPolicySubject *subject,
+                                  const char *tunnel_id, GError **error)
+{
+  return gate_decide(subject, tunnel_id, "one more tunnel in the daemon",
+                     tg_policy_check_count_limit(daemon->policy, subject,
+                                                 TG_POLICY_DAEMON_MAX_TUNNELS,
+                                                 tg_registry_n_tunnels(daemon->registry)),
+                     error);
+}
+
+gboolean
+tg_gate_check_pending_calls(const TgCaller *caller, guint user_calls, guint all_calls,
+                            GError **error, gpointer user_data)
+{
+  TgDaemon *daemon = user_data;
+  g_autoptr(TgPolicySubject) subject = NULL;
+  g_autoptr(TgPolicyDecision) everyone = NULL;
+  g_autoptr(TgPolicyDecision) own = NULL;
+
+  everyone = tg_policy_check_count_limit(daemon->policy, NULL,
+                                         TG_POLICY_DAEMON_MAX_PENDING_CALLS, all_calls);
+  if (!everyone->allowed) {
+    tg_policy_log_decision(NULL, NULL, "one more call in the daemon", everyone);
+    return tg_policy_decision_to_error(everyone, error);
+  }
+  /* a user's first call passes without an account lookup (so MaxPendingCalls
+   * 0 works as 1); the others pay for theirs */
+  if (user_calls == 0)
+    return TRUE;
+  subject = tg_policy_subject_from_uid(caller->uid, NULL);
+  own = tg_policy_check_count_limit(daemon->policy, subject, TG_POLICY_MAX_PENDING_CALLS,
+                                    user_calls);
+  if (own->allowed)
+    return TRUE;
+  tg_policy_log_decision(subject, NULL, "one more call", own);
+  return tg_policy_decision_to_error(own, error);
+}
+
+gboolean
+tg_gate_check_listener_count(TgDaemon *daemon, const TgPolicySubject *subject,
+                             const char *tunnel_id, guint user_listeners,
+                             guint daemon_listeners, guint more, GError **error)
+{
+  return gate_decide(subject, tunnel_id, "more listeners",
+                     tg_policy_check_amount_limit(daemon->policy, subject,
+                                                  TG_POLICY_MAX_LISTENERS, user_listeners,
+                                                  more),
+                     error) &&
+         gate_decide(subject, tunnel_id, "more listeners in the daemon",
+                     tg_policy_check_amount_limit(daemon->policy, subject,
+                                                  TG_POLICY_DAEMON_MAX_LISTENERS,
+                                                  daemon_listeners, more),
+                     error);
+}
+
+gboolean
 tg_gate_check_host_key(TgDaemon *daemon, const TgPolicySubject *subject,
                        const char *tunnel_id, gboolean pinned, TgHostKeyMode *mode,
                        GError **error)

@@ -28,6 +28,21 @@ gboolean tg_gate_check_tunnel_count(TgDaemon *daemon, const TgPolicySubject *sub
                                     const char *tunnel_id, GError **error);
 /* HostKeyPolicy for a tunnel with (@pinned) or without a pinned key
  * (logged); @mode (may be NULL) gets the verification the worker does. */
+/* MaxPendingCalls and DaemonMaxPendingCalls (a TgAuthzLimitFunc; user_data
+ * is the daemon): denials are logged. */
+gboolean tg_gate_check_pending_calls(const TgCaller *caller, guint user_calls,
+                                     guint all_calls, GError **error, gpointer user_data);
+
+/* DaemonMaxTunnels: one more tunnel of anyone's (logged). */
+gboolean tg_gate_check_daemon_tunnel_count(TgDaemon *daemon,
+                                           const TgPolicySubject *subject,
+                                           const char *tunnel_id, GError **error);
+/* MaxListeners and DaemonMaxListeners: @more listening sockets, with
+ * @user_listeners of @subject's and @daemon_listeners in all (logged). */
+gboolean tg_gate_check_listener_count(TgDaemon *daemon, const TgPolicySubject *subject,
+                                      const char *tunnel_id, guint user_listeners,
+                                      guint daemon_listeners, guint more, GError **error);
+
 gboolean tg_gate_check_host_key(TgDaemon *daemon, const TgPolicySubject *subject,
                                 const char *tunnel_id, gboolean pinned,
                                 TgHostKeyMode *mode, GError **error);

@@ -327,6 +327,7 @@ main(int argc, char **argv)
     return EXIT_FAILURE;
   }
   daemon.authz = tg_authz_new(daemon.bus, authority);
+  tg_authz_set_limit_func(daemon.authz, tg_gate_check_pending_calls, &daemon);
   daemon.registry =
       tg_registry_new(daemon.bus, daemon.authz, (GDestroyNotify)tg_tunnel_free);
   manager = tg_manager_export(&daemon, &error);

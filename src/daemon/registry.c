@@ -25,6 +25,7 @@ struct _TgRegistry {
   GHashTable *tunnels; /* id -> Entry* */
   guint64 last_id;
   GHashTable *usage;     /* uid -> TgUsage* */
+  TgUsage *daemon_usage; /* everyone's */
   GHashTable *resolving; /* uid -> number of its calls waiting (> 0) */
   GHashTable *watchers;  /* unique bus name -> Watcher* */
   guint watchers_timer;
@@ -115,6 +116,7 @@ tg_registry_new(GDBusConnection *bus, TgAuthz *authz, GDestroyNotify free_tunnel
   registry->usage =
       g_hash_table_new_full(NULL, NULL, NULL, (GDestroyNotify)tg_usage_unref);
   registry->resolving = g_hash_table_new(NULL, NULL);
+  registry->daemon_usage = tg_usage_new();
   registry->watchers =
       g_hash_table_new_full(g_str_hash, g_str_equal, g_free, watcher_free);
   if (authz != NULL) {
@@ -147,6 +149,7 @@ tg_registry_free(TgRegistry *registry)
   g_hash_table_unref(registry->watchers);
   g_hash_table_unref(registry->resolving);
   g_hash_table_unref(registry->usage);
+  tg_usage_unref(registry->daemon_usage);
   g_clear_object(&registry->bus);
   g_free(registry);
 }
@@ -291,11 +294,16 @@ tg_registry_usage(TgRegistry *registry, uid_t uid)
   TgUsage *usage = g_hash_table_lookup(registry->usage, GUINT_TO_POINTER(uid));
 
   if (usage == NULL) {
-    usage = g_new0(TgUsage, 1);
-    atomic_store(&usage->refs, 1); /* the table's */
+    usage = tg_usage_new(); /* the table's reference */
     g_hash_table_insert(registry->usage, GUINT_TO_POINTER(uid), usage);
   }
   return tg_usage_ref(usage);
+}
+
+TgUsage *
+tg_registry_daemon_usage(TgRegistry *registry)
+{
+  return tg_usage_ref(registry->daemon_usage);
 }
 
 /* ---- calls waiting for the resolver ---- */

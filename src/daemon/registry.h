@@ -57,6 +57,8 @@ gboolean tg_registry_sees(uid_t uid, gboolean manage, uid_t owner);
 
 /* The usage record of @uid, created on first use; tg_usage_unref() it. */
 TgUsage *tg_registry_usage(TgRegistry *registry, uid_t uid);
+/* Everyone's usage (the DaemonMax... limits); tg_usage_unref() it. */
+TgUsage *tg_registry_daemon_usage(TgRegistry *registry);
 
 /* ---- calls waiting for the resolver ---- */
 

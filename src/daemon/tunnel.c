@@ -31,6 +31,7 @@ struct _TgTunnel {
   GVariant *listeners;      /* published: a(ssq), sunk */
 
   TgUsage *usage;
+  TgUsage *daemon_usage;
   guint lifetime_timer;
   guint connect_timer; /* a tunnel still connecting when it fires is given up */
   char *abort_reason;  /* why the daemon gave it up, for the OpenTunnel reply */
@@ -603,7 +604,8 @@ tunnel_still_takes_forward(TgAdmission *admission, gpointer user_data, GError **
     return FALSE;
   }
   if (tunnel->closing) {
-    g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is closing", tunnel->id);
+    g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is closing",
+                tunnel->id);
     return FALSE;
   }
   if (tg_tunnel_find_forward(tunnel, data->forward->spec) != G_MAXUINT) {
@@ -815,8 +817,8 @@ static const GDBusInterfaceVTable tunnel_vtable = {
  * authorized call), not everyone's ids. */
 
 static char **
-subtree_enumerate(GDBusConnection *connection, const char *sender, const char *object_path,
-                  gpointer user_data)
+subtree_enumerate(GDBusConnection *connection, const char *sender,
+                  const char *object_path, gpointer user_data)
 {
   TgDaemon *daemon = user_data;
 
@@ -833,8 +835,8 @@ subtree_introspect(GDBusConnection *connection, const char *sender,
   if (node == NULL) /* the prefix itself: a container */
     return NULL;
   interfaces = g_ptr_array_new();
-  g_ptr_array_add(interfaces,
-                  g_dbus_interface_info_ref(tg_daemon_interface(daemon, TG_TUNNEL_INTERFACE)));
+  g_ptr_array_add(interfaces, g_dbus_interface_info_ref(
+                                  tg_daemon_interface(daemon, TG_TUNNEL_INTERFACE)));
   g_ptr_array_add(interfaces, NULL);
   return (GDBusInterfaceInfo **)g_ptr_array_free(interfaces, FALSE);
 }
@@ -940,6 +942,7 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   tunnel_publish_forwards(tunnel);
   tunnel->open_invocation = open_invocation;
   tunnel->usage = tg_registry_usage(daemon->registry, owner->uid);
+  tunnel->daemon_usage = tg_registry_daemon_usage(daemon->registry);
 
   tg_registry_add_tunnel(daemon->registry, tunnel->id, tunnel->owner_uid, tunnel);
   tunnel->exported = TRUE; /* the subtree serves it from now on */
@@ -960,8 +963,8 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   tunnel->connect_timer = g_timeout_add_seconds(daemon->connect_timeout_seconds * 3,
                                                 tunnel_connect_timed_out, tunnel);
   tunnel->session =
-      tg_session_start(config, &tunnel->counters, tunnel->usage, tunnel_session_state,
-                       tunnel_remote_listening, tunnel);
+      tg_session_start(config, &tunnel->counters, tunnel->usage, tunnel->daemon_usage,
+                       tunnel_session_state, tunnel_remote_listening, tunnel);
   return tunnel;
 }
 
@@ -1125,12 +1128,22 @@ tg_tunnel_apply_policy(TgTunnel *tunnel, const TgPolicy *policy)
 {
   if (tunnel->session != NULL)
     tg_session_set_policy(tunnel->session, (TgPolicy *)policy, tunnel->subject);
-  TgPolicyLimit lifetime, idle, connections;
+  TgPolicyLimit lifetime, idle, limit;
   gint64 age = (g_get_real_time() - tunnel->created) / G_USEC_PER_SEC;
 
-  tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_MAX_CONNECTIONS, &connections);
+  tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_MAX_CONNECTIONS, &limit);
   atomic_store(&tunnel->usage->max_connections,
-               connections.limited ? (guint)MIN(connections.value, G_MAXUINT) : 0);
+               limit.limited ? (guint)MIN(limit.value, G_MAXUINT - 1) : G_MAXUINT);
+  tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_MAX_BUFFERED, &limit);
+  atomic_store(&tunnel->usage->max_buffered,
+               limit.limited ? MIN(limit.value, G_MAXUINT64 - 1) : G_MAXUINT64);
+  /* the daemon's are the same for every subject */
+  tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_DAEMON_MAX_CONNECTIONS, &limit);
+  atomic_store(&tunnel->daemon_usage->max_connections,
+               limit.limited ? (guint)MIN(limit.value, G_MAXUINT - 1) : G_MAXUINT);
+  tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_DAEMON_MAX_BUFFERED, &limit);
+  atomic_store(&tunnel->daemon_usage->max_buffered,
+               limit.limited ? MIN(limit.value, G_MAXUINT64 - 1) : G_MAXUINT64);
 
   tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_IDLE_TIMEOUT, &idle);
   tunnel->idle_limit = idle.limited ? idle.value : 0;
@@ -1174,6 +1187,7 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_clear_handle_id(&tunnel->connect_timer, g_source_remove);
   g_free(tunnel->abort_reason);
   tg_usage_unref(tunnel->usage);
+  tg_usage_unref(tunnel->daemon_usage);
   g_free(tunnel->last_error);
   g_free(tunnel);
 }

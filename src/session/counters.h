@@ -15,13 +15,42 @@ typedef struct {
   atomic_uint active_connections;
 } TgCounters;
 
-/* What one user has open over all their tunnels, shared by those tunnels'
- * workers: MaxConnections (policy) is enforced on accept against it. */
+/* What one user has open over all their tunnels (or, for the daemon's
+ * own, everyone), shared by those tunnels' workers and the D-Bus thread:
+ * MaxConnections and MaxBuffered (DaemonMax... for the daemon's) are
+ * enforced on accept against it, MaxListeners when listeners are bound. */
 typedef struct {
   atomic_uint connections;
-  atomic_uint max_connections; /* 0: no limit */
+  atomic_uint max_connections; /* G_MAXUINT: no limit */
+  atomic_uint listeners;
+  atomic_uint_least64_t buffered;     /* bytes of relay buffers held */
+  atomic_uint_least64_t max_buffered; /* G_MAXUINT64: no limit */
   atomic_int refs;
 } TgUsage;
+
+/* A usage record with no limits yet, one reference. */
+static inline TgUsage *
+tg_usage_new(void)
+{
+  TgUsage *usage = g_new0(TgUsage, 1);
+
+  atomic_store(&usage->max_connections, G_MAXUINT);
+  atomic_store(&usage->max_buffered, G_MAXUINT64);
+  atomic_store(&usage->refs, 1);
+  return usage;
+}
+
+/* Takes @amount of @value if that stays within @max. */
+static inline gboolean
+tg_usage_take(atomic_uint_least64_t *value, uint64_t max, uint64_t amount)
+{
+  uint64_t now = atomic_fetch_add(value, amount);
+
+  if (max == G_MAXUINT64 || now + amount <= max)
+    return TRUE;
+  atomic_fetch_sub(value, amount);
+  return FALSE;
+}
 
 static inline TgUsage *
 tg_usage_ref(TgUsage *usage)

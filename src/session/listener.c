@@ -14,6 +14,17 @@
 #define FIRST_UNPRIVILEGED_PORT 1024
 
 void
+tg_listener_charge(TgListener *listener, TgUsage *user, TgUsage *daemon)
+{
+  g_return_if_fail(listener->charged_user == NULL);
+
+  listener->charged_user = tg_usage_ref(user);
+  listener->charged_daemon = tg_usage_ref(daemon);
+  atomic_fetch_add(&user->listeners, 1);
+  atomic_fetch_add(&daemon->listeners, 1);
+}
+
+void
 tg_listener_free(TgListener *listener)
 {
   if (listener == NULL)
@@ -24,6 +35,12 @@ tg_listener_free(TgListener *listener)
     g_array_unref(listener->allowed_sources);
   if (listener->allowed_uids != NULL)
     g_array_unref(listener->allowed_uids);
+  if (listener->charged_user != NULL) {
+    atomic_fetch_sub(&listener->charged_user->listeners, 1);
+    atomic_fetch_sub(&listener->charged_daemon->listeners, 1);
+    tg_usage_unref(listener->charged_user);
+    tg_usage_unref(listener->charged_daemon);
+  }
   if (listener->path != NULL) {
     g_autoptr(GError) error = NULL;
 

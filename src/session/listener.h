@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "counters.h"
 #include "credentials.h"
 #include "forward-spec.h"
 #include "policy-match.h"
@@ -32,6 +33,10 @@ typedef struct {
    * when the listener is freed); NULL for TCP. */
   char *path;
   TgIdentity owner;
+  /* MaxListeners and DaemonMaxListeners: the usage records this listener
+   * counts in (NULL until charged), given back when it is freed */
+  TgUsage *charged_user;
+  TgUsage *charged_daemon;
 } TgListener;
 
 /* Binds the listening end of forward (TCP, L or D). A forward without a bind
@@ -48,6 +53,9 @@ TgListener *tg_listener_bind_unix(const TgForward *forward, guint forward_index,
                                   const TgIdentity *owner, GError **error);
 
 void tg_listener_free(TgListener *listener);
+
+/* Counts @listener in @user's and the daemon's listeners until it is freed. */
+void tg_listener_charge(TgListener *listener, TgUsage *user, TgUsage *daemon);
 
 /* Whether a connection from @peer (a sockaddr_in/in6) may use @listener. */
 gboolean tg_listener_allows_peer(const TgListener *listener,

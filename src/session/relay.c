@@ -53,6 +53,7 @@ struct _TgRelay {
 };
 
 #define PENDING_CAPACITY (256 * 1024)
+G_STATIC_ASSERT(TG_RELAY_BUFFER_BYTES >= PENDING_CAPACITY + 64 * 1024);
 /* at most this much per channel write: libssh's session socket is blocking
  * after the handshake and it sends its whole queue at once */
 #define OUTGOING_CAPACITY (64 * 1024)

@@ -36,6 +36,9 @@ typedef enum {
 /* Takes ownership of client_fd (non-blocking). The channel is opened with
  * direct-tcpip to target_host:target_port, naming the client's address as
  * originator, as OpenSSH does. */
+/* The most a relay's buffers hold: what MaxBuffered counts per connection. */
+#define TG_RELAY_BUFFER_BYTES (320 * 1024)
+
 TgRelay *tg_relay_new(ssh_session session, guint forward_index, int client_fd,
                       const char *target_host, guint16 target_port,
                       const char *origin_address, guint16 origin_port);

@@ -52,6 +52,7 @@ struct _TgSession {
   TgSessionConfig *config;
   TgCounters *counters;
   TgUsage *usage;
+  TgUsage *daemon_usage;
   GMainContext *context;
   TgSessionStateFunc state_func;
   TgSessionListenFunc listen_func;
@@ -595,16 +596,52 @@ connect_session(TgSession *session, GError **error)
 
 /* ---- the relay loop ---- */
 
-/* MaxConnections counts a user's connections over all their tunnels. */
 static gboolean
-take_connection_slot(TgSession *session)
+take_connection(TgUsage *usage)
 {
-  guint max = atomic_load(&session->usage->max_connections);
-  guint now = atomic_fetch_add(&session->usage->connections, 1);
+  guint max = atomic_load(&usage->max_connections);
+  guint now = atomic_fetch_add(&usage->connections, 1);
 
-  if (max == 0 || now < max)
+  if (max == G_MAXUINT || now < max)
     return TRUE;
-  atomic_fetch_sub(&session->usage->connections, 1);
+  atomic_fetch_sub(&usage->connections, 1);
+  return FALSE;
+}
+
+/* MaxConnections counts a user's connections over all their tunnels,
+ * MaxBuffered the bytes their relays' buffers may hold (TG_RELAY_BUFFER_BYTES
+ * each), and the DaemonMax... ones the same for everyone. TRUE: all four
+ * are taken; otherwise none is, and *refused says which limit refused. */
+static gboolean
+take_connection_slot(TgSession *session, TgPolicyLimitKind *refused)
+{
+  TgUsage *user = session->usage, *daemon = session->daemon_usage;
+
+  if (!take_connection(user)) {
+    *refused = TG_POLICY_MAX_CONNECTIONS;
+    return FALSE;
+  }
+  if (!take_connection(daemon)) {
+    *refused = TG_POLICY_DAEMON_MAX_CONNECTIONS;
+    goto no_daemon_connection;
+  }
+  if (!tg_usage_take(&user->buffered, atomic_load(&user->max_buffered),
+                     TG_RELAY_BUFFER_BYTES)) {
+    *refused = TG_POLICY_MAX_BUFFERED;
+    goto no_buffer;
+  }
+  if (!tg_usage_take(&daemon->buffered, atomic_load(&daemon->max_buffered),
+                     TG_RELAY_BUFFER_BYTES)) {
+    *refused = TG_POLICY_DAEMON_MAX_BUFFERED;
+    atomic_fetch_sub(&user->buffered, TG_RELAY_BUFFER_BYTES);
+    goto no_buffer;
+  }
+  return TRUE;
+
+no_buffer:
+  atomic_fetch_sub(&daemon->connections, 1);
+no_daemon_connection:
+  atomic_fetch_sub(&user->connections, 1);
   return FALSE;
 }
 
@@ -612,6 +649,9 @@ static void
 release_connection_slot(TgSession *session)
 {
   atomic_fetch_sub(&session->usage->connections, 1);
+  atomic_fetch_sub(&session->daemon_usage->connections, 1);
+  atomic_fetch_sub(&session->usage->buffered, TG_RELAY_BUFFER_BYTES);
+  atomic_fetch_sub(&session->daemon_usage->buffered, TG_RELAY_BUFFER_BYTES);
 }
 
 static void
@@ -634,25 +674,30 @@ admit_connection(TgSession *session, const TgForward *forward, gboolean forwarde
 {
   TgSessionConfig *config = session->config;
 
-  if (!take_connection_slot(session)) {
+  TgPolicyLimitKind refused;
+
+  if (!take_connection_slot(session, &refused)) {
     g_autofree char *uid = g_strdup_printf("%u", (unsigned)config->owner.uid);
     g_autofree char *rule = NULL;
+    g_autofree char *value = NULL;
     TgPolicyLimit limit;
+    gboolean daemon_wide = refused == TG_POLICY_DAEMON_MAX_CONNECTIONS ||
+                           refused == TG_POLICY_DAEMON_MAX_BUFFERED;
 
     g_mutex_lock(&session->lock);
-    tg_policy_get_limit(config->policy, config->subject, TG_POLICY_MAX_CONNECTIONS,
-                        &limit);
+    tg_policy_get_limit(config->policy, config->subject, refused, &limit);
     rule = g_strdup_printf("%s:%u %s", limit.origin.file, limit.origin.line,
                            limit.origin.keyword);
+    value = g_strdup_printf("%s %" G_GUINT64_FORMAT " (%s:%u)", limit.origin.keyword,
+                            limit.value, limit.origin.file, limit.origin.line);
     g_mutex_unlock(&session->lock);
-    tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID",
-                 config->tunnel_id, "USER", config->owner.user_name, "UID", uid,
-                 "FORWARD", forward->spec, "DECISION", "deny", "RULE", rule, "MESSAGE",
-                 "tunnel %s: %s already has %u connections (MaxConnections at %s), "
-                 "refusing a %s one",
-                 config->tunnel_id, config->owner.user_name,
-                 atomic_load(&session->usage->max_connections), rule,
-                 forwarded ? "forwarded" : "new");
+    tg_log_event(daemon_wide ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE,
+                 "CONNECTION_REFUSED", "TUNNEL_ID", config->tunnel_id, "USER",
+                 config->owner.user_name, "UID", uid, "FORWARD", forward->spec,
+                 "DECISION", "deny", "RULE", rule, "MESSAGE",
+                 "tunnel %s: %s has reached %s, refusing a %s connection",
+                 config->tunnel_id, daemon_wide ? "the daemon" : config->owner.user_name,
+                 value, forwarded ? "forwarded" : "new");
     return FALSE;
   }
   if (session->relays->len >= MAX_CONNECTIONS_PER_TUNNEL) {
@@ -1473,8 +1518,8 @@ session_thread(gpointer data)
 
 TgSession *
 tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
-                 TgSessionStateFunc state_func, TgSessionListenFunc listen_func,
-                 gpointer user_data)
+                 TgUsage *daemon_usage, TgSessionStateFunc state_func,
+                 TgSessionListenFunc listen_func, gpointer user_data)
 {
   TgSession *session = g_new0(TgSession, 1);
   g_autofree char *name = g_strdup_printf("tunnel-%s", config->tunnel_id);
@@ -1483,6 +1528,7 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   session->config = config;
   session->counters = counters;
   session->usage = tg_usage_ref(usage);
+  session->daemon_usage = tg_usage_ref(daemon_usage);
   g_queue_init(&session->commands);
   session->context = g_main_context_ref_thread_default();
   session->state_func = state_func;
@@ -1591,6 +1637,7 @@ tg_session_free(TgSession *session)
   g_array_unref(session->remotes);
   g_assert(g_queue_is_empty(&session->commands));
   tg_usage_unref(session->usage);
+  tg_usage_unref(session->daemon_usage);
   g_free(session->pollfds);
   tg_session_config_free(session->config);
   g_main_context_unref(session->context);

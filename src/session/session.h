@@ -93,9 +93,10 @@ typedef void (*TgSessionListenFunc)(guint forward_index, const char *address,
 typedef struct _TgSession TgSession;
 
 /* Takes ownership of config. counters must outlive the session; usage (the
- * owner's connections over all tunnels) is shared and referenced. */
+ * owner's connections over all tunnels) and daemon_usage (everyone's) are
+ * shared and referenced. */
 TgSession *tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
-                            TgSessionStateFunc state_func,
+                            TgUsage *daemon_usage, TgSessionStateFunc state_func,
                             TgSessionListenFunc listen_func, gpointer user_data);
 
 /* Called in the D-Bus thread once the worker has applied a command

@@ -959,6 +959,96 @@ class LimitsTest(PolicyTestCase):
         self.open(ALICE, "tg-alice@gw", [f"L 127.0.0.1:{ports[2]}:intra:80"])
         self.assertHttpWorks(ports[2])
 
+    def test_max_listeners_and_daemon_max_tunnels(self):
+        """MaxListeners counts a user's listening sockets over all tunnels (a
+        refused tunnel binds nothing), DaemonMaxTunnels everyone's tunnels;
+        each refusal names its line, and the other users are served."""
+        w = self.w
+        self.set_policy({"policy.conf": "# limits\nMaxListeners 3\nDaemonMaxTunnels 3\n"})
+        f = self.cfg("policy.conf")
+        ports = [free_port(w) for _ in range(6)]
+        listeners = tgtest.daemon_listeners(w.daemon.pid)
+        self.open(ALICE, "tg-alice@gw", [f"L 127.0.0.1:{ports[0]}:intra:80",
+                                        f"L 127.0.0.1:{ports[1]}:intra:80"])
+        self.denied("LimitExceeded", ALICE, "tg-alice@gw",
+                    [f"L 127.0.0.1:{ports[2]}:intra:80", f"L 127.0.0.1:{ports[3]}:intra:80"],
+                    reason=f"MaxListeners 3 at {f}:2 does not allow 2 more of listeners "
+                           "(2 in use)")
+        self.assertTrue(can_listen(w, ports[2]) and can_listen(w, ports[3]))
+        self.assertEqual(len(tgtest.daemon_listeners(w.daemon.pid)), len(listeners) + 2)
+        # per user: bob's two are his own
+        self.open(BOB, "tg-bob@gw", [f"L 127.0.0.1:{ports[2]}:intra:80",
+                                    f"L 127.0.0.1:{ports[3]}:intra:80"])
+        self.open(CAROL, "tg-carol@gw", [f"L 127.0.0.1:{ports[4]}:intra:80"])
+        self.denied("LimitExceeded", BOB, "tg-bob@gw", [f"L 127.0.0.1:{ports[5]}:intra:80"],
+                    reason=f"DaemonMaxTunnels 3 at {f}:3 does not allow another tunnel in "
+                           "the daemon (3 in use)")
+        self.assertTrue(can_listen(w, ports[5]))
+        for port in (ports[0], ports[2], ports[4]):
+            self.assertHttpWorks(port, user={ports[0]: ALICE, ports[2]: BOB,
+                                             ports[4]: CAROL}[port])
+
+    def test_max_buffered_refuses_the_connection_not_the_others(self):
+        """MaxBuffered 640K holds two connections' buffers: alice's third is
+        closed at once and logged with the line; her two and bob's work."""
+        w = self.w
+        self.set_policy({"policy.conf": "MaxBuffered 640K\n"})
+        f = re.escape(self.cfg("policy.conf"))
+        pa, pb = free_port(w), free_port(w)
+        self.open(ALICE, "tg-alice@gw", [f"L 127.0.0.1:{pa}:intra:9000"])
+        self.open(BOB, "tg-bob@gw", [f"L 127.0.0.1:{pb}:intra:9000"])
+        held = [self.echo_connection(pa, b"one"), self.echo_connection(pa, b"two")]
+        mark = self.log_mark()
+        s = w.connect("client", "127.0.0.1", pa, timeout=10)
+        self.addCleanup(s.close)
+        try:
+            s.sendall(b"ECHO\nthree")
+            got = s.recv(100)
+        except (ConnectionResetError, BrokenPipeError):
+            got = b""
+        self.assertEqual(got, b"", "a third connection got through")
+        self.wait_log(rf"tg-alice has reached MaxBuffered 655360 \({f}:1\), refusing a new "
+                      r"connection", mark)
+        for s in held:
+            self.assertEchoes(s)
+        for i in range(3):
+            self.assertEchoes(self.echo_connection(pb, b"bob%d" % i))
+
+    def test_open_tunnel_flood_to_a_black_hole(self):
+        """Forty OpenTunnel calls at once to a server that never answers (its
+        SYNs are dropped): MaxTunnels 5 lets five wait for it, the others are
+        refused at once; other users are answered meanwhile, and nothing is
+        left once the five give up."""
+        w = self.w
+        self.set_policy({"policy.conf": "MaxTunnels 5\n"})
+        w.run(["nft", "add table inet blackhole; add chain inet blackhole input "
+               "{ type filter hook input priority 0; }; add rule inet blackhole input "
+               "tcp dport 2299 drop"], ns="gateway")
+        self.addCleanup(w.run, ["nft", "delete", "table", "inet", "blackhole"], ns="gateway",
+                        check=False)
+        fds = tgtest.settled_fd_count(w.daemon.pid)
+        openers = [w.spawn_as(ALICE, ["busctl", "--system", "--timeout=120", "call", BUS,
+                                      MPATH, MIFACE, "OpenTunnel", "sasa{sv}", "gw:2299", "0",
+                                      "1", "agent", "s", str(w.users[ALICE].agent_sock)],
+                              name=f"flood-{i}") for i in range(40)]
+        refused = lambda: [p for p in openers if not p.alive() and
+                           "MaxTunnels 5" in p.log()]
+        wait_for(lambda: len(refused()) == 35, timeout=60,
+                 what="35 of the 40 calls refused by MaxTunnels")
+        t0 = time.monotonic()
+        r = w.busctl(BOB, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ListTunnels")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(len([p for p in openers if p.alive()]), 5)
+        self.assertEqual(len(self.tunnels(ADMIN)), 5)
+        port = free_port(w)
+        self.open(BOB, "tg-bob@gw", [f"L 127.0.0.1:{port}:intra:80"])
+        self.assertHttpWorks(port, user=BOB)
+        close_all_tunnels(w)
+        for p in openers:
+            self.assertNotEqual(p.wait(timeout=150), 0)
+        self.assertEqual(tgtest.settled_fd_count(w.daemon.pid), fds)
+
     def test_max_connections_over_all_tunnels(self):
         w = self.w
         self.set_policy({"policy.conf": "MaxConnections 3\n"})
@@ -980,8 +1070,8 @@ class LimitsTest(PolicyTestCase):
                     got = b""
                 self.assertEqual(got, b"", "a 4th connection got through")
         f = re.escape(self.cfg("policy.conf"))
-        self.wait_log(rf"tg-alice already has 3 connections \(MaxConnections at {f}:1 "
-                      r"MaxConnections\), refusing", mark)
+        self.wait_log(rf"tg-alice has reached MaxConnections 3 \({f}:1\), refusing a new "
+                      r"connection", mark)
         # the three keep working
         for s in held:
             self.assertEchoes(s)

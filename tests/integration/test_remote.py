@@ -383,6 +383,35 @@ class SlowResolverTest(RemoteTestCase):
             self.assertRegex(p.log(), r"tunnelgated is stopping|cannot resolve")
         self.assertEqual(connect_back_elements(w), [])
 
+    def test_max_pending_calls(self):
+        """MaxPendingCalls 2: two of alice's calls wait for the resolver, her
+        third is refused at once naming the line; bob is answered."""
+        w = self.w
+        original = (w.config_dir / "policy.conf").read_text()
+        w.write_config("policy.conf", original + "MaxPendingCalls 2\n")
+        self.addCleanup(w.write_config, "policy.conf", original)
+        line = len(original.splitlines()) + 1
+        sink = self.slow_dns("dns-sink-pending")
+
+        def slow_open(i):
+            spec = f"R 0:pending{i}.tunnelgate-test.example:{DATA_PORT}"
+            return w.spawn_as(ALICE, ["busctl", "--system", BUSCTL_TIMEOUT, "call", BUS, MPATH,
+                                      MIFACE, "OpenTunnel", "sasa{sv}", "gw", "1", spec, "1",
+                                      "agent", "s", str(w.users[ALICE].agent_sock)],
+                              name=f"pending-open-{i}")
+        waiting = [slow_open(i) for i in range(2)]
+        wait_for(lambda: len([x for x in sink.log().splitlines() if x.startswith("query")]) >= 2,
+                 timeout=30, what="two names being resolved")
+        third = slow_open(2)
+        self.assertNotEqual(third.wait(timeout=30), 0)
+        self.assertIn(f"MaxPendingCalls 2 at {w.config_dir}/policy.conf:{line} does not "
+                      "allow another pending call (2 in use)", third.log())
+        self.assertTrue(all(p.alive() for p in waiting))
+        r = w.busctl(BOB, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ListTunnels")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for p in waiting:
+            self.assertNotEqual(p.wait(timeout=60), 0)
+
     # -- the one admission path, interrupted while it waits for the resolver --
 
     def open_alice_up(self):
