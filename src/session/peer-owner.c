@@ -49,9 +49,21 @@ fill_id(struct inet_diag_sockid *id, const struct sockaddr_storage *local,
   id->idiag_cookie[1] = INET_DIAG_NOCOOKIE;
 }
 
+int
+tg_peer_owner_open(GError **error)
+{
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+
+  if (fd < 0)
+    g_set_error(error, TG_ERROR, TG_ERROR_FAILED,
+                "Cannot ask the kernel who connected (sock_diag): %s", g_strerror(errno));
+  return fd;
+}
+
 static gboolean
-ask_sock_diag(const struct sockaddr_storage *local, const struct sockaddr_storage *peer,
-              gboolean *found, uid_t *uid, GError **error)
+ask_sock_diag(int fd, const struct sockaddr_storage *local,
+              const struct sockaddr_storage *peer, gboolean *found, uid_t *uid,
+              GError **error)
 {
   struct {
     struct nlmsghdr header;
@@ -72,18 +84,11 @@ ask_sock_diag(const struct sockaddr_storage *local, const struct sockaddr_storag
   struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
   ssize_t received;
   int saved;
-  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 
-  if (fd < 0) {
-    g_set_error(error, TG_ERROR, TG_ERROR_FAILED,
-                "Cannot ask the kernel who connected (sock_diag): %s", g_strerror(errno));
-    return FALSE;
-  }
   fill_id(&message.request.id, local, peer);
   if (sendto(fd, &message, sizeof message, 0, (struct sockaddr *)&kernel, sizeof kernel) <
       0) {
     saved = errno;
-    close(fd);
     g_set_error(error, TG_ERROR, TG_ERROR_FAILED,
                 "Cannot ask the kernel who connected (sock_diag): %s", g_strerror(saved));
     return FALSE;
@@ -92,7 +97,6 @@ ask_sock_diag(const struct sockaddr_storage *local, const struct sockaddr_storag
     received = recv(fd, &answer, sizeof answer, 0);
   while (received < 0 && errno == EINTR);
   saved = errno;
-  close(fd);
   if (received < 0 || !NLMSG_OK(&answer.header, (guint)received)) {
     g_set_error(error, TG_ERROR, TG_ERROR_FAILED,
                 "No answer from the kernel about who connected (sock_diag): %s",
@@ -126,7 +130,7 @@ ask_sock_diag(const struct sockaddr_storage *local, const struct sockaddr_storag
 }
 
 gboolean
-tg_peer_owner(int fd, TgPeerKind *kind, uid_t *uid, GError **error)
+tg_peer_owner(int fd, int *diag_fd, TgPeerKind *kind, uid_t *uid, GError **error)
 {
   struct sockaddr_storage local, peer;
   socklen_t local_length = sizeof local, peer_length = sizeof peer;
@@ -154,7 +158,9 @@ tg_peer_owner(int fd, TgPeerKind *kind, uid_t *uid, GError **error)
                 peer.ss_family);
     return FALSE;
   }
-  if (!ask_sock_diag(&local, &peer, &found, uid, error))
+  if (*diag_fd < 0 && (*diag_fd = tg_peer_owner_open(error)) < 0)
+    return FALSE;
+  if (!ask_sock_diag(*diag_fd, &local, &peer, &found, uid, error))
     return FALSE;
   *kind = found ? TG_PEER_LOCAL : is_loopback(&peer) ? TG_PEER_GONE : TG_PEER_REMOTE;
   return TRUE;

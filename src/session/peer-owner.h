@@ -15,6 +15,12 @@ typedef enum {
   TG_PEER_GONE,   /* a loopback peer whose socket is already gone */
 } TgPeerKind;
 
-/* FALSE with @error when the kernel cannot be asked (no descriptor left,
- * sock_diag missing): callers refuse the connection then. */
-gboolean tg_peer_owner(int fd, TgPeerKind *kind, uid_t *uid, GError **error);
+/* @diag_fd: a sock_diag socket kept by the caller between calls (-1: opened
+ * here the first time and left for the caller to close), so that a
+ * connection accepted at the descriptor limit can still be asked about.
+ * FALSE with @error when the kernel cannot be asked (sock_diag missing):
+ * callers refuse the connection then. */
+gboolean tg_peer_owner(int fd, int *diag_fd, TgPeerKind *kind, uid_t *uid,
+                       GError **error);
+/* Opens the sock_diag socket tg_peer_owner() uses; -1 and @error if it cannot. */
+int tg_peer_owner_open(GError **error);

@@ -59,6 +59,9 @@ struct _TgSession {
   gpointer user_data;
   GThread *thread;
   int wake_fd;
+  /* sock_diag, for ListenerUsers on accept: opened with the session, so
+   * that a connection accepted at the descriptor limit can be asked about */
+  int diag_fd;
   atomic_bool stop_requested;
 
   /* Duplicates of the SSH and agent sockets, kept only to shutdown() them
@@ -775,7 +778,7 @@ peer_user_allowed(TgSession *session, const TgListener *listener,
   TgPeerKind kind;
   uid_t uid = 0;
 
-  if (!tg_peer_owner(fd, &kind, &uid, &error)) {
+  if (!tg_peer_owner(fd, &session->diag_fd, &kind, &uid, &error)) {
     tg_log_event(G_LOG_LEVEL_WARNING, "CONNECTION_REFUSED", "TUNNEL_ID",
                  config->tunnel_id, "USER", config->owner.user_name, "FORWARD",
                  forward->spec, "DECISION", "deny", "RULE", "ListenerUsers", "MESSAGE",
@@ -1535,6 +1538,13 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   session->listen_func = listen_func;
   session->user_data = user_data;
   session->remotes = g_array_new(FALSE, TRUE, sizeof(RemoteListen));
+  session->diag_fd = -1;
+  for (guint i = 0; i < config->listeners->len && session->diag_fd < 0; i++) {
+    const TgListener *listener = g_ptr_array_index(config->listeners, i);
+
+    if (listener->allowed_uids != NULL)
+      session->diag_fd = tg_peer_owner_open(NULL); /* else again on accept */
+  }
   session->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   session->cancel_fds[0] = session->cancel_fds[1] = -1;
   session->agent_fd = -1;
@@ -1632,6 +1642,8 @@ tg_session_free(TgSession *session)
     g_thread_join(session->thread);
   if (session->wake_fd >= 0)
     close(session->wake_fd);
+  if (session->diag_fd >= 0)
+    close(session->diag_fd);
   g_mutex_clear(&session->lock);
   g_ptr_array_unref(session->relays);
   g_array_unref(session->remotes);

@@ -1011,8 +1011,45 @@ class LimitsTest(PolicyTestCase):
                       r"connection", mark)
         for s in held:
             self.assertEchoes(s)
-        for i in range(3):
+        for i in range(2):       # bob's own two (held until the test ends)
             self.assertEchoes(self.echo_connection(pb, b"bob%d" % i))
+
+    def test_daemon_max_connections_and_listeners(self):
+        """The daemon's own limits count everyone: with DaemonMaxConnections
+        2, bob's connection after alice's two is closed and logged naming
+        the daemon's limit; DaemonMaxListeners refuses a tunnel naming its
+        line."""
+        w = self.w
+        self.set_policy({"policy.conf": "DaemonMaxConnections 2\nDaemonMaxListeners 2\n"})
+        f = self.cfg("policy.conf")
+        pa, pb, pc = free_port(w), free_port(w), free_port(w)
+        self.open(ALICE, "tg-alice@gw", [f"L 127.0.0.1:{pa}:intra:9000"])
+        self.open(BOB, "tg-bob@gw", [f"L 127.0.0.1:{pb}:intra:9000"])
+        self.denied("LimitExceeded", CAROL, "tg-carol@gw", [f"L 127.0.0.1:{pc}:intra:80"],
+                    reason=f"DaemonMaxListeners 2 at {f}:2 does not allow another "
+                           "listener in the daemon (2 in use)")
+        held = [self.echo_connection(pa, b"one"), self.echo_connection(pa, b"two")]
+        mark = self.log_mark()
+        s = w.connect("client", "127.0.0.1", pb, timeout=10)
+        self.addCleanup(s.close)
+        try:
+            s.sendall(b"ECHO\nthree")
+            got = s.recv(100)
+        except (ConnectionResetError, BrokenPipeError):
+            got = b""
+        self.assertEqual(got, b"", "a third connection got through")
+        self.wait_log(rf"the daemon has reached DaemonMaxConnections 2 "
+                      rf"\({re.escape(f)}:1\), refusing a new connection", mark)
+        held[0].close()
+        wait_for(lambda: self.echo_works(pb), timeout=10, what="room for bob again")
+
+    def echo_works(self, port):
+        try:
+            s = self.echo_connection(port, b"again")
+            s.close()
+            return True
+        except (OSError, AssertionError):
+            return False
 
     def test_open_tunnel_flood_to_a_black_hole(self):
         """Forty OpenTunnel calls at once to a server that never answers (its

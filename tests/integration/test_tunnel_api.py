@@ -590,6 +590,60 @@ class DescriptorLimitTest(ApiTestCase):
         self.assertEqual(w.daemon.log()[mark:].count("cannot accept a connection"), 1)
 
 
+def pids_cgroup_root():
+    """The root of a pids controller to make a group in (cgroup v1 or v2), or None."""
+    v1 = "/sys/fs/cgroup/pids"
+    if os.path.exists(os.path.join(v1, "cgroup.procs")):
+        return v1
+    for v2 in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        control = os.path.join(v2, "cgroup.subtree_control")
+        if os.path.exists(control) and "pids" in open(control).read().split():
+            return v2
+    return None
+
+
+class ThreadLimitTest(ApiTestCase):
+    """No thread left for a tunnel (issue 12, finding 2): the daemon is put
+    in a pids cgroup with no room for another task, as TasksMax would; the
+    tunnel fails with LimitExceeded, the daemon answers and, given room,
+    opens the next one."""
+
+    def test_no_thread_fails_the_tunnel_not_the_daemon(self):
+        w = self.w
+        root = pids_cgroup_root()
+        if root is None:
+            self.skipTest("no pids cgroup controller on this machine to limit threads with")
+        group = os.path.join(root, f"tg-test-{os.getpid()}")
+        os.mkdir(group)
+        pid = self.pid
+
+        def back():
+            with open(os.path.join(root, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+            os.rmdir(group)
+        self.addCleanup(back)
+        with open(os.path.join(group, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+        tasks = len(os.listdir(f"/proc/{pid}/task"))
+        with open(os.path.join(group, "pids.max"), "w") as f:
+            f.write(str(tasks))
+        r = busctl_open(w, ALICE, "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
+                        agent_option(w, ALICE))
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertIn("no thread for it", r.stderr)
+        self.assertTrue(w.daemon.alive())
+        self.assertEqual(list_tunnels(w, ALICE), [])
+        r = w.busctl(BOB, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ListTunnels")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(group, "pids.max"), "w") as f:
+            f.write("max")
+        path = busctl_open_ok(w, ALICE, "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
+                              agent_option(w, ALICE))
+        port = self.listener_port(path)
+        r = tgtest.curl(w, ALICE, f"http://127.0.0.1:{port}/")
+        self.assertEqual(r.stdout.encode(), w.intranet_page, r.stderr)
+
+
 class AddForwardCloseRaceTest(ApiTestCase):
     """AddForward racing the tunnel's end (issue 12, finding 3): every call is
     answered, added or with a clear error; the daemon never reads a tunnel
