@@ -609,6 +609,7 @@ tg_nflog_open(guint16 group, GError **error)
   if (socket == NULL)
     return NULL;
   seq = ++socket->seq;
+  memset(buffer, 0, sizeof buffer); /* attribute padding is sent too */
   message = mnl_nlmsg_put_header(buffer);
   message->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
   message->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
