@@ -313,6 +313,35 @@ gboolean tg_policy_is_lockdown_exempt(const TgPolicy *policy,
 gboolean tg_policy_is_sftp_only(const TgPolicy *policy, const TgPolicySubject *subject,
                                 TgPolicyOrigin *origin);
 
+/* SftpOnly as sshd sees it: the conditions of sshd_config Match lines
+ * ("Group sftp User \"*,!bob\"", or "All") under which SftpOnly is yes,
+ * in order, for the server-mode drop-in. Match blocks with "SftpOnly no"
+ * before a yes block become negated lists in its lines, so sshd matches
+ * exactly the users the policy marks, whatever NSS source they come from
+ * and without listing them. What cannot be written for sshd (a name with
+ * '"' or a control character, too many lines) is left out, and @notes
+ * gets a "file:line: ..." text for it. */
+GPtrArray *tg_policy_sftp_only_sshd_matches(const TgPolicy *policy, GPtrArray *notes);
+
+/* @text as one word of an sshd_config Match line (quoted when needed), or
+ * NULL when sshd cannot read it back. */
+char *tg_policy_sshd_word(const char *text);
+
+/* A user or group pattern of a Match block that sets SftpOnly or
+ * ServerPermitOpen. */
+typedef struct {
+  gboolean group;    /* Match Group (else Match User) */
+  gboolean negated;  /* written "!name" */
+  gboolean wildcard; /* has '*' or '?' */
+  char *name;        /* without the '!' */
+  const char *file;  /* owned by the policy */
+  guint line;
+} TgPolicyServerName;
+
+/* Every such pattern, in policy order (TgPolicyServerName*, owned by the
+ * array). */
+GPtrArray *tg_policy_server_names(const TgPolicy *policy);
+
 /* An allow-list as its effective value for one subject. */
 typedef struct {
   gboolean any;             /* "any" (the default): no restriction */
