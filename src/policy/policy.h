@@ -73,7 +73,8 @@ typedef struct {
 TgPolicySubject *tg_policy_subject_new(const char *user, uid_t uid,
                                        const char *const *groups);
 /* From NSS: getpwuid_r, getgrouplist, getgrgid_r. Groups without a name
- * are left out. TG_ERROR_NOT_FOUND for an unknown uid. */
+ * are left out. TG_ERROR_NOT_FOUND for a uid NSS says has no account,
+ * TG_ERROR_FAILED when NSS could not answer. */
 TgPolicySubject *tg_policy_subject_from_uid(uid_t uid, GError **error);
 /* NULL for NULL. */
 TgPolicySubject *tg_policy_subject_copy(const TgPolicySubject *subject);
