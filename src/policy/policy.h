@@ -12,6 +12,7 @@
  *   policy-match.c      host/port patterns, the allow-list index, user and
  *                       group pattern lists
  *   policy-parser.c     keywords and values, Match blocks, file order
+ *   policy-sshd.c       SftpOnly as sshd Match conditions (server mode)
  *   policy.c            which value applies to whom, decisions, the dump
  *   policy-subject.c    who the caller is, from NSS (the only impure part) */
 #pragma once
