@@ -2,6 +2,7 @@
 #include "accounts.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <pwd.h>
 
 static void
@@ -47,4 +48,38 @@ tg_accounts_list(void)
   endpwent();
   g_mutex_unlock(&lock);
   return accounts;
+}
+
+GPtrArray *
+tg_accounts_list_groups(void)
+{
+  static GMutex lock;
+  GPtrArray *groups = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+  gsize size = 4096;
+  g_autofree char *buffer = g_malloc(size);
+  struct group entry, *result;
+
+  g_mutex_lock(&lock);
+  setgrent();
+  for (;;) {
+    int rc = getgrent_r(&entry, buffer, size, &result);
+
+    if (rc == ERANGE && size < 16 * 1024 * 1024) {
+      size *= 2;
+      buffer = g_realloc(buffer, size);
+      continue;
+    }
+    if (rc != 0 || result == NULL)
+      break;
+    if (!g_hash_table_contains(seen, entry.gr_name)) {
+      char *name = g_strdup(entry.gr_name);
+
+      g_ptr_array_add(groups, name);
+      g_hash_table_add(seen, name);
+    }
+  }
+  endgrent();
+  g_mutex_unlock(&lock);
+  return groups;
 }

@@ -52,6 +52,8 @@ struct _TgEnforcer {
   GArray *resolved;        /* TgFirewallAddress: PermitServer names, resolved */
   GPtrArray *server_names; /* char*: PermitServer names to resolve */
   GHashTable *guards;      /* "family/address/port" -> Guard */
+  TgFirewallUnknownFunc unknown_func; /* server mode: handed to every table */
+  gpointer unknown_data;
   GQueue refusals;         /* char*: the latest refused local connections, newest first */
   gint64 refusal_second;   /* rate limit of the journal lines */
   guint refusals_this_second;
@@ -64,6 +66,7 @@ struct _TgEnforcer {
   GArray *sftp_only_uids; /* guint32: server mode */
   GArray *jump_uids;      /* guint32 */
   GArray *jump_rules;     /* TgFirewallJumpRule */
+  GArray *known_uids;     /* guint32 */
 };
 
 typedef struct {
@@ -112,6 +115,7 @@ tg_enforcer_new(gboolean may_own)
   enforcer->sftp_only_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
   enforcer->jump_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
   enforcer->jump_rules = g_array_new(FALSE, FALSE, sizeof(TgFirewallJumpRule));
+  enforcer->known_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
   enforcer->exempt_uids = g_array_new(FALSE, FALSE, sizeof(guint32));
   enforcer->server_networks = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
   enforcer->resolved = g_array_new(FALSE, FALSE, sizeof(TgFirewallAddress));
@@ -144,6 +148,7 @@ tg_enforcer_free(TgEnforcer *enforcer)
   g_array_unref(enforcer->sftp_only_uids);
   g_array_unref(enforcer->jump_uids);
   g_array_unref(enforcer->jump_rules);
+  g_array_unref(enforcer->known_uids);
   g_array_unref(enforcer->shape.ssh_ports);
   g_free(enforcer);
 }
@@ -447,6 +452,8 @@ install(TgEnforcer *enforcer, const Shape *shape, GError **error)
     .n_jump_uids = enforcer->jump_uids->len,
     .jump_rules = (const TgFirewallJumpRule *)enforcer->jump_rules->data,
     .n_jump_rules = enforcer->jump_rules->len,
+    .known_uids = (const guint32 *)enforcer->known_uids->data,
+    .n_known_uids = enforcer->known_uids->len,
   };
   g_autoptr(TgFirewall) firewall = tg_firewall_new(&config, error);
   GHashTableIter iter;
@@ -471,6 +478,7 @@ install(TgEnforcer *enforcer, const Shape *shape, GError **error)
     }
   }
   tg_firewall_set_refusal_handler(firewall, on_refusal, enforcer);
+  tg_firewall_set_unknown_handler(firewall, enforcer->unknown_func, enforcer->unknown_data);
   if (!tg_firewall_watch(firewall, NULL, error))
     return NULL;
   return g_steal_pointer(&firewall);
@@ -707,19 +715,56 @@ replace_array(GArray **array, const void *data, gsize n)
 }
 
 gboolean
-tg_enforcer_set_server_users(TgEnforcer *enforcer, const guint32 *sftp_only_uids,
-                             gsize n_sftp_only, const guint32 *jump_uids, gsize n_jump,
-                             const TgFirewallJumpRule *rules, gsize n_rules,
+tg_enforcer_set_server_users(TgEnforcer *enforcer, const TgFirewallServerUsers *users,
                              GError **error)
 {
   if (enforcer->firewall != NULL && enforcer->shape.server_mode &&
-      !tg_firewall_set_server_users(enforcer->firewall, sftp_only_uids, n_sftp_only,
-                                    jump_uids, n_jump, rules, n_rules, error))
+      !tg_firewall_set_server_users(enforcer->firewall, users, error))
     return FALSE;
-  replace_array(&enforcer->sftp_only_uids, sftp_only_uids, n_sftp_only);
-  replace_array(&enforcer->jump_uids, jump_uids, n_jump);
-  replace_array(&enforcer->jump_rules, rules, n_rules);
+  replace_array(&enforcer->sftp_only_uids, users->sftp_only_uids, users->n_sftp_only_uids);
+  replace_array(&enforcer->jump_uids, users->jump_uids, users->n_jump_uids);
+  replace_array(&enforcer->jump_rules, users->jump_rules, users->n_jump_rules);
+  replace_array(&enforcer->known_uids, users->known_uids, users->n_known_uids);
   return TRUE;
+}
+
+gboolean
+tg_enforcer_add_server_users(TgEnforcer *enforcer, const TgFirewallServerUsers *users,
+                             GError **error)
+{
+  if (enforcer->firewall != NULL && enforcer->shape.server_mode &&
+      !tg_firewall_add_server_users(enforcer->firewall, users, error))
+    return FALSE;
+  g_array_append_vals(enforcer->sftp_only_uids, users->sftp_only_uids,
+                      users->n_sftp_only_uids);
+  g_array_append_vals(enforcer->jump_uids, users->jump_uids, users->n_jump_uids);
+  g_array_append_vals(enforcer->jump_rules, users->jump_rules, users->n_jump_rules);
+  g_array_append_vals(enforcer->known_uids, users->known_uids, users->n_known_uids);
+  return TRUE;
+}
+
+void
+tg_enforcer_set_unknown_handler(TgEnforcer *enforcer, TgFirewallUnknownFunc func,
+                                gpointer user_data)
+{
+  enforcer->unknown_func = func;
+  enforcer->unknown_data = user_data;
+  if (enforcer->firewall != NULL)
+    tg_firewall_set_unknown_handler(enforcer->firewall, func, user_data);
+}
+
+const char *
+tg_enforcer_get_log_error(const TgEnforcer *enforcer)
+{
+  return enforcer->firewall != NULL ? tg_firewall_get_log_error(enforcer->firewall) : NULL;
+}
+
+GArray *
+tg_enforcer_read_unknown_uids(TgEnforcer *enforcer, GError **error)
+{
+  if (enforcer->firewall == NULL || !enforcer->shape.server_mode)
+    return g_array_new(FALSE, FALSE, sizeof(guint32));
+  return tg_firewall_read_unknown_uids(enforcer->firewall, error);
 }
 
 guint32

@@ -65,13 +65,23 @@ gboolean tg_enforcer_add_connect_back(TgEnforcer *enforcer,
 void tg_enforcer_remove_connect_back(TgEnforcer *enforcer,
                                      const struct sockaddr_storage *address);
 
-/* Server mode: the uids whose sockets carry nothing (SFTP-only) and the
- * jump-host uids with their allowed destinations. Kept across table
- * replacements. */
-gboolean tg_enforcer_set_server_users(TgEnforcer *enforcer, const guint32 *sftp_only_uids,
-                                      gsize n_sftp_only, const guint32 *jump_uids,
-                                      gsize n_jump, const TgFirewallJumpRule *rules,
-                                      gsize n_rules, GError **error);
+/* Server mode: the uids whose sockets carry nothing (SFTP-only), the
+ * jump-host uids with their allowed destinations, and every uid placed
+ * (those and the unrestricted: the kernel drops the packets of the rest).
+ * Kept across table replacements. _add_ adds uids placed since. */
+gboolean tg_enforcer_set_server_users(TgEnforcer *enforcer,
+                                      const TgFirewallServerUsers *users, GError **error);
+gboolean tg_enforcer_add_server_users(TgEnforcer *enforcer,
+                                      const TgFirewallServerUsers *users, GError **error);
+/* Server mode: @func is called when the kernel reports packets of uids not
+ * placed (tg_firewall_set_unknown_handler()), whatever table is in force. */
+void tg_enforcer_set_unknown_handler(TgEnforcer *enforcer, TgFirewallUnknownFunc func,
+                                     gpointer user_data);
+/* Why the table's nflog group is not bound, or NULL. */
+const char *tg_enforcer_get_log_error(const TgEnforcer *enforcer);
+/* Server mode: the uids whose packets the kernel dropped as unknown lately
+ * (guint32; empty when no table or no server mode). */
+GArray *tg_enforcer_read_unknown_uids(TgEnforcer *enforcer, GError **error);
 
 /* The live table for `tunnelgatectl firewall`. */
 char *tg_enforcer_describe(TgEnforcer *enforcer);

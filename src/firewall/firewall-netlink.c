@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/common.h>
 #include <linux/netfilter.h>
@@ -211,10 +212,9 @@ tg_nft_socket_commit(TgNftSocket *socket, TgNftBatch *batch, int *errno_out,
   return first_error == 0;
 }
 
-gboolean
-tg_nft_socket_dump(TgNftSocket *socket, guint16 msg_type, guint16 family,
-                   const char *table, TgNftDumpFunc callback, gpointer user_data,
-                   GError **error)
+static gboolean
+dump(TgNftSocket *socket, guint16 msg_type, guint16 family, const char *table,
+     const char *set, TgNftDumpFunc callback, gpointer user_data, GError **error)
 {
   char *buffer = (char *)socket->buffer;
   guint32 seq = socket->seq++;
@@ -225,6 +225,8 @@ tg_nft_socket_dump(TgNftSocket *socket, guint16 msg_type, guint16 family,
 
   if (table != NULL)
     mnl_attr_put_strz(request, 1 /* NFTA_*_TABLE */, table);
+  if (set != NULL)
+    mnl_attr_put_strz(request, NFTA_SET_ELEM_LIST_SET, set);
   if (mnl_socket_sendto(socket->nl, request, request->nlmsg_len) < 0) {
     set_netlink_error(error, errno, "a dump request", NULL);
     return FALSE;
@@ -255,6 +257,22 @@ tg_nft_socket_dump(TgNftSocket *socket, guint16 msg_type, guint16 family,
       callback(message, user_data);
     }
   }
+}
+
+gboolean
+tg_nft_socket_dump(TgNftSocket *socket, guint16 msg_type, guint16 family,
+                   const char *table, TgNftDumpFunc callback, gpointer user_data,
+                   GError **error)
+{
+  return dump(socket, msg_type, family, table, NULL, callback, user_data, error);
+}
+
+gboolean
+tg_nft_socket_dump_elements(TgNftSocket *socket, guint16 family, const char *table,
+                            const char *set, TgNftDumpFunc callback, gpointer user_data,
+                            GError **error)
+{
+  return dump(socket, NFT_MSG_GETSETELEM, family, table, set, callback, user_data, error);
 }
 
 /* ---- batches ---- */
@@ -449,6 +467,26 @@ tg_nft_add_lookup(struct nftnl_rule *rule, guint32 sreg, const char *set_name)
 }
 
 void
+tg_nft_add_lookup_inverted(struct nftnl_rule *rule, guint32 sreg, const char *set_name)
+{
+  struct nftnl_expr *expr = expr_new("lookup");
+  nftnl_expr_set_u32(expr, NFTNL_EXPR_LOOKUP_SREG, sreg);
+  nftnl_expr_set_str(expr, NFTNL_EXPR_LOOKUP_SET, set_name);
+  nftnl_expr_set_u32(expr, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+  nftnl_rule_add_expr(rule, expr);
+}
+
+void
+tg_nft_add_dynset_add(struct nftnl_rule *rule, guint32 sreg, const char *set_name)
+{
+  struct nftnl_expr *expr = expr_new("dynset");
+  nftnl_expr_set_u32(expr, NFTNL_EXPR_DYNSET_SREG_KEY, sreg);
+  nftnl_expr_set_u32(expr, NFTNL_EXPR_DYNSET_OP, NFT_DYNSET_OP_ADD);
+  nftnl_expr_set_str(expr, NFTNL_EXPR_DYNSET_SET_NAME, set_name);
+  nftnl_rule_add_expr(rule, expr);
+}
+
+void
 tg_nft_add_verdict(struct nftnl_rule *rule, int verdict, const char *chain)
 {
   struct nftnl_expr *expr = expr_new("immediate");
@@ -482,6 +520,7 @@ tg_nft_add_log_group(struct nftnl_rule *rule, guint16 group, const char *prefix)
   struct nftnl_expr *expr = expr_new("log");
   nftnl_expr_set_u16(expr, NFTNL_EXPR_LOG_GROUP, group);
   nftnl_expr_set_str(expr, NFTNL_EXPR_LOG_PREFIX, prefix);
+  nftnl_expr_set_u16(expr, NFTNL_EXPR_LOG_QTHRESHOLD, 1); /* at once, not in batches */
   nftnl_rule_add_expr(rule, expr);
 }
 
@@ -609,6 +648,7 @@ tg_nflog_open(guint16 group, GError **error)
   if (socket == NULL)
     return NULL;
   seq = ++socket->seq;
+  memset(buffer, 0, sizeof buffer); /* attribute padding is sent too */
   message = mnl_nlmsg_put_header(buffer);
   message->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
   message->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;

@@ -39,6 +39,12 @@ gboolean tg_nft_socket_dump(TgNftSocket *socket, guint16 msg_type, guint16 famil
                             const char *table, TgNftDumpFunc callback, gpointer user_data,
                             GError **error);
 
+/* The elements of one set: NFT_MSG_NEWSETELEM messages, one callback each. */
+gboolean tg_nft_socket_dump_elements(TgNftSocket *socket, guint16 family,
+                                     const char *table, const char *set,
+                                     TgNftDumpFunc callback, gpointer user_data,
+                                     GError **error);
+
 /* ---- batches ---- */
 TgNftBatch *tg_nft_batch_new(void);
 void tg_nft_batch_free(TgNftBatch *batch);
@@ -71,10 +77,16 @@ void tg_nft_add_cmp(struct nftnl_rule *rule, guint32 sreg, guint32 op, const voi
 void tg_nft_add_bitwise(struct nftnl_rule *rule, guint32 reg, const void *mask,
                         guint32 length);
 void tg_nft_add_lookup(struct nftnl_rule *rule, guint32 sreg, const char *set_name);
+/* The key in @sreg is NOT in the set. */
+void tg_nft_add_lookup_inverted(struct nftnl_rule *rule, guint32 sreg,
+                                const char *set_name);
+/* Adds the key in @sreg to a dynamic set (from the packet path). */
+void tg_nft_add_dynset_add(struct nftnl_rule *rule, guint32 sreg, const char *set_name);
 void tg_nft_add_verdict(struct nftnl_rule *rule, int verdict, const char *chain);
 void tg_nft_add_counter_ref(struct nftnl_rule *rule, const char *counter_name);
 void tg_nft_add_log(struct nftnl_rule *rule, const char *prefix);
-/* log to an nflog group (read with tg_nflog_open()) instead of the kernel log */
+/* log to an nflog group (read with tg_nflog_open()) instead of the kernel log,
+ * each packet at once */
 void tg_nft_add_log_group(struct nftnl_rule *rule, guint16 group, const char *prefix);
 void tg_nft_add_reject_tcp_reset(struct nftnl_rule *rule);
 

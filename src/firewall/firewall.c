@@ -43,6 +43,10 @@
 #define COUNTER_SERVER "server_rejects"
 #define COUNTER_OWNER "owner_rejects"
 #define OWNER_LOG_PREFIX "tunnelgate-listener-user: "
+#define COUNTER_UNKNOWN "server_unknown_drops"
+#define UNKNOWN_LOG_PREFIX "tunnelgate-unknown-uid: "
+#define UNKNOWN_TIMEOUT_MS 30000
+#define UNKNOWN_SIZE 65536
 
 typedef struct {
   const char *name;
@@ -51,6 +55,8 @@ typedef struct {
   guint32 flags;
   gboolean host_order; /* for `nft list`: keys are not big-endian */
   guint8 fields[3];    /* NFT_SET_CONCAT: the length of each field */
+  guint64 timeout_ms;  /* NFT_SET_TIMEOUT: the elements' lifetime */
+  guint32 size;        /* 0: no limit */
 } SetDefinition;
 
 static const SetDefinition set_definitions[] = {
@@ -87,6 +93,18 @@ static const SetDefinition set_definitions[] = {
    * uid . destination . port */
   { "sftp_only_uids", TYPE_UID, 4, 0, TRUE },
   { "jump_uids", TYPE_UID, 4, 0, TRUE },
+  /* every uid the daemon has placed (0 always); the packets of others are
+   * dropped, their uids added from the packet path to server_unknown_uids,
+   * where the daemon finds them */
+  { "server_known_uids", TYPE_UID, 4, 0, TRUE },
+  { "server_unknown_uids",
+    TYPE_UID,
+    4,
+    NFT_SET_TIMEOUT | NFT_SET_EVAL,
+    TRUE,
+    { 0 },
+    UNKNOWN_TIMEOUT_MS,
+    UNKNOWN_SIZE },
   /* uid . network . port range: an interval concatenation (the kernel's
    * pipapo backend, 5.6+), each element a start and an end key */
   { "jump_allow_v4",
@@ -129,6 +147,7 @@ struct _TgFirewall {
   GArray *sftp_only_uids; /* guint32 */
   GArray *jump_uids;      /* guint32 */
   GArray *jump_rules;     /* TgFirewallJumpRule */
+  GArray *known_uids;     /* guint32, without 0 (always known) */
   gboolean detect_ssh_banner;
   gboolean listener_guard;
   gboolean connect_back_pinning;
@@ -160,6 +179,10 @@ struct _TgFirewall {
   GSource *log_source;
   TgFirewallRefusalFunc refusal_func;
   gpointer refusal_data;
+  char *log_error; /* why there is no nflog socket, or NULL */
+  TgFirewallUnknownFunc unknown_func;
+  gpointer unknown_data;
+  gboolean unknown_seen; /* while reading the log */
 };
 
 /* ---- small helpers ---- */
@@ -452,18 +475,15 @@ write_uid_set(TgNftBatch *batch, const char *set_name, GArray *uids)
 
 /* uid (host order) . address . port (network order, in a 4-byte slot) */
 static void
-write_server_sets(TgFirewall *firewall, TgNftBatch *batch)
+write_jump_rules(TgNftBatch *batch, GArray *rules)
 {
-  write_uid_set(batch, "sftp_only_uids", firewall->sftp_only_uids);
-  write_uid_set(batch, "jump_uids", firewall->jump_uids);
   for (int v6 = 0; v6 < 2; v6++) {
     ElementWriter writer = { 0 };
 
     writer_start(&writer, batch, NFT_MSG_NEWSETELEM,
                  v6 ? "jump_allow_v6" : "jump_allow_v4");
-    for (guint i = 0; i < firewall->jump_rules->len; i++) {
-      const TgFirewallJumpRule *rule =
-          &g_array_index(firewall->jump_rules, TgFirewallJumpRule, i);
+    for (guint i = 0; i < rules->len; i++) {
+      const TgFirewallJumpRule *rule = &g_array_index(rules, TgFirewallJumpRule, i);
       TgFirewallAddress first = rule->network, last = rule->network;
       guint8 key[24], key_end[24];
       guint32 length, n = address_length(rule->network.family);
@@ -494,6 +514,24 @@ family_port_key(guint8 *key, int family, guint16 port)
   key[0] = family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6;
   memcpy(key + 4, &port_be, sizeof port_be);
   return 8;
+}
+
+static void
+write_server_sets(TgFirewall *firewall, TgNftBatch *batch)
+{
+  const guint32 root = 0;
+
+  write_uid_set(batch, "sftp_only_uids", firewall->sftp_only_uids);
+  write_uid_set(batch, "jump_uids", firewall->jump_uids);
+  write_uid_set(batch, "server_known_uids", firewall->known_uids);
+  {
+    ElementWriter writer = { 0 };
+
+    writer_start(&writer, batch, NFT_MSG_NEWSETELEM, "server_known_uids");
+    writer_add(&writer, &root, 4, 0);
+    writer_flush(&writer);
+  }
+  write_jump_rules(batch, firewall->jump_rules);
 }
 
 static void
@@ -736,6 +774,25 @@ write_server_rules(TgFirewall *firewall, TgNftBatch *batch)
   tg_nft_add_lookup(rule, NFT_REG_1, "jump_uids");
   tg_nft_add_verdict(rule, NFT_JUMP, "server_jump");
   batch_rule(batch, rule, "jump-host uid -> server_jump");
+  for (guint i = 0; i < G_N_ELEMENTS(base); i++) {
+    rule = rule_new(base[i]);
+    tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG_1);
+    tg_nft_add_lookup_inverted(rule, NFT_REG_1, "server_known_uids");
+    tg_nft_add_verdict(rule, NFT_JUMP, "server_unknown");
+    batch_rule(batch, rule, "unknown uid -> server_unknown");
+  }
+
+  /* a full set makes the dynset fail and end its rule: the drop is a rule
+   * of its own */
+  rule = rule_new("server_unknown");
+  tg_nft_add_meta(rule, NFT_META_SKUID, NFT_REG_1);
+  tg_nft_add_dynset_add(rule, NFT_REG_1, "server_unknown_uids");
+  batch_rule(batch, rule, "unknown uid -> server_unknown_uids");
+  rule = rule_new("server_unknown");
+  tg_nft_add_counter_ref(rule, COUNTER_UNKNOWN);
+  tg_nft_add_log_group(rule, TG_FIREWALL_LOG_GROUP, UNKNOWN_LOG_PREFIX);
+  tg_nft_add_verdict(rule, NF_DROP, NULL);
+  batch_rule(batch, rule, "unknown uid drop");
 
   rule = rule_new("server_sftp");
   tg_nft_add_meta(rule, NFT_META_L4PROTO, NFT_REG_1);
@@ -1034,6 +1091,10 @@ batch_sets(TgNftBatch *batch)
     if (definition->flags & NFT_SET_CONCAT)
       nftnl_set_set_data(set, NFTNL_SET_DESC_CONCAT, definition->fields,
                          sizeof definition->fields);
+    if (definition->timeout_ms != 0)
+      nftnl_set_set_u64(set, NFTNL_SET_TIMEOUT, definition->timeout_ms);
+    if (definition->size != 0)
+      nftnl_set_set_u32(set, NFTNL_SET_DESC_SIZE, definition->size);
     if (definition->host_order) {
       struct nftnl_udata_buf *userdata = nftnl_udata_buf_alloc(64);
       nftnl_udata_put_u32(userdata, NFTNL_UDATA_SET_KEYBYTEORDER, BYTEORDER_HOST_ENDIAN);
@@ -1080,6 +1141,7 @@ build_full_batch(TgFirewall *firewall, guint32 table_flags)
   batch_counter(batch, COUNTER_CONNECT_BACK);
   batch_counter(batch, COUNTER_SERVER);
   batch_counter(batch, COUNTER_OWNER);
+  batch_counter(batch, COUNTER_UNKNOWN);
   batch_sets(batch);
   write_server_sets(firewall, batch);
   write_ssh_ports(firewall, batch);
@@ -1099,6 +1161,7 @@ build_full_batch(TgFirewall *firewall, guint32 table_flags)
   batch_chain(batch, "banner", -1);
   batch_chain(batch, "server_sftp", -1);
   batch_chain(batch, "server_jump", -1);
+  batch_chain(batch, "server_unknown", -1);
   batch_chain(batch, "output", NF_INET_LOCAL_OUT);
   batch_chain(batch, "input", NF_INET_LOCAL_IN);
   if (firewall->server_mode)
@@ -1232,6 +1295,8 @@ tg_firewall_new(const TgFirewallConfig *config, GError **error)
       copy_array(config->jump_uids, config->n_jump_uids, sizeof(guint32));
   firewall->jump_rules =
       copy_array(config->jump_rules, config->n_jump_rules, sizeof(TgFirewallJumpRule));
+  firewall->known_uids =
+      copy_array(config->known_uids, config->n_known_uids, sizeof(guint32));
   firewall->listeners =
       g_hash_table_new_full(g_str_hash, g_str_equal, g_free, listener_free);
   firewall->connect_backs =
@@ -1280,10 +1345,12 @@ tg_firewall_free(TgFirewall *firewall)
   g_clear_pointer(&firewall->sftp_only_uids, g_array_unref);
   g_clear_pointer(&firewall->jump_uids, g_array_unref);
   g_clear_pointer(&firewall->jump_rules, g_array_unref);
+  g_clear_pointer(&firewall->known_uids, g_array_unref);
   if (firewall->tamper_notes != NULL)
     g_string_free(firewall->tamper_notes, TRUE);
   g_free(firewall->last_note);
   g_free(firewall->tamper_who);
+  g_free(firewall->log_error);
   g_free(firewall->log_prefix);
   g_free(firewall);
 }
@@ -1488,16 +1555,9 @@ tg_firewall_set_exempt_uids(TgFirewall *firewall, const guint32 *uids, gsize n_u
   return TRUE;
 }
 
-gboolean
-tg_firewall_set_server_users(TgFirewall *firewall, const guint32 *sftp_only_uids,
-                             gsize n_sftp_only, const guint32 *jump_uids, gsize n_jump,
-                             const TgFirewallJumpRule *rules, gsize n_rules,
-                             GError **error)
+static gboolean
+validate_jump_rules(const TgFirewallJumpRule *rules, gsize n_rules, GError **error)
 {
-  GArray *old[3] = { firewall->sftp_only_uids, firewall->jump_uids,
-                     firewall->jump_rules };
-  g_autoptr(TgNftBatch) batch = tg_nft_batch_new();
-
   for (gsize i = 0; i < n_rules; i++) {
     if (!validate_address(&rules[i].network, FALSE, "Jump-host destination", error))
       return FALSE;
@@ -1508,26 +1568,113 @@ tg_firewall_set_server_users(TgFirewall *firewall, const guint32 *sftp_only_uids
       return FALSE;
     }
   }
-  firewall->sftp_only_uids = copy_array(sftp_only_uids, n_sftp_only, sizeof(guint32));
-  firewall->jump_uids = copy_array(jump_uids, n_jump, sizeof(guint32));
-  firewall->jump_rules = copy_array(rules, n_rules, sizeof(TgFirewallJumpRule));
+  return TRUE;
+}
+
+gboolean
+tg_firewall_set_server_users(TgFirewall *firewall, const TgFirewallServerUsers *users,
+                             GError **error)
+{
+  GArray *old[4] = { firewall->sftp_only_uids, firewall->jump_uids, firewall->jump_rules,
+                     firewall->known_uids };
+  g_autoptr(TgNftBatch) batch = tg_nft_batch_new();
+
+  if (!validate_jump_rules(users->jump_rules, users->n_jump_rules, error))
+    return FALSE;
+  firewall->sftp_only_uids =
+      copy_array(users->sftp_only_uids, users->n_sftp_only_uids, sizeof(guint32));
+  firewall->jump_uids = copy_array(users->jump_uids, users->n_jump_uids, sizeof(guint32));
+  firewall->jump_rules =
+      copy_array(users->jump_rules, users->n_jump_rules, sizeof(TgFirewallJumpRule));
+  firewall->known_uids =
+      copy_array(users->known_uids, users->n_known_uids, sizeof(guint32));
   batch_flush_set(batch, "sftp_only_uids");
   batch_flush_set(batch, "jump_uids");
   batch_flush_set(batch, "jump_allow_v4");
   batch_flush_set(batch, "jump_allow_v6");
+  batch_flush_set(batch, "server_known_uids");
   write_server_sets(firewall, batch);
   if (!commit_update(firewall, batch, error)) {
     g_array_unref(firewall->sftp_only_uids);
     g_array_unref(firewall->jump_uids);
     g_array_unref(firewall->jump_rules);
+    g_array_unref(firewall->known_uids);
     firewall->sftp_only_uids = old[0];
     firewall->jump_uids = old[1];
     firewall->jump_rules = old[2];
+    firewall->known_uids = old[3];
     return FALSE;
   }
   for (guint i = 0; i < G_N_ELEMENTS(old); i++)
     g_array_unref(old[i]);
   return TRUE;
+}
+
+gboolean
+tg_firewall_add_server_users(TgFirewall *firewall, const TgFirewallServerUsers *users,
+                             GError **error)
+{
+  g_autoptr(TgNftBatch) batch = tg_nft_batch_new();
+  g_autoptr(GArray) sftp_only =
+      copy_array(users->sftp_only_uids, users->n_sftp_only_uids, sizeof(guint32));
+  g_autoptr(GArray) jump = copy_array(users->jump_uids, users->n_jump_uids, sizeof(guint32));
+  g_autoptr(GArray) rules =
+      copy_array(users->jump_rules, users->n_jump_rules, sizeof(TgFirewallJumpRule));
+  g_autoptr(GArray) known =
+      copy_array(users->known_uids, users->n_known_uids, sizeof(guint32));
+
+  if (!validate_jump_rules(users->jump_rules, users->n_jump_rules, error))
+    return FALSE;
+  /* the restrictions first: a uid is known only with them in place */
+  write_uid_set(batch, "sftp_only_uids", sftp_only);
+  write_uid_set(batch, "jump_uids", jump);
+  write_jump_rules(batch, rules);
+  write_uid_set(batch, "server_known_uids", known);
+  if (!commit_update(firewall, batch, error))
+    return FALSE;
+  g_array_append_vals(firewall->sftp_only_uids, sftp_only->data, sftp_only->len);
+  g_array_append_vals(firewall->jump_uids, jump->data, jump->len);
+  g_array_append_vals(firewall->jump_rules, rules->data, rules->len);
+  g_array_append_vals(firewall->known_uids, known->data, known->len);
+  return TRUE;
+}
+
+static void
+on_unknown_element(const struct nlmsghdr *message, gpointer user_data)
+{
+  GArray *uids = user_data;
+  struct nftnl_set *set = nftnl_set_alloc();
+  struct nftnl_set_elems_iter *iter;
+  struct nftnl_set_elem *element;
+
+  if (nftnl_set_elems_nlmsg_parse(message, set) == 0 &&
+      (iter = nftnl_set_elems_iter_create(set)) != NULL) {
+    while ((element = nftnl_set_elems_iter_next(iter)) != NULL) {
+      guint32 length = 0;
+      const void *key = nftnl_set_elem_get(element, NFTNL_SET_ELEM_KEY, &length);
+      guint32 uid;
+
+      if (key == NULL || length != sizeof uid)
+        continue;
+      memcpy(&uid, key, sizeof uid);
+      g_array_append_val(uids, uid);
+    }
+    nftnl_set_elems_iter_destroy(iter);
+  }
+  nftnl_set_free(set);
+}
+
+GArray *
+tg_firewall_read_unknown_uids(TgFirewall *firewall, GError **error)
+{
+  g_autoptr(GArray) uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+
+  if (!firewall->server_mode)
+    return g_steal_pointer(&uids);
+  if (!tg_nft_socket_dump_elements(firewall->socket, NFPROTO_INET, TABLE,
+                                   "server_unknown_uids", on_unknown_element, uids, error))
+    return NULL;
+  return g_steal_pointer(&uids);
 }
 
 gboolean
@@ -1652,6 +1799,20 @@ on_events_readable(int fd, GIOCondition condition, gpointer user_data)
 }
 
 void
+tg_firewall_set_unknown_handler(TgFirewall *firewall, TgFirewallUnknownFunc func,
+                                gpointer user_data)
+{
+  firewall->unknown_func = func;
+  firewall->unknown_data = user_data;
+}
+
+const char *
+tg_firewall_get_log_error(const TgFirewall *firewall)
+{
+  return firewall->log_error;
+}
+
+void
 tg_firewall_set_refusal_handler(TgFirewall *firewall, TgFirewallRefusalFunc func,
                                 gpointer user_data)
 {
@@ -1703,6 +1864,10 @@ on_logged_packet(const TgNflogPacket *packet, gpointer user_data)
   g_autofree char *key = NULL;
   const Listener *listener;
 
+  if (packet->prefix != NULL && strcmp(packet->prefix, UNKNOWN_LOG_PREFIX) == 0) {
+    firewall->unknown_seen = TRUE;
+    return;
+  }
   if (packet->prefix == NULL || strcmp(packet->prefix, OWNER_LOG_PREFIX) != 0 ||
       !parse_logged_packet(packet, &refusal))
     return;
@@ -1723,9 +1888,17 @@ on_log_readable(int fd, GIOCondition condition, gpointer user_data)
 {
   TgFirewall *firewall = user_data;
 
-  if (!tg_nflog_read(firewall->log, on_logged_packet, firewall))
+  gboolean complete;
+
+  firewall->unknown_seen = FALSE;
+  complete = tg_nflog_read(firewall->log, on_logged_packet, firewall);
+  if (!complete && firewall->listener_guard)
     tg_warning("firewall: some refused local connections were not reported (the "
                "kernel's nflog queue was full)");
+  /* a lost message may have been about an unknown uid */
+  if ((firewall->unknown_seen || (!complete && firewall->server_mode)) &&
+      firewall->unknown_func != NULL)
+    firewall->unknown_func(firewall->unknown_data);
   return G_SOURCE_CONTINUE;
 }
 
@@ -1745,13 +1918,20 @@ tg_firewall_watch(TgFirewall *firewall, GMainContext *context, GError **error)
                         firewall, NULL);
   g_source_attach(firewall->events_source, firewall->context);
 
-  if (firewall->listener_guard) {
+  if (firewall->listener_guard || firewall->server_mode) {
     g_autoptr(GError) log_error = NULL;
 
     firewall->log = tg_nflog_open(TG_FIREWALL_LOG_GROUP, &log_error);
     if (firewall->log == NULL) {
-      tg_warning("firewall: refused local connections will be counted but not named: %s",
-                 log_error->message);
+      firewall->log_error = g_strdup(log_error->message);
+      if (firewall->listener_guard)
+        tg_warning("firewall: refused local connections will be counted but not named: "
+                   "%s",
+                   log_error->message);
+      if (firewall->server_mode)
+        tg_warning("firewall: the daemon is not told of uids it has not placed, whose "
+                   "packets stay dropped: %s",
+                   log_error->message);
     } else {
       firewall->log_source =
           g_unix_fd_source_new(tg_nft_socket_get_fd(firewall->log), G_IO_IN);
@@ -1792,6 +1972,8 @@ on_counter(const struct nlmsghdr *message, gpointer user_data)
       counters->server_packets = packets;
     else if (g_strcmp0(name, COUNTER_OWNER) == 0)
       counters->owner_packets = packets;
+    else if (g_strcmp0(name, COUNTER_UNKNOWN) == 0)
+      counters->unknown_packets = packets;
   }
   nftnl_obj_free(obj);
 }
@@ -1845,7 +2027,9 @@ tg_firewall_describe(TgFirewall *firewall)
     for (guint i = 0; i < firewall->sftp_only_uids->len; i++)
       g_string_append_printf(out, " %u",
                              g_array_index(firewall->sftp_only_uids, guint32, i));
-    g_string_append(out, "\n");
+    g_string_append_printf(out, "\nserver mode: %u uids placed (the packets of others "
+                                "wait for the daemon to place them)\n",
+                           firewall->known_uids->len + 1);
     for (guint i = 0; i < firewall->jump_rules->len; i++) {
       const TgFirewallJumpRule *rule =
           &g_array_index(firewall->jump_rules, TgFirewallJumpRule, i);
@@ -1912,9 +2096,9 @@ tg_firewall_describe(TgFirewall *firewall)
         out,
         "rejected: lockdown %" G_GUINT64_FORMAT ", listener %" G_GUINT64_FORMAT
         ", listener user %" G_GUINT64_FORMAT ", connect-back %" G_GUINT64_FORMAT
-        ", server %" G_GUINT64_FORMAT "\n",
+        ", server %" G_GUINT64_FORMAT ", unknown uid %" G_GUINT64_FORMAT "\n",
         counters.lockdown_packets, counters.listener_packets, counters.owner_packets,
-        counters.connect_back_packets, counters.server_packets);
+        counters.connect_back_packets, counters.server_packets, counters.unknown_packets);
   else
     g_string_append_printf(out, "counters unavailable: %s\n", error->message);
   return g_string_free(out, FALSE);

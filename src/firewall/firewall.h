@@ -58,7 +58,23 @@ typedef struct {
   gsize n_jump_uids;
   const TgFirewallJumpRule *jump_rules;
   gsize n_jump_rules;
+  /* every uid the daemon has placed (SFTP-only, jump host, or neither); uid
+   * 0 always is. The packets of any other uid's sockets are dropped. */
+  const guint32 *known_uids;
+  gsize n_known_uids;
 } TgFirewallConfig;
+
+/* Server mode's users, for tg_firewall_set/add_server_users(). */
+typedef struct {
+  const guint32 *known_uids;
+  gsize n_known_uids;
+  const guint32 *sftp_only_uids;
+  gsize n_sftp_only_uids;
+  const guint32 *jump_uids;
+  gsize n_jump_uids;
+  const TgFirewallJumpRule *jump_rules;
+  gsize n_jump_rules;
+} TgFirewallServerUsers;
 
 typedef struct {
   guint64 lockdown_packets;
@@ -66,6 +82,7 @@ typedef struct {
   guint64 connect_back_packets;
   guint64 server_packets;
   guint64 owner_packets; /* local connections to another user's listener */
+  guint64 unknown_packets; /* server mode: dropped until the uid is placed */
 } TgFirewallCounters;
 
 typedef struct _TgFirewall TgFirewall;
@@ -134,7 +151,8 @@ typedef void (*TgFirewallRefusalFunc)(const TgFirewallRefusal *refusal,
 void tg_firewall_set_refusal_handler(TgFirewall *firewall, TgFirewallRefusalFunc func,
                                      gpointer user_data);
 
-/* The nflog group the owner rule logs to (one per network namespace). */
+/* The nflog group the owner rule and server mode's unknown-uid rule log to
+ * (one per network namespace). */
 #define TG_FIREWALL_LOG_GROUP 21575
 
 /* A destination (full-length address, port) connect-back sockets may reach. */
@@ -152,12 +170,27 @@ gboolean tg_firewall_update_servers(TgFirewall *firewall,
                                     const TgFirewallAddress *servers, gsize n_servers,
                                     GError **error);
 
-/* Server mode: replace the SFTP-only uids, the jump-host uids and their
- * rules (users or groups changed, or a reload). One batch. */
-gboolean tg_firewall_set_server_users(TgFirewall *firewall, const guint32 *sftp_only_uids,
-                                      gsize n_sftp_only, const guint32 *jump_uids,
-                                      gsize n_jump, const TgFirewallJumpRule *rules,
-                                      gsize n_rules, GError **error);
+/* Server mode: replace the known uids, the SFTP-only uids, the jump-host
+ * uids and their rules (users or groups changed, or a reload). One batch. */
+gboolean tg_firewall_set_server_users(TgFirewall *firewall,
+                                      const TgFirewallServerUsers *users, GError **error);
+/* Server mode: add uids placed since (they were unknown). One batch. */
+gboolean tg_firewall_add_server_users(TgFirewall *firewall,
+                                      const TgFirewallServerUsers *users, GError **error);
+/* Server mode: called (in the context of tg_firewall_watch()) when the
+ * kernel reports that it dropped packets of a uid not in the known set
+ * (or reports may have been lost); tg_firewall_read_unknown_uids() says
+ * which. */
+typedef void (*TgFirewallUnknownFunc)(gpointer user_data);
+void tg_firewall_set_unknown_handler(TgFirewall *firewall, TgFirewallUnknownFunc func,
+                                     gpointer user_data);
+/* Why the table's nflog group could not be bound by tg_firewall_watch(), or
+ * NULL (bound, or not needed). */
+const char *tg_firewall_get_log_error(const TgFirewall *firewall);
+/* Server mode: the uids whose packets were dropped as unknown in the last
+ * 30 s (the kernel forgets them then). guint32 array; empty without server
+ * mode. */
+GArray *tg_firewall_read_unknown_uids(TgFirewall *firewall, GError **error);
 
 /* Tamper repair: watch nftables events in context (NULL: the default one);
  * changes by others are undone (full re-install) within ~100 ms and logged. */

@@ -39,10 +39,14 @@ lookup_user(uid_t uid, char **user, gid_t *gid, GError **error)
       size *= 2;
       continue;
     }
+    if (result == NULL && (status == 0 || status == ENOENT || status == ESRCH ||
+                           status == EBADF || status == EPERM)) {
+      g_set_error(error, TG_ERROR, TG_ERROR_NOT_FOUND, "No user with uid %u", (guint)uid);
+      return FALSE;
+    }
     if (result == NULL) {
-      g_set_error(error, TG_ERROR, TG_ERROR_NOT_FOUND, "No user with uid %u%s%s",
-                  (guint)uid, status != 0 ? ": " : "",
-                  status != 0 ? g_strerror(status) : "");
+      g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Cannot look up uid %u: %s",
+                  (guint)uid, g_strerror(status));
       return FALSE;
     }
     *user = g_strdup(entry.pw_name);

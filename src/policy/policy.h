@@ -12,6 +12,7 @@
  *   policy-match.c      host/port patterns, the allow-list index, user and
  *                       group pattern lists
  *   policy-parser.c     keywords and values, Match blocks, file order
+ *   policy-sshd.c       SftpOnly as sshd Match conditions (server mode)
  *   policy.c            which value applies to whom, decisions, the dump
  *   policy-subject.c    who the caller is, from NSS (the only impure part) */
 #pragma once
@@ -73,7 +74,8 @@ typedef struct {
 TgPolicySubject *tg_policy_subject_new(const char *user, uid_t uid,
                                        const char *const *groups);
 /* From NSS: getpwuid_r, getgrouplist, getgrgid_r. Groups without a name
- * are left out. TG_ERROR_NOT_FOUND for an unknown uid. */
+ * are left out. TG_ERROR_NOT_FOUND for a uid NSS says has no account,
+ * TG_ERROR_FAILED when NSS could not answer. */
 TgPolicySubject *tg_policy_subject_from_uid(uid_t uid, GError **error);
 /* NULL for NULL. */
 TgPolicySubject *tg_policy_subject_copy(const TgPolicySubject *subject);
@@ -312,6 +314,35 @@ gboolean tg_policy_is_lockdown_exempt(const TgPolicy *policy,
  * sessions on this host. */
 gboolean tg_policy_is_sftp_only(const TgPolicy *policy, const TgPolicySubject *subject,
                                 TgPolicyOrigin *origin);
+
+/* SftpOnly as sshd sees it: the conditions of sshd_config Match lines
+ * ("Group sftp User \"*,!bob\"", or "All") under which SftpOnly is yes,
+ * in order, for the server-mode drop-in. Match blocks with "SftpOnly no"
+ * before a yes block become negated lists in its lines, so sshd matches
+ * exactly the users the policy marks, whatever NSS source they come from
+ * and without listing them. What cannot be written for sshd (a name with
+ * '"' or a control character, too many lines) is left out, and @notes
+ * gets a "file:line: ..." text for it. */
+GPtrArray *tg_policy_sftp_only_sshd_matches(const TgPolicy *policy, GPtrArray *notes);
+
+/* @text as one word of an sshd_config Match line (quoted when needed), or
+ * NULL when sshd cannot read it back. */
+char *tg_policy_sshd_word(const char *text);
+
+/* A user or group pattern of a Match block that sets SftpOnly or
+ * ServerPermitOpen. */
+typedef struct {
+  gboolean group;    /* Match Group (else Match User) */
+  gboolean negated;  /* written "!name" */
+  gboolean wildcard; /* has '*' or '?' */
+  char *name;        /* without the '!' */
+  const char *file;  /* owned by the policy */
+  guint line;
+} TgPolicyServerName;
+
+/* Every such pattern, in policy order (TgPolicyServerName*, owned by the
+ * array). */
+GPtrArray *tg_policy_server_names(const TgPolicy *policy);
 
 /* An allow-list as its effective value for one subject. */
 typedef struct {

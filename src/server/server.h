@@ -3,16 +3,22 @@
  * forwarding" hold for SFTP-only users and "only these destinations" for
  * jump-host users, whatever sshd_config says (doc/policy.md, "Server mode").
  *
- *  - users: SftpOnly and ServerPermitOpen are resolved to uids by asking the
- *    policy about every user NSS knows, at start, on reload, and whenever
- *    /etc/passwd or /etc/group change;
- *  - kernel: their uids go into the firewall's server sets (enforcer.c);
- *  - sshd: a drop-in with a Match block per SFTP-only user disabling every
- *    kind of forwarding, checked with `sshd -t` before it replaces the old
- *    one (atomic rename), sshd told with SIGHUP when SshdReload is yes;
- *  - audit: `sshd -T -C user=...` per SFTP-only user; forwarding still
- *    allowed is drift, logged as a warning and returned by
- *    tg_server_audit_async().
+ *  - users: uids are placed (SFTP-only, jump host, or neither) by asking
+ *    the policy about every user NSS enumerates, the users server-mode
+ *    blocks name and the members their groups list, at start, on reload,
+ *    and whenever /etc/passwd or /etc/group change; and about any other
+ *    uid when the kernel first drops a packet of its (nfnetlink_log tells,
+ *    the firewall's server_unknown_uids says which): directory users NSS
+ *    does not enumerate;
+ *  - kernel: the uids go into the firewall's server sets (enforcer.c);
+ *  - sshd: a drop-in with the policy's SftpOnly conditions as Match blocks
+ *    (tg_policy_sftp_only_sshd_matches()) disabling every kind of
+ *    forwarding, checked with `sshd -t` before it replaces the old one
+ *    (atomic rename), sshd told with SIGHUP when SshdReload is yes;
+ *  - audit: `sshd -T -C user=...` per SFTP-only user placed; forwarding
+ *    still allowed is drift, logged as a warning and returned by
+ *    tg_server_audit_async(), with the names the policy gives that NSS
+ *    does not resolve or list.
  * The user walk, group lookups, name resolution and every sshd run happen
  * on a worker thread, one job at a time; a burst of changes while a job
  * runs costs one more job. The functions below are for the D-Bus thread:
@@ -29,7 +35,8 @@ typedef struct _TgServer TgServer;
 
 typedef struct {
   char *user;
-  char *setting; /* "allowtcpforwarding" ... or "drop-in" for an install error */
+  char *setting; /* "allowtcpforwarding" ..., "drop-in", "unknown-user",
+                  * "unknown-group", "unlisted-members", "learning" */
   char *value;   /* what sshd -T said, or the error */
 } TgServerFinding;
 

@@ -800,7 +800,9 @@ test_traffic_listener_users(void)
 }
 
 /* Server mode: an SFTP-only uid's sockets carry nothing; a jump-host uid
- * reaches only its networks and port ranges (an interval concatenation). */
+ * reaches only its networks and port ranges (an interval concatenation); a
+ * uid the daemon has not placed gets nothing through until it is, and the
+ * kernel notes it for the daemon. */
 static void
 test_traffic_server_mode(void)
 {
@@ -809,7 +811,11 @@ test_traffic_server_mode(void)
   g_autoptr(TgFirewall) firewall = NULL;
   g_autoptr(GError) error = NULL;
   TgFirewallCounters counters;
-  const guint32 sftp_only = nobody_uid(), jump = 61000;
+  const guint32 sftp_only = nobody_uid(), jump = 61000, other = 61001, unknown = 61002,
+                unknown_sftp = 61003;
+  const guint32 known[] = { sftp_only, jump, other };
+  g_autoptr(GArray) unknown_uids = NULL;
+  TgFirewallServerUsers users = { 0 };
   const TgFirewallJumpRule rules[] = {
     { jump, address4(PEER_ADDRESS, 32), 80, 80 },
     { jump, address4("10.77.0.0", 24), 8000, 8100 },
@@ -829,6 +835,8 @@ test_traffic_server_mode(void)
   config.n_jump_uids = 1;
   config.jump_rules = rules;
   config.n_jump_rules = G_N_ELEMENTS(rules);
+  config.known_uids = known;
+  config.n_known_uids = G_N_ELEMENTS(known);
   firewall = new_firewall(&config);
 
   g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, 0), ==, 0); /* root: anything */
@@ -840,13 +848,44 @@ test_traffic_server_mode(void)
   g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 8050, 0, jump), ==, 0);
   g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 8101, 0, jump), ==, ECONNREFUSED);
   g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, jump), ==, ECONNREFUSED);
-  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, jump + 1), ==, 0); /* others */
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, other), ==, 0); /* others */
   g_assert_true(tg_firewall_read_counters(firewall, &counters, &error));
   g_assert_cmpuint(counters.server_packets, >=, 4);
+  g_assert_cmpuint(counters.unknown_packets, ==, 0);
+
+  /* a uid not placed: its SYN (and the one sent again) is dropped and noted */
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, unknown), ==, ETIMEDOUT);
+  g_assert_cmpint(try_connect(-1, "127.0.0.1", 9999, 0, unknown_sftp), ==, ETIMEDOUT);
+  g_assert_true(tg_firewall_read_counters(firewall, &counters, &error));
+  g_assert_cmpuint(counters.unknown_packets, >=, 2);
+  unknown_uids = tg_firewall_read_unknown_uids(firewall, &error);
+  g_assert_no_error(error);
+  g_assert_cmpuint(unknown_uids->len, ==, 2);
+  g_assert_true(g_array_index(unknown_uids, guint32, 0) == unknown ||
+                g_array_index(unknown_uids, guint32, 1) == unknown);
+  g_assert_true(g_array_index(unknown_uids, guint32, 0) == unknown_sftp ||
+                g_array_index(unknown_uids, guint32, 1) == unknown_sftp);
+  /* placed: one unrestricted, one SFTP-only */
+  users.known_uids = &unknown;
+  users.n_known_uids = 1;
+  g_assert_true(tg_firewall_add_server_users(firewall, &users, &error));
+  users.known_uids = &unknown_sftp;
+  users.sftp_only_uids = &unknown_sftp;
+  users.n_sftp_only_uids = 1;
+  g_assert_true(tg_firewall_add_server_users(firewall, &users, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, unknown), ==, 0);
+  g_assert_cmpint(try_connect(-1, "127.0.0.1", 9999, 0, unknown_sftp), ==, ECONNREFUSED);
 
   /* users changed: one batch replaces them */
-  g_assert_true(
-      tg_firewall_set_server_users(firewall, NULL, 0, &jump, 1, rules, 1, &error));
+  memset(&users, 0, sizeof users);
+  users.known_uids = known;
+  users.n_known_uids = G_N_ELEMENTS(known);
+  users.jump_uids = &jump;
+  users.n_jump_uids = 1;
+  users.jump_rules = rules;
+  users.n_jump_rules = 1;
+  g_assert_true(tg_firewall_set_server_users(firewall, &users, &error));
   g_assert_no_error(error);
   g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 80, 0, sftp_only), ==, 0);
   g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 8050, 0, jump), ==, ECONNREFUSED);
@@ -854,12 +893,14 @@ test_traffic_server_mode(void)
   /* a bad rule changes nothing */
   {
     TgFirewallJumpRule bad = { jump, address4(PEER_ADDRESS, 32), 90, 80 };
-    g_assert_false(
-        tg_firewall_set_server_users(firewall, NULL, 0, &jump, 1, &bad, 1, &error));
+    users.jump_rules = &bad;
+    g_assert_false(tg_firewall_set_server_users(firewall, &users, &error));
     g_assert_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT);
     g_clear_error(&error);
   }
   g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 80, 0, jump), ==, 0);
+  /* replaced: the uids placed one by one are unknown again */
+  g_assert_cmpint(try_connect(-1, PEER_ADDRESS, 443, 0, unknown), ==, ETIMEDOUT);
   for (gsize i = 0; i < G_N_ELEMENTS(ports); i++)
     close(listeners[i]);
   close(local);

@@ -161,6 +161,8 @@ class World(NetnsMixin, UsersMixin, BusMixin, SshdMixin, DaemonMixin):
         self._procs = []
         self._named = {}
         self._groups_created = []
+        self._directory_users = set()     # names: users of the test directory (NSS)
+        self._nss_env = {}                # what makes processes load it
         self._etc_netns_created = False
         self._started = False
         self._cleaned = False
@@ -262,6 +264,7 @@ class World(NetnsMixin, UsersMixin, BusMixin, SshdMixin, DaemonMixin):
                   "LOGNAME": "root", "TG_WORLD": self.id})
         if self.bus_address:
             e["DBUS_SYSTEM_BUS_ADDRESS"] = self.bus_address
+        e.update(self._nss_env)
         return _merge_env(e, env)
 
     def command(self, argv, ns=None, user=None):
@@ -485,6 +488,7 @@ class World(NetnsMixin, UsersMixin, BusMixin, SshdMixin, DaemonMixin):
             step(f"remove /etc/netns/{nsname}",
                  lambda n=nsname: shutil.rmtree(f"/etc/netns/{n}", ignore_errors=False)
                  if os.path.exists(f"/etc/netns/{n}") else None)
+        step("remove the test directory", self._remove_directory)
         if self._etc_netns_created:
             try:
                 os.rmdir("/etc/netns")
@@ -532,6 +536,12 @@ class World(NetnsMixin, UsersMixin, BusMixin, SshdMixin, DaemonMixin):
         for d in glob.glob("/tmp/tg-*-*"):
             if os.path.isdir(d) and dead(os.path.basename(d)):
                 shutil.rmtree(d, ignore_errors=True)
+        try:
+            owner = (NSS_DIR / "owner").read_text().strip()
+        except OSError:
+            owner = None
+        if owner is not None and dead(owner):
+            shutil.rmtree(NSS_DIR, ignore_errors=True)
 
 
 

@@ -48,6 +48,8 @@ DATA_PORT = 9000
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Variables handed on from the test runner to processes the world starts as root.
+# The test directory's data (tests/nss/nss-tgtest.c reads it from here).
+NSS_DIR = Path("/run/tunnelgate-test-nss")
 PASSTHROUGH_PREFIXES = ("G_", "ASAN_", "UBSAN_", "LSAN_", "MSAN_", "TSAN_", "MALLOC_",
                         "LIBSSH_", "TG_", "VALGRIND_")
 

@@ -1,18 +1,21 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The test world's Unix users (tg-alice ...): made with useradd, each with an
-ed25519 key pair, removed again at cleanup (UsersMixin, User).
+ed25519 key pair, removed again at cleanup (UsersMixin, User); and the users
+of a test directory: a second NSS source (tests/nss/nss-tgtest.c) that, like
+sssd with enumerate = false, answers lookups but is never enumerated.
 """
 
 import grp
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from world_base import (USER_MARKER, USER_PATH, WorldError, _LIVE_WORLDS, _kill_pids,
+from world_base import (NSS_DIR, USER_MARKER, USER_PATH, WorldError, _LIVE_WORLDS, _kill_pids,
                         _merge_env, _pid_alive, _read, _uids_processes)
 
 
@@ -115,7 +118,91 @@ class UsersMixin:
             ak.write_text(u.pubkey + "\n")
             os.chmod(ak, 0o644)
 
+    # -- the test directory --------------------------------------------------------
+
+    def enable_directory(self):
+        """Turn on the test directory for the client and gateway namespaces: their
+        nsswitch.conf (iproute2's /etc/netns/<ns>/, bind-mounted by "ip netns exec")
+        lists "tgtest" after files for passwd and group, and every process the world
+        starts from now on finds libnss_tgtest.so.2 (LD_LIBRARY_PATH). Processes
+        already running (sshd) must be restarted to see it. Nothing outside the
+        world's namespaces changes: the host's /etc/nsswitch.conf is not touched."""
+        if self._nss_env:
+            return
+        libdir = os.environ.get("TG_TEST_NSS_LIBDIR") or str(self.build_root / "tests" / "nss")
+        if not os.path.exists(os.path.join(libdir, "libnss_tgtest.so.2")):
+            raise WorldError(f"no libnss_tgtest.so.2 in {libdir} (build tests/nss first)")
+        try:
+            owner = (NSS_DIR / "owner").read_text().strip()
+        except OSError:
+            owner = None
+        if owner is not None and owner != self.id:
+            raise WorldError(f"{NSS_DIR} belongs to the test world {owner}")
+        NSS_DIR.mkdir(mode=0o755, exist_ok=True)
+        (NSS_DIR / "owner").write_text(self.id + "\n")
+        self._directory = {"passwd": [], "group": []}
+        self._write_directory()
+        host = Path("/etc/nsswitch.conf").read_text().splitlines()
+        lines = [re.sub(r"^((passwd|group):\s.*)$", r"\1 tgtest", line) for line in host]
+        for role in ("client", "gateway"):
+            f = Path("/etc/netns") / self.ns[role] / "nsswitch.conf"
+            f.write_text(f"# tunnelgate test world {self.id}: the test directory\n"
+                         + "\n".join(lines) + "\n")
+            os.chmod(f, 0o644)
+        self._nss_env = {"LD_LIBRARY_PATH": libdir}
+
+    def _write_directory(self):
+        for kind in ("passwd", "group"):
+            f = NSS_DIR / kind
+            f.write_text("".join(line + "\n" for line in self._directory[kind]))
+            os.chmod(f, 0o644)
+
+    def add_directory_group(self, name, gid, members=()):
+        """A group of the test directory; `members` are listed in it (gr_mem)."""
+        self._directory["group"].append(f"{name}:*:{gid}:{','.join(members)}")
+        self._write_directory()
+
+    def add_directory_user(self, name, uid, gid):
+        """A user of the test directory (any name NSS takes: alice@corp, CORP\\bob),
+        with a home, a key pair and an authorized key, like add_user()."""
+        home = self.dir / "dirhome" / str(uid)
+        home.mkdir(parents=True, mode=0o700)
+        os.chown(home, uid, gid)
+        self._directory["passwd"].append(
+            f"{name}:*:{uid}:{gid}:{USER_MARKER} {self.id}:{home}:/bin/bash")
+        self._write_directory()
+        udir = self.dir / "users" / str(uid)
+        udir.mkdir(mode=0o700)
+        os.chown(udir, uid, gid)
+        u = User(name, uid, gid, home, udir, ())
+        self.users[name] = u
+        self._directory_users.add(name)
+        p = subprocess.Popen(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                              f"{uid}@{self.id}", "-f", str(u.key)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        if p.wait() != 0:
+            raise WorldError(f"ssh-keygen for {name} failed")
+        self._finish_users([name])
+        return u
+
+    def _remove_directory(self):
+        try:
+            owner = (NSS_DIR / "owner").read_text().strip()
+        except OSError:
+            return
+        if owner == self.id:
+            shutil.rmtree(NSS_DIR)
+
     def _remove_user(self, name):
+        if name in self._directory_users:     # not in /etc/passwd: its processes only
+            uid = self.users[name].uid
+            for _ in range(3):
+                pids = _uids_processes(uid)
+                if not pids:
+                    break
+                _kill_pids(pids)
+                time.sleep(0.05)
+            return
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
@@ -152,5 +239,6 @@ class UsersMixin:
             e["DBUS_SYSTEM_BUS_ADDRESS"] = self.bus_address
         if u.agent_sock:
             e["SSH_AUTH_SOCK"] = str(u.agent_sock)
+        e.update(self._nss_env)
         return _merge_env(e, env)
 
