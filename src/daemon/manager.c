@@ -446,6 +446,7 @@ open_admitted(TgAdmission *admission, const GError *error, gpointer user_data)
   config->owner.uid = call->caller->uid;
   config->owner.gid = call->caller->gid;
   config->owner.user_name = g_strdup(call->caller->user_name);
+  config->owner.pid = call->caller->pid;
   config->agent_path = g_steal_pointer(&request->agent_path);
   config->agent_fd = g_steal_fd(&request->agent_fd);
   config->identity_path = g_steal_pointer(&request->identity_path);

@@ -42,9 +42,12 @@ tg_privileges_drop(GError **error)
   if (geteuid() != 0)
     return TRUE; /* tests and development builds run unprivileged parts */
 
+  /* only what the bounding set still holds: dropping needs CAP_SETPCAP,
+   * which a unit's CapabilityBoundingSet= (ours) has already taken away
+   * along with the rest */
   for (int capability = 0; capability <= last; capability++) {
-    if (!is_kept(capability) && prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 &&
-        errno != EINVAL) {
+    if (!is_kept(capability) && prctl(PR_CAPBSET_READ, capability, 0, 0, 0) == 1 &&
+        prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 && errno != EINVAL) {
       g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
                   "Cannot drop capability %d from the bounding set: %s", capability,
                   g_strerror(errno));

@@ -44,8 +44,10 @@ tg_listener_free(TgListener *listener)
   if (listener->path != NULL) {
     g_autoptr(GError) error = NULL;
 
-    if (!tg_unlink_as_user(&listener->owner, listener->path, &error))
-      g_warning("Cannot remove the socket of a closed forward: %s", error->message);
+    if (!tg_unlink_socket_as_user(&listener->owner, &listener->file, &error))
+      g_warning("Cannot remove the socket %s of a closed forward: %s", listener->path,
+                error->message);
+    tg_socket_file_clear(&listener->file);
     g_free(listener->path);
     g_free(listener->owner.user_name);
   }
@@ -54,10 +56,11 @@ tg_listener_free(TgListener *listener)
 
 TgListener *
 tg_listener_bind_unix(const TgForward *forward, guint forward_index,
-                      const TgIdentity *owner, GError **error)
+                      const TgIdentity *owner, int view_fd, GError **error)
 {
+  TgSocketFile file = { .dir_fd = -1 };
   TgListener *listener;
-  int fd = tg_listen_unix_as_user(owner, forward->listen.path, error);
+  int fd = tg_listen_unix_as_user(owner, view_fd, forward->listen.path, &file, error);
 
   if (fd < 0) {
     g_prefix_error(error, "Forward '%s': ", forward->spec);
@@ -67,6 +70,7 @@ tg_listener_bind_unix(const TgForward *forward, guint forward_index,
   listener->fd = fd;
   listener->forward_index = forward_index;
   listener->path = g_strdup(forward->listen.path);
+  listener->file = file;
   listener->owner.uid = owner->uid;
   listener->owner.gid = owner->gid;
   listener->owner.user_name = g_strdup(owner->user_name);

@@ -32,6 +32,7 @@ typedef struct {
   /* A Unix socket listener: its path (created as owner, removed as owner
    * when the listener is freed); NULL for TCP. */
   char *path;
+  TgSocketFile file;
   TgIdentity owner;
   /* MaxListeners and DaemonMaxListeners: the usage records this listener
    * counts in (NULL until charged), given back when it is freed */
@@ -48,9 +49,10 @@ gboolean tg_listener_bind(const TgForward *forward, guint forward_index,
                           GError **error);
 
 /* The Unix socket listener of forward (L local_socket:...), created as
- * @owner with mode 0600 (it blocks: fork, wait; worker threads only). */
+ * @owner with mode 0600, its path resolved in the view @view_fd
+ * (tg_open_view_as_user; it blocks: fork, wait; worker threads only). */
 TgListener *tg_listener_bind_unix(const TgForward *forward, guint forward_index,
-                                  const TgIdentity *owner, GError **error);
+                                  const TgIdentity *owner, int view_fd, GError **error);
 
 void tg_listener_free(TgListener *listener);
 

@@ -77,6 +77,8 @@ struct _TgSession {
   gboolean finished; /* the worker took its last command: answer new ones at once */
 
   /* worker thread only */
+  int view_fd;        /* the opener's file-system view: the tunnel's paths mean */
+  GError *view_error; /* what they mean there (or why it could not be seen) */
   ssh_session ssh;
   ssh_event event;
   int agent_fd;
@@ -297,6 +299,32 @@ close_cancel_fds(TgSession *session)
 
 /* ---- credentials, opened with the caller's rights ---- */
 
+/* The view of the process that opened the tunnel, taken when its worker
+ * starts (the caller is waiting for its answer then), before any path is
+ * needed: the agent's, the key's, the Unix-socket listeners' of the tunnel
+ * and of forwards added later. */
+static void
+open_view(TgSession *session)
+{
+  session->view_fd = tg_open_view_as_user(&session->config->owner, &session->view_error);
+}
+
+static int
+view(TgSession *session, GError **error)
+{
+  /* no process or descriptor to open it with at the start: try again */
+  if (session->view_fd < 0 &&
+      g_error_matches(session->view_error, TG_ERROR, TG_ERROR_LIMIT_EXCEEDED)) {
+    g_clear_error(&session->view_error);
+    open_view(session);
+  }
+  if (session->view_fd < 0) {
+    g_propagate_error(error, g_error_copy(session->view_error));
+    return -1;
+  }
+  return session->view_fd;
+}
+
 /* Without a callback, OpenSSL would try to prompt on a terminal. */
 static int
 refuse_passphrase(const char *prompt, char *buffer, size_t length, int echo, int verify,
@@ -313,8 +341,12 @@ load_credentials(TgSession *session, GError **error)
   int key_fd;
 
   if (config->agent_path != NULL) {
+    int view_fd = view(session, error);
+
+    if (view_fd < 0)
+      return FALSE;
     session->agent_fd =
-        tg_connect_unix_as_user(&config->owner, config->agent_path, error);
+        tg_connect_unix_as_user(&config->owner, view_fd, config->agent_path, error);
     if (session->agent_fd < 0)
       return FALSE;
   } else if (config->agent_fd >= 0) {
@@ -331,9 +363,13 @@ load_credentials(TgSession *session, GError **error)
     return tg_socket_peer_is_uid(session->agent_fd, config->owner.uid, error);
   }
 
-  if (config->identity_path != NULL)
-    key_fd = tg_open_file_as_user(&config->owner, config->identity_path, error);
-  else
+  if (config->identity_path != NULL) {
+    int view_fd = view(session, error);
+
+    key_fd = view_fd < 0 ? -1
+                         : tg_open_file_as_user(&config->owner, view_fd,
+                                                config->identity_path, error);
+  } else
     key_fd = g_steal_fd(&config->identity_fd);
   if (key_fd < 0)
     return FALSE;
@@ -562,6 +598,7 @@ connect_session(TgSession *session, GError **error)
   TgSessionConfig *config = session->config;
   int fd;
 
+  open_view(session);
   if (!load_credentials(session, error))
     return FALSE;
   fd = connect_tcp(session, error);
@@ -1171,11 +1208,17 @@ static gboolean
 bind_unix_listener(TgSession *session, guint forward_index, GError **error)
 {
   const TgForward *forward = g_ptr_array_index(session->config->forwards, forward_index);
+  int view_fd = view(session, error);
   TgListener *listener =
-      tg_listener_bind_unix(forward, forward_index, &session->config->owner, error);
+      view_fd < 0 ? NULL
+                  : tg_listener_bind_unix(forward, forward_index, &session->config->owner,
+                                          view_fd, error);
 
-  if (listener == NULL)
+  if (listener == NULL) {
+    if (view_fd < 0)
+      g_prefix_error(error, "Forward '%s': ", forward->spec);
     return FALSE;
+  }
   g_ptr_array_add(session->config->listeners, listener);
   report_listener(session, forward_index, listener->path, 0);
   return TRUE;
@@ -1548,6 +1591,7 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   session->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   session->cancel_fds[0] = session->cancel_fds[1] = -1;
   session->agent_fd = -1;
+  session->view_fd = -1;
   session->relays = g_ptr_array_new_with_free_func((GDestroyNotify)tg_relay_free);
   g_mutex_init(&session->lock);
   if (session->wake_fd < 0)
@@ -1644,6 +1688,9 @@ tg_session_free(TgSession *session)
     close(session->wake_fd);
   if (session->diag_fd >= 0)
     close(session->diag_fd);
+  if (session->view_fd >= 0)
+    close(session->view_fd);
+  g_clear_error(&session->view_error);
   g_mutex_clear(&session->lock);
   g_ptr_array_unref(session->relays);
   g_array_unref(session->remotes);

@@ -10,6 +10,7 @@ Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_unix.py
 """
 
 import os
+import shlex
 import stat
 import sys
 import unittest
@@ -122,6 +123,59 @@ class UnixTest(tgtest.DaemonTestCase):
         self.assertIn("Address already in use", r.stderr)
         self.assertTrue(os.path.isfile(taken))      # untouched
         self.assertEqual(tgtest.list_tunnels(w, ADMIN), [])
+
+    def test_in_the_callers_view(self):
+        """Paths mean what they mean to the calling process: a caller in a
+        mount namespace of its own (a tmpfs over a directory of its home, as a
+        sandboxed app or a service with PrivateTmp has) gets its socket in that
+        tmpfs, which the daemon and the host never see; a symbolic link to an
+        absolute path is followed in the caller's view too (openat2, which
+        valgrind 3.19 lacks: not checked under valgrind). The socket is removed
+        from there when the tunnel closes, after the caller has gone."""
+        w = self.w
+        u = w.users[ALICE]
+        private = u.home / "private"
+        link = u.home / "to-private"
+        w.run_as(ALICE, ["mkdir", "-p", str(private)], check=True)
+        w.run_as(ALICE, ["ln", "-sfn", str(private), str(link)], check=True)
+        sock = private / "web.sock"
+        forwards = [f"L {sock}:intra:80"]
+        if not tgtest.VALGRIND:
+            forwards.append(f"L {link}/linked.sock:intra:80")
+        open_call = shlex.join(["busctl", "--system", "--no-pager", BUSCTL_TIMEOUT,
+                                *tgtest.busctl_open_args("gw", forwards,
+                                                         agent_option(w, ALICE))])
+        checks = [f"test -S {shlex.quote(str(sock))}"]
+        if not tgtest.VALGRIND:
+            checks.append(f"test -S {shlex.quote(str(private / 'linked.sock'))}")
+        as_alice = (f"{open_call} >&2 && {' && '.join(checks)} && "
+                    f"stat -c '%u %a' {shlex.quote(str(sock))} >&2 && "
+                    f"exec curl -sS --max-time 20 --unix-socket {shlex.quote(str(sock))} "
+                    "http://intra/")
+        script = (f"mount -t tmpfs -o mode=0700,uid={u.uid},gid={u.gid} tg-private "
+                  f"{shlex.quote(str(private))} && "
+                  f"exec setpriv --reuid={u.uid} --regid={u.gid} --init-groups -- "
+                  f"sh -c {shlex.quote(as_alice)}")
+        r = w.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                  ns="client", env=w.user_env(ALICE), cwd=str(u.home), timeout=180,
+                  text=False)
+        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace"))
+        self.assertEqual(r.stdout, w.intranet_page)
+        self.assertIn(f"{u.uid} 600".encode(), r.stderr)
+        # neither the host nor the daemon's own view has it
+        self.assertFalse(os.path.lexists(sock))
+        self.assertFalse(os.path.lexists(private / "linked.sock"))
+        entries = tgtest.list_tunnels(w, ALICE)
+        self.assertEqual(len(entries), 1, entries)
+        self.assertEqual(prop(w, ALICE, entries[0][0], "State"), "up")
+        # closed with the caller's namespace gone: removed where it was made,
+        # and nothing is removed in the host's view
+        w.busctl(ALICE, BUSCTL_TIMEOUT, "call", BUS, entries[0][0], TIFACE, "Close",
+                 check=True)
+        wait_for(lambda: tgtest.list_tunnels(w, ALICE) == [], timeout=20,
+                 what="the tunnel to close")
+        self.assertEqual(sorted(os.listdir(private)), [])
+        self.assertTrue(os.path.islink(link))
 
 
 if __name__ == "__main__":
