@@ -595,8 +595,11 @@ parse_event(const struct nlmsghdr *message, TgNftEvent *event)
   }
 }
 
-gboolean
-tg_nft_events_read(TgNftSocket *socket, TgNftEventFunc callback, gpointer user_data)
+/* Reads what is queued on a non-blocking socket, handing each message to
+ * @handle; FALSE when the kernel dropped some (ENOBUFS). */
+static gboolean
+read_queued(TgNftSocket *socket,
+            void (*handle)(const struct nlmsghdr *message, gpointer data), gpointer data)
 {
   guint8 *buffer = socket->buffer;
   gboolean complete = TRUE;
@@ -616,15 +619,34 @@ tg_nft_events_read(TgNftSocket *socket, TgNftEventFunc callback, gpointer user_d
       return complete; /* EAGAIN: all read */
     }
     for (; mnl_nlmsg_ok(message, remaining);
-         message = mnl_nlmsg_next(message, &remaining)) {
-      TgNftEvent event;
-
-      if (NFNL_SUBSYS_ID(message->nlmsg_type) != NFNL_SUBSYS_NFTABLES)
-        continue;
-      parse_event(message, &event);
-      callback(&event, user_data);
-    }
+         message = mnl_nlmsg_next(message, &remaining))
+      handle(message, data);
   }
+}
+
+typedef struct {
+  TgNftEventFunc callback;
+  gpointer user_data;
+} EventReader;
+
+static void
+handle_event(const struct nlmsghdr *message, gpointer data)
+{
+  EventReader *reader = data;
+  TgNftEvent event;
+
+  if (NFNL_SUBSYS_ID(message->nlmsg_type) != NFNL_SUBSYS_NFTABLES)
+    return;
+  parse_event(message, &event);
+  reader->callback(&event, reader->user_data);
+}
+
+gboolean
+tg_nft_events_read(TgNftSocket *socket, TgNftEventFunc callback, gpointer user_data)
+{
+  EventReader reader = { callback, user_data };
+
+  return read_queued(socket, handle_event, &reader);
 }
 
 /* ---- nflog ---- */
@@ -708,36 +730,29 @@ parse_nflog(const struct nlmsghdr *message, TgNflogPacket *packet)
   }
 }
 
+typedef struct {
+  TgNflogFunc callback;
+  gpointer user_data;
+} NflogReader;
+
+static void
+handle_nflog(const struct nlmsghdr *message, gpointer data)
+{
+  NflogReader *reader = data;
+  TgNflogPacket packet;
+
+  if (message->nlmsg_type != ((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET))
+    return;
+  parse_nflog(message, &packet);
+  reader->callback(&packet, reader->user_data);
+}
+
 gboolean
 tg_nflog_read(TgNftSocket *socket, TgNflogFunc callback, gpointer user_data)
 {
-  guint8 *buffer = socket->buffer;
-  gboolean complete = TRUE;
+  NflogReader reader = { callback, user_data };
 
-  for (;;) {
-    ssize_t received = recv(mnl_socket_get_fd(socket->nl), buffer, RECEIVE_BUFFER, 0);
-    const struct nlmsghdr *message = (const struct nlmsghdr *)buffer;
-    int remaining = (int)received;
-
-    if (received < 0) {
-      if (errno == ENOBUFS) {
-        complete = FALSE;
-        continue;
-      }
-      if (errno == EINTR)
-        continue;
-      return complete; /* EAGAIN: all read */
-    }
-    for (; mnl_nlmsg_ok(message, remaining);
-         message = mnl_nlmsg_next(message, &remaining)) {
-      TgNflogPacket packet;
-
-      if (message->nlmsg_type != ((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET))
-        continue;
-      parse_nflog(message, &packet);
-      callback(&packet, user_data);
-    }
-  }
+  return read_queued(socket, handle_nflog, &reader);
 }
 
 const char *

@@ -236,6 +236,17 @@ class PolicyTestCase(DaemonTestCase):
             out += c
         return out
 
+    def assertConnectionRefused(self, port, data, message):
+        """A connection to `port` is closed at once, unanswered."""
+        s = self.w.connect("client", "127.0.0.1", port, timeout=10)
+        self.addCleanup(s.close)
+        try:
+            s.sendall(b"ECHO\n" + data)
+            got = s.recv(100)
+        except (ConnectionResetError, BrokenPipeError):
+            got = b""
+        self.assertEqual(got, b"", message)
+
     def assertEchoes(self, s, data=b"again"):
         s.sendall(data)
         self.assertEqual(self.recv_exactly(s, len(data)), data)
@@ -999,14 +1010,7 @@ class LimitsTest(PolicyTestCase):
         self.open(BOB, "tg-bob@gw", [f"L 127.0.0.1:{pb}:intra:9000"])
         held = [self.echo_connection(pa, b"one"), self.echo_connection(pa, b"two")]
         mark = self.log_mark()
-        s = w.connect("client", "127.0.0.1", pa, timeout=10)
-        self.addCleanup(s.close)
-        try:
-            s.sendall(b"ECHO\nthree")
-            got = s.recv(100)
-        except (ConnectionResetError, BrokenPipeError):
-            got = b""
-        self.assertEqual(got, b"", "a third connection got through")
+        self.assertConnectionRefused(pa, b"three", "a third connection got through")
         self.wait_log(rf"tg-alice has reached MaxBuffered 655360 \({f}:1\), refusing a new "
                       r"connection", mark)
         for s in held:
@@ -1030,14 +1034,7 @@ class LimitsTest(PolicyTestCase):
                            "listener in the daemon (2 in use)")
         held = [self.echo_connection(pa, b"one"), self.echo_connection(pa, b"two")]
         mark = self.log_mark()
-        s = w.connect("client", "127.0.0.1", pb, timeout=10)
-        self.addCleanup(s.close)
-        try:
-            s.sendall(b"ECHO\nthree")
-            got = s.recv(100)
-        except (ConnectionResetError, BrokenPipeError):
-            got = b""
-        self.assertEqual(got, b"", "a third connection got through")
+        self.assertConnectionRefused(pb, b"three", "a third connection got through")
         self.wait_log(rf"the daemon has reached DaemonMaxConnections 2 "
                       rf"\({re.escape(f)}:1\), refusing a new connection", mark)
         held[0].close()
@@ -1098,14 +1095,7 @@ class LimitsTest(PolicyTestCase):
         # the 4th concurrent connection (either tunnel) is closed at once, unanswered
         for port in (pb, pa):
             with self.subTest(port=port):
-                s = w.connect("client", "127.0.0.1", port, timeout=10)
-                self.addCleanup(s.close)
-                try:
-                    s.sendall(b"ECHO\nfour")
-                    got = s.recv(100)
-                except (ConnectionResetError, BrokenPipeError):
-                    got = b""
-                self.assertEqual(got, b"", "a 4th connection got through")
+                self.assertConnectionRefused(port, b"four", "a 4th connection got through")
         f = re.escape(self.cfg("policy.conf"))
         self.wait_log(rf"tg-alice has reached MaxConnections 3 \({f}:1\), refusing a new "
                       r"connection", mark)
