@@ -83,3 +83,72 @@ tg_accounts_list_groups(void)
   g_mutex_unlock(&lock);
   return groups;
 }
+
+int
+tg_accounts_lookup_user(const char *name, guint32 *uid)
+{
+  gsize size = 1024;
+
+  for (;;) {
+    g_autofree char *buffer = g_malloc(size);
+    struct passwd entry, *result = NULL;
+    int status = getpwnam_r(name, &entry, buffer, size, &result);
+
+    if (status == ERANGE && size < 1024 * 1024) {
+      size *= 2;
+      continue;
+    }
+    if (result != NULL) {
+      *uid = entry.pw_uid;
+      return 1;
+    }
+    return status == 0 || status == ENOENT || status == ESRCH || status == EBADF ||
+                   status == EPERM
+               ? 0
+               : -1;
+  }
+}
+
+int
+tg_accounts_group_members(const char *name, GPtrArray *members)
+{
+  gsize size = 4096;
+
+  for (;;) {
+    g_autofree char *buffer = g_malloc(size);
+    struct group entry, *result = NULL;
+    int status = getgrnam_r(name, &entry, buffer, size, &result);
+
+    if (status == ERANGE && size < 16 * 1024 * 1024) {
+      size *= 2;
+      continue;
+    }
+    if (result != NULL) {
+      for (guint i = 0; entry.gr_mem[i] != NULL; i++)
+        g_ptr_array_add(members, g_strdup(entry.gr_mem[i]));
+      return 1;
+    }
+    return status == 0 || status == ENOENT || status == ESRCH || status == EBADF ||
+                   status == EPERM
+               ? 0
+               : -1;
+  }
+}
+
+char *
+tg_accounts_name_of(guint32 uid)
+{
+  gsize size = 1024;
+
+  for (;;) {
+    g_autofree char *buffer = g_malloc(size);
+    struct passwd entry, *result = NULL;
+    int status = getpwuid_r(uid, &entry, buffer, size, &result);
+
+    if (status == ERANGE && size < 1024 * 1024) {
+      size *= 2;
+      continue;
+    }
+    return result != NULL ? g_strdup(entry.pw_name) : NULL;
+  }
+}

@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "gate.h"
 
-#include <grp.h>
-#include <pwd.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "accounts.h"
 #include "config.h"
 #include "listener.h"
 #include "log.h"
@@ -171,21 +170,6 @@ tg_gate_load(TgDaemon *daemon, GError **error)
   return tg_policy_load(daemon->default_policy, main_file, dropins, error);
 }
 
-static gboolean
-lookup_user(const char *name, uid_t *uid)
-{
-  g_autofree char *buffer = NULL;
-  long size = sysconf(_SC_GETPW_R_SIZE_MAX);
-  struct passwd entry, *result = NULL;
-
-  buffer = g_malloc(size > 0 ? (gsize)size : 16384);
-  if (getpwnam_r(name, &entry, buffer, size > 0 ? (gsize)size : 16384, &result) != 0 ||
-      result == NULL)
-    return FALSE;
-  *uid = result->pw_uid;
-  return TRUE;
-}
-
 static void
 add_uid(GArray *uids, guint32 uid)
 {
@@ -214,25 +198,24 @@ listener_uids(TgDaemon *daemon, const TgPolicySubject *subject, uid_t owner,
   add_uid(uids, owner);
   for (guint i = 0; users.principals != NULL && i < users.principals->len; i++) {
     const char *entry = g_ptr_array_index(users.principals, i);
-    uid_t uid;
+    guint32 uid;
 
     if (g_str_has_prefix(entry, "user:")) {
-      if (lookup_user(entry + 5, &uid))
+      if (tg_accounts_lookup_user(entry + 5, &uid) > 0)
         add_uid(uids, uid);
       else
         tg_warning("tunnel %s: %s at %s:%u names no user this host knows; left out",
                    tunnel_id, entry, users.origin.file, users.origin.line);
     } else {
-      g_autofree char *buffer = g_malloc(65536);
-      struct group group, *result = NULL;
+      g_autoptr(GPtrArray) members = g_ptr_array_new_with_free_func(g_free);
 
-      if (getgrnam_r(entry + 6, &group, buffer, 65536, &result) != 0 || result == NULL) {
+      if (tg_accounts_group_members(entry + 6, members) <= 0) {
         tg_warning("tunnel %s: %s at %s:%u names no group this host knows; left out",
                    tunnel_id, entry, users.origin.file, users.origin.line);
         continue;
       }
-      for (char **member = result->gr_mem; *member != NULL; member++) {
-        if (lookup_user(*member, &uid))
+      for (guint m = 0; m < members->len; m++) {
+        if (tg_accounts_lookup_user(g_ptr_array_index(members, m), &uid) > 0)
           add_uid(uids, uid);
       }
     }

@@ -2,7 +2,6 @@
 #include "enforcer.h"
 
 #include <arpa/inet.h>
-#include <pwd.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -54,8 +53,8 @@ struct _TgEnforcer {
   GHashTable *guards;      /* "family/address/port" -> Guard */
   TgFirewallUnknownFunc unknown_func; /* server mode: handed to every table */
   gpointer unknown_data;
-  GQueue refusals;         /* char*: the latest refused local connections, newest first */
-  gint64 refusal_second;   /* rate limit of the journal lines */
+  GQueue refusals;       /* char*: the latest refused local connections, newest first */
+  gint64 refusal_second; /* rate limit of the journal lines */
   guint refusals_this_second;
   guint refusals_unlogged;
   GHashTable *pins;        /* "address/port" -> Pin */
@@ -361,12 +360,9 @@ put_guard(TgFirewall *firewall, const Guard *guard, GError **error)
 static char *
 user_name(guint32 uid)
 {
-  char buffer[4096];
-  struct passwd entry, *result = NULL;
+  char *name = tg_accounts_name_of(uid);
 
-  if (getpwuid_r(uid, &entry, buffer, sizeof buffer, &result) == 0 && result != NULL)
-    return g_strdup(result->pw_name);
-  return g_strdup("?");
+  return name != NULL ? name : g_strdup("?");
 }
 
 /* The kernel reset a local connection to a listener of someone else's
@@ -478,7 +474,8 @@ install(TgEnforcer *enforcer, const Shape *shape, GError **error)
     }
   }
   tg_firewall_set_refusal_handler(firewall, on_refusal, enforcer);
-  tg_firewall_set_unknown_handler(firewall, enforcer->unknown_func, enforcer->unknown_data);
+  tg_firewall_set_unknown_handler(firewall, enforcer->unknown_func,
+                                  enforcer->unknown_data);
   if (!tg_firewall_watch(firewall, NULL, error))
     return NULL;
   return g_steal_pointer(&firewall);
@@ -721,7 +718,8 @@ tg_enforcer_set_server_users(TgEnforcer *enforcer, const TgFirewallServerUsers *
   if (enforcer->firewall != NULL && enforcer->shape.server_mode &&
       !tg_firewall_set_server_users(enforcer->firewall, users, error))
     return FALSE;
-  replace_array(&enforcer->sftp_only_uids, users->sftp_only_uids, users->n_sftp_only_uids);
+  replace_array(&enforcer->sftp_only_uids, users->sftp_only_uids,
+                users->n_sftp_only_uids);
   replace_array(&enforcer->jump_uids, users->jump_uids, users->n_jump_uids);
   replace_array(&enforcer->jump_rules, users->jump_rules, users->n_jump_rules);
   replace_array(&enforcer->known_uids, users->known_uids, users->n_known_uids);
@@ -756,7 +754,8 @@ tg_enforcer_set_unknown_handler(TgEnforcer *enforcer, TgFirewallUnknownFunc func
 const char *
 tg_enforcer_get_log_error(const TgEnforcer *enforcer)
 {
-  return enforcer->firewall != NULL ? tg_firewall_get_log_error(enforcer->firewall) : NULL;
+  return enforcer->firewall != NULL ? tg_firewall_get_log_error(enforcer->firewall)
+                                    : NULL;
 }
 
 GArray *

@@ -32,12 +32,12 @@ struct _TgServer {
   GHashTable *learned;   /* uids first met in the kernel, placed on every apply */
   GFileMonitor *monitors[2];
   guint resync_timer;
-  char *dropin_error; /* the last drop-in sshd -t refused, or NULL */
+  char *dropin_error;  /* the last drop-in sshd -t refused, or NULL */
   GError *apply_error; /* the firewall refused the last users, or NULL */
   /* the worker (see kick()) */
-  struct _Job *job;       /* the one running, or NULL */
-  gboolean want_apply;    /* users, firewall, drop-in and audit again */
-  gboolean want_off;      /* remove the drop-in */
+  struct _Job *job;         /* the one running, or NULL */
+  gboolean want_apply;      /* users, firewall, drop-in and audit again */
+  gboolean want_off;        /* remove the drop-in */
   GPtrArray *audit_waiters; /* GTask*: Audit callers not yet given to a job */
   GPtrArray *idle_waiters;  /* GTask*: waiting for the worker to be idle */
   /* learning (see learn_kick()) */
@@ -102,9 +102,9 @@ typedef struct {
   GArray *known_uids; /* guint32 */
   GArray *sftp_uids;  /* guint32 */
   GPtrArray *sftp_names;
-  GArray *jump_uids;  /* guint32 */
-  GArray *jump_rules; /* TgFirewallJumpRule */
-  GPtrArray *placed;  /* char*: "uid N (name): what", for the log (learning) */
+  GArray *jump_uids;   /* guint32 */
+  GArray *jump_rules;  /* TgFirewallJumpRule */
+  GPtrArray *placed;   /* char*: "uid N (name): what", for the log (learning) */
   GPtrArray *findings; /* TgServerFinding*: names the policy uses that NSS
                         * does not resolve or list, what the drop-in leaves out */
 } Users;
@@ -194,61 +194,8 @@ place_uid(const TgPolicy *policy, guint32 uid, Users *users)
   g_ptr_array_add(users->placed, g_strdup_printf("uid %u (%s): %s", uid, name, what));
 }
 
-/* getpwnam_r/getgrnam_r: 1 found, 0 not found, -1 NSS could not answer. */
-static int
-lookup_user_name(const char *name, guint32 *uid)
-{
-  gsize size = 1024;
-
-  for (;;) {
-    g_autofree char *buffer = g_malloc(size);
-    struct passwd entry, *result = NULL;
-    int status = getpwnam_r(name, &entry, buffer, size, &result);
-
-    if (status == ERANGE && size < 1024 * 1024) {
-      size *= 2;
-      continue;
-    }
-    if (result != NULL) {
-      *uid = entry.pw_uid;
-      return 1;
-    }
-    return status == 0 || status == ENOENT || status == ESRCH || status == EBADF ||
-                   status == EPERM
-               ? 0
-               : -1;
-  }
-}
-
-static int
-lookup_group_members(const char *name, GPtrArray *members)
-{
-  gsize size = 4096;
-
-  for (;;) {
-    g_autofree char *buffer = g_malloc(size);
-    struct group entry, *result = NULL;
-    int status = getgrnam_r(name, &entry, buffer, size, &result);
-
-    if (status == ERANGE && size < 16 * 1024 * 1024) {
-      size *= 2;
-      continue;
-    }
-    if (result != NULL) {
-      for (guint i = 0; entry.gr_mem[i] != NULL; i++)
-        g_ptr_array_add(members, g_strdup(entry.gr_mem[i]));
-      return 1;
-    }
-    return status == 0 || status == ENOENT || status == ESRCH || status == EBADF ||
-                   status == EPERM
-               ? 0
-               : -1;
-  }
-}
-
-static void
-unresolved(Users *users, const char *user, const char *setting, const char *format, ...)
-    G_GNUC_PRINTF(4, 5);
+static void unresolved(Users *users, const char *user, const char *setting,
+                       const char *format, ...) G_GNUC_PRINTF(4, 5);
 
 static void
 unresolved(Users *users, const char *user, const char *setting, const char *format, ...)
@@ -289,26 +236,25 @@ place_named(const TgPolicy *policy, Users *users)
       continue;
     }
     if (!name->group) {
-      found = lookup_user_name(name->name, &uid);
+      found = tg_accounts_lookup_user(name->name, &uid);
       if (found > 0)
         place_uid(policy, uid, users);
       else
         unresolved(users, name->name, "unknown-user",
-                   "Match User at %s:%u names %s, which NSS %s", name->file,
-                   name->line, name->name,
-                   found == 0 ? "does not know" : "could not look up");
+                   "Match User at %s:%u names %s, which NSS %s", name->file, name->line,
+                   name->name, found == 0 ? "does not know" : "could not look up");
       continue;
     }
     members = g_ptr_array_new_with_free_func(g_free);
-    found = lookup_group_members(name->name, members);
+    found = tg_accounts_group_members(name->name, members);
     if (found <= 0) {
-      unresolved(users, "*", "unknown-group", "Match Group at %s:%u names %s, which NSS %s",
-                 name->file, name->line, name->name,
-                 found == 0 ? "does not know" : "could not look up");
+      unresolved(users, "*", "unknown-group",
+                 "Match Group at %s:%u names %s, which NSS %s", name->file, name->line,
+                 name->name, found == 0 ? "does not know" : "could not look up");
       continue;
     }
     for (guint m = 0; m < members->len; m++) {
-      if (lookup_user_name(g_ptr_array_index(members, m), &uid) > 0)
+      if (tg_accounts_lookup_user(g_ptr_array_index(members, m), &uid) > 0)
         place_uid(policy, uid, users);
     }
     if (name->negated)
@@ -501,7 +447,8 @@ install_dropin(const TgPolicy *policy, const char *last_error)
  * a finding; so is every one of @notes (names NSS does not resolve or
  * list) and what the drop-in leaves out. All logged. Any thread. */
 static GPtrArray *
-audit(const TgPolicy *policy, GPtrArray *names, const char *dropin_error, GPtrArray *notes)
+audit(const TgPolicy *policy, GPtrArray *names, const char *dropin_error,
+      GPtrArray *notes)
 {
   static const char *const forwarding[] = { "allowtcpforwarding",
                                             "allowstreamlocalforwarding",
@@ -531,7 +478,8 @@ audit(const TgPolicy *policy, GPtrArray *names, const char *dropin_error, GPtrAr
     gboolean disabled = FALSE;
 
     if (strchr(user, ',') != NULL) { /* -C takes a comma-separated list */
-      add_finding(findings, user, "sshd -T", "a name with ',' cannot be given to sshd -C");
+      add_finding(findings, user, "sshd -T",
+                  "a name with ',' cannot be given to sshd -C");
       continue;
     }
     if (!run_sshd(globals, args, &out, &error)) {
@@ -584,14 +532,14 @@ typedef struct _Job {
   TgServer *server;
   JobKind kind;
   TgPolicy *policy;
-  GArray *learned;      /* JOB_APPLY: the uids learned so far, placed again */
-  Users users;          /* JOB_APPLY, first half */
+  GArray *learned; /* JOB_APPLY: the uids learned so far, placed again */
+  Users users;     /* JOB_APPLY, first half */
   gboolean have_users;
-  GPtrArray *names;     /* SFTP-only user names the audit is for */
-  GPtrArray *notes;     /* TgServerFinding*: from placing the users */
-  char *dropin_error;   /* in: the last one; out: this job's */
-  GPtrArray *findings;  /* TgServerFinding* */
-  GPtrArray *waiters;   /* GTask*: audit callers this job answers */
+  GPtrArray *names;    /* SFTP-only user names the audit is for */
+  GPtrArray *notes;    /* TgServerFinding*: from placing the users */
+  char *dropin_error;  /* in: the last one; out: this job's */
+  GPtrArray *findings; /* TgServerFinding* */
+  GPtrArray *waiters;  /* GTask*: audit callers this job answers */
 } Job;
 
 static void
@@ -726,7 +674,8 @@ checked(GObject *source, GAsyncResult *result, gpointer user_data)
 }
 
 static void
-thread_collect(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+thread_collect(GTask *task, gpointer source, gpointer task_data,
+               GCancellable *cancellable)
 {
   Job *job = task_data;
 
@@ -936,7 +885,8 @@ learned(GObject *source, GAsyncResult *result, gpointer user_data)
       g_hash_table_add(server->learned, uid);
     }
     for (guint i = 0; i < users->sftp_names->len; i++)
-      g_ptr_array_add(server->sftp_users, g_strdup(g_ptr_array_index(users->sftp_names, i)));
+      g_ptr_array_add(server->sftp_users,
+                      g_strdup(g_ptr_array_index(users->sftp_names, i)));
     for (guint i = 0; i < users->placed->len; i++)
       tg_log_event(G_LOG_LEVEL_MESSAGE, "SERVER_USER_PLACED", "MESSAGE",
                    "server mode: %s (first seen by the kernel)",

@@ -8,7 +8,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <pwd.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -19,6 +18,7 @@
 #include <libssh/server.h> /* ssh_send_keepalive() and the ssh_message calls for
                             * channel opens: usable by clients too */
 
+#include "accounts.h"
 #include "hostkey.h"
 #include "listener.h"
 #include "log.h"
@@ -789,17 +789,6 @@ pause_accepting(TgSession *session, const TgForward *forward, int error_number)
   }
 }
 
-static char *
-uid_name(uid_t uid)
-{
-  char buffer[4096];
-  struct passwd entry, *result = NULL;
-
-  if (getpwuid_r(uid, &entry, buffer, sizeof buffer, &result) == 0 && result != NULL)
-    return g_strdup(result->pw_name);
-  return g_strdup("?");
-}
-
 /* ListenerUsers on accept: a connection from a socket of this host passes
  * if its owner is root or one the listener allows. The firewall resets the
  * others before the handshake; this holds without it. A peer the kernel
@@ -833,7 +822,9 @@ peer_user_allowed(TgSession *session, const TgListener *listener,
     if (g_array_index(listener->allowed_uids, guint32, i) == uid)
       return TRUE;
   uid_text = g_strdup_printf("%u", (unsigned)uid);
-  name = uid_name(uid);
+  name = tg_accounts_name_of(uid);
+  if (name == NULL)
+    name = g_strdup("?");
   tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID", config->tunnel_id,
                "USER", config->owner.user_name, "FORWARD", forward->spec, "PEER_UID",
                uid_text, "PEER_USER", name, "DECISION", "deny", "RULE", "ListenerUsers",
