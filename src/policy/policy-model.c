@@ -66,6 +66,8 @@ const TgKeywordInfo tg_policy_keywords[TG_KW_COUNT] = {
       OTHER("DaemonMaxPendingCalls", TG_VALUE_COUNT, "1024", TG_KEYWORD_GLOBAL_ONLY),
   [TG_KW_MAX_LIFETIME] = OTHER("MaxLifetime", TG_VALUE_TIME, "none", 0),
   [TG_KW_IDLE_TIMEOUT] = OTHER("IdleTimeout", TG_VALUE_TIME, "none", 0),
+  [TG_KW_MAX_RECONNECT_ATTEMPTS] =
+      OTHER("MaxReconnectAttempts", TG_VALUE_COUNT, "none", 0),
   [TG_KW_HOST_KEY_POLICY] =
       WORD("HostKeyPolicy", host_key_policy_words, "known-or-pinned", 0),
   [TG_KW_EGRESS_LOCKDOWN] =

@@ -240,6 +240,8 @@ typedef enum {
   TG_POLICY_DAEMON_MAX_CONNECTIONS,
   TG_POLICY_DAEMON_MAX_BUFFERED, /* bytes */
   TG_POLICY_DAEMON_MAX_PENDING_CALLS,
+  /* attempts to reconnect after each loss (a tunnel with reconnect) */
+  TG_POLICY_MAX_RECONNECT_ATTEMPTS,
 } TgPolicyLimitKind;
 
 typedef struct {

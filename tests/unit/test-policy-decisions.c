@@ -726,6 +726,40 @@ test_time_limits(void)
   }
 }
 
+/* MaxReconnectAttempts: none (for ever) by default, a count per user, 0
+ * (fail at the first loss) allowed, garbage refused naming the line. */
+static void
+test_reconnect_attempts(void)
+{
+  g_autoptr(TgPolicy) defaults = tg_policy_parse_string("t.conf", "", -1, NULL);
+  g_autoptr(TgPolicy) policy = tg_policy_parse_string(
+      "t.conf", "MaxReconnectAttempts 20\nMatch User laptop\n  MaxReconnectAttempts 0\n",
+      -1, NULL);
+  g_autoptr(TgPolicySubject) laptop = tg_policy_subject_new("laptop", 7, NULL);
+  g_autoptr(TgPolicySubject) other = tg_policy_subject_new("other", 8, NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(TgPolicy) bad = NULL;
+  TgPolicyLimit limit;
+
+  tg_policy_get_limit(defaults, other, TG_POLICY_MAX_RECONNECT_ATTEMPTS, &limit);
+  g_assert_false(limit.limited);
+  g_assert_cmpstr(limit.origin.keyword, ==, "MaxReconnectAttempts");
+  tg_policy_get_limit(policy, other, TG_POLICY_MAX_RECONNECT_ATTEMPTS, &limit);
+  g_assert_true(limit.limited);
+  g_assert_cmpuint(limit.value, ==, 20);
+  g_assert_cmpuint(limit.origin.line, ==, 1);
+  tg_policy_get_limit(policy, laptop, TG_POLICY_MAX_RECONNECT_ATTEMPTS, &limit);
+  g_assert_true(limit.limited);
+  g_assert_cmpuint(limit.value, ==, 0);
+  g_assert_cmpuint(limit.origin.line, ==, 3);
+
+  bad = tg_policy_parse_string("t.conf", "MaxReconnectAttempts often\n", -1, &error);
+  g_assert_null(bad);
+  g_assert_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(error->message, "t.conf:1"));
+  g_assert_nonnull(strstr(error->message, "MaxReconnectAttempts"));
+}
+
 static void
 test_gateway_ports_yes(void)
 {
@@ -1151,6 +1185,7 @@ test_dump(Fixture *fixture, gconstpointer data)
       "daemonmaxpendingcalls 1024  # <default>\n"
       "maxlifetime none  # <default>\n"
       "idletimeout none  # <default>\n"
+      "maxreconnectattempts none  # <default>\n"
       "hostkeypolicy known-or-pinned  # <default>\n"
       "egresslockdown no  # <default>\n"
       "sshports 22  # <default>\n"
@@ -1304,6 +1339,7 @@ main(int argc, char **argv)
   g_test_add_func("/policy-decisions/sftp-only", test_sftp_only);
   ADD_FIXTURE_TEST("/policy-decisions/limits", test_limits);
   g_test_add_func("/policy-decisions/time-limits", test_time_limits);
+  g_test_add_func("/policy-decisions/reconnect-attempts", test_reconnect_attempts);
   g_test_add_func("/policy-decisions/gateway-ports-yes", test_gateway_ports_yes);
   g_test_add_func("/policy-decisions/host-key-policy", test_host_key_policy);
   g_test_add_func("/policy-decisions/global-values", test_global_values);

@@ -636,8 +636,8 @@ test_no_keyword_is_reserved(void)
   g_autofree char *again = tg_policy_dump_effective(every, NULL, FALSE);
   g_auto(GStrv) lines = g_strsplit(defaults, "\n", -1);
 
-  /* All 37 keywords, each set once, none warning. */
-  g_assert_cmpuint(g_strv_length(lines), ==, 37 + 1);
+  /* All 38 keywords, each set once, none warning. */
+  g_assert_cmpuint(g_strv_length(lines), ==, 38 + 1);
   assert_warnings(every, no_warnings);
   g_assert_cmpstr(again, ==, defaults);
   for (gsize i = 0; i < G_N_ELEMENTS(per_user); i++) {
