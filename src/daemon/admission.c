@@ -20,6 +20,9 @@ struct _TgAdmission {
   gboolean check_actions;
   guint first_index;
 
+  gboolean readmission; /* tg_admission_set_readmission() */
+  GPtrArray *refusals;  /* char*, one per forward: NULL or why it was refused */
+
   gboolean check_server; /* tg_admission_set_server() */
   char *host;
   guint16 port;
@@ -128,7 +131,22 @@ tg_admission_new(TgDaemon *daemon, uid_t caller_uid, const TgPolicySubject *subj
   admission->listeners = g_ptr_array_new_with_free_func((GDestroyNotify)tg_listener_free);
   admission->connect_backs =
       g_ptr_array_new_with_free_func((GDestroyNotify)tg_connect_back_free);
+  admission->refusals = g_ptr_array_new_full(n, g_free);
+  g_ptr_array_set_size(admission->refusals, n);
   return admission;
+}
+
+void
+tg_admission_set_readmission(TgAdmission *admission)
+{
+  admission->readmission = TRUE;
+}
+
+const char *
+tg_admission_get_refusal(TgAdmission *admission, guint position)
+{
+  g_return_val_if_fail(position < admission->refusals->len, NULL);
+  return g_ptr_array_index(admission->refusals, position);
 }
 
 void
@@ -192,6 +210,7 @@ tg_admission_free(TgAdmission *admission)
   g_array_unref(admission->wanted);
   g_ptr_array_unref(admission->listeners);
   g_ptr_array_unref(admission->connect_backs);
+  g_ptr_array_unref(admission->refusals);
   g_free(admission);
 }
 
@@ -288,7 +307,8 @@ tg_admission_run(TgAdmission *admission, TgAdmissionCheckFunc still_wanted,
     const TgForward *forward = g_ptr_array_index(admission->forwards, i);
     g_autoptr(TgPolicyDecision) decision = NULL;
 
-    if (forward->kind != TG_FORWARD_REMOTE || forward->connect.host == NULL)
+    if (forward->kind != TG_FORWARD_REMOTE || forward->connect.host == NULL ||
+        admission->readmission) /* its pins stay */
       continue;
     /* only what the policy allows: a forbidden name is never looked up (the
      * logged POLICY step refuses it afterwards) */
@@ -319,6 +339,19 @@ tg_admission_run(TgAdmission *admission, TgAdmissionCheckFunc still_wanted,
 
 /* ---- RUNNING, ACTIONS, POLICY, BIND, GUARD, PIN ---- */
 
+/* A readmission refuses one forward and goes on; otherwise the first
+ * refusal ends the transaction. */
+static gboolean
+refuse_forward(TgAdmission *admission, guint position, GError **error)
+{
+  if (!admission->readmission)
+    return FALSE;
+  g_free(admission->refusals->pdata[position]);
+  admission->refusals->pdata[position] = g_strdup((*error)->message);
+  g_clear_error(error);
+  return TRUE;
+}
+
 static gboolean
 check_actions(TgAdmission *admission, GError **error)
 {
@@ -328,11 +361,18 @@ check_actions(TgAdmission *admission, GError **error)
     if (tg_admission_forward_actions(admission->daemon->policy, admission->subject,
                                      forward) &
         ~admission->granted) {
-      g_set_error(error, TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
-                  "Forward '%s' needs more than was authorized (the policy changed "
-                  "during the call); try again",
-                  forward->spec);
-      return FALSE;
+      if (admission->readmission)
+        g_set_error(error, TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                    "Forward '%s' now needs more than was authorized when the tunnel "
+                    "was opened",
+                    forward->spec);
+      else
+        g_set_error(error, TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                    "Forward '%s' needs more than was authorized (the policy changed "
+                    "during the call); try again",
+                    forward->spec);
+      if (!refuse_forward(admission, i, error))
+        return FALSE;
     }
   }
   return TRUE;
@@ -349,8 +389,11 @@ check_policy(TgAdmission *admission, GError **error)
       !tg_gate_check_server(daemon, subject, id, admission->host, admission->port, error))
     return FALSE;
   for (guint i = 0; i < admission->forwards->len; i++) {
+    if (admission->refusals->pdata[i] != NULL)
+      continue; /* refused already (a readmission) */
     if (!tg_gate_check_new_forward(daemon, subject, id,
-                                   g_ptr_array_index(admission->forwards, i), error))
+                                   g_ptr_array_index(admission->forwards, i), error) &&
+        !refuse_forward(admission, i, error))
       return FALSE;
   }
   if (admission->check_server && admission->new_tunnel &&
@@ -459,7 +502,7 @@ admit(TgAdmission *admission)
       (admission->still_wanted != NULL &&
        !admission->still_wanted(admission, admission->user_data, &error)) ||
       !check_actions(admission, &error) || !check_policy(admission, &error) ||
-      !bind_and_guard(admission, &error)) {
+      (!admission->readmission && !bind_and_guard(admission, &error))) {
     finish(admission, error);
     return;
   }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Forward admission: the one path by which forwards get into a tunnel, for
  * OpenTunnel (all of a new tunnel's forwards), AddForward (one more) and a
- * reconnect (a tunnel's forwards again). One transaction, in this order:
+ * reconnect (a tunnel's forwards again: tg_admission_set_readmission()). One
+ * transaction, in this order:
  *
  *   RESOLVE  the R destinations the policy allows, in a thread (at most
  *            TG_MAX_RESOLVING_PER_USER calls of one uid at a time)
@@ -73,6 +74,16 @@ void tg_admission_set_server(TgAdmission *admission, const char *host, guint16 p
 void tg_admission_set_steps(TgAdmission *admission, const TgAdmissionSteps *steps);
 /* The index in the tunnel's list of the first forward (0 by default). */
 void tg_admission_set_first_index(TgAdmission *admission, guint index);
+
+/* A reconnect: the forwards are the tunnel's own, admitted before, whose
+ * listeners and pins stay (nothing is resolved, bound, guarded or pinned
+ * again). The server and host key must still pass, or the transaction
+ * fails; a forward the policy now forbids, or that needs an action beyond
+ * those granted, does not fail it: tg_admission_get_refusal() says why. */
+void tg_admission_set_readmission(TgAdmission *admission);
+/* After a readmission: why the forward at @position of those given was
+ * refused, or NULL when it was admitted again. */
+const char *tg_admission_get_refusal(TgAdmission *admission, guint position);
 
 typedef gboolean (*TgAdmissionCheckFunc)(TgAdmission *admission, gpointer user_data,
                                          GError **error);
