@@ -78,5 +78,12 @@ tg_privileges_drop(GError **error)
                 "Cannot set no-new-privileges: %s", g_strerror(errno));
     return FALSE;
   }
+  /* keys of tunnels live in memory: no core file, no ptrace or
+   * /proc/PID/mem for anyone without CAP_SYS_PTRACE */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                "Cannot make the process non-dumpable: %s", g_strerror(errno));
+    return FALSE;
+  }
   return TRUE;
 }
