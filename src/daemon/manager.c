@@ -18,6 +18,11 @@
 
 #define MAX_DESCRIPTION_LENGTH 256
 #define MAX_KEEPALIVE_SECONDS 3600
+#define MAX_KEEPALIVE_COUNT 10
+#define DEFAULT_KEEPALIVE_COUNT 3 /* OpenSSH's ServerAliveCountMax */
+/* keepalive of a tunnel with reconnect when none is given: a dead path is
+ * noticed within 90 s, not the TCP keepalive's 60 + 3 × 60 */
+#define RECONNECT_KEEPALIVE_SECONDS 30
 
 /* The ciphers a caller may ask for; libssh's defaults when none is given. */
 static const char *const allowed_ciphers[] = {
@@ -44,6 +49,9 @@ typedef struct {
   char *ciphers;
   char *description;
   guint32 keepalive;
+  gboolean keepalive_given;
+  guint32 keepalive_count;
+  gboolean reconnect;
   gboolean bind_to_caller;
   TgPolicySubject *subject; /* the caller, for the policy; set in decide() */
   TgSessionConfig *config;  /* being filled in act() */
@@ -159,6 +167,7 @@ parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char
     if (!option_has_type(key, value, "u", error))
       return FALSE;
     request->keepalive = g_variant_get_uint32(value);
+    request->keepalive_given = TRUE;
     if (request->keepalive > MAX_KEEPALIVE_SECONDS) {
       g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
                   "Option 'keepalive' must be at most %d seconds, not %u",
@@ -173,14 +182,22 @@ parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char
     request->bind_to_caller = g_variant_get_boolean(value);
     return TRUE;
   }
+  if (g_str_equal(key, "keepalive-count")) {
+    if (!option_has_type(key, value, "u", error))
+      return FALSE;
+    request->keepalive_count = g_variant_get_uint32(value);
+    if (request->keepalive_count < 1 || request->keepalive_count > MAX_KEEPALIVE_COUNT) {
+      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                  "Option 'keepalive-count' must be from 1 to %d, not %u",
+                  MAX_KEEPALIVE_COUNT, request->keepalive_count);
+      return FALSE;
+    }
+    return TRUE;
+  }
   if (g_str_equal(key, "reconnect")) {
     if (!option_has_type(key, value, "b", error))
       return FALSE;
-    if (g_variant_get_boolean(value)) {
-      g_set_error_literal(error, TG_ERROR, TG_ERROR_NOT_SUPPORTED,
-                          "Option 'reconnect' is not supported yet");
-      return FALSE;
-    }
+    request->reconnect = g_variant_get_boolean(value);
     return TRUE;
   }
   if (g_str_equal(key, "description")) {
@@ -209,7 +226,8 @@ parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char
   }
   g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
               "Unknown option '%s' (known: agent, agent-fd, identity, identity-fd, "
-              "host-key, keepalive, reconnect, bind-to-caller, description, ciphers)",
+              "host-key, keepalive, keepalive-count, reconnect, bind-to-caller, "
+              "description, ciphers)",
               key);
   return FALSE;
 }
@@ -227,6 +245,7 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
 
   request->daemon = daemon;
   request->agent_fd = request->identity_fd = -1;
+  request->keepalive_count = DEFAULT_KEEPALIVE_COUNT;
   request->forwards = g_ptr_array_new_with_free_func((GDestroyNotify)tg_forward_free);
   g_variant_get(parameters, "(&sasa{sv})", &destination, &forwards, &options);
 
@@ -454,6 +473,10 @@ open_admitted(TgAdmission *admission, const GError *error, gpointer user_data)
     config->identity_fd = g_steal_fd(&request->identity_fd);
   config->ciphers = g_steal_pointer(&request->ciphers);
   config->keepalive_seconds = request->keepalive;
+  if (request->reconnect && !request->keepalive_given)
+    config->keepalive_seconds = RECONNECT_KEEPALIVE_SECONDS;
+  config->keepalive_count = request->keepalive_count;
+  config->reconnect = request->reconnect;
   config->connect_timeout_seconds = daemon->connect_timeout_seconds;
   config->ssh_dir = g_strdup(daemon->state_dir);
   config->known_hosts = g_build_filename(daemon->state_dir, "known_hosts", NULL);
@@ -464,6 +487,7 @@ open_admitted(TgAdmission *admission, const GError *error, gpointer user_data)
   TgTunnel *tunnel =
       tg_tunnel_open(daemon, call->caller, g_steal_pointer(&request->subject),
                      destination, request->description, request->bind_to_caller,
+                     call->granted, request->destination->profile == NULL,
                      g_steal_pointer(&config), g_steal_pointer(&call->invocation));
   if (request->destination->profile != NULL)
     tg_tunnel_set_profile(tunnel, request->destination->profile);

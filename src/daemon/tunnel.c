@@ -39,6 +39,18 @@ struct _TgTunnel {
   gint64 idle_since;   /* monotonic time the tunnel went quiet, 0: busy */
   char *last_error;
 
+  /* reconnecting (session.h): what a reconnect is re-admitted with */
+  TgAction granted;       /* what polkit granted at open; a forward needing more
+                           * is dropped at a reconnect */
+  gboolean check_actions; /* FALSE: a profile's forwards (use-profile) */
+  gboolean reconnect;
+  gboolean persistent;
+  guint retry_attempt; /* RetryAttempt: the next attempt, 0: none */
+  gint64 next_retry;   /* NextRetry: wall-clock µs, 0: none */
+  guint reconnects;    /* Reconnects: times it came back */
+  gint64 down_since;   /* monotonic µs of the loss */
+  gboolean suspended;  /* closed for sleep */
+
   TgCounters counters;
   /* what was last announced, so the timer emits only changes */
   guint64 published_sent, published_received, published_total;
@@ -147,6 +159,16 @@ tunnel_property(TgTunnel *tunnel, const char *name)
     return g_variant_new_string(tunnel->last_error);
   if (g_str_equal(name, "Created"))
     return g_variant_new_uint64(tunnel->created);
+  if (g_str_equal(name, "Reconnect"))
+    return g_variant_new_boolean(tunnel->reconnect);
+  if (g_str_equal(name, "Persistent"))
+    return g_variant_new_boolean(tunnel->persistent);
+  if (g_str_equal(name, "RetryAttempt"))
+    return g_variant_new_uint32(tunnel->retry_attempt);
+  if (g_str_equal(name, "NextRetry"))
+    return g_variant_new_uint64(tunnel->next_retry > 0 ? tunnel->next_retry : 0);
+  if (g_str_equal(name, "Reconnects"))
+    return g_variant_new_uint32(tunnel->reconnects);
   return NULL;
 }
 
@@ -323,11 +345,16 @@ tunnel_remove(TgTunnel *tunnel)
   tg_registry_remove_tunnel(daemon->registry, tunnel->id); /* frees the tunnel */
 }
 
+/* @also: more properties that changed with the state, announced with it. */
 static void
-tunnel_set_state(TgTunnel *tunnel, TgTunnelState state, const char *error_message)
+tunnel_set_state_with(TgTunnel *tunnel, TgTunnelState state, const char *error_message,
+                      const char *const *also)
 {
-  const char *names[4] = { "State", NULL, NULL, NULL };
+  const char *names[10] = { "State", NULL };
   guint n = 1;
+
+  for (guint i = 0; also != NULL && also[i] != NULL && n < G_N_ELEMENTS(names) - 3; i++)
+    names[n++] = also[i];
 
   tunnel->state = state;
   if (error_message != NULL) {
@@ -344,6 +371,12 @@ tunnel_set_state(TgTunnel *tunnel, TgTunnelState state, const char *error_messag
    * traffic before it sees it closed */
   tg_tunnel_publish_counters(tunnel);
   tunnel_emit_changed(tunnel, names);
+}
+
+static void
+tunnel_set_state(TgTunnel *tunnel, TgTunnelState state, const char *error_message)
+{
+  tunnel_set_state_with(tunnel, state, error_message, NULL);
 }
 
 static void
@@ -374,17 +407,209 @@ tunnel_remote_listening(guint forward_index, const char *address, guint16 port,
   tunnel_emit_changed(tunnel, names);
 }
 
+/* The server's listeners went with the session: R forwards have no
+ * listener until the server is asked again (maybe another port for 0). */
+static gboolean
+tunnel_forget_remote_listeners(TgTunnel *tunnel)
+{
+  gboolean changed = FALSE;
+
+  for (guint i = tunnel->listener_info->len; i-- > 0;) {
+    const ListenerInfo *info = &g_array_index(tunnel->listener_info, ListenerInfo, i);
+    const TgForward *forward =
+        g_ptr_array_index(tunnel->forward_list, info->forward_index);
+
+    if (forward != NULL && forward->kind == TG_FORWARD_REMOTE) {
+      g_array_remove_index(tunnel->listener_info, i);
+      changed = TRUE;
+    }
+  }
+  if (changed)
+    tunnel_publish_forwards(tunnel);
+  return changed;
+}
+
+static void
+tunnel_reconnecting(TgTunnel *tunnel, const TgSessionReport *report)
+{
+  const char *names[4] = { "RetryAttempt", "NextRetry", NULL };
+  guint n = 2;
+  gboolean first = tunnel->state != TG_TUNNEL_RECONNECTING;
+  const char *cause = report->error != NULL ? report->error->message : "lost";
+  g_autofree char *message = NULL;
+
+  tunnel->retry_attempt = report->attempt;
+  tunnel->next_retry = report->next_attempt;
+  tunnel->suspended = report->suspended;
+  if (first) {
+    tunnel->down_since = g_get_monotonic_time();
+    if (tunnel_forget_remote_listeners(tunnel))
+      names[n++] = "Listeners";
+  }
+  tunnel_set_state_with(tunnel, TG_TUNNEL_RECONNECTING, cause, names);
+  if (report->suspended)
+    message = g_strdup_printf("tunnel %s of %s to %s is closed while the system sleeps; "
+                              "it reconnects at the resume",
+                              tunnel->id, tunnel->owner_name, tunnel->destination);
+  else if (first)
+    message = g_strdup_printf("tunnel %s of %s to %s lost: %s; reconnecting (attempt %u "
+                              "in %.1f s)",
+                              tunnel->id, tunnel->owner_name, tunnel->destination, cause,
+                              report->attempt,
+                              MAX(0, report->next_attempt - g_get_real_time()) / 1e6);
+  else
+    message =
+        g_strdup_printf("tunnel %s of %s to %s: %s; attempt %u in %.1f s", tunnel->id,
+                        tunnel->owner_name, tunnel->destination, cause, report->attempt,
+                        MAX(0, report->next_attempt - g_get_real_time()) / 1e6);
+  if (first || report->suspended) {
+    g_autofree char *attempt = g_strdup_printf("%u", report->attempt);
+
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_RECONNECTING", "TUNNEL_ID", tunnel->id,
+                 "USER", tunnel->owner_name, "CAUSE", cause, "ATTEMPT", attempt,
+                 "MESSAGE", "%s", message);
+  } else {
+    tg_log_event(G_LOG_LEVEL_INFO, "TUNNEL_RETRY", "TUNNEL_ID", tunnel->id, "USER",
+                 tunnel->owner_name, "CAUSE", cause, "MESSAGE", "%s", message);
+  }
+}
+
+typedef struct {
+  TgDaemon *daemon;
+  char *path;
+  GArray *indexes; /* guint: the forward_list index of each admitted forward */
+} Readmission;
+
+static void
+readmission_free(Readmission *readmission)
+{
+  g_free(readmission->path);
+  g_array_unref(readmission->indexes);
+  g_free(readmission);
+}
+
+static void
+tunnel_readmitted(TgAdmission *admission, const GError *error, gpointer user_data)
+{
+  Readmission *readmission = user_data;
+  TgTunnel *tunnel =
+      tg_registry_find_tunnel(readmission->daemon->registry, readmission->path);
+
+  if (tunnel == NULL || tunnel->session == NULL) /* gone meanwhile */
+    goto done;
+  if (error != NULL) {
+    tg_session_readmitted(tunnel->session, error);
+    goto done;
+  }
+  for (guint i = 0; i < readmission->indexes->len; i++) {
+    const char *refusal = tg_admission_get_refusal(admission, i);
+    g_autofree char *reason = NULL;
+
+    if (refusal == NULL)
+      continue;
+    reason = g_strdup_printf("not re-admitted at the reconnect: %s", refusal);
+    /* the tunnel's last forward closes it, which the worker hears too */
+    tg_tunnel_remove_forward(tunnel, g_array_index(readmission->indexes, guint, i),
+                             reason, NULL);
+  }
+  if (tunnel->session != NULL)
+    tg_session_readmitted(tunnel->session, NULL);
+done:
+  tg_admission_free(admission);
+  readmission_free(readmission);
+}
+
+static gboolean tunnel_profile_allows(TgTunnel *tunnel, gboolean reload, char **reason);
+
+/* The session is back: its forwards pass the admission again, as at open,
+ * for the owner as NSS knows them now, against the policy in force and
+ * what polkit granted then (the caller may be long gone: polkit itself is
+ * not asked again). */
+static void
+tunnel_readmit(TgTunnel *tunnel)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(TgPolicySubject) owner =
+      tg_policy_subject_from_uid(tunnel->owner_uid, &error);
+  g_autoptr(GPtrArray) forwards = g_ptr_array_new();
+  g_autofree char *reason = NULL;
+  Readmission *readmission;
+  TgAdmission *admission;
+
+  if (owner == NULL) {
+    g_autoptr(GError) refusal =
+        g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                    "The owner's account cannot be looked up: %s", error->message);
+    tg_session_readmitted(tunnel->session, refusal);
+    return;
+  }
+  tg_policy_subject_free(tunnel->subject);
+  tunnel->subject = g_steal_pointer(&owner);
+  tg_tunnel_apply_policy(tunnel, tunnel->daemon->policy);
+  if (tunnel->profile != NULL && !tunnel_profile_allows(tunnel, FALSE, &reason)) {
+    g_autoptr(GError) refusal =
+        g_error_new(TG_ERROR, TG_ERROR_POLICY_DENIED, "%s", reason);
+    tg_session_readmitted(tunnel->session, refusal);
+    return;
+  }
+  readmission = g_new0(Readmission, 1);
+  readmission->daemon = tunnel->daemon;
+  readmission->path = g_strdup(tunnel->path);
+  readmission->indexes = g_array_new(FALSE, FALSE, sizeof(guint));
+  for (guint i = 0; i < tunnel->forward_list->len; i++) {
+    TgForward *forward = g_ptr_array_index(tunnel->forward_list, i);
+
+    if (forward == NULL)
+      continue;
+    g_ptr_array_add(forwards, forward);
+    g_array_append_val(readmission->indexes, i);
+  }
+  admission =
+      tg_admission_new(tunnel->daemon, tunnel->owner_uid, tunnel->subject, tunnel->id,
+                       forwards, tunnel->granted, tunnel->check_actions);
+  tg_admission_set_readmission(admission);
+  tg_admission_set_server(admission, tunnel->server_host, tunnel->server_port,
+                          tunnel->host_key, FALSE);
+  tg_admission_run(admission, NULL, tunnel_readmitted, readmission);
+}
+
 /* Reports from the worker, in the D-Bus thread. */
 static void
-tunnel_session_state(TgSessionState session_state, const GError *error,
-                     gpointer user_data)
+tunnel_session_state(const TgSessionReport *report, gpointer user_data)
 {
   TgTunnel *tunnel = user_data;
+  TgSessionState session_state = report->state;
+  const GError *error = report->error;
   TgTunnelState state = session_state == TG_SESSION_UP       ? TG_TUNNEL_UP
                         : session_state == TG_SESSION_FAILED ? TG_TUNNEL_FAILED
                                                              : TG_TUNNEL_CLOSED;
   char bytes[64];
 
+  if (session_state == TG_SESSION_RECONNECTING) {
+    tunnel_reconnecting(tunnel, report);
+    return;
+  }
+  if (session_state == TG_SESSION_READMIT) {
+    tunnel_readmit(tunnel);
+    return;
+  }
+  if (state == TG_TUNNEL_UP && report->reconnected) {
+    const char *names[] = { "RetryAttempt", "NextRetry", "Reconnects", NULL };
+    guint attempts = tunnel->retry_attempt;
+    g_autofree char *down =
+        g_strdup_printf("%.1f", (g_get_monotonic_time() - tunnel->down_since) / 1e6);
+
+    tunnel->retry_attempt = 0;
+    tunnel->next_retry = 0;
+    tunnel->suspended = FALSE;
+    tunnel->reconnects++;
+    tunnel_set_state_with(tunnel, TG_TUNNEL_UP, NULL, names);
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_RECONNECTED", "TUNNEL_ID", tunnel->id,
+                 "USER", tunnel->owner_name, "DOWNTIME", down, "MESSAGE",
+                 "tunnel %s of %s to %s is up again after %s s (attempt %u)", tunnel->id,
+                 tunnel->owner_name, tunnel->destination, down, MAX(attempts, 1));
+    return;
+  }
   if (state == TG_TUNNEL_UP) {
     g_clear_handle_id(&tunnel->connect_timer, g_source_remove);
     tunnel_set_state(tunnel, TG_TUNNEL_UP, NULL);
@@ -605,6 +830,12 @@ tunnel_still_takes_forward(TgAdmission *admission, gpointer user_data, GError **
   }
   if (tunnel->closing) {
     g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s is closing",
+                tunnel->id);
+    return FALSE;
+  }
+  if (tunnel->state == TG_TUNNEL_RECONNECTING) {
+    g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED,
+                "Tunnel %s is reconnecting; add the forward once it is up again",
                 tunnel->id);
     return FALSE;
   }
@@ -901,7 +1132,8 @@ tunnel_caller_vanished(GDBusConnection *connection, const char *name, gpointer u
 TgTunnel *
 tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject,
                const char *destination, const char *description, gboolean bind_to_caller,
-               TgSessionConfig *config, GDBusMethodInvocation *open_invocation)
+               TgAction granted, gboolean check_actions, TgSessionConfig *config,
+               GDBusMethodInvocation *open_invocation)
 {
   TgTunnel *tunnel = g_new0(TgTunnel, 1);
   g_autoptr(GError) error = NULL;
@@ -921,6 +1153,9 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   tunnel->created = g_get_real_time();
   tunnel->state = TG_TUNNEL_CONNECTING;
   tunnel->last_error = g_strdup("");
+  tunnel->granted = granted;
+  tunnel->check_actions = check_actions;
+  tunnel->reconnect = config->reconnect;
   tunnel->close_invocations = g_ptr_array_new();
   tunnel->forward_list = g_ptr_array_new_with_free_func((GDestroyNotify)tg_forward_free);
   for (guint i = 0; i < config->forwards->len; i++)
@@ -960,11 +1195,14 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   tg_tunnel_apply_policy(tunnel, daemon->policy);
   config->subject = tg_policy_subject_copy(tunnel->subject);
   config->policy = tg_policy_ref(daemon->policy);
-  tunnel->connect_timer = g_timeout_add_seconds(daemon->connect_timeout_seconds * 3,
-                                                tunnel_connect_timed_out, tunnel);
+  if (open_invocation != NULL) /* someone waits: bounded */
+    tunnel->connect_timer = g_timeout_add_seconds(daemon->connect_timeout_seconds * 3,
+                                                  tunnel_connect_timed_out, tunnel);
   tunnel->session =
       tg_session_start(config, &tunnel->counters, tunnel->usage, tunnel->daemon_usage,
                        tunnel_session_state, tunnel_remote_listening, tunnel);
+  tg_tunnel_apply_policy(tunnel,
+                         daemon->policy); /* MaxReconnectAttempts: the session's */
   return tunnel;
 }
 
@@ -1148,6 +1386,12 @@ tg_tunnel_apply_policy(TgTunnel *tunnel, const TgPolicy *policy)
   tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_IDLE_TIMEOUT, &idle);
   tunnel->idle_limit = idle.limited ? idle.value : 0;
 
+  tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_MAX_RECONNECT_ATTEMPTS, &limit);
+  if (tunnel->session != NULL)
+    tg_session_set_max_attempts(tunnel->session,
+                                limit.limited ? (guint)MIN(limit.value, G_MAXUINT - 1)
+                                              : G_MAXUINT);
+
   g_clear_handle_id(&tunnel->lifetime_timer, g_source_remove);
   tg_policy_get_limit(policy, tunnel->subject, TG_POLICY_MAX_LIFETIME, &lifetime);
   if (lifetime.limited)
@@ -1196,12 +1440,11 @@ tg_tunnel_free(TgTunnel *tunnel)
 
 /* A profile's tunnel: the profile must still exist and allow its user. */
 static gboolean
-tunnel_recheck_profile(TgTunnel *tunnel)
+tunnel_profile_allows(TgTunnel *tunnel, gboolean reload, char **reason)
 {
   g_autofree char *dir = g_build_filename(tunnel->daemon->config_dir, "profiles.d", NULL);
   g_autoptr(TgProfile) profile = NULL;
   g_autoptr(GError) error = NULL;
-  g_autofree char *reason = NULL;
 
   profile = tg_profile_load(dir, tunnel->profile, &error);
   if (profile != NULL) {
@@ -1211,11 +1454,22 @@ tunnel_recheck_profile(TgTunnel *tunnel)
     tg_policy_log_decision(tunnel->subject, tunnel->id, what, decision);
     if (decision->allowed)
       return TRUE;
-    reason = g_strdup_printf("the reloaded policy forbids it: %s", decision->reason);
+    *reason = g_strdup_printf("the %s policy forbids it: %s",
+                              reload ? "reloaded" : "current", decision->reason);
   } else {
-    reason = g_strdup_printf("its profile '%s' cannot be read any more: %s",
-                             tunnel->profile, error->message);
+    *reason = g_strdup_printf("its profile '%s' cannot be read any more: %s",
+                              tunnel->profile, error->message);
   }
+  return FALSE;
+}
+
+static gboolean
+tunnel_recheck_profile(TgTunnel *tunnel)
+{
+  g_autofree char *reason = NULL;
+
+  if (tunnel_profile_allows(tunnel, TRUE, &reason))
+    return TRUE;
   tg_tunnel_close(tunnel, reason, NULL);
   return FALSE;
 }

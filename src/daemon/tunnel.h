@@ -25,10 +25,15 @@ typedef struct _TgTunnel TgTunnel;
 
 /* Creates and exports a tunnel in state "connecting" (its id: config->tunnel_id,
  * from tg_registry_new_tunnel_id()), registers it, and starts its session.
- * open_invocation (owned) is answered when the tunnel is up or has failed. */
+ * open_invocation (owned; NULL for a tunnel the daemon opens by itself) is
+ * answered when the tunnel is up or has failed. @granted: the polkit
+ * actions the opener was granted, which bound what a reconnect re-admits
+ * (with @check_actions FALSE, as for a profile's forwards, they are not
+ * looked at). */
 TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner,
                          TgPolicySubject *subject, const char *destination,
                          const char *description, gboolean bind_to_caller,
+                         TgAction granted, gboolean check_actions,
                          TgSessionConfig *config, GDBusMethodInvocation *open_invocation);
 
 /* Marks a tunnel started from an administrator's profile: AddForward on it

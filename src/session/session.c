@@ -39,6 +39,19 @@
 #define FIRST_RANDOM_PORT 32768
 #define LAST_RANDOM_PORT 60999
 #define RANDOM_PORT_ATTEMPTS 8
+/* Reconnecting: attempt n waits a random time in [d/2, d], d = 2^(n-1) s
+ * capped at RETRY_MAX_SECONDS ("equal jitter": quick at first, never in step
+ * with other tunnels of the same server, never hammering it). */
+#define RETRY_MAX_SECONDS 60
+/* while down, a new connection is accepted and held at most this long for
+ * the session to come back; at most MAX_HELD at once, the others refused */
+#define HOLD_SECONDS 15
+#define MAX_HELD 64
+#define READMIT_SECONDS 30 /* the D-Bus thread answers READMIT in this time */
+/* an R forward's fixed port the server still holds (its old session lingers)
+ * is asked for again: every 1 s, doubling up to this */
+#define LISTEN_RETRY_MAX_SECONDS 30
+#define AGENT_ANSWER_MAX_BYTES (256 * 1024)
 
 /* A remote forward the server listens for (worker thread only). */
 typedef struct {
@@ -47,6 +60,23 @@ typedef struct {
   guint16 port;      /* as bound (the server's choice for 0) */
   gboolean active;   /* listening; FALSE once cancelled */
 } RemoteListen;
+
+/* After a reconnect, an R forward's port the server would not give back
+ * yet (worker thread only). */
+typedef struct {
+  guint forward_index;
+  gint64 next_try; /* monotonic µs */
+  guint tries;
+} PendingListen;
+
+/* A connection accepted while the session is down, waiting for it. */
+typedef struct {
+  int fd;
+  guint forward_index;
+  char address[INET6_ADDRSTRLEN];
+  guint16 port;
+  gint64 until; /* monotonic µs: refused then */
+} HeldConnection;
 
 struct _TgSession {
   TgSessionConfig *config;
@@ -63,6 +93,9 @@ struct _TgSession {
    * that a connection accepted at the descriptor limit can be asked about */
   int diag_fd;
   atomic_bool stop_requested;
+  atomic_bool check_requested;   /* tg_session_check_now() */
+  atomic_bool suspend_requested; /* tg_session_suspend() */
+  atomic_uint max_attempts;
 
   /* Duplicates of the SSH and agent sockets, kept only to shutdown() them
    * from tg_session_stop(): libssh blocks in the handshake and in agent
@@ -83,10 +116,28 @@ struct _TgSession {
   ssh_event event;
   int agent_fd;
   ssh_key identity;
-  GPtrArray *relays; /* TgRelay* */
-  GArray *remotes;   /* RemoteListen */
+  GPtrArray *relays;       /* TgRelay* */
+  GArray *remotes;         /* RemoteListen */
+  GArray *pending_listens; /* PendingListen */
+  GArray *removed;         /* gboolean per forward index: taken away */
+  GArray *held;            /* HeldConnection */
   struct pollfd *pollfds;
   gsize pollfds_size;
+  gboolean up;          /* serving: connections get relays */
+  gboolean was_up;      /* it has been up: a loss is reconnected */
+  gboolean readmitting; /* READMIT reported, tg_session_readmitted() awaited */
+  gboolean readmitted;
+  GError *readmit_refusal;
+  /* keepalive: the server's last sign of life, and our last question */
+  gint64 last_heard;
+  gint64 last_probe;
+  gboolean probe_in_flight; /* libssh's global request state is ours */
+  gint64 check_deadline;    /* tg_session_check_now(): an answer by then, 0: none */
+  gint64 check_started;
+  /* the last attempt failed before the server was asked: the agent or key
+   * could not be reached (or the agent held no key), which may pass */
+  gboolean credentials_unreachable;
+  gboolean refused_for_good; /* the re-admission refused: no retry */
 };
 
 TgSessionConfig *
@@ -164,7 +215,7 @@ tg_session_config_free(TgSessionConfig *config)
 
 typedef struct {
   TgSession *session;
-  TgSessionState state;
+  TgSessionReport report;
   GError *error;
 } Report;
 
@@ -181,7 +232,9 @@ report_dispatch(gpointer data)
   /* The final report may free the session's user: an acknowledgement still
    * on its way (a command the D-Bus thread queued after the worker ended)
    * goes first, and this report after it. */
-  if (report->state != TG_SESSION_UP && g_atomic_int_get(&session->pending_acks) > 0) {
+  if ((report->report.state == TG_SESSION_FAILED ||
+       report->report.state == TG_SESSION_CLOSED) &&
+      g_atomic_int_get(&session->pending_acks) > 0) {
     Report *again = g_new0(Report, 1);
 
     *again = *report;
@@ -189,7 +242,8 @@ report_dispatch(gpointer data)
     dispatch_later(session, report_dispatch, again, report_free);
     return G_SOURCE_REMOVE;
   }
-  session->state_func(report->state, report->error, session->user_data);
+  report->report.error = report->error;
+  session->state_func(&report->report, session->user_data);
   return G_SOURCE_REMOVE;
 }
 
@@ -220,15 +274,23 @@ dispatch_later(TgSession *session, GSourceFunc func, gpointer data,
 }
 
 static void
-report_state(TgSession *session, TgSessionState state, GError *error)
+report_full(TgSession *session, const TgSessionReport *what, GError *error)
 {
   Report *report = g_new0(Report, 1);
 
   report->session = session;
-  report->state = state;
+  report->report = *what;
   report->error = error;
   tg_text_error_printable(report->error); /* the server's words, often */
   dispatch_later(session, report_dispatch, report, report_free);
+}
+
+static void
+report_state(TgSession *session, TgSessionState state, GError *error)
+{
+  TgSessionReport what = { .state = state };
+
+  report_full(session, &what, error);
 }
 
 typedef struct {
@@ -347,8 +409,19 @@ load_credentials(TgSession *session, GError **error)
       return FALSE;
     session->agent_fd =
         tg_connect_unix_as_user(&config->owner, view_fd, config->agent_path, error);
-    if (session->agent_fd < 0)
+    if (session->agent_fd < 0) {
+      session->credentials_unreachable = TRUE; /* e.g. the agent restarts */
       return FALSE;
+    }
+  } else if (config->agent_fd >= 0 && config->reconnect) {
+    /* the caller's connection to their agent serves every attempt: libssh
+     * gets a duplicate each time (it closes the one it has) */
+    session->agent_fd = fcntl(config->agent_fd, F_DUPFD_CLOEXEC, 3);
+    if (session->agent_fd < 0) {
+      g_set_error(error, TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                  "Cannot use the ssh-agent descriptor: %s", g_strerror(errno));
+      return FALSE;
+    }
   } else if (config->agent_fd >= 0) {
     session->agent_fd = config->agent_fd;
     config->agent_fd = -1;
@@ -363,6 +436,8 @@ load_credentials(TgSession *session, GError **error)
     return tg_socket_peer_is_uid(session->agent_fd, config->owner.uid, error);
   }
 
+  if (session->identity != NULL)
+    return TRUE; /* read at the first attempt, kept while the tunnel lives */
   if (config->identity_path != NULL) {
     int view_fd = view(session, error);
 
@@ -371,8 +446,10 @@ load_credentials(TgSession *session, GError **error)
                                                 config->identity_path, error);
   } else
     key_fd = g_steal_fd(&config->identity_fd);
-  if (key_fd < 0)
+  if (key_fd < 0) {
+    session->credentials_unreachable = config->identity_path != NULL;
     return FALSE;
+  }
   key_text = tg_read_key_fd(key_fd, MAX_KEY_FILE_BYTES, -1, error);
   close(key_fd);
   if (key_text == NULL)
@@ -541,6 +618,53 @@ configure_ssh(TgSession *session, int fd, GError **error)
 }
 
 static gboolean
+read_exactly(int fd, guint8 *buffer, gsize size)
+{
+  gsize done = 0;
+
+  while (done < size) {
+    ssize_t n = recv(fd, buffer + done, size - done, 0);
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return FALSE; /* closed, or SO_RCVTIMEO ran out */
+    done += n;
+  }
+  return TRUE;
+}
+
+/* How many keys the agent offers (SSH2_AGENTC_REQUEST_IDENTITIES), its
+ * whole answer read so that libssh finds the connection as it was; -1 when
+ * it cannot be told. An agent restarted without keys is not a server
+ * refusing them: the first is waited for, the second is final. */
+static int
+agent_key_count(int fd)
+{
+  static const guint8 request[] = { 0, 0, 0, 1, 11 };
+  guint8 header[9], rest[4096];
+  guint32 length, keys;
+
+  if (send(fd, request, sizeof request, MSG_NOSIGNAL) != sizeof request ||
+      !read_exactly(fd, header, sizeof header))
+    return -1;
+  length = (guint32)header[0] << 24 | (guint32)header[1] << 16 | (guint32)header[2] << 8 |
+           header[3];
+  keys = (guint32)header[5] << 24 | (guint32)header[6] << 16 | (guint32)header[7] << 8 |
+         header[8];
+  if (length < 5 || length > AGENT_ANSWER_MAX_BYTES || header[4] != 12)
+    return -1;
+  for (guint32 left = length - 5; left > 0;) {
+    gsize n = MIN(left, sizeof rest);
+
+    if (!read_exactly(fd, rest, n))
+      return -1;
+    left -= n;
+  }
+  return keys > 0 ? (int)MIN(keys, G_MAXINT) : 0;
+}
+
+static gboolean
 authenticate(TgSession *session, GError **error)
 {
   TgSessionConfig *config = session->config;
@@ -552,6 +676,14 @@ authenticate(TgSession *session, GError **error)
     return TRUE;
   if (rc == SSH_AUTH_ERROR)
     goto failed;
+  if (using_agent && agent_key_count(session->agent_fd) == 0) {
+    session->credentials_unreachable = TRUE;
+    g_set_error(error, TG_ERROR, TG_ERROR_AUTHENTICATION_FAILED,
+                "The ssh-agent holds no keys to log in to %s as %s (add yours with "
+                "ssh-add)",
+                config->host, config->user);
+    return FALSE;
+  }
   if (using_agent) {
     /* libssh owns (and closes) the agent socket from here on */
     ssh_set_agent_socket(ssh, g_steal_fd(&session->agent_fd));
@@ -580,9 +712,9 @@ failed:
 /* TCP keepalive and a user timeout, so that a server that vanished without
  * a word is noticed, not waited for forever. */
 static void
-set_keepalive(int fd, guint seconds)
+set_keepalive(int fd, guint seconds, guint probes)
 {
-  int one = 1, count = 3, idle = seconds;
+  int one = 1, count = (int)probes, idle = seconds;
   unsigned int user_timeout = seconds * count * 1000;
 
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
@@ -598,13 +730,16 @@ connect_session(TgSession *session, GError **error)
   TgSessionConfig *config = session->config;
   int fd;
 
-  open_view(session);
+  session->credentials_unreachable = FALSE;
   if (!load_credentials(session, error))
     return FALSE;
   fd = connect_tcp(session, error);
   if (fd < 0)
     return FALSE;
-  set_keepalive(fd, config->keepalive_seconds > 0 ? config->keepalive_seconds : 60);
+  if (config->keepalive_seconds > 0)
+    set_keepalive(fd, config->keepalive_seconds, MAX(config->keepalive_count, 1));
+  else
+    set_keepalive(fd, 60, 3);
 
   session->ssh = ssh_new();
   if (session->ssh == NULL || !configure_ssh(session, fd, error)) {
@@ -835,6 +970,92 @@ peer_user_allowed(TgSession *session, const TgListener *listener,
   return FALSE;
 }
 
+/* An admitted connection gets its relay (the session is up). */
+static void
+serve_connection(TgSession *session, guint forward_index, int fd, const char *address,
+                 guint16 port)
+{
+  const TgForward *forward = g_ptr_array_index(session->config->forwards, forward_index);
+  TgRelay *relay;
+
+  if (forward->kind == TG_FORWARD_DYNAMIC)
+    relay = tg_relay_new_socks(session->ssh, forward_index, fd, address, port,
+                               g_get_monotonic_time() +
+                                   SOCKS_HANDSHAKE_SECONDS * G_USEC_PER_SEC);
+  else if (forward->connect.path != NULL)
+    relay = tg_relay_new_unix_target(session->ssh, forward_index, fd,
+                                     forward->connect.path, address, port);
+  else
+    relay = tg_relay_new(session->ssh, forward_index, fd, forward->connect.host,
+                         forward->connect.port, address, port);
+  add_relay(session, relay, forward, FALSE, address, port);
+}
+
+/* A held connection the session did not come back for: reset (not a clean
+ * end of stream, which a client could take for a complete answer), its
+ * slot given back, and said. */
+static void
+refuse_held(TgSession *session, const HeldConnection *held, const char *why)
+{
+  TgSessionConfig *config = session->config;
+  const TgForward *forward = g_ptr_array_index(config->forwards, held->forward_index);
+  struct linger reset = { .l_onoff = 1, .l_linger = 0 };
+
+  setsockopt(held->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  close(held->fd);
+  release_connection_slot(session);
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID", config->tunnel_id,
+               "USER", config->owner.user_name, "FORWARD", forward->spec, "MESSAGE",
+               "tunnel %s: refusing a connection from %s port %u to %s: %s",
+               config->tunnel_id, held->address, held->port, forward->spec, why);
+}
+
+/* While the session is down, a new connection waits for it (bounded in
+ * time and number) instead of being refused at once: a blip of the
+ * network costs the client a delay, not an error. */
+static void
+hold_connection(TgSession *session, guint forward_index, int fd, const char *address,
+                guint16 port)
+{
+  HeldConnection held = { .fd = fd, .forward_index = forward_index, .port = port };
+
+  g_strlcpy(held.address, address, sizeof held.address);
+  if (session->held->len >= MAX_HELD) {
+    refuse_held(session, &held,
+                "the tunnel is reconnecting and already holds " G_STRINGIFY(
+                    MAX_HELD) " waiting connections");
+    return;
+  }
+  held.until = g_get_monotonic_time() + HOLD_SECONDS * G_USEC_PER_SEC;
+  g_array_append_val(session->held, held);
+}
+
+/* Held connections of @forward_index (G_MAXUINT: all) whose time is up at
+ * @now (0: all of them) are refused. */
+static void
+expire_held(TgSession *session, guint forward_index, gint64 now, const char *why)
+{
+  for (guint i = session->held->len; i-- > 0;) {
+    HeldConnection *held = &g_array_index(session->held, HeldConnection, i);
+
+    if ((forward_index == G_MAXUINT || held->forward_index == forward_index) &&
+        (now == 0 || held->until <= now)) {
+      refuse_held(session, held, why);
+      g_array_remove_index(session->held, i);
+    }
+  }
+}
+
+static void
+serve_held(TgSession *session)
+{
+  for (guint i = 0; i < session->held->len; i++) {
+    HeldConnection *held = &g_array_index(session->held, HeldConnection, i);
+    serve_connection(session, held->forward_index, held->fd, held->address, held->port);
+  }
+  g_array_set_size(session->held, 0);
+}
+
 static void
 accept_connections(TgSession *session, TgListener *listener)
 {
@@ -847,7 +1068,6 @@ accept_connections(TgSession *session, TgListener *listener)
     char address[INET6_ADDRSTRLEN] = "";
     guint16 port = 0;
     int one = 1;
-    TgRelay *relay;
     int fd = accept4(listener->fd, (struct sockaddr *)&peer, &length,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -885,17 +1105,10 @@ accept_connections(TgSession *session, TgListener *listener)
       g_strlcpy(address, "127.0.0.1", sizeof address); /* as OpenSSH names them */
       port = 0;
     }
-    if (forward->kind == TG_FORWARD_DYNAMIC)
-      relay = tg_relay_new_socks(session->ssh, listener->forward_index, fd, address, port,
-                                 g_get_monotonic_time() +
-                                     SOCKS_HANDSHAKE_SECONDS * G_USEC_PER_SEC);
-    else if (forward->connect.path != NULL)
-      relay = tg_relay_new_unix_target(session->ssh, listener->forward_index, fd,
-                                       forward->connect.path, address, port);
+    if (session->up)
+      serve_connection(session, listener->forward_index, fd, address, port);
     else
-      relay = tg_relay_new(session->ssh, listener->forward_index, fd,
-                           forward->connect.host, forward->connect.port, address, port);
-    add_relay(session, relay, forward, FALSE, address, port);
+      hold_connection(session, listener->forward_index, fd, address, port);
   }
 }
 
@@ -971,6 +1184,39 @@ socks_decide(TgSession *session, TgRelay *relay, gboolean ssh_output_queued)
   return tg_relay_pump(relay, 0, ssh_output_queued, session->counters);
 }
 
+/* ---- keepalive ---- */
+
+/* A question the server must answer (keepalive@openssh.com, want-reply),
+ * without waiting for the answer: any packet from the server counts as one
+ * (last_heard). libssh 0.10 keeps one global request state per session,
+ * which a keepalive leaves pending (non-blocking) and its answer leaves
+ * "answered" until the next global request call, which then only resets it
+ * (and returns the old answer as its own). So: one call resets an answered
+ * question, a second one asks anew; with the first still unanswered both
+ * just find it pending. Either way exactly one question is in flight, and
+ * settle_probe() clears it before a request whose answer matters. */
+static void
+send_probe(TgSession *session)
+{
+  ssh_send_keepalive(session->ssh);
+  if (session->probe_in_flight)
+    ssh_send_keepalive(session->ssh);
+  session->probe_in_flight = TRUE;
+  session->last_probe = g_get_monotonic_time();
+}
+
+/* Before tcpip-forward or its cancellation, in blocking mode: waits for the
+ * keepalive's answer (at most the session timeout) and resets the state,
+ * so that the answer read next is the request's own. */
+static void
+settle_probe(TgSession *session)
+{
+  if (!session->probe_in_flight)
+    return;
+  ssh_send_keepalive(session->ssh);
+  session->probe_in_flight = FALSE;
+}
+
 /* ---- remote (R) forwards ---- */
 
 static const TgConnectBack *
@@ -1029,6 +1275,7 @@ request_listen(TgSession *session, guint forward_index, GError **error)
     host = "";
   g_strlcpy(remote.address, host, sizeof remote.address);
   ssh_set_blocking(session->ssh, 1);
+  settle_probe(session);
   if (forward->listen.port == 0 && !session_is_quiet(session)) {
     /* libssh 0.10 reads the port the server chose from the last packet it
      * received, which is another one when traffic arrives with the answer
@@ -1076,6 +1323,7 @@ cancel_listen(TgSession *session, guint forward_index)
     remote->active = FALSE; /* channels for it are refused from now on */
     blocking = ssh_is_blocking(session->ssh);
     ssh_set_blocking(session->ssh, 1);
+    settle_probe(session);
     ssh_channel_cancel_forward(session->ssh, remote->address, remote->port);
     ssh_set_blocking(session->ssh, blocking);
   }
@@ -1215,18 +1463,95 @@ bind_unix_listener(TgSession *session, guint forward_index, GError **error)
   return TRUE;
 }
 
-/* What the first forwards need beyond what the D-Bus thread bound: the
- * server's listeners (R) and the Unix socket listeners, before UP. */
+static gboolean session_alive(TgSession *session, GError **error);
+
+static gboolean
+forward_removed(TgSession *session, guint forward_index)
+{
+  return forward_index < session->removed->len &&
+         g_array_index(session->removed, gboolean, forward_index);
+}
+
+static gboolean
+has_listener(TgSession *session, guint forward_index)
+{
+  for (guint i = 0; i < session->config->listeners->len; i++) {
+    if (((TgListener *)g_ptr_array_index(session->config->listeners, i))->forward_index ==
+        forward_index)
+      return TRUE;
+  }
+  return FALSE;
+}
+
+/* After a reconnect, a fixed port the server will not give yet: its old
+ * session may linger (a path that died silently leaves it until its own
+ * timeout), so it is asked for again until it is free. */
+static void
+defer_listen(TgSession *session, guint forward_index, const GError *error)
+{
+  const TgForward *forward = g_ptr_array_index(session->config->forwards, forward_index);
+  PendingListen pending = { .forward_index = forward_index,
+                            .next_try = g_get_monotonic_time() + G_USEC_PER_SEC,
+                            .tries = 1 };
+
+  g_array_append_val(session->pending_listens, pending);
+  tg_log_event(G_LOG_LEVEL_WARNING, "REMOTE_LISTEN_PENDING", "TUNNEL_ID",
+               session->config->tunnel_id, "USER", session->config->owner.user_name,
+               "FORWARD", forward->spec, "MESSAGE",
+               "tunnel %s: %s; asking again until the server gives the port (up to "
+               "every %d s)",
+               session->config->tunnel_id, error->message, LISTEN_RETRY_MAX_SECONDS);
+}
+
+static void
+retry_pending_listens(TgSession *session, gint64 now)
+{
+  for (guint i = session->pending_listens->len; i-- > 0;) {
+    PendingListen *pending = &g_array_index(session->pending_listens, PendingListen, i);
+    g_autoptr(GError) error = NULL;
+
+    if (pending->next_try > now)
+      continue;
+    if (request_listen(session, pending->forward_index, &error)) {
+      g_array_remove_index(session->pending_listens, i);
+      continue;
+    }
+    pending->tries++;
+    pending->next_try =
+        now + MIN((gint64)1 << MIN(pending->tries - 1, 16), LISTEN_RETRY_MAX_SECONDS) *
+                  G_USEC_PER_SEC;
+  }
+}
+
+/* What the forwards need beyond what the D-Bus thread bound, before UP:
+ * the server's listeners (R; asked for again after each reconnect) and the
+ * Unix socket listeners (bound once, kept while reconnecting). */
 static gboolean
 start_forwards(TgSession *session, GError **error)
 {
   ssh_set_message_callback(session->ssh, on_ssh_message, session);
   for (guint i = 0; i < session->config->forwards->len; i++) {
     const TgForward *forward = g_ptr_array_index(session->config->forwards, i);
-    if (forward->kind == TG_FORWARD_REMOTE && !request_listen(session, i, error))
-      return FALSE;
+
+    if (forward_removed(session, i))
+      continue;
+    if (forward->kind == TG_FORWARD_REMOTE) {
+      g_autoptr(GError) refused = NULL;
+
+      if (request_listen(session, i, &refused))
+        continue;
+      if (!session->was_up) {
+        g_propagate_error(error, g_steal_pointer(&refused));
+        return FALSE;
+      }
+      if (!session_alive(session, NULL)) {
+        g_propagate_error(error, g_steal_pointer(&refused));
+        return FALSE;
+      }
+      defer_listen(session, i, refused);
+    }
     if (forward->kind == TG_FORWARD_LOCAL && forward->listen.path != NULL &&
-        !bind_unix_listener(session, i, error))
+        !has_listener(session, i) && !bind_unix_listener(session, i, error))
       return FALSE;
   }
   return TRUE;
@@ -1235,9 +1560,15 @@ start_forwards(TgSession *session, GError **error)
 /* Commands from the D-Bus thread: a forward to add (with its listeners,
  * bound there) or to take away. Each is acknowledged back in the D-Bus
  * thread once applied, so that a port is free when RemoveForward returns. */
+typedef enum {
+  COMMAND_ADD,
+  COMMAND_REMOVE,
+  COMMAND_READMITTED, /* tg_session_readmitted(): nobody to acknowledge */
+} CommandKind;
+
 typedef struct {
   TgSession *session; /* set when acknowledged */
-  gboolean add;
+  CommandKind kind;
   guint index;
   TgForward *forward;          /* add */
   GPtrArray *listeners;        /* add: TgListener* */
@@ -1245,7 +1576,8 @@ typedef struct {
   TgSessionDoneFunc done;
   gpointer done_data;
   gboolean applied;
-  GError *error; /* not applied because the server refused */
+  GError *error; /* not applied because the server refused; READMITTED: the
+                  * refusal, or NULL */
 } Command;
 
 static gboolean
@@ -1286,7 +1618,7 @@ apply_command(TgSession *session, Command *command)
 {
   TgSessionConfig *config = session->config;
 
-  if (command->add) {
+  if (command->kind == COMMAND_ADD) {
     /* forward indexes are positions in config->forwards: keep them aligned */
     g_assert(command->index == config->forwards->len);
     g_ptr_array_add(config->forwards, g_steal_pointer(&command->forward));
@@ -1295,7 +1627,8 @@ apply_command(TgSession *session, Command *command)
 
     if (command->connect_back != NULL) {
       g_ptr_array_add(config->connect_backs, g_steal_pointer(&command->connect_back));
-      if (!request_listen(session, command->index, &command->error))
+      /* while down, the server is asked when the session is back */
+      if (session->up && !request_listen(session, command->index, &command->error))
         return; /* not applied: the D-Bus thread takes the forward back */
     }
     if (forward->kind == TG_FORWARD_LOCAL && forward->listen.path != NULL &&
@@ -1304,8 +1637,16 @@ apply_command(TgSession *session, Command *command)
   } else {
     const TgForward *forward = g_ptr_array_index(config->forwards, command->index);
 
-    if (forward->kind == TG_FORWARD_REMOTE)
+    if (command->index >= session->removed->len)
+      g_array_set_size(session->removed, command->index + 1);
+    g_array_index(session->removed, gboolean, command->index) = TRUE;
+    if (forward->kind == TG_FORWARD_REMOTE && session->up)
       cancel_listen(session, command->index);
+    for (guint i = session->pending_listens->len; i-- > 0;) {
+      if (g_array_index(session->pending_listens, PendingListen, i).forward_index ==
+          command->index)
+        g_array_remove_index(session->pending_listens, i);
+    }
     for (guint i = config->listeners->len; i-- > 0;) {
       if (((TgListener *)g_ptr_array_index(config->listeners, i))->forward_index ==
           command->index)
@@ -1315,6 +1656,7 @@ apply_command(TgSession *session, Command *command)
       if (tg_relay_forward_index(g_ptr_array_index(session->relays, i)) == command->index)
         relay_finish(session, i, TG_RELAY_FAILED);
     }
+    expire_held(session, command->index, 0, "its forward was removed");
   }
   command->applied = TRUE;
 }
@@ -1334,6 +1676,15 @@ apply_commands(TgSession *session, gboolean apply)
     g_mutex_unlock(&session->lock);
     if (command == NULL)
       return;
+    if (command->kind == COMMAND_READMITTED) {
+      if (session->readmitting) {
+        session->readmitted = TRUE;
+        g_clear_error(&session->readmit_refusal);
+        session->readmit_refusal = g_steal_pointer(&command->error);
+      }
+      command_free(command);
+      continue;
+    }
     if (apply)
       apply_command(session, command);
     command_acknowledge(session, command);
@@ -1421,40 +1772,124 @@ pump_ssh(TgSession *session, GError **error)
   return session_alive(session, error);
 }
 
+/* The earliest of @timeout (ms, -1: none) and @when (monotonic µs, 0: none). */
+static int
+timeout_until(int timeout, gint64 when)
+{
+  int left;
+
+  if (when == 0)
+    return timeout;
+  left = (int)MIN(MAX(0, (when - g_get_monotonic_time()) / 1000 + 1), G_MAXINT / 2);
+  return timeout < 0 ? left : MIN(timeout, left);
+}
+
+/* Keepalive and the checks asked for by tg_session_check_now(): FALSE with
+ * @error when the server has not answered in time. */
+static gboolean
+server_answers(TgSession *session, gint64 now, GError **error)
+{
+  TgSessionConfig *config = session->config;
+  guint keepalive = config->keepalive_seconds;
+  guint count = MAX(config->keepalive_count, 1);
+
+  if (session->check_deadline != 0) {
+    if (session->last_heard >= session->check_started)
+      session->check_deadline = 0;
+    else if (now >= session->check_deadline) {
+      g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED,
+                  "No answer from %s within %d s after the network changed", config->host,
+                  TG_SESSION_CHECK_SECONDS);
+      return FALSE;
+    }
+  }
+  if (keepalive == 0)
+    return TRUE;
+  if (now - session->last_heard >= (gint64)keepalive * count * G_USEC_PER_SEC) {
+    g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED,
+                "No answer from %s for %u s (keepalive every %u s, %u unanswered)",
+                config->host, keepalive * count, keepalive, count);
+    return FALSE;
+  }
+  if (now - MAX(session->last_heard, session->last_probe) >=
+      (gint64)keepalive * G_USEC_PER_SEC)
+    send_probe(session);
+  return TRUE;
+}
+
+/* When server_answers() has something to do next (monotonic µs, 0: never). */
+static gint64
+next_answer_check(TgSession *session)
+{
+  guint keepalive = session->config->keepalive_seconds;
+  gint64 next = session->check_deadline;
+
+  if (keepalive > 0) {
+    gint64 probe = MAX(session->last_heard, session->last_probe) +
+                   (gint64)keepalive * G_USEC_PER_SEC;
+    next = next == 0 ? probe : MIN(next, probe);
+  }
+  return next;
+}
+
+/* tg_session_check_now() and tg_session_suspend() as the relay loop sees
+ * them: FALSE with @error when the session is to be closed for sleep. */
+static gboolean
+take_requests(TgSession *session, GError **error)
+{
+  if (atomic_load(&session->suspend_requested) && session->config->reconnect) {
+    g_set_error_literal(error, TG_ERROR, TG_ERROR_DISCONNECTED,
+                        "Closed while the system sleeps");
+    return FALSE;
+  }
+  if (atomic_exchange(&session->check_requested, FALSE) && session->check_deadline == 0) {
+    session->check_started = g_get_monotonic_time();
+    session->check_deadline =
+        session->check_started + TG_SESSION_CHECK_SECONDS * G_USEC_PER_SEC;
+    send_probe(session);
+  }
+  return TRUE;
+}
+
 static gboolean
 run_relays(TgSession *session, GError **error)
 {
   GPtrArray *listeners = session->config->listeners;
-  gint64 next_keepalive = 0;
-  guint keepalive = session->config->keepalive_seconds;
 
-  if (keepalive > 0)
-    next_keepalive = g_get_monotonic_time() + keepalive * G_USEC_PER_SEC;
+  session->last_heard = g_get_monotonic_time();
+  session->last_probe = 0;
+  session->probe_in_flight = FALSE;
+  session->check_deadline = 0;
   apply_commands(session, TRUE); /* those queued while connecting */
 
   while (!stop_requested(session)) {
-    nfds_t n = build_pollfds(session);
+    nfds_t n;
     int timeout = -1;
-    guint relays_before = session->relays->len;
+    guint relays_before;
+    gint64 now = g_get_monotonic_time();
 
-    if (keepalive > 0)
-      timeout = MAX(0, (next_keepalive - g_get_monotonic_time()) / 1000);
-    if (session->accept_paused_until > g_get_monotonic_time()) {
-      int left =
-          (int)((session->accept_paused_until - g_get_monotonic_time()) / 1000 + 1);
-      timeout = timeout < 0 ? left : MIN(timeout, left);
+    if (!take_requests(session, error) || !server_answers(session, now, error))
+      return FALSE;
+    if (session->pending_listens->len > 0) {
+      retry_pending_listens(session, now);
+      if (!session_alive(session, error))
+        return FALSE;
     }
+    n = build_pollfds(session);
+    relays_before = session->relays->len;
+    timeout = timeout_until(timeout, next_answer_check(session));
+    for (guint i = 0; i < session->pending_listens->len; i++)
+      timeout = timeout_until(
+          timeout, g_array_index(session->pending_listens, PendingListen, i).next_try);
+    if (session->accept_paused_until > now)
+      timeout = timeout_until(timeout, session->accept_paused_until);
     for (guint i = 0; i < session->relays->len && timeout != 0; i++) {
       TgRelay *relay = g_ptr_array_index(session->relays, i);
-      gint64 deadline = tg_relay_deadline(relay);
 
       if (tg_relay_has_news(relay))
         timeout = 0; /* taken from libssh below, not announced by the socket */
-      else if (deadline != 0) {
-        int left = (int)MIN(MAX(0, (deadline - g_get_monotonic_time()) / 1000 + 1),
-                            G_MAXINT / 2);
-        timeout = timeout < 0 ? left : MIN(timeout, left);
-      }
+      else
+        timeout = timeout_until(timeout, tg_relay_deadline(relay));
     }
     if (poll(session->pollfds, n, timeout) < 0 && errno != EINTR) {
       g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "poll: %s", g_strerror(errno));
@@ -1466,8 +1901,13 @@ run_relays(TgSession *session, GError **error)
       apply_commands(session, TRUE);
       continue; /* the poll set changed */
     }
-    if (session->pollfds[1].revents != 0 && !pump_ssh(session, error))
-      return FALSE;
+    if (session->pollfds[1].revents != 0) {
+      /* anything from the server is a sign of life */
+      if (session->pollfds[1].revents & POLLIN)
+        session->last_heard = g_get_monotonic_time();
+      if (!pump_ssh(session, error))
+        return FALSE;
+    }
     for (guint i = 0; i < listeners->len; i++) {
       if (session->pollfds[2 + i].revents & POLLIN)
         accept_connections(session, g_ptr_array_index(listeners, i));
@@ -1490,24 +1930,24 @@ run_relays(TgSession *session, GError **error)
       if (status != TG_RELAY_CONTINUE)
         relay_finish(session, i, status);
     }
-    if (keepalive > 0 && g_get_monotonic_time() >= next_keepalive) {
-      ssh_send_keepalive(session->ssh);
-      next_keepalive = g_get_monotonic_time() + keepalive * G_USEC_PER_SEC;
-    }
     if (!session_alive(session, error))
       return FALSE;
   }
   return TRUE;
 }
 
-/* Closes everything the session holds, so that its ports are free before
- * the final report reaches the D-Bus thread. */
+/* Closes the SSH session and what lives in it: its connections (audited,
+ * the user's slots released) and the server's listeners. The listeners of
+ * the tunnel stay. @clean: say goodbye (SSH_MSG_DISCONNECT, so that the
+ * server frees the tunnel's remote ports at once); otherwise the socket is
+ * shut down first, so that nothing blocks on a path that is gone. */
 static void
-release_everything(TgSession *session)
+release_session(TgSession *session, gboolean clean)
 {
-  while (session->relays->len > 0) /* audited, and the user's slots released */
+  while (session->relays->len > 0)
     relay_finish(session, session->relays->len - 1, TG_RELAY_FAILED);
-  g_ptr_array_set_size(session->config->listeners, 0);
+  g_array_set_size(session->remotes, 0);
+  g_array_set_size(session->pending_listens, 0);
   if (session->event != NULL) {
     ssh_event_remove_session(session->event, session->ssh);
     ssh_event_free(session->event);
@@ -1519,6 +1959,8 @@ release_everything(TgSession *session)
      * paths but not on ssh_disconnect(): close it only if it still has it */
     int fd = ssh_get_fd(session->ssh);
 
+    if (!clean && fd >= 0)
+      shutdown(fd, SHUT_RDWR);
     ssh_disconnect(session->ssh);
     ssh_free(session->ssh);
     session->ssh = NULL;
@@ -1527,26 +1969,241 @@ release_everything(TgSession *session)
   }
   if (session->agent_fd >= 0)
     close(g_steal_fd(&session->agent_fd));
+}
+
+/* Closes everything the tunnel holds, so that its ports are free before
+ * the final report reaches the D-Bus thread. */
+static void
+release_everything(TgSession *session)
+{
+  release_session(session, FALSE);
+  expire_held(session, G_MAXUINT, 0, "the tunnel ended");
+  g_ptr_array_set_size(session->config->listeners, 0);
   g_clear_pointer(&session->identity, ssh_key_free);
+}
+
+typedef enum {
+  WAIT_READMISSION, /* for the READMIT answer, until the deadline */
+  WAIT_RETRY,       /* until the deadline, or a nudge (network, resume) */
+  WAIT_RESUME,      /* closed for sleep: until the resume */
+} WaitMode;
+
+typedef enum {
+  WAITED,         /* go on */
+  WAITED_STOP,    /* the tunnel is to close */
+  WAITED_SUSPEND, /* WAIT_RETRY: the system goes to sleep meanwhile */
+} WaitResult;
+
+/* While the session is down: commands are applied and new connections held
+ * until what @mode waits for comes (@deadline: monotonic µs). */
+static WaitResult
+wait_down(TgSession *session, gint64 deadline, WaitMode mode)
+{
+  GPtrArray *listeners = session->config->listeners;
+
+  for (;;) {
+    gint64 now = g_get_monotonic_time();
+    int timeout = -1;
+    nfds_t n = 0;
+
+    if (stop_requested(session))
+      return WAITED_STOP;
+    if (mode == WAIT_READMISSION && session->readmitted)
+      return WAITED;
+    if (mode == WAIT_RETRY && atomic_load(&session->suspend_requested))
+      return WAITED_SUSPEND;
+    if (mode == WAIT_RESUME && !atomic_load(&session->suspend_requested))
+      return WAITED;
+    if (mode == WAIT_RETRY && atomic_exchange(&session->check_requested, FALSE))
+      return WAITED;
+    expire_held(session, G_MAXUINT, now,
+                "the tunnel is reconnecting, and the connection waited " G_STRINGIFY(
+                    HOLD_SECONDS) " s for it");
+    if (mode != WAIT_RESUME) {
+      if (now >= deadline)
+        return WAITED;
+      timeout = timeout_until(timeout, deadline);
+    }
+    for (guint i = 0; i < session->held->len; i++)
+      timeout =
+          timeout_until(timeout, g_array_index(session->held, HeldConnection, i).until);
+
+    if (1 + listeners->len > session->pollfds_size) {
+      session->pollfds_size = MAX(1 + listeners->len, session->pollfds_size * 2);
+      session->pollfds = g_renew(struct pollfd, session->pollfds, session->pollfds_size);
+    }
+    session->pollfds[n++] = (struct pollfd){ .fd = session->wake_fd, .events = POLLIN };
+    for (guint i = 0; i < listeners->len; i++)
+      session->pollfds[n++] = (struct pollfd){
+        .fd = now >= session->accept_paused_until
+                  ? ((TgListener *)g_ptr_array_index(listeners, i))->fd
+                  : -1,
+        .events = POLLIN,
+      };
+    if (session->accept_paused_until > now)
+      timeout = timeout_until(timeout, session->accept_paused_until);
+    if (poll(session->pollfds, n, timeout) < 0 && errno != EINTR)
+      return WAITED; /* cannot wait: go on at once */
+    if (session->pollfds[0].revents & POLLIN) {
+      eventfd_t ignored;
+      eventfd_read(session->wake_fd, &ignored);
+      apply_commands(session, TRUE);
+      continue; /* the listeners may have changed */
+    }
+    for (guint i = 0; i < listeners->len; i++) {
+      if (session->pollfds[1 + i].revents & POLLIN)
+        accept_connections(session, g_ptr_array_index(listeners, i));
+    }
+  }
+}
+
+/* Connected and authenticated again: the D-Bus thread re-admits the
+ * forwards (the policy, the owner's groups, what polkit granted) before
+ * anything is served. A refusal is final. */
+static gboolean
+readmit(TgSession *session, GError **error)
+{
+  gboolean running;
+
+  if (!session->was_up)
+    return TRUE; /* the first time, OpenTunnel's admission came before */
+  session->readmitted = FALSE;
+  session->readmitting = TRUE;
+  report_state(session, TG_SESSION_READMIT, NULL);
+  running = wait_down(session, g_get_monotonic_time() + READMIT_SECONDS * G_USEC_PER_SEC,
+                      WAIT_READMISSION) == WAITED;
+  session->readmitting = FALSE;
+  if (!running) {
+    g_set_error_literal(error, TG_ERROR, TG_ERROR_DISCONNECTED, "Closed");
+    return FALSE;
+  }
+  if (!session->readmitted) {
+    g_set_error(error, TG_ERROR, TG_ERROR_DISCONNECTED,
+                "The forwards were not re-admitted within %d s", READMIT_SECONDS);
+    return FALSE;
+  }
+  if (session->readmit_refusal != NULL) {
+    session->refused_for_good = TRUE;
+    g_propagate_error(error, g_steal_pointer(&session->readmit_refusal));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* What may pass: the network, the server's restart, the agent's; what may
+ * not: the server's host key, its refusal of the key, the policy. */
+static gboolean
+error_is_transient(TgSession *session, const GError *error)
+{
+  if (session->refused_for_good)
+    return FALSE;
+  if (session->credentials_unreachable)
+    return TRUE;
+  if (error->domain != TG_ERROR)
+    return FALSE;
+  switch (error->code) {
+  case TG_ERROR_CONNECT_FAILED:
+  case TG_ERROR_DISCONNECTED:
+  case TG_ERROR_LIMIT_EXCEEDED:
+    return TRUE;
+  default:
+    return FALSE;
+  }
+}
+
+/* Attempt @attempt (from 1) after a loss waits a random time in [d/2, d],
+ * d = min(2^(attempt-1), RETRY_MAX_SECONDS) seconds. */
+static gint64
+retry_delay(guint attempt)
+{
+  gint64 d = MIN((gint64)1 << MIN(attempt - 1, 16), RETRY_MAX_SECONDS) * G_USEC_PER_SEC;
+
+  return d / 2 + g_random_int_range(0, (gint32)(d / 2) + 1);
+}
+
+static gboolean
+start_serving(TgSession *session, GError **error)
+{
+  TgSessionReport up = { .state = TG_SESSION_UP, .reconnected = session->was_up };
+
+  ssh_set_blocking(session->ssh, 0);
+  session->event = ssh_event_new();
+  if (session->event == NULL ||
+      ssh_event_add_session(session->event, session->ssh) != SSH_OK) {
+    g_set_error_literal(error, TG_ERROR, TG_ERROR_LIMIT_EXCEEDED,
+                        "Cannot poll the SSH session (out of memory)");
+    return FALSE;
+  }
+  session->up = TRUE;
+  report_full(session, &up, NULL);
+  session->was_up = TRUE;
+  serve_held(session);
+  return TRUE;
 }
 
 static gpointer
 session_thread(gpointer data)
 {
   TgSession *session = data;
+  TgSessionConfig *config = session->config;
   g_autoptr(GError) error = NULL;
-  gboolean ok = connect_session(session, &error) && start_forwards(session, &error);
+  gboolean final = FALSE;
+  guint attempt = 0;
 
-  if (ok) {
-    ssh_set_blocking(session->ssh, 0);
-    session->event = ssh_event_new();
-    ssh_event_add_session(session->event, session->ssh);
-    report_state(session, TG_SESSION_UP, NULL);
-    ok = run_relays(session, &error);
+  open_view(session);
+  for (;;) {
+    gboolean suspended = FALSE;
+    TgSessionReport down = { .state = TG_SESSION_RECONNECTING };
+    WaitResult waited;
+    gint64 delay = 0;
+    guint max;
+
+    g_clear_error(&error);
+    if (connect_session(session, &error) && readmit(session, &error) &&
+        start_forwards(session, &error) && start_serving(session, &error)) {
+      attempt = 0;
+      if (run_relays(session, &error))
+        break; /* stopped */
+      suspended = atomic_load(&session->suspend_requested) && config->reconnect;
+    }
+    session->up = FALSE;
+    release_session(session, suspended);
+    if (stop_requested(session))
+      break;
+    if (!config->reconnect || (!session->was_up && !config->retry_first) ||
+        !error_is_transient(session, error)) {
+      final = TRUE;
+      break;
+    }
+    if (!suspended) {
+      max = atomic_load(&session->max_attempts);
+      if (max != G_MAXUINT && attempt >= max) {
+        g_prefix_error(&error, "Gave up after %u attempts to reconnect: ", max);
+        final = TRUE;
+        break;
+      }
+      attempt++;
+      delay = retry_delay(attempt);
+      down.attempt = attempt;
+      down.next_attempt = g_get_real_time() + delay;
+      report_full(session, &down, g_error_copy(error));
+      waited = wait_down(session, g_get_monotonic_time() + delay, WAIT_RETRY);
+    } else {
+      waited = WAITED_SUSPEND;
+    }
+    if (waited == WAITED_SUSPEND) {
+      /* no attempt while the system sleeps; the resume brings one at once */
+      TgSessionReport sleeping = { .state = TG_SESSION_RECONNECTING, .suspended = TRUE };
+
+      report_full(session, &sleeping, g_error_copy(error));
+      waited = wait_down(session, 0, WAIT_RESUME);
+    }
+    if (waited == WAITED_STOP)
+      break;
   }
   release_everything(session);
   apply_commands(session, FALSE); /* everything is closed: nothing to apply */
-  if (ok || stop_requested(session))
+  if (!final)
     report_state(session, TG_SESSION_CLOSED, NULL);
   else
     report_state(session, TG_SESSION_FAILED, g_steal_pointer(&error));
@@ -1572,7 +2229,11 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   session->listen_func = listen_func;
   session->user_data = user_data;
   session->remotes = g_array_new(FALSE, TRUE, sizeof(RemoteListen));
+  session->pending_listens = g_array_new(FALSE, TRUE, sizeof(PendingListen));
+  session->removed = g_array_new(FALSE, TRUE, sizeof(gboolean));
+  session->held = g_array_new(FALSE, TRUE, sizeof(HeldConnection));
   session->diag_fd = -1;
+  atomic_store(&session->max_attempts, G_MAXUINT);
   for (guint i = 0; i < config->listeners->len && session->diag_fd < 0; i++) {
     const TgListener *listener = g_ptr_array_index(config->listeners, i);
 
@@ -1646,7 +2307,7 @@ tg_session_add_forward(TgSession *session, guint forward_index, TgForward *forwa
 {
   Command *command = g_new0(Command, 1);
 
-  command->add = TRUE;
+  command->kind = COMMAND_ADD;
   command->index = forward_index;
   command->forward = forward;
   command->listeners = listeners;
@@ -1662,10 +2323,52 @@ tg_session_remove_forward(TgSession *session, guint forward_index, TgSessionDone
 {
   Command *command = g_new0(Command, 1);
 
+  command->kind = COMMAND_REMOVE;
   command->index = forward_index;
   command->done = done;
   command->done_data = done_data;
   queue_command(session, command);
+}
+
+void
+tg_session_readmitted(TgSession *session, const GError *refusal)
+{
+  Command *command = g_new0(Command, 1);
+  gboolean finished;
+
+  command->kind = COMMAND_READMITTED;
+  command->error = refusal != NULL ? g_error_copy(refusal) : NULL;
+  g_mutex_lock(&session->lock);
+  finished = session->finished;
+  if (!finished)
+    g_queue_push_tail(&session->commands, command);
+  g_mutex_unlock(&session->lock);
+  if (finished)
+    command_free(command); /* the tunnel ended meanwhile */
+  else
+    eventfd_write(session->wake_fd, 1);
+}
+
+void
+tg_session_check_now(TgSession *session)
+{
+  atomic_store(&session->check_requested, TRUE);
+  eventfd_write(session->wake_fd, 1);
+}
+
+void
+tg_session_suspend(TgSession *session, gboolean sleeping)
+{
+  atomic_store(&session->suspend_requested, sleeping);
+  if (!sleeping)
+    atomic_store(&session->check_requested, TRUE); /* up ones: still there? */
+  eventfd_write(session->wake_fd, 1);
+}
+
+void
+tg_session_set_max_attempts(TgSession *session, guint max_attempts)
+{
+  atomic_store(&session->max_attempts, max_attempts);
 }
 
 void
@@ -1685,6 +2388,10 @@ tg_session_free(TgSession *session)
   g_mutex_clear(&session->lock);
   g_ptr_array_unref(session->relays);
   g_array_unref(session->remotes);
+  g_array_unref(session->pending_listens);
+  g_array_unref(session->removed);
+  g_array_unref(session->held);
+  g_clear_error(&session->readmit_refusal);
   g_assert(g_queue_is_empty(&session->commands));
   tg_usage_unref(session->usage);
   tg_usage_unref(session->daemon_usage);

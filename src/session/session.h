@@ -22,9 +22,26 @@
 /* What a worker reports of its session (TgSessionStateFunc). */
 typedef enum {
   TG_SESSION_UP,
+  /* the session was lost (or the system sleeps) and is tried again: the
+   * listeners stay bound; the next attempt and when it comes are told */
+  TG_SESSION_RECONNECTING,
+  /* connected and authenticated again: the D-Bus thread re-admits the
+   * forwards and answers with tg_session_readmitted() before UP */
+  TG_SESSION_READMIT,
   TG_SESSION_FAILED,
   TG_SESSION_CLOSED,
 } TgSessionState;
+
+typedef struct {
+  TgSessionState state;
+  const GError *error;  /* FAILED: why; RECONNECTING: what was lost, or why the
+                         * last attempt failed */
+  guint attempt;        /* RECONNECTING: the number of the next attempt, from 1;
+                         * 0 while suspended (no attempt until a resume) */
+  gint64 next_attempt;  /* RECONNECTING: its wall-clock time (µs), 0: none */
+  gboolean reconnected; /* UP: again, after RECONNECTING */
+  gboolean suspended;   /* RECONNECTING: closed for sleep, as asked */
+} TgSessionReport;
 
 /* Where the connections of a remote (R) forward go: its destination's
  * addresses, resolved when the forward was added (and pinned in the
@@ -53,9 +70,15 @@ typedef struct {
 
   char *host_key; /* pinned "SHA256:..." or NULL */
   TgHostKeyMode host_key_mode;
-  char *ciphers; /* libssh cipher list or NULL for the defaults */
-  guint keepalive_seconds;
+  char *ciphers;           /* libssh cipher list or NULL for the defaults */
+  guint keepalive_seconds; /* 0: none (TCP keepalive every 60 s only) */
+  guint keepalive_count;   /* unanswered keepalives that mean the server is gone */
   guint connect_timeout_seconds;
+  /* a lost session is tried again (keepalive, credentials kept, listeners
+   * kept bound); with retry_first also the first connection (a tunnel the
+   * daemon opens by itself: no caller waits for an answer) */
+  gboolean reconnect;
+  gboolean retry_first;
   char *ssh_dir;             /* what libssh takes for ~/.ssh: the state dir */
   char *known_hosts;         /* the daemon's own known_hosts */
   char *global_known_hosts;  /* /etc/ssh/ssh_known_hosts */
@@ -77,11 +100,11 @@ TgSessionConfig *tg_session_config_new(void);
 void tg_session_config_free(TgSessionConfig *config);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TgSessionConfig, tg_session_config_free)
 
-/* Called in the creating thread's main context. The worker reports UP at
- * most once, then exactly one of FAILED or CLOSED as its last report; error
- * is set with FAILED. */
-typedef void (*TgSessionStateFunc)(TgSessionState state, const GError *error,
-                                   gpointer user_data);
+/* Called in the creating thread's main context. Without reconnect the
+ * worker reports UP at most once; with it, RECONNECTING, READMIT and UP
+ * again any number of times; then exactly one of FAILED or CLOSED as its
+ * last report. */
+typedef void (*TgSessionStateFunc)(const TgSessionReport *report, gpointer user_data);
 
 /* The server listens for a remote forward: on @address (as asked:
  * "localhost", an address, or "*") and @port (the one it chose for port 0).
@@ -122,6 +145,29 @@ void tg_session_remove_forward(TgSession *session, guint forward_index,
  * now on. */
 void tg_session_set_policy(TgSession *session, TgPolicy *policy,
                            const TgPolicySubject *subject);
+
+/* The answer to READMIT: NULL, the forwards the policy no longer allows
+ * having been removed first (tg_session_remove_forward()), and the session
+ * goes UP; or why the tunnel may not go on (it FAILS with a copy of it). */
+void tg_session_readmitted(TgSession *session, const GError *refusal);
+
+/* The network changed or the system resumed: a session that is down tries
+ * again at once; one that is up is asked for a sign of life (a keepalive
+ * the server must answer within TG_SESSION_CHECK_SECONDS) and counted lost
+ * without it. */
+#define TG_SESSION_CHECK_SECONDS 5
+void tg_session_check_now(TgSession *session);
+
+/* @sleeping: the system goes to sleep: a session with reconnect closes
+ * cleanly (the server frees its remote listeners at once), reports
+ * RECONNECTING with suspended set and makes no attempt until it is called
+ * again with FALSE (the resume), which brings one at once (and asks a
+ * session still up for a sign of life). Sessions without reconnect go on. */
+void tg_session_suspend(TgSession *session, gboolean sleeping);
+
+/* At most this many attempts after a loss (G_MAXUINT, the default: no
+ * limit; 0: none), from the policy (MaxReconnectAttempts). */
+void tg_session_set_max_attempts(TgSession *session, guint max_attempts);
 
 /* Asks the worker to close everything; CLOSED is reported when done. */
 void tg_session_stop(TgSession *session);

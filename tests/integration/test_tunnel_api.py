@@ -28,7 +28,8 @@ from tgtest import (ALICE, BOB, MALLORY, ADMIN, BUS, MPATH, MIFACE, TIFACE, PROP
 
 ALL_PROPERTIES = {"Id", "Owner", "Destination", "Description", "State", "Forwards",
                   "Listeners", "BytesSent", "BytesReceived", "ActiveConnections",
-                  "TotalConnections", "LastError", "Created"}
+                  "TotalConnections", "LastError", "Created", "Reconnect", "Persistent",
+                  "RetryAttempt", "NextRetry", "Reconnects"}
 COUNTERS = ("BytesSent", "BytesReceived", "ActiveConnections", "TotalConnections")
 
 
@@ -142,7 +143,12 @@ class OpenTunnelTest(ApiTestCase):
                                  "Description": "s", "State": "s", "Forwards": "as",
                                  "Listeners": "a(ssq)", "BytesSent": "t",
                                  "BytesReceived": "t", "ActiveConnections": "u",
-                                 "TotalConnections": "t", "LastError": "s", "Created": "t"})
+                                 "TotalConnections": "t", "LastError": "s", "Created": "t",
+                                 "Reconnect": "b", "Persistent": "b", "RetryAttempt": "u",
+                                 "NextRetry": "t", "Reconnects": "u"})
+        for name, value in (("Reconnect", False), ("Persistent", False), ("RetryAttempt", 0),
+                            ("NextRetry", 0), ("Reconnects", 0)):
+            self.assertEqual(props[name][1], value, name)
         for c in COUNTERS:
             self.assertEqual(props[c][1], 0, c)
 
@@ -847,8 +853,6 @@ class ErrorsTest(ApiTestCase):
         self.fails("InvalidArgument", "@someprofile", ["L 127.0.0.1:0:intra:80"],
                    contains="defines its own forwards")
         self.fails("InvalidArgument", "@someprofile", [], contains="brings its own key")
-        self.fails("NotSupported", "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
-                   dict(self.agent, reconnect=V("b", True)), contains="reconnect")
         self.fails("LimitExceeded", "tg-alice@gw", ["L 127.0.0.1:0:intra:80"] * 33)
         self.fails("InvalidArgument", "tg-alice@gw", ["L 127.0.0.1:0:intra:80"],
                    dict(self.agent, description=V("s", "x" * 257)), contains="description")

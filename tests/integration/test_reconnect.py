@@ -1,0 +1,493 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Tunnels that last (issue 13): keepalive and reconnect with the real
+daemon, sshd and network namespaces, every fault made for real.
+
+  * sshd killed (listener and sessions) and started again: the tunnel goes
+    reconnecting (RetryAttempt, NextRetry, LastError), keeps its listener
+    (the port stays the daemon's), comes back up on the same port
+    (Reconnects 1), and the journal says TUNNEL_RECONNECTING/RECONNECTED;
+  * a connection made while the server is gone is held and served when the
+    tunnel is back; one that waits too long is reset;
+  * the client's link down for 15 s and up: keepalive notices with no
+    connection open, the tunnel comes back;
+  * a silent server (its session process stopped): keepalive × count;
+  * R forwards asked for again: port 0 re-reported in Listeners; a fixed
+    port the old (frozen) session still holds is reclaimed once it is free;
+  * a changed host key ends the tunnel (failed, HostKeyChanged words, no
+    further attempt); MaxReconnectAttempts gives up; an agent restarted
+    without keys is waited for until the key is added;
+  * the forwards are re-admitted: a group the owner left no longer grants
+    its forward, which is removed at the reconnect; AddForward while
+    reconnecting is refused; option validation.
+
+Run as root: TG_BUILD_ROOT=build /usr/bin/python3 tests/integration/test_reconnect.py -v
+(exits 77 = skipped when not root).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tgtest  # noqa: E402
+from tgtest import (ALICE, BOB, ADMIN, BUS, MPATH, MIFACE, TIFACE, V,  # noqa: E402
+                    UserBus, close_all_tunnels, free_port, prop, wait_for)
+
+USERS = (ALICE, BOB, ADMIN)
+SLOW = 3 if tgtest.VALGRIND else 1
+SSHD = "/usr/sbin/sshd"
+EXTRA = "tgxtra"           # a group that grants alice one more forward
+
+POLKIT_RULES = """
+polkit.addRule(function(action, subject) {
+    if (action.id.indexOf("org.tunnelgate.") != 0)
+        return;
+    if (subject.user == "tg-admin")
+        return polkit.Result.YES;
+    if ((subject.user == "tg-alice" || subject.user == "tg-bob") &&
+        (action.id == "org.tunnelgate.open" || action.id == "org.tunnelgate.open-remote"))
+        return polkit.Result.YES;
+    return polkit.Result.NO;
+});
+"""
+
+_BUSES = {}
+
+
+def setUpModule():
+    tgtest.start_module_world(USERS, agents=USERS, polkit_rules=POLKIT_RULES,
+                              groups={ALICE: [EXTRA]})
+
+
+def tearDownModule():
+    for ub in _BUSES.values():
+        ub.close()
+    tgtest.stop_module_world()
+
+
+def user_bus(user):
+    ub = _BUSES.get(user)
+    if ub is None or ub.closed or not ub.proc.alive():
+        ub = _BUSES[user] = UserBus(tgtest.DaemonTestCase.W, user)
+    return ub
+
+
+def gateway_sshd_pids(w, user=None):
+    """sshd processes in the gateway namespace: the listener and the sessions
+    (those of `user` only, when given)."""
+    netns = os.stat(f"/run/netns/{w.gateway_ns}").st_ino
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino != netns:
+                continue
+            if os.readlink(f"/proc/{entry}/exe") != SSHD:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if user is None or user.encode() in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def cmdline_of(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
+def kill_pids(pids, sig=signal.SIGKILL):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class ReconnectTestCase(tgtest.DaemonTestCase):
+
+    def setUp(self):
+        self.addCleanup(close_all_tunnels, self.w)
+        self.addCleanup(self.ensure_sshd)
+
+    def ensure_sshd(self):
+        """Each test leaves a listening sshd behind, whatever it did to it."""
+        listening = [p for p in gateway_sshd_pids(self.w) if b" -D " in cmdline_of(p)]
+        if not listening:
+            self.w.restart_sshd()
+
+    def kill_sshd(self):
+        """sshd gone: the listener and every session (sessions are in their own
+        process groups, so the world's restart alone would leave them)."""
+        def gone():
+            # the listener first, then the sessions: a reconnect the listener
+            # accepted meanwhile is killed at the next round
+            pids = gateway_sshd_pids(self.w)
+            kill_pids([p for p in pids if b" -D " in cmdline_of(p)])
+            kill_pids(pids)
+            return not gateway_sshd_pids(self.w)
+        wait_for(gone, timeout=10, interval=0.1, what="sshd gone")
+
+    def open(self, forwards, user=ALICE, **options):
+        opts = {"agent": V("s", str(self.w.users[user].agent_sock)),
+                "reconnect": V("b", True)}
+        for key, value in options.items():
+            key = key.replace("_", "-")
+            opts[key] = value if isinstance(value, V) else (
+                V("b", value) if isinstance(value, bool) else V("u", value))
+        return user_bus(user).call(BUS, MPATH, MIFACE, "OpenTunnel", "sasa{sv}",
+                                   ["gw", list(forwards), opts], timeout=120)[0]
+
+    def state(self, path, user=ALICE):
+        return prop(self.w, user, path, "State")
+
+    def wait_state(self, path, state, timeout=30, user=ALICE):
+        wait_for(lambda: self.state(path, user) == state, timeout=timeout * SLOW,
+                 interval=0.2, what=f"{path} {state}")
+
+    def echo(self, port, data=b"hello", timeout=10):
+        s = self.w.connect("client", "127.0.0.1", port, timeout=timeout)
+        try:
+            s.settimeout(timeout)
+            s.sendall(b"ECHO\n" + data)
+            out = b""
+            while len(out) < len(data):
+                chunk = s.recv(len(data) - len(out))
+                if not chunk:
+                    break
+                out += chunk
+            return out
+        finally:
+            s.close()
+
+    def log_mark(self):
+        return len(self.w.daemon.log())
+
+    def log_since(self, mark):
+        return self.w.daemon.log()[mark:]
+
+
+class SshdRestartTest(ReconnectTestCase):
+
+    def test_sshd_killed_and_restarted(self):
+        w = self.w
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2)
+        tid = path.rsplit("/", 1)[1]
+        self.assertTrue(prop(w, ALICE, path, "Reconnect"))
+        self.assertEqual(prop(w, ALICE, path, "Reconnects"), 0)
+        self.assertEqual(self.echo(port), b"hello")
+        mark = self.log_mark()
+
+        self.kill_sshd()
+        self.wait_state(path, "reconnecting")
+        attempt = prop(w, ALICE, path, "RetryAttempt")
+        next_retry = prop(w, ALICE, path, "NextRetry")
+        self.assertGreaterEqual(attempt, 1)
+        self.assertGreater(next_retry, (time.time() - 5) * 1e6)
+        self.assertLess(next_retry, (time.time() + 61) * 1e6)
+        self.assertNotEqual(prop(w, ALICE, path, "LastError"), "")
+        # the listener stays the daemon's: nobody else can take the port
+        self.assertFalse(tgtest.can_listen(w, port))
+        # attempts fail while sshd is gone, and the backoff grows
+        wait_for(lambda: prop(w, ALICE, path, "RetryAttempt") >= 3, timeout=20 * SLOW,
+                 interval=0.2, what="a third attempt")
+        self.assertEqual(self.state(path), "reconnecting")
+        self.assertRegex(prop(w, ALICE, path, "LastError"), r"Cannot connect to gw port 22")
+
+        w.restart_sshd()
+        self.wait_state(path, "up", timeout=40)
+        self.assertEqual(prop(w, ALICE, path, "RetryAttempt"), 0)
+        self.assertEqual(prop(w, ALICE, path, "NextRetry"), 0)
+        self.assertEqual(prop(w, ALICE, path, "Reconnects"), 1)
+        self.assertEqual(self.echo(port, b"again"), b"again")
+        log = self.log_since(mark)
+        self.assertRegex(log, rf"tunnel {tid} of tg-alice to tg-alice@gw:22 lost: .*; "
+                              r"reconnecting \(attempt 1 in [0-9.]+ s\)")
+        self.assertRegex(log, rf"tunnel {tid} of tg-alice to tg-alice@gw:22 is up again "
+                              r"after [0-9.]+ s \(attempt \d+\)")
+
+    def test_connection_held_while_down(self):
+        w = self.w
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2)
+        self.kill_sshd()
+        self.wait_state(path, "reconnecting")
+        # a client connecting now waits for the session instead of an error
+        s = w.connect("client", "127.0.0.1", port, timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"ECHO\nheld")
+        time.sleep(1)
+        w.restart_sshd()
+        s.settimeout(30 * SLOW)
+        out = b""
+        while len(out) < 4:
+            chunk = s.recv(4 - len(out))
+            if not chunk:
+                break
+            out += chunk
+        self.assertEqual(out, b"held")
+        self.assertEqual(self.state(path), "up")
+
+    def test_held_connection_reset_after_15s(self):
+        w = self.w
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2)
+        self.kill_sshd()
+        self.wait_state(path, "reconnecting")
+        mark = self.log_mark()
+        s = w.connect("client", "127.0.0.1", port, timeout=10)
+        self.addCleanup(s.close)
+        started = time.monotonic()
+        s.settimeout(40 * SLOW)
+        with self.assertRaises(ConnectionResetError):
+            s.recv(10)
+        waited = time.monotonic() - started
+        self.assertGreater(waited, 13)
+        self.assertLess(waited, 25 * SLOW)
+        self.assertIn("the connection waited 15 s for it", self.log_since(mark))
+        self.assertEqual(self.state(path), "reconnecting")
+
+    def test_max_reconnect_attempts(self):
+        w = self.w
+        w.write_config("policy.conf", "MaxReconnectAttempts 2\n")
+        w.busctl(ADMIN, tgtest.BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ReloadPolicy")
+        self.addCleanup(self.reset_policy)
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2)
+        self.kill_sshd()
+        self.wait_state(path, "failed", timeout=30)
+        self.assertRegex(prop(w, ALICE, path, "LastError"),
+                         r"^Gave up after 2 attempts to reconnect: ")
+        self.assertTrue(tgtest.can_listen(w, port))
+
+    def reset_policy(self):
+        self.w.write_config("policy.conf", "")
+        self.w.busctl(ADMIN, tgtest.BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE,
+                      "ReloadPolicy")
+
+
+class KeepaliveTest(ReconnectTestCase):
+
+    def test_silent_server_detected(self):
+        """The session process stopped: TCP is answered by the kernel, the SSH
+        server says nothing; keepalive 1 × count 3 finds it, with no
+        connection open."""
+        w = self.w
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=1,
+                         keepalive_count=3)
+        sessions = gateway_sshd_pids(w, "tg-alice")
+        self.assertTrue(sessions)
+        kill_pids(sessions, signal.SIGSTOP)
+        self.addCleanup(kill_pids, sessions, signal.SIGKILL)
+        started = time.monotonic()
+        self.wait_state(path, "reconnecting", timeout=20)
+        took = time.monotonic() - started
+        self.assertGreater(took, 1.5)
+        self.assertLess(took, 8 * SLOW)
+        self.assertRegex(prop(w, ALICE, path, "LastError"),
+                         r"^No answer from gw for 3 s \(keepalive every 1 s, 3 unanswered\)"
+                         r"|attempt|Cannot connect|handshake")
+        self.wait_state(path, "up", timeout=40)
+        self.assertEqual(self.echo(port), b"hello")
+
+    def test_link_down_15s(self):
+        w = self.w
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2,
+                         keepalive_count=2)
+        self.assertEqual(self.echo(port), b"hello")
+        w.run(["ip", "link", "set", "gw0", "down"], ns="client", check=True)
+        self.addCleanup(w.run, ["ip", "link", "set", "gw0", "up"], ns="client")
+        self.wait_state(path, "reconnecting", timeout=15)
+        time.sleep(max(0, 15 - 4))
+        self.assertEqual(self.state(path), "reconnecting")
+        w.run(["ip", "link", "set", "gw0", "up"], ns="client", check=True)
+        self.wait_state(path, "up", timeout=70)
+        self.assertEqual(self.echo(port, b"after"), b"after")
+
+    def test_options_validated(self):
+        for key, value, words in (
+                ("keepalive-count", V("u", 0), "must be from 1 to 10, not 0"),
+                ("keepalive-count", V("u", 11), "must be from 1 to 10, not 11"),
+                ("keepalive-count", V("s", "3"), "must be of type 'u'"),
+                ("reconnect", V("u", 1), "must be of type 'b'")):
+            with self.subTest(key=key, value=value):
+                opts = {"agent": V("s", str(self.w.users[ALICE].agent_sock)), key: value}
+                self.assertDBusError(
+                    "InvalidArgument", user_bus(ALICE).call, BUS, MPATH, MIFACE,
+                    "OpenTunnel", "sasa{sv}", ["gw", ["L 0:intra:9000"], opts],
+                    contains=[words])
+
+
+class RemoteAgainTest(ReconnectTestCase):
+
+    def remote_ports(self, path, spec):
+        return [p for s, _, p in prop(self.w, ALICE, path, "Listeners") if s == spec]
+
+    def test_port_zero_reported_again(self):
+        w = self.w
+        spec = "R 0:127.0.0.1:9000"
+        path = self.open([spec], keepalive=2)
+        first = self.remote_ports(path, spec)
+        self.assertEqual(len(first), 1)
+        kill_pids(gateway_sshd_pids(w, "tg-alice"))
+        self.wait_state(path, "reconnecting")
+        wait_for(lambda: self.remote_ports(path, spec) == [], timeout=10,
+                 what="the old remote port gone from Listeners")
+        self.wait_state(path, "up", timeout=40)
+        wait_for(lambda: len(self.remote_ports(path, spec)) == 1, timeout=10,
+                 what="a remote port again")
+        port = self.remote_ports(path, spec)[0]
+        s = w.connect("gateway", "127.0.0.1", port, timeout=10)
+        self.addCleanup(s.close)
+        s.settimeout(10)
+        s.sendall(b"ECHO\nback")
+        self.assertEqual(s.recv(4), b"back")
+
+    def test_fixed_port_reclaimed_when_free(self):
+        w = self.w
+        s = w.listen("gateway", "127.0.0.1", 0)
+        rport = s.getsockname()[1]
+        s.close()
+        spec = f"R 127.0.0.1:{rport}:127.0.0.1:9000"
+        path = self.open([spec], keepalive=1, keepalive_count=2)
+        mark = self.log_mark()
+        # the old session freezes with the port: the server cannot give it back
+        old = gateway_sshd_pids(w, "tg-alice")
+        kill_pids(old, signal.SIGSTOP)
+        self.addCleanup(kill_pids, old, signal.SIGKILL)
+        self.wait_state(path, "reconnecting", timeout=20)
+        self.wait_state(path, "up", timeout=40)
+        self.w.daemon.wait_log(rf"asking again until the server gives the port", start=mark,
+                               timeout=20 * SLOW)
+        self.assertEqual(self.remote_ports(path, spec), [])
+        kill_pids(old, signal.SIGKILL)          # the old session goes, the port is free
+        wait_for(lambda: self.remote_ports(path, spec) == [rport], timeout=40 * SLOW,
+                 interval=0.3, what="the fixed port reclaimed")
+        c = w.connect("gateway", "127.0.0.1", rport, timeout=10)
+        self.addCleanup(c.close)
+        c.settimeout(10)
+        c.sendall(b"ECHO\nmine")
+        self.assertEqual(c.recv(4), b"mine")
+
+
+class FinalErrorsTest(ReconnectTestCase):
+
+    def test_host_key_changed_fails_without_loop(self):
+        w = self.w
+        key = w.host_key
+        saved = {}
+        for p in (key, f"{key}.pub", w.known_hosts):
+            with open(p, "rb") as f:
+                saved[p] = f.read()
+
+        def restore():
+            for p, data in saved.items():
+                with open(p, "wb") as f:
+                    f.write(data)
+            kill_pids(gateway_sshd_pids(w))
+            w.restart_sshd()
+            with open(w.known_hosts, "wb") as f:
+                f.write(saved[w.known_hosts])
+        self.addCleanup(restore)
+
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2)
+        self.kill_sshd()
+        os.unlink(key)
+        os.unlink(f"{key}.pub")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                       check=True, stdout=subprocess.DEVNULL)
+        w.restart_sshd()           # rewrites the world's known_hosts: put the old back
+        with open(w.known_hosts, "wb") as f:
+            f.write(saved[w.known_hosts])
+        self.wait_state(path, "failed", timeout=40)
+        error = prop(w, ALICE, path, "LastError")
+        self.assertRegex(error, r"(?i)host key")
+        mark = self.log_mark()
+        time.sleep(3)
+        self.assertNotIn("TUNNEL_RETRY", self.log_since(mark))
+        self.assertEqual(self.state(path), "failed")
+        self.assertTrue(tgtest.can_listen(w, port))
+
+    def test_agent_restarted_without_keys_is_waited_for(self):
+        w = self.w
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2)
+        self.addCleanup(w.start_agent, ALICE)
+        w.stop_agent(ALICE)
+        w.start_agent(ALICE, add_key=False)       # the same path, no key yet
+        kill_pids(gateway_sshd_pids(w, "tg-alice"))
+        self.wait_state(path, "reconnecting")
+        wait_for(lambda: "holds no keys" in prop(w, ALICE, path, "LastError"),
+                 timeout=20 * SLOW, interval=0.3, what="the empty agent said")
+        self.assertEqual(self.state(path), "reconnecting")
+        u = w.users[ALICE]
+        r = w.run_as(u, ["ssh-add", "-q", u.key], env={"SSH_AUTH_SOCK": str(u.agent_sock)})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.wait_state(path, "up", timeout=70)
+        self.assertEqual(self.echo(port), b"hello")
+
+
+class ReadmissionTest(ReconnectTestCase):
+
+    def test_group_left_drops_its_forward(self):
+        w = self.w
+        w.write_config("policy.conf",
+                       f"Match Group {EXTRA}\n  PermitOpen intra:9000 intra:9001\n"
+                       "Match All\n  PermitOpen intra:9000\n")
+        w.busctl(ADMIN, tgtest.BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ReloadPolicy")
+        self.addCleanup(self.restore)
+        p1, p2 = free_port(w), free_port(w)
+        s1, s2 = f"L 127.0.0.1:{p1}:intra:9000", f"L 127.0.0.1:{p2}:intra:9001"
+        path = self.open([s1, s2], keepalive=2)
+        self.assertEqual(sorted(prop(w, ALICE, path, "Forwards")), sorted([s1, s2]))
+        mark = self.log_mark()
+        subprocess.run(["gpasswd", "-d", ALICE, EXTRA], check=True,
+                       capture_output=True)
+        kill_pids(gateway_sshd_pids(w, "tg-alice"))
+        self.wait_state(path, "reconnecting")
+        self.wait_state(path, "up", timeout=40)
+        self.assertEqual(prop(w, ALICE, path, "Forwards"), [s1])
+        self.assertTrue(tgtest.can_listen(w, p2))
+        self.assertEqual(self.echo(p1), b"hello")
+        tid = path.rsplit("/", 1)[1]
+        self.assertRegex(self.log_since(mark),
+                         rf"tunnel {tid}: removing forward '{re.escape(s2)}': not "
+                         r"re-admitted at the reconnect: PermitOpen")
+
+    def restore(self):
+        subprocess.run(["gpasswd", "-a", ALICE, EXTRA], capture_output=True)
+        self.w.write_config("policy.conf", "")
+        self.w.busctl(ADMIN, tgtest.BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE,
+                      "ReloadPolicy")
+
+    def test_add_forward_refused_while_reconnecting(self):
+        w = self.w
+        path = self.open([f"L 127.0.0.1:{free_port(w)}:intra:9000"], keepalive=2)
+        self.kill_sshd()
+        self.wait_state(path, "reconnecting")
+        self.assertDBusError("Disconnected", user_bus(ALICE).call, BUS, path, TIFACE,
+                             "AddForward", "s", [f"L 127.0.0.1:{free_port(w)}:intra:9000"],
+                             contains=["is reconnecting; add the forward once it is up"])
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        print("skipped: needs root (network namespaces, nftables)", file=sys.stderr)
+        sys.exit(77)
+    unittest.main()
