@@ -102,6 +102,35 @@ lookup_number(GVariant *properties, const char *key)
 }
 
 static gboolean
+lookup_bool(GVariant *properties, const char *key)
+{
+  gboolean value = FALSE;
+
+  return g_variant_lookup(properties, key, "b", &value) && value;
+}
+
+/* While reconnecting: "attempt N at TIME (in S s)", or that it waits for
+ * the resume from sleep; NULL in other states. */
+static char *
+retry_text(GVariant *properties)
+{
+  guint64 attempt = lookup_number(properties, "RetryAttempt");
+  guint64 next = lookup_number(properties, "NextRetry");
+  gint64 in;
+  g_autofree char *when = NULL;
+
+  if (!g_str_equal(lookup_string(properties, "State"), "reconnecting"))
+    return NULL;
+  if (attempt == 0 || next == 0)
+    return g_strdup("at the resume from sleep");
+  when = ctl_format_time(next);
+  in = ((gint64)next - g_get_real_time()) / G_USEC_PER_SEC;
+  return g_strdup_printf("attempt %" G_GUINT64_FORMAT " at %s (in %" G_GINT64_FORMAT
+                         " s)",
+                         attempt, when, MAX(in, 0));
+}
+
+static gboolean
 has_key(GVariant *properties, const char *key)
 {
   g_autoptr(GVariant) value = g_variant_lookup_value(properties, key, NULL);
@@ -257,6 +286,19 @@ ctl_append_tunnel_json(GString *out, const char *path, GVariant *properties)
   json_string(out, created);
   json_key(out, "created_usec", FALSE);
   g_string_append_printf(out, "%" G_GUINT64_FORMAT, lookup_number(properties, "Created"));
+  json_key(out, "reconnect", FALSE);
+  g_string_append(out, lookup_bool(properties, "Reconnect") ? "true" : "false");
+  json_key(out, "persistent", FALSE);
+  g_string_append(out, lookup_bool(properties, "Persistent") ? "true" : "false");
+  json_key(out, "reconnects", FALSE);
+  g_string_append_printf(out, "%" G_GUINT64_FORMAT,
+                         lookup_number(properties, "Reconnects"));
+  json_key(out, "retry_attempt", FALSE);
+  g_string_append_printf(out, "%" G_GUINT64_FORMAT,
+                         lookup_number(properties, "RetryAttempt"));
+  json_key(out, "next_retry_usec", FALSE);
+  g_string_append_printf(out, "%" G_GUINT64_FORMAT,
+                         lookup_number(properties, "NextRetry"));
   g_string_append_c(out, '}');
 }
 
@@ -414,7 +456,6 @@ ctl_list(int argc, char **argv)
 
 /* ---- show ------------------------------------------------------------------ */
 
-
 static void
 print_properties(const char *path, GVariant *properties)
 {
@@ -438,8 +479,18 @@ print_properties(const char *path, GVariant *properties)
     printf(LABEL "uid %u\n", "Owner:", (unsigned)uid);
   print_text("Destination:", lookup_string(properties, "Destination"));
   print_text("Description:", lookup_string(properties, "Description"));
-  printf(LABEL "%s\n", "State:", lookup_string(properties, "State"));
+  g_autofree char *retry = retry_text(properties);
+
+  printf(LABEL "%s%s%s%s\n", "State:", lookup_string(properties, "State"),
+         retry != NULL ? " (" : "", retry != NULL ? retry : "", retry != NULL ? ")" : "");
   printf(LABEL "%s\n", "Created:", created);
+  if (lookup_bool(properties, "Reconnect"))
+    printf(LABEL "yes (%" G_GUINT64_FORMAT " times so far)\n",
+           "Reconnect:", lookup_number(properties, "Reconnects"));
+  else
+    printf(LABEL "no\n", "Reconnect:");
+  printf(LABEL "%s\n",
+         "Persistent:", lookup_bool(properties, "Persistent") ? "yes" : "no");
 
   if (!g_variant_lookup(properties, "Forwards", "^a&s", &forwards) || forwards[0] == NULL)
     printf(LABEL "(none)\n", "Forwards:");
@@ -606,7 +657,14 @@ watch_properties_changed(const char *path, GVariant *parameters, Watch *watch)
     return;
   if (g_variant_lookup(changed, "State", "&s", &state)) {
     g_string_append_printf(text, "state %s", state);
-    if (g_str_equal(state, "failed")) {
+    if (g_str_equal(state, "reconnecting")) {
+      g_autofree char *retry = retry_text(changed);
+      g_autofree char *why =
+          tg_text_printable(lookup_string(changed, "LastError"), G_MAXSIZE);
+
+      g_string_append_printf(text, " (%s%s%s)", retry != NULL ? retry : "",
+                             *why != '\0' ? ": " : "", why);
+    } else if (g_str_equal(state, "failed")) {
       const char *last_error = NULL;
       g_autofree char *why = NULL;
 
@@ -639,13 +697,10 @@ watch_properties_changed(const char *path, GVariant *parameters, Watch *watch)
     g_string_append_printf(text, "%straffic: %s", text->len ? "; " : "", traffic->str);
   {
     /* the other properties (Forwards, Listeners, ...): named, not printed */
-    static const char *const shown[] = { "State",
-                                         "LastError",
-                                         "BytesSent",
-                                         "BytesReceived",
-                                         "ActiveConnections",
-                                         "TotalConnections",
-                                         NULL };
+    static const char *const shown[] = {
+      "State",         "LastError",         "RetryAttempt",     "NextRetry", "BytesSent",
+      "BytesReceived", "ActiveConnections", "TotalConnections", NULL
+    };
     g_autoptr(GPtrArray) names = g_ptr_array_new();
     GVariantIter iter;
     const char *key;
@@ -729,11 +784,11 @@ ctl_watch(int argc, char **argv)
   watch.count = count > 0 ? count : -1;
   watch.loop = g_main_loop_new(NULL, FALSE);
   subscriptions[0] = g_dbus_connection_signal_subscribe(
-      watch.bus, TG_BUS_NAME, TG_DBUS_OBJECT_MANAGER_INTERFACE, NULL, TG_MANAGER_PATH, NULL,
-      G_DBUS_SIGNAL_FLAGS_NONE, watch_signal, &watch, NULL);
+      watch.bus, TG_BUS_NAME, TG_DBUS_OBJECT_MANAGER_INTERFACE, NULL, TG_MANAGER_PATH,
+      NULL, G_DBUS_SIGNAL_FLAGS_NONE, watch_signal, &watch, NULL);
   subscriptions[1] = g_dbus_connection_signal_subscribe(
-      watch.bus, TG_BUS_NAME, TG_DBUS_PROPERTIES_INTERFACE, "PropertiesChanged", NULL, NULL,
-      G_DBUS_SIGNAL_FLAGS_NONE, watch_signal, &watch, NULL);
+      watch.bus, TG_BUS_NAME, TG_DBUS_PROPERTIES_INTERFACE, "PropertiesChanged", NULL,
+      NULL, G_DBUS_SIGNAL_FLAGS_NONE, watch_signal, &watch, NULL);
   /* an authorized call makes this connection one the daemon tells about
    * tunnels (and, sent after the match rules, it is answered after the bus
    * has them) */

@@ -110,6 +110,8 @@ typedef struct {
   char *host_key;
   char *description;
   char *keepalive;
+  char *keepalive_count;
+  gboolean reconnect;
   gboolean no_wait;
   gboolean json;
 } OpenOptions;
@@ -136,6 +138,7 @@ static const char open_description[] =
     "Examples:\n"
     "  tunnelgatectl open gw.example.com -L 8080:intranet:80\n"
     "  tunnelgatectl open alice@gw:2222 -L 0:db:5432 -D 1080 --keepalive 30\n"
+    "  tunnelgatectl open gw -L 5432:db:5432 --reconnect\n"
     "  tunnelgatectl open @intranet-db";
 
 typedef struct {
@@ -289,6 +292,19 @@ build_open_options(const char *destination, const OpenOptions *options,
     g_variant_builder_add(builder, "{sv}", "keepalive",
                           g_variant_new_uint32((guint32)seconds));
   }
+  if (options->keepalive_count != NULL) {
+    guint64 count;
+
+    if (!g_ascii_string_to_unsigned(options->keepalive_count, 10, 0, G_MAXUINT32, &count,
+                                    NULL)) {
+      ctl_error("--keepalive-count: '%s' is not a number", options->keepalive_count);
+      return FALSE;
+    }
+    g_variant_builder_add(builder, "{sv}", "keepalive-count",
+                          g_variant_new_uint32((guint32)count));
+  }
+  if (options->reconnect)
+    g_variant_builder_add(builder, "{sv}", "reconnect", g_variant_new_boolean(TRUE));
   return TRUE;
 }
 
@@ -378,6 +394,7 @@ open_options_clear(OpenOptions *options)
   g_free(options->host_key);
   g_free(options->description);
   g_free(options->keepalive);
+  g_free(options->keepalive_count);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(OpenOptions, open_options_clear)
@@ -399,7 +416,13 @@ ctl_open(int argc, char **argv)
     { "description", 0, 0, G_OPTION_ARG_STRING, &options.description,
       "Free text shown with the tunnel (at most 256 bytes)", "TEXT" },
     { "keepalive", 0, 0, G_OPTION_ARG_STRING, &options.keepalive,
-      "Seconds between SSH keepalives (0: off)", "N" },
+      "Ask the server for a sign of life after N silent seconds (0: off; default 0, or "
+      "30 with --reconnect)",
+      "N" },
+    { "keepalive-count", 0, 0, G_OPTION_ARG_STRING, &options.keepalive_count,
+      "Silent keepalive intervals before the session counts as lost (default 3)", "N" },
+    { "reconnect", 0, 0, G_OPTION_ARG_NONE, &options.reconnect,
+      "When the session is lost, keep the listeners and reconnect (with backoff)", NULL },
     { "no-wait", 0, 0, G_OPTION_ARG_NONE, &options.no_wait,
       "Return once the tunnel is made and connecting, without waiting until it is up",
       NULL },
@@ -449,10 +472,9 @@ ctl_open(int argc, char **argv)
   sigint = g_unix_signal_add(SIGINT, open_interrupted, &wait);
   sigterm = g_unix_signal_add(SIGTERM, open_interrupted, &wait);
   g_dbus_connection_call_with_unix_fd_list(
-      bus, TG_BUS_NAME, TG_MANAGER_PATH, TG_MANAGER_INTERFACE, "OpenTunnel",
-      parameters, G_VARIANT_TYPE("(o)"),
-      G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, CTL_CALL_TIMEOUT_MS, fds, NULL,
-      open_replied, &wait);
+      bus, TG_BUS_NAME, TG_MANAGER_PATH, TG_MANAGER_INTERFACE, "OpenTunnel", parameters,
+      G_VARIANT_TYPE("(o)"), G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION,
+      CTL_CALL_TIMEOUT_MS, fds, NULL, open_replied, &wait);
   while (open_waiting(&wait))
     g_main_context_iteration(NULL, TRUE);
   g_source_remove(sigint);

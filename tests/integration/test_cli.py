@@ -222,9 +222,12 @@ class OpenListShowCloseTest(CliTestCase):
         out = self.ctl_ok(CLI, "show", tid)
         fields = dict(re.findall(r"^(\w+):\s+(.*)$", out, re.M))
         self.assertEqual(set(fields), {"Id", "Path", "Owner", "Destination", "Description",
-                                       "State", "Created", "Forwards", "Listeners",
+                                       "State", "Created", "Reconnect", "Persistent",
+                                       "Forwards", "Listeners",
                                        "BytesSent", "BytesReceived", "ActiveConnections",
                                        "TotalConnections", "LastError"}, out)
+        self.assertEqual(fields["Reconnect"], "no")
+        self.assertEqual(fields["Persistent"], "no")
         self.assertEqual(fields["Id"], tid)
         self.assertEqual(fields["Owner"], f"{CLI} (uid {uid})")
         self.assertEqual(fields["Destination"], "tg-cli@gw:22")
