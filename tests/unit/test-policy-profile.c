@@ -498,6 +498,24 @@ test_example_profile(void)
   g_assert_false(profile->autostart);
 }
 
+/* The shipped autostart example parses, and its AllowUsers admits its
+ * AutostartUser, as the daemon demands. */
+static void
+test_example_autostart_profile(void)
+{
+  static const char *const groups[] = { "tunnel-sync", NULL };
+  g_autofree char *dir = g_build_filename(TG_SOURCE_ROOT, "data", "examples", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(TgProfile) profile = tg_profile_load(dir, "profile-replica-sync", &error);
+  g_autoptr(TgPolicySubject) subject = NULL;
+
+  g_assert_no_error(error);
+  g_assert_true(profile->autostart);
+  g_assert_cmpstr(profile->autostart_user, ==, "tunnel-sync");
+  subject = tg_policy_subject_new(profile->autostart_user, 998, groups);
+  g_assert_true(tg_profile_may_start(profile, subject));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -512,5 +530,6 @@ main(int argc, char **argv)
   g_test_add_func("/profile/load-and-list", test_load_and_list);
   g_test_add_func("/profile/identity-file", test_identity_file);
   g_test_add_func("/profile/example", test_example_profile);
+  g_test_add_func("/profile/example-autostart", test_example_autostart_profile);
   return g_test_run();
 }
