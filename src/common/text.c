@@ -32,11 +32,12 @@ tg_text_find_control(const char *text, gssize length, const char *allowed, gunic
 {
   const char *end = length < 0 ? NULL : text + length;
 
-  for (const char *p = text; end == NULL ? *p != '\0' : p < end; p = g_utf8_next_char(p)) {
+  for (const char *p = text; end == NULL ? *p != '\0' : p < end;
+       p = g_utf8_next_char(p)) {
     gunichar u = g_utf8_get_char(p);
 
-    if (!g_unichar_iscntrl(u) || (u < 0x80 && allowed != NULL && u != 0 &&
-                                  strchr(allowed, (int)u) != NULL))
+    if (!g_unichar_iscntrl(u) ||
+        (u < 0x80 && allowed != NULL && u != 0 && strchr(allowed, (int)u) != NULL))
       continue;
     if (c != NULL)
       *c = u;
@@ -48,7 +49,8 @@ tg_text_find_control(const char *text, gssize length, const char *allowed, gunic
 gboolean
 tg_text_is_printable(const char *text)
 {
-  return g_utf8_validate(text, -1, NULL) && tg_text_find_control(text, -1, NULL, NULL) == NULL;
+  return g_utf8_validate(text, -1, NULL) &&
+         tg_text_find_control(text, -1, NULL, NULL) == NULL;
 }
 
 void
@@ -71,11 +73,11 @@ tg_text_parse_decimal(const char *text, guint64 max, guint64 *value)
   if (*text == '\0')
     return FALSE;
   for (const char *p = text; *p != '\0'; p++) {
-    if (!g_ascii_isdigit(*p))
+    guint64 digit = (guint64)(*p - '0');
+
+    if (!g_ascii_isdigit(*p) || digit > max || *value > (max - digit) / 10)
       return FALSE;
-    *value = *value * 10 + (guint64)(*p - '0');
-    if (*value > max)
-      return FALSE;
+    *value = *value * 10 + digit;
   }
   return TRUE;
 }

@@ -10,6 +10,7 @@
 #include "tg-error.h"
 
 #define MAX_PROFILE_NAME 64
+#define MAX_LOCAL_USER 32
 /* Messages quote at most this much of a word. */
 #define MAX_QUOTED 80
 #define SHA256_PREFIX "SHA256:"
@@ -44,6 +45,7 @@ tg_profile_free(TgProfile *profile)
   g_free(profile->user);
   g_free(profile->identity_file);
   g_free(profile->host_key);
+  g_free(profile->autostart_user);
   g_ptr_array_unref(profile->forwards);
   g_strfreev(profile->allow_users);
   g_strfreev(profile->allow_groups);
@@ -61,6 +63,8 @@ typedef enum {
   PROFILE_FORWARD,
   PROFILE_ALLOW_USERS,
   PROFILE_ALLOW_GROUPS,
+  PROFILE_AUTOSTART,
+  PROFILE_AUTOSTART_USER,
   PROFILE_N_KEYWORDS
 } ProfileKeyword;
 
@@ -73,6 +77,8 @@ static const char *const profile_keywords[PROFILE_N_KEYWORDS] = {
   [PROFILE_FORWARD] = "Forward",
   [PROFILE_ALLOW_USERS] = "AllowUsers",
   [PROFILE_ALLOW_GROUPS] = "AllowGroups",
+  [PROFILE_AUTOSTART] = "Autostart",
+  [PROFILE_AUTOSTART_USER] = "AutostartUser",
 };
 
 typedef struct {
@@ -91,6 +97,24 @@ is_valid_remote_user(const char *user)
       return FALSE;
   }
   return TRUE;
+}
+
+/* A local account name as useradd(8) takes it, in the portable set: a
+ * name made only of digits would read as a uid. */
+static gboolean
+is_valid_local_user(const char *user)
+{
+  gboolean digits_only = TRUE;
+
+  if (*user == '\0' || *user == '-' || *user == '.' || strlen(user) > MAX_LOCAL_USER)
+    return FALSE;
+  for (const char *p = user; *p != '\0'; p++) {
+    if (!g_ascii_isalnum(*p) && *p != '.' && *p != '_' && *p != '-')
+      return FALSE;
+    if (!g_ascii_isdigit(*p))
+      digits_only = FALSE;
+  }
+  return !digits_only;
 }
 
 static gboolean
@@ -201,6 +225,22 @@ parse_single_value(TgProfile *profile, ProfileKeyword keyword, const TgConfigLin
       return bad_value(line, "expected SHA256: and 43 base64 characters", error);
     profile->host_key = g_strdup(value);
     return TRUE;
+  case PROFILE_AUTOSTART:
+    if (g_ascii_strcasecmp(value, "yes") == 0)
+      profile->autostart = TRUE;
+    else if (g_ascii_strcasecmp(value, "no") != 0)
+      return bad_value(line, "expected yes or no", error);
+    profile->autostart_line = line->number;
+    return TRUE;
+  case PROFILE_AUTOSTART_USER:
+    if (!is_valid_local_user(value))
+      return bad_value(line,
+                       "a local user name: 1 to 32 of A-Z a-z 0-9 . _ -, not starting "
+                       "with '.' or '-', not only digits",
+                       error);
+    profile->autostart_user = g_strdup(value);
+    profile->autostart_user_line = line->number;
+    return TRUE;
   default:
     g_return_val_if_reached(FALSE);
   }
@@ -292,11 +332,24 @@ check_complete(const TgProfile *profile, GError **error)
     missing = "Forward";
   else if (profile->allow_users == NULL && profile->allow_groups == NULL)
     missing = "AllowUsers or AllowGroups";
-  if (missing == NULL)
-    return TRUE;
-  g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT, "%s: %s is required",
-              profile->file, missing);
-  return FALSE;
+  if (missing != NULL) {
+    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT, "%s: %s is required",
+                profile->file, missing);
+    return FALSE;
+  }
+  if (profile->autostart && profile->autostart_user == NULL) {
+    tg_config_set_error(error, profile->file, profile->autostart_line,
+                        "Autostart yes needs AutostartUser (the local account that "
+                        "owns the tunnel)");
+    return FALSE;
+  }
+  if (profile->autostart_user != NULL && profile->autostart_line == 0) {
+    tg_config_set_error(error, profile->file, profile->autostart_user_line,
+                        "AutostartUser without Autostart (add Autostart yes, or "
+                        "Autostart no to keep it switched off)");
+    return FALSE;
+  }
+  return TRUE;
 }
 
 TgProfile *

@@ -14,7 +14,12 @@
  *
  * Server, User, IdentityFile, HostKey, at least one Forward, and AllowUsers
  * or AllowGroups are required. The forwards are still checked against the
- * policy for the user who starts the profile. */
+ * policy for the user who starts the profile. Autostart yes (default no)
+ * asks the daemon to open the tunnel itself and keep it up, owned by the
+ * local account AutostartUser, which it then requires; AutostartUser needs
+ * an Autostart line (yes, or no to keep it switched off). The daemon looks
+ * the account up with NSS and lets it own the tunnel only if the profile's
+ * AllowUsers/AllowGroups admit it (tg_profile_decide()). */
 #pragma once
 
 #include <glib.h>
@@ -35,6 +40,10 @@ typedef struct {
   char **allow_users;  /* pattern list, or NULL */
   char **allow_groups; /* pattern list, or NULL */
   guint allow_users_line, allow_groups_line; /* first line of each; 0: not given */
+  gboolean autostart;                        /* Autostart yes */
+  char *autostart_user;      /* local account name (syntax checked only), or NULL */
+  guint autostart_line;      /* line of Autostart; 0: not given */
+  guint autostart_user_line; /* line of AutostartUser; 0: not given */
 } TgProfile;
 
 /* 1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'. */

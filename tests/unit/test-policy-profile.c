@@ -155,6 +155,26 @@ test_bad_profiles(void)
       "p.conf:11: Description given twice (first at line 2)" },
     { NULL, "HostKey \"" FINGERPRINT "\n", "p.conf:11: unterminated quote" },
     { NULL, "User \xff\n", "p.conf:11: invalid UTF-8 at byte 5" },
+    /* Autostart and AutostartUser */
+    { NULL, "Autostart maybe\n",
+      "p.conf:11: Autostart: invalid value 'maybe' (expected yes or no)" },
+    { NULL, "Autostart 1\n",
+      "p.conf:11: Autostart: invalid value '1' (expected yes or no)" },
+    { NULL, "Autostart\n", "p.conf:11: Autostart: missing value" },
+    { NULL, "Autostart yes please\n", "p.conf:11: Autostart takes one argument, not 2" },
+    { NULL, "Autostart yes\n",
+      "p.conf:11: Autostart yes needs AutostartUser (the local account that owns the "
+      "tunnel)" },
+    { NULL, "Autostart yes\nAutostart no\nAutostartUser svc\n",
+      "p.conf:12: Autostart given twice (first at line 11)" },
+    { NULL, "AutostartUser svc\n",
+      "p.conf:11: AutostartUser without Autostart (add Autostart yes, or Autostart no "
+      "to keep it switched off)" },
+    { NULL, "Autostart yes\nAutostartUser svc\nAutostartUser svc\n",
+      "p.conf:13: AutostartUser given twice (first at line 12)" },
+    { NULL, "Autostart yes\nAutostartUser\n", "p.conf:12: AutostartUser: missing value" },
+    { NULL, "Autostart yes\nAutostartUser a b\n",
+      "p.conf:12: AutostartUser takes one argument, not 2" },
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -167,6 +187,78 @@ test_bad_profiles(void)
     g_assert_null(profile);
     g_assert_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT);
     g_assert_cmpstr(error->message, ==, cases[i].message);
+  }
+}
+
+/* AutostartUser's syntax: a local account name, which NSS looks up later. */
+static void
+test_autostart_user_names(void)
+{
+  static const char *const good[] = { "tunnel-db", "svc_1", "a",     "1a",
+                                      "a.b",       "Svc",   "_sync", "0x" };
+  static const char *const bad[] = { "-x",  ".x", "1000",        "0",    "a:b", "a/b",
+                                     "a@b", "a$", "caf\xc3\xa9", "\"\"", "a\\b" };
+  g_autofree char *longest = g_strnfill(32, 'u');
+  g_autofree char *too_long = g_strnfill(33, 'u');
+
+  for (gsize i = 0; i < G_N_ELEMENTS(good) + 1; i++) {
+    const char *name = i < G_N_ELEMENTS(good) ? good[i] : longest;
+    g_autofree char *text =
+        g_strdup_printf("%sAutostart yes\nAutostartUser %s\n", good_profile, name);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(TgProfile) profile = parse_profile(text, &error);
+
+    g_assert_no_error(error);
+    g_assert_cmpstr(profile->autostart_user, ==, name);
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS(bad) + 1; i++) {
+    const char *name = i < G_N_ELEMENTS(bad) ? bad[i] : too_long;
+    g_autofree char *text =
+        g_strdup_printf("%sAutostart yes\nAutostartUser %s\n", good_profile, name);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(TgProfile) profile = parse_profile(text, &error);
+
+    g_test_message("AutostartUser %s", name);
+    g_assert_null(profile);
+    g_assert_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT);
+    g_assert_true(
+        g_str_has_prefix(error->message, "p.conf:13: AutostartUser: invalid value"));
+    g_assert_true(g_str_has_suffix(
+        error->message, "(a local user name: 1 to 32 of A-Z a-z 0-9 . _ -, not starting "
+                        "with '.' or '-', not only digits)"));
+  }
+}
+
+static void
+test_autostart(void)
+{
+  static const struct {
+    const char *lines; /* from line 12 */
+    gboolean autostart;
+    const char *user;
+    guint line, user_line;
+  } cases[] = {
+    { "", FALSE, NULL, 0, 0 },
+    { "Autostart no\n", FALSE, NULL, 12, 0 },
+    { "Autostart yes\nAutostartUser tunnel-sync\n", TRUE, "tunnel-sync", 12, 13 },
+    { "autostart YES\nautostartuser=svc\n", TRUE, "svc", 12, 13 },
+    /* either order */
+    { "AutostartUser svc\n# between\nAutostart yes\n", TRUE, "svc", 14, 12 },
+    /* switched off, the account kept for later */
+    { "Autostart No\nAutostartUser svc\n", FALSE, "svc", 12, 13 },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autofree char *text = g_strconcat(good_profile, cases[i].lines, NULL);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(TgProfile) profile = parse_profile(text, &error);
+
+    g_test_message("%s", cases[i].lines);
+    g_assert_no_error(error);
+    g_assert_cmpint(profile->autostart, ==, cases[i].autostart);
+    g_assert_cmpstr(profile->autostart_user, ==, cases[i].user);
+    g_assert_cmpuint(profile->autostart_line, ==, cases[i].line);
+    g_assert_cmpuint(profile->autostart_user_line, ==, cases[i].user_line);
   }
 }
 
@@ -403,6 +495,25 @@ test_example_profile(void)
   profile = tg_profile_load(dir, "profile-intranet-db", &error);
   g_assert_no_error(error);
   g_assert_nonnull(profile);
+  g_assert_false(profile->autostart);
+}
+
+/* The shipped autostart example parses, and its AllowUsers admits its
+ * AutostartUser, as the daemon demands. */
+static void
+test_example_autostart_profile(void)
+{
+  static const char *const groups[] = { "tunnel-sync", NULL };
+  g_autofree char *dir = g_build_filename(TG_SOURCE_ROOT, "data", "examples", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(TgProfile) profile = tg_profile_load(dir, "profile-replica-sync", &error);
+  g_autoptr(TgPolicySubject) subject = NULL;
+
+  g_assert_no_error(error);
+  g_assert_true(profile->autostart);
+  g_assert_cmpstr(profile->autostart_user, ==, "tunnel-sync");
+  subject = tg_policy_subject_new(profile->autostart_user, 998, groups);
+  g_assert_true(tg_profile_may_start(profile, subject));
 }
 
 int
@@ -412,10 +523,13 @@ main(int argc, char **argv)
   g_test_add_func("/profile/good", test_good_profile);
   g_test_add_func("/profile/minimal", test_minimal_profile);
   g_test_add_func("/profile/bad", test_bad_profiles);
+  g_test_add_func("/profile/autostart", test_autostart);
+  g_test_add_func("/profile/autostart-user-names", test_autostart_user_names);
   g_test_add_func("/profile/may-start", test_may_start);
   g_test_add_func("/profile/names", test_names);
   g_test_add_func("/profile/load-and-list", test_load_and_list);
   g_test_add_func("/profile/identity-file", test_identity_file);
   g_test_add_func("/profile/example", test_example_profile);
+  g_test_add_func("/profile/example-autostart", test_example_autostart_profile);
   return g_test_run();
 }
