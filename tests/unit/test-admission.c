@@ -320,6 +320,78 @@ test_daemon_stopping(Fixture *f, gconstpointer data)
   g_assert_cmpstr(f->error->message, ==, "tunnelgated is stopping");
 }
 
+/* A reconnect's readmission of @specs (their listeners exist already):
+ * nothing is bound, guarded, pinned or resolved. */
+static void
+readmit(Fixture *f, const char *const *specs, TgAction granted, const char *server)
+{
+  g_autoptr(GPtrArray) forwards =
+      g_ptr_array_new_with_free_func((GDestroyNotify)tg_forward_free);
+  TgAdmission *admission;
+
+  for (guint i = 0; specs[i] != NULL; i++)
+    g_ptr_array_add(forwards, tg_forward_parse(specs[i], NULL));
+  admission =
+      tg_admission_new(&f->daemon, getuid(), f->subject, "1", forwards, granted, TRUE);
+  tg_admission_set_steps(admission, &counted_steps);
+  tg_admission_set_readmission(admission);
+  if (server != NULL)
+    tg_admission_set_server(admission, server, 22, NULL, FALSE);
+  tg_admission_run(admission, NULL, done, f);
+  /* nothing to resolve: the answer comes before tg_admission_run() returns */
+  g_assert_true(f->done);
+}
+
+static void
+test_readmission_drops_one_forward(Fixture *f, gconstpointer data)
+{
+  const char *const specs[] = { "L 127.0.0.1:0:intra:80", "L 127.0.0.1:0:db:5432",
+                                "R 0:127.0.0.1:9", NULL };
+
+  tg_policy_unref(f->daemon.policy);
+  f->daemon.policy = policy_from("PermitOpen intra:80\n");
+  readmit(f, specs, TG_ACTION_OPEN_REMOTE, "gw");
+  g_assert_no_error(f->error);
+  g_assert_null(tg_admission_get_refusal(f->admission, 0));
+  g_assert_nonnull(strstr(tg_admission_get_refusal(f->admission, 1), "PermitOpen"));
+  g_assert_nonnull(strstr(tg_admission_get_refusal(f->admission, 1), "test.conf:1"));
+  g_assert_null(tg_admission_get_refusal(f->admission, 2));
+  /* the listeners and pins of a reconnecting tunnel stay as they are */
+  g_assert_cmpint(live_guards, ==, 0);
+  g_assert_cmpint(live_pins, ==, 0);
+  g_assert_cmpuint(pins_tried, ==, 0);
+  g_assert_cmpint(count_fds(), ==, f->fds_before);
+}
+
+static void
+test_readmission_needs_no_more_actions(Fixture *f, gconstpointer data)
+{
+  const char *const specs[] = { "L 0:intra:80", "L 127.0.0.1:0:intra:81", NULL };
+
+  /* opened when GatewayPorts was no: the first now listens on every
+   * address (bind-any), which polkit did not grant */
+  tg_policy_unref(f->daemon.policy);
+  f->daemon.policy = policy_from("GatewayPorts yes\n");
+  readmit(f, specs, TG_ACTION_NONE, NULL);
+  g_assert_no_error(f->error);
+  g_assert_nonnull(strstr(tg_admission_get_refusal(f->admission, 0),
+                          "now needs more than was authorized"));
+  g_assert_null(tg_admission_get_refusal(f->admission, 1));
+}
+
+static void
+test_readmission_server_refused(Fixture *f, gconstpointer data)
+{
+  const char *const specs[] = { "L 127.0.0.1:0:intra:80", NULL };
+
+  /* the server and host key fail the whole readmission: the tunnel ends */
+  tg_policy_unref(f->daemon.policy);
+  f->daemon.policy = policy_from("PermitServer other\n");
+  readmit(f, specs, TG_ACTION_NONE, "gw");
+  g_assert_error(f->error, TG_ERROR, TG_ERROR_POLICY_DENIED);
+  g_assert_nonnull(strstr(f->error->message, "PermitServer"));
+}
+
 static void
 warmed_up(GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -356,6 +428,9 @@ main(int argc, char **argv)
   ADD("bind-in-use", test_bind_in_use);
   ADD("guard-refused", test_guard_refused);
   ADD("pin-failed", test_pin_failed);
+  ADD("readmission-drops-one-forward", test_readmission_drops_one_forward);
+  ADD("readmission-needs-no-more-actions", test_readmission_needs_no_more_actions);
+  ADD("readmission-server-refused", test_readmission_server_refused);
   ADD("policy-forbids-mid-call", test_policy_forbids_mid_call);
   ADD("policy-widens-actions-mid-call", test_policy_widens_actions_mid_call);
   ADD("tunnel-closed-mid-call", test_tunnel_closed_mid_call);
