@@ -108,6 +108,11 @@ struct _TgSession {
   gint64 accept_paused_until; /* listeners rest until then (out of fds) */
   gint64 accept_pause_logged;
   gboolean finished; /* the worker took its last command: answer new ones at once */
+  /* tg_session_set_credentials(): taken by the worker before its next
+   * attempt (fds -1 when unset) */
+  gboolean new_credentials;
+  char *new_agent_path, *new_identity_path;
+  int new_agent_fd, new_identity_fd;
 
   /* worker thread only */
   int view_fd;        /* the opener's file-system view: the tunnel's paths mean */
@@ -395,6 +400,33 @@ refuse_passphrase(const char *prompt, char *buffer, size_t length, int echo, int
   return -1;
 }
 
+static void clear_new_credentials(TgSession *session);
+
+/* Credentials given since the last attempt replace the old ones (and the
+ * key kept from them). */
+static void
+take_new_credentials(TgSession *session)
+{
+  TgSessionConfig *config = session->config;
+
+  g_mutex_lock(&session->lock);
+  if (session->new_credentials) {
+    session->new_credentials = FALSE;
+    g_free(config->agent_path);
+    config->agent_path = g_steal_pointer(&session->new_agent_path);
+    if (config->agent_fd >= 0)
+      close(config->agent_fd);
+    config->agent_fd = g_steal_fd(&session->new_agent_fd);
+    g_free(config->identity_path);
+    config->identity_path = g_steal_pointer(&session->new_identity_path);
+    if (config->identity_fd >= 0)
+      close(config->identity_fd);
+    config->identity_fd = g_steal_fd(&session->new_identity_fd);
+    g_clear_pointer(&session->identity, ssh_key_free);
+  }
+  g_mutex_unlock(&session->lock);
+}
+
 static gboolean
 load_credentials(TgSession *session, GError **error)
 {
@@ -402,6 +434,7 @@ load_credentials(TgSession *session, GError **error)
   g_autoptr(GBytes) key_text = NULL;
   int key_fd;
 
+  take_new_credentials(session);
   if (config->agent_path != NULL) {
     int view_fd = view(session, error);
 
@@ -2233,6 +2266,7 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   session->removed = g_array_new(FALSE, TRUE, sizeof(gboolean));
   session->held = g_array_new(FALSE, TRUE, sizeof(HeldConnection));
   session->diag_fd = -1;
+  session->new_agent_fd = session->new_identity_fd = -1;
   atomic_store(&session->max_attempts, G_MAXUINT);
   for (guint i = 0; i < config->listeners->len && session->diag_fd < 0; i++) {
     const TgListener *listener = g_ptr_array_index(config->listeners, i);
@@ -2365,6 +2399,32 @@ tg_session_suspend(TgSession *session, gboolean sleeping)
   eventfd_write(session->wake_fd, 1);
 }
 
+static void
+clear_new_credentials(TgSession *session)
+{
+  g_clear_pointer(&session->new_agent_path, g_free);
+  g_clear_pointer(&session->new_identity_path, g_free);
+  if (session->new_agent_fd >= 0)
+    close(g_steal_fd(&session->new_agent_fd));
+  if (session->new_identity_fd >= 0)
+    close(g_steal_fd(&session->new_identity_fd));
+}
+
+void
+tg_session_set_credentials(TgSession *session, char *agent_path, int agent_fd,
+                           char *identity_path, int identity_fd)
+{
+  g_mutex_lock(&session->lock);
+  clear_new_credentials(session);
+  session->new_agent_path = agent_path;
+  session->new_agent_fd = agent_fd;
+  session->new_identity_path = identity_path;
+  session->new_identity_fd = identity_fd;
+  session->new_credentials = TRUE;
+  g_mutex_unlock(&session->lock);
+  tg_session_check_now(session); /* a reconnecting session tries them at once */
+}
+
 void
 tg_session_set_max_attempts(TgSession *session, guint max_attempts)
 {
@@ -2392,6 +2452,7 @@ tg_session_free(TgSession *session)
   g_array_unref(session->removed);
   g_array_unref(session->held);
   g_clear_error(&session->readmit_refusal);
+  clear_new_credentials(session);
   g_assert(g_queue_is_empty(&session->commands));
   tg_usage_unref(session->usage);
   tg_usage_unref(session->daemon_usage);

@@ -165,6 +165,12 @@ void tg_session_check_now(TgSession *session);
  * session still up for a sign of life). Sessions without reconnect go on. */
 void tg_session_suspend(TgSession *session, gboolean sleeping);
 
+/* New credentials (exactly one of them; paths and descriptors taken) for
+ * the next attempt: the session that is up goes on with what it logged in
+ * with; a reconnecting one tries at once with these. */
+void tg_session_set_credentials(TgSession *session, char *agent_path, int agent_fd,
+                                char *identity_path, int identity_fd);
+
 /* At most this many attempts after a loss (G_MAXUINT, the default: no
  * limit; 0: none), from the policy (MaxReconnectAttempts). */
 void tg_session_set_max_attempts(TgSession *session, guint max_attempts);
