@@ -312,6 +312,59 @@ class WorldTest(world.WorldTestCase, unittest.TestCase):
                 stop.set()
                 t.join()
 
+    # -- changing the network ------------------------------------------------------------
+
+    def _link(self, ns, dev):
+        return self.world.run(["ip", "-o", "link", "show", dev], ns=ns, check=True).stdout
+
+    def _wait_link(self, ns, dev, text, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while text not in self._link(ns, dev):
+            if time.monotonic() > deadline:
+                self.fail(f"{dev} in {ns} never showed {text!r}: {self._link(ns, dev)}")
+            time.sleep(0.02)
+
+    def test_links_and_default_routes(self):
+        w = self.world
+        uplink = w.CLIENT_UPLINK
+        self.assertEqual(w.default_route(), "")
+        try:
+            w.replace_default_route()
+            self.assertIn(f"default via {w.gateway_ip} dev {uplink}", w.default_route())
+            w.replace_default_route(via="ipv6")
+            self.assertIn(f"default via {w.gateway_ip6} dev {uplink}",
+                          w.default_route(ipv6=True))
+            # down: the routes go, the addresses (IPv6 too) stay
+            w.link_down("client", uplink)
+            self.assertIn("state DOWN", self._link("client", uplink))
+            self.assertEqual(w.default_route(), "")
+            w.link_up("client", uplink)
+            self._wait_link("client", uplink, "state UP")
+            addresses = w.run(["ip", "-o", "addr", "show", uplink], ns="client").stdout
+            self.assertIn(f"{w.client_ip}/24", addresses)
+            self.assertIn(f"{w.client_ip6}/64", addresses)
+            self.assertEqual(w.default_route(), "")
+            w.wait_port("client", w.gateway_ip, w.sshd_ports[0])
+            # the cable pulled at the gateway's end: the client's link loses its carrier
+            w.link_down("gateway", w.GATEWAY_CLIENT_LINK)
+            self._wait_link("client", uplink, "NO-CARRIER")
+            self.assertIn(",UP>", self._link("client", uplink))
+            w.link_up("gateway", w.GATEWAY_CLIENT_LINK)
+            self._wait_link("client", uplink, "state UP")
+            w.replace_default_route()
+            w.delete_default_route()
+            w.delete_default_route(ipv6=True)
+            w.delete_default_route()                 # none: not an error
+            self.assertEqual(w.default_route(), "")
+        finally:
+            w.link_up("client", uplink)
+            w.link_up("gateway", w.GATEWAY_CLIENT_LINK)
+            w.delete_default_route()
+            w.delete_default_route(ipv6=True)
+        w.wait_port("client", w.gateway_ip, w.sshd_ports[0])
+        with w.listen("gateway", w.gateway_ip6) as server:
+            w.wait_port("client", w.gateway_ip6, server.getsockname()[1])
+
     # -- daemon launcher (with a stand-in for tunnelgated) --------------------------------
 
     STANDIN = r'''#!/usr/bin/python3

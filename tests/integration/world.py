@@ -44,7 +44,8 @@ only ever import world:
 
   world_base.py    constants, errors, finding and killing processes, Proc,
                    in_netns(), the live-world registry, socket helpers
-  world_netns.py   NetnsMixin: the three namespaces, links, hosts files, sockets
+  world_netns.py   NetnsMixin: the three namespaces, links, hosts files, sockets,
+                   links down and up, default routes
   world_users.py   UsersMixin, User: useradd'ed test users, key pairs, user_env()
   world_bus.py     BusMixin: the private dbus-daemon and polkitd
   world_sshd.py    SshdMixin: sshd on the gateway, ssh argv, ssh-agents
