@@ -312,6 +312,122 @@ class WorldTest(world.WorldTestCase, unittest.TestCase):
                 stop.set()
                 t.join()
 
+    # -- logind (fake_login1.py) -------------------------------------------------------
+
+    def test_fake_login1(self):
+        w = self.world
+        login1 = (world.LOGIN1_BUS_NAME, "/org/freedesktop/login1",
+                  "org.freedesktop.login1.Manager")
+        fake = w.start_fake_login1()
+        try:
+            with w.bus_connection() as bus:
+                self.assertEqual(bus.get_name_owner(world.LOGIN1_BUS_NAME), fake.unique_name)
+                bus.add_match(f"type='signal',sender='{login1[0]}',path='{login1[1]}',"
+                              f"interface='{login1[2]}',member='PrepareForSleep'")
+                (fd,), fds = bus.call_message(*login1, "Inhibit", "ssss",
+                                              ["sleep", "test", "testing", "delay"])
+                self.assertEqual(fds, [fd])
+                os.fstat(fd)                   # a real descriptor, ours now
+                self.assertEqual(fake.inhibitors(), 1)
+                (info,) = fake.inhibitor_list()
+                self.assertEqual((info["what"], info["who"], info["why"], info["mode"],
+                                  info["sender"], info["uid"]),
+                                 ("sleep", "test", "testing", "delay", bus.unique_name, 0))
+                (listed,) = bus.call(*login1, "ListInhibitors")
+                self.assertEqual(listed, [("sleep", "test", "testing", "delay", 0,
+                                           info["pid"])])
+                # as logind: what and mode are checked; and it can be made to refuse
+                with self.assertRaises(busclient.DBusError) as cm:
+                    bus.call(*login1, "Inhibit", "ssss", ["sleep", "test", "x", "later"])
+                self.assertEqual(cm.exception.name, "org.freedesktop.DBus.Error.InvalidArgs")
+                fake.refuse()
+                with self.assertRaises(busclient.DBusError) as cm:
+                    bus.call(*login1, "Inhibit", "ssss", ["sleep", "test", "x", "delay"])
+                self.assertEqual(cm.exception.name, "org.freedesktop.DBus.Error.AccessDenied")
+                fake.refuse(False)
+                self.assertEqual(fake.inhibitors(), 1)
+                # closing the fd releases the inhibitor, and it sees that
+                os.close(fd)
+                fake.wait_inhibitors(0, timeout=5)
+                # PrepareForSleep(true), then (false), from the name's owner
+                fake.sleep()
+                s = bus.wait_signal(member="PrepareForSleep", timeout=5)
+                self.assertEqual((s.sender, s.body, s.destination),
+                                 (fake.unique_name, [True], None))
+                fake.resume()
+                s = bus.wait_signal(member="PrepareForSleep", timeout=5)
+                self.assertEqual(s.body, [False])
+            # only root may own the name or call it
+            tool = str(w.dbus_tool)
+            r = w.run_as(ALICE, [world.PYTHON, "-c", (
+                "import sys; sys.path.insert(0, sys.argv[1]); import busclient\n"
+                "c = busclient.Connection()\n"
+                "try:\n    c.request_name('org.freedesktop.login1')\n    print('owned')\n"
+                "except busclient.DBusError as e:\n    print(e.name)\n"), os.path.dirname(tool)])
+            self.assertEqual(r.stdout.strip(), "org.freedesktop.DBus.Error.AccessDenied",
+                             r.stderr)
+            r = w.run_as(ALICE, [world.PYTHON, tool, "call", *login1, "Inhibit", "ssss",
+                                 '["sleep", "alice", "x", "delay"]'])
+            self.assertIn("org.freedesktop.DBus.Error.AccessDenied", r.stdout)
+            self.assertEqual(fake.inhibitors(), 0)
+        finally:
+            fake.stop()
+        with w.bus_connection() as bus:
+            self.assertFalse(bus.name_has_owner(world.LOGIN1_BUS_NAME))
+
+    # -- changing the network ------------------------------------------------------------
+
+    def _link(self, ns, dev):
+        return self.world.run(["ip", "-o", "link", "show", dev], ns=ns, check=True).stdout
+
+    def _wait_link(self, ns, dev, text, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while text not in self._link(ns, dev):
+            if time.monotonic() > deadline:
+                self.fail(f"{dev} in {ns} never showed {text!r}: {self._link(ns, dev)}")
+            time.sleep(0.02)
+
+    def test_links_and_default_routes(self):
+        w = self.world
+        uplink = w.CLIENT_UPLINK
+        self.assertEqual(w.default_route(), "")
+        try:
+            w.replace_default_route()
+            self.assertIn(f"default via {w.gateway_ip} dev {uplink}", w.default_route())
+            w.replace_default_route(via="ipv6")
+            self.assertIn(f"default via {w.gateway_ip6} dev {uplink}",
+                          w.default_route(ipv6=True))
+            # down: the routes go, the addresses (IPv6 too) stay
+            w.link_down("client", uplink)
+            self.assertIn("state DOWN", self._link("client", uplink))
+            self.assertEqual(w.default_route(), "")
+            w.link_up("client", uplink)
+            self._wait_link("client", uplink, "state UP")
+            addresses = w.run(["ip", "-o", "addr", "show", uplink], ns="client").stdout
+            self.assertIn(f"{w.client_ip}/24", addresses)
+            self.assertIn(f"{w.client_ip6}/64", addresses)
+            self.assertEqual(w.default_route(), "")
+            w.wait_port("client", w.gateway_ip, w.sshd_ports[0])
+            # the cable pulled at the gateway's end: the client's link loses its carrier
+            w.link_down("gateway", w.GATEWAY_CLIENT_LINK)
+            self._wait_link("client", uplink, "NO-CARRIER")
+            self.assertIn(",UP>", self._link("client", uplink))
+            w.link_up("gateway", w.GATEWAY_CLIENT_LINK)
+            self._wait_link("client", uplink, "state UP")
+            w.replace_default_route()
+            w.delete_default_route()
+            w.delete_default_route(ipv6=True)
+            w.delete_default_route()                 # none: not an error
+            self.assertEqual(w.default_route(), "")
+        finally:
+            w.link_up("client", uplink)
+            w.link_up("gateway", w.GATEWAY_CLIENT_LINK)
+            w.delete_default_route()
+            w.delete_default_route(ipv6=True)
+        w.wait_port("client", w.gateway_ip, w.sshd_ports[0])
+        with w.listen("gateway", w.gateway_ip6) as server:
+            w.wait_port("client", w.gateway_ip6, server.getsockname()[1])
+
     # -- daemon launcher (with a stand-in for tunnelgated) --------------------------------
 
     STANDIN = r'''#!/usr/bin/python3

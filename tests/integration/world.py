@@ -44,9 +44,11 @@ only ever import world:
 
   world_base.py    constants, errors, finding and killing processes, Proc,
                    in_netns(), the live-world registry, socket helpers
-  world_netns.py   NetnsMixin: the three namespaces, links, hosts files, sockets
+  world_netns.py   NetnsMixin: the three namespaces, links, hosts files, sockets,
+                   links down and up, default routes
   world_users.py   UsersMixin, User: useradd'ed test users, key pairs, user_env()
-  world_bus.py     BusMixin: the private dbus-daemon and polkitd
+  world_bus.py     BusMixin: the private dbus-daemon and polkitd, FakeLogin1
+                   (fake_login1.py, a stand-in for logind)
   world_sshd.py    SshdMixin: sshd on the gateway, ssh argv, ssh-agents
   world_daemon.py  DaemonMixin, Daemon, DaemonResult: tunnelgated, busctl, tunnelgatectl
 """
@@ -81,7 +83,7 @@ from world_base import (DATA_PORT, DEFAULT_USERS, HTTP_PORT,  # noqa: E402,F401
                         _process_snapshot, _read, _readline_timeout, _recv_all, _roundtrip,
                         _ssh_fingerprint, _tail, _uids_processes, _world_pids, missing_tools,
                         require_root)
-from world_bus import BusMixin  # noqa: E402
+from world_bus import LOGIN1_BUS_NAME, BusMixin, FakeLogin1  # noqa: E402,F401
 from world_daemon import Daemon, DaemonMixin, DaemonResult  # noqa: E402,F401
 from world_netns import NetnsMixin  # noqa: E402
 from world_sshd import SshdMixin  # noqa: E402

@@ -13,8 +13,79 @@ import subprocess
 import time
 
 import busclient
-from world_base import (HOST_ACTIONS_DIR, POLKIT_BUS_NAME, POLKIT_BUS_POLICY, POLKITD, PYTHON,
-                        WorldError, _readline_timeout)
+from world_base import (HERE, HOST_ACTIONS_DIR, POLKIT_BUS_NAME, POLKIT_BUS_POLICY, POLKITD,
+                        PYTHON, WorldError, _readline_timeout)
+
+LOGIN1_BUS_NAME = "org.freedesktop.login1"
+
+
+class FakeLogin1:
+    """A running fake_login1.py (World.start_fake_login1()): org.freedesktop.login1
+    on the private bus, driven through its stdin.
+
+    sleep() / resume() emit PrepareForSleep(true/false); inhibitors() is how many
+    inhibitor fds handed out are still open; inhibitor_list() their details
+    (what, who, why, mode, sender, uid, pid); wait_inhibitors(n) waits until
+    that many are open; refuse(True) makes Inhibit fail; stop() ends it (the
+    name leaves the bus). .unique_name is its bus connection's name.
+    """
+
+    def __init__(self, proc, unique_name):
+        self.proc = proc
+        self.unique_name = unique_name
+
+    def command(self, line, timeout=10.0):
+        """Send one command; returns the lines it printed before "ok"."""
+        if not self.proc.alive():
+            raise WorldError(f"fake_login1 is not running:\n{self.proc.log(tail=40)}")
+        self.proc.popen.stdin.write(f"{line}\n".encode())
+        self.proc.popen.stdin.flush()
+        out = []
+        while True:
+            got = _readline_timeout(self.proc.popen.stdout, timeout)
+            if not got.endswith(b"\n"):
+                raise WorldError(f"fake_login1 did not answer {line!r}:\n"
+                                 f"{self.proc.log(tail=40)}")
+            text = got.decode().rstrip("\n")
+            if text == "ok":
+                return out
+            if text.startswith("error "):
+                raise WorldError(f"fake_login1: {text[6:]}")
+            out.append(text)
+
+    def sleep(self):
+        self.command("sleep")
+
+    def resume(self):
+        self.command("resume")
+
+    def inhibitors(self):
+        return int(self.command("inhibitors?")[0])
+
+    def inhibitor_list(self):
+        import json
+        return [json.loads(line) for line in self.command("list")]
+
+    def wait_inhibitors(self, n, timeout=10.0):
+        """Wait until exactly n inhibitors are open; returns how long it took (s)."""
+        start = time.monotonic()
+        while True:
+            have = self.inhibitors()
+            if have == n:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise WorldError(f"fake_login1: {have} inhibitors open, not {n}, "
+                                 f"after {timeout}s:\n{self.proc.log(tail=40)}")
+            time.sleep(0.02)
+
+    def refuse(self, on=True):
+        self.command("refuse on" if on else "refuse off")
+
+    def alive(self):
+        return self.proc.alive()
+
+    def stop(self):
+        return self.proc.stop()
 
 
 class BusMixin:
@@ -26,7 +97,8 @@ class BusMixin:
     def bus_config(self, listen):
         """The dbus-daemon configuration: Debian's system.conf minus activation,
         syslog, pidfile, <user> and the system.d include directories, plus exactly
-        the project's and polkit's bus policy files."""
+        the project's and polkit's bus policy files, and root's right to own and
+        call org.freedesktop.login1 (for fake_login1.py)."""
         return f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <!-- private system bus of the tunnelgate test world {self.id}
@@ -77,6 +149,13 @@ class BusMixin:
            send_interface="org.freedesktop.DBus.Debug.Stats"/>
   </policy>
 
+  <!-- fake_login1.py (start_fake_login1) stands in for systemd-logind: as
+       logind's own bus policy has it, root may own its name and call it -->
+  <policy user="root">
+    <allow own="org.freedesktop.login1"/>
+    <allow send_destination="org.freedesktop.login1"/>
+  </policy>
+
   <include>{POLKIT_BUS_POLICY}</include>
   <include>{self.bus_policy}</include>
 </busconfig>
@@ -97,6 +176,19 @@ class BusMixin:
     def bus_connection(self, timeout=25.0):
         """A new busclient.Connection to the private bus, as root (close it when done)."""
         return busclient.Connection(self.bus_address, timeout=timeout)
+
+    # -- logind (a stand-in) -----------------------------------------------------------
+
+    def start_fake_login1(self, timeout=10.0):
+        """Start fake_login1.py as root: org.freedesktop.login1 on the private bus
+        (its log: logs/fake_login1.log). Returns a FakeLogin1 once it owns the name."""
+        p = self.spawn([PYTHON, "-u", HERE / "fake_login1.py"], name="fake_login1",
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        line = _readline_timeout(p.popen.stdout, timeout).decode()
+        if not line.startswith("ready "):
+            p.stop()
+            raise WorldError(f"fake_login1 did not start:\n{p.log(tail=40)}")
+        return FakeLogin1(p, line.split()[1])
 
     # -- polkitd -----------------------------------------------------------------------
 

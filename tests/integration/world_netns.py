@@ -98,6 +98,59 @@ class NetnsMixin:
             (d / "hosts").write_text(f"# tunnelgate test world {self.id}, {role}\n" + base + text)
             os.chmod(d / "hosts", 0o644)
 
+    # -- changing the network (for what watches it) ---------------------------------
+
+    # The client's one link, to the gateway: "gw0" in the client namespace; its
+    # peer is "client0" in the gateway namespace (the gateway's link to the
+    # intranet is "intra0", the intranet's to the gateway "gw0" again). The
+    # client has no default route until replace_default_route() makes one.
+    CLIENT_UPLINK = "gw0"
+    GATEWAY_CLIENT_LINK = "client0"
+
+    def link_down(self, ns, dev):
+        """`ip link set DEV down` in namespace `ns` ('client', 'gateway', 'intranet').
+
+        The link's addresses stay (IPv6 ones too: keep_addr_on_down is set
+        first), its routes go: the kernel drops IPv4 routes through a link that
+        goes down without a netlink message for each. link_up() brings back the
+        addresses' own routes, not a default route (replace_default_route()
+        again). Down on one end of a veth pair takes the carrier of the other:
+        link_down("gateway", GATEWAY_CLIENT_LINK) is the client's cable pulled
+        (its gw0 stays up, NO-CARRIER)."""
+        def keep_addresses():
+            with open(f"/proc/sys/net/ipv6/conf/{dev}/keep_addr_on_down", "w") as f:
+                f.write("1")
+        in_netns(self.nsname(ns), keep_addresses)
+        self._ip("link", "set", dev, "down", ns=ns)
+
+    def link_up(self, ns, dev):
+        """`ip link set DEV up` in namespace `ns`."""
+        self._ip("link", "set", dev, "up", ns=ns)
+
+    def replace_default_route(self, ns="client", via=None, dev=None):
+        """`ip route replace default via VIA dev DEV` in namespace `ns`. In the
+        client the defaults are the gateway (gateway_ip, or gateway_ip6 with
+        via="ipv6") over CLIENT_UPLINK; elsewhere give via and/or dev."""
+        if ns == "client":
+            if via in (None, "ipv6"):
+                via = self.gateway_ip6 if via == "ipv6" else self.gateway_ip
+            dev = dev or self.CLIENT_UPLINK
+        family = ["-6"] if via is not None and ":" in via else []
+        argv = family + ["route", "replace", "default"]
+        argv += (["via", via] if via else []) + (["dev", dev] if dev else [])
+        self._ip(*argv, ns=ns)
+
+    def delete_default_route(self, ns="client", ipv6=False):
+        """Remove the default route of namespace `ns` (IPv4, or IPv6 with ipv6=True);
+        none there is not an error."""
+        argv = ["ip"] + (["-6"] if ipv6 else []) + ["-n", self.nsname(ns), "route", "del",
+                                                       "default"]
+        subprocess.run(argv, capture_output=True, text=True)
+
+    def default_route(self, ns="client", ipv6=False):
+        """`ip route show default` in namespace `ns` (empty: none)."""
+        return self._ip(*(["-6"] if ipv6 else []), "route", "show", "default", ns=ns).strip()
+
     # -- sockets inside namespaces ---------------------------------------------
 
     def socket(self, ns, family=socket.AF_INET, type=socket.SOCK_STREAM):
