@@ -11,6 +11,7 @@
 #include "gate.h"
 #include "hostkey.h"
 #include "log.h"
+#include "netwatch.h"
 #include "profile.h"
 #include "text.h"
 #include "tg-error.h"
@@ -884,7 +885,72 @@ struct _TgManager {
   guint object_manager_registration;
   guint counters_timer;
   guint tunnels_registration; /* the subtree of tunnel objects */
+  TgNetwatch *netwatch;       /* network changes, sleep and resume; may be NULL */
+  guint sleep_timer;          /* going to sleep: waits for the tunnels to close */
+  gint64 sleep_since;
 };
+
+/* ---- the network and sleep (netwatch.h) ---- */
+
+#define SLEEP_POLL_MS 50
+#define SLEEP_WAIT_USEC (2 * G_USEC_PER_SEC) /* logind's delay limit is 5 s */
+
+/* Going to sleep: once every tunnel with reconnect has closed its session
+ * (or has none), or after SLEEP_WAIT_USEC, the system may sleep. */
+static gboolean
+sleep_when_closed(gpointer user_data)
+{
+  TgManager *manager = user_data;
+  g_autoptr(GPtrArray) tunnels = tg_registry_list_tunnels(manager->daemon->registry);
+  gboolean ready = TRUE;
+
+  for (guint i = 0; i < tunnels->len && ready; i++)
+    ready = tg_tunnel_ready_for_sleep(tunnels->pdata[i]);
+  if (!ready && g_get_monotonic_time() - manager->sleep_since < SLEEP_WAIT_USEC)
+    return G_SOURCE_CONTINUE;
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "SLEEP_READY", "MESSAGE", "%s; the system may sleep",
+               ready ? "every reconnecting tunnel is closed for sleep"
+                     : "not every tunnel closed in time");
+  tg_netwatch_release_sleep(manager->netwatch);
+  manager->sleep_timer = 0;
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_netwatch(TgNetwatchEvent event, const char *cause, gpointer user_data)
+{
+  TgManager *manager = user_data;
+  g_autoptr(GPtrArray) tunnels = tg_registry_list_tunnels(manager->daemon->registry);
+
+  switch (event) {
+  case TG_NETWATCH_NETWORK_CHANGED:
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "NETWORK_CHANGED", "CAUSE", cause, "MESSAGE",
+                 "the network changed (%s): reconnecting tunnels try at once, the "
+                 "others are asked for a sign of life",
+                 cause);
+    for (guint i = 0; i < tunnels->len; i++)
+      tg_tunnel_network_changed(tunnels->pdata[i]);
+    break;
+  case TG_NETWATCH_SLEEPING:
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "SLEEPING", "MESSAGE",
+                 "the system is going to sleep: closing the sessions of tunnels with "
+                 "reconnect");
+    for (guint i = 0; i < tunnels->len; i++)
+      tg_tunnel_sleep(tunnels->pdata[i], TRUE);
+    manager->sleep_since = g_get_monotonic_time();
+    g_clear_handle_id(&manager->sleep_timer, g_source_remove);
+    if (sleep_when_closed(manager) == G_SOURCE_CONTINUE)
+      manager->sleep_timer = g_timeout_add(SLEEP_POLL_MS, sleep_when_closed, manager);
+    break;
+  case TG_NETWATCH_RESUMED:
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "RESUMED", "MESSAGE",
+                 "the system resumed: tunnels with reconnect connect again");
+    g_clear_handle_id(&manager->sleep_timer, g_source_remove);
+    for (guint i = 0; i < tunnels->len; i++)
+      tg_tunnel_sleep(tunnels->pdata[i], FALSE);
+    break;
+  }
+}
 
 TgManager *
 tg_manager_export(TgDaemon *daemon, GError **error)
@@ -908,6 +974,17 @@ tg_manager_export(TgDaemon *daemon, GError **error)
   }
   /* counters change on the hot path; they are announced once a second */
   manager->counters_timer = g_timeout_add_seconds(1, publish_counters, daemon);
+  {
+    g_autoptr(GError) watch_error = NULL;
+
+    manager->netwatch =
+        tg_netwatch_new(daemon->bus, TRUE, on_netwatch, manager, &watch_error);
+    if (manager->netwatch == NULL)
+      tg_log_event(G_LOG_LEVEL_WARNING, "NETWORK_WATCH_FAILED", "MESSAGE",
+                   "cannot watch the network (%s): reconnecting tunnels wait for "
+                   "their next attempt instead of trying when it changes",
+                   watch_error->message);
+  }
   return manager;
 }
 
@@ -917,6 +994,13 @@ tg_manager_unexport(TgManager *manager)
   GDBusConnection *bus = manager->daemon->bus;
 
   g_clear_handle_id(&manager->counters_timer, g_source_remove);
+  g_clear_handle_id(&manager->sleep_timer, g_source_remove);
+  if (manager->netwatch != NULL) {
+    tg_netwatch_free(manager->netwatch);
+    /* a cancelled Inhibit call completes in the main context */
+    while (g_main_context_iteration(NULL, FALSE))
+      ;
+  }
   if (manager->tunnels_registration != 0)
     g_dbus_connection_unregister_subtree(bus, manager->tunnels_registration);
   if (manager->object_manager_registration != 0)

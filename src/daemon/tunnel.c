@@ -469,7 +469,7 @@ tunnel_reconnecting(TgTunnel *tunnel, const TgSessionReport *report)
                  "USER", tunnel->owner_name, "CAUSE", cause, "ATTEMPT", attempt,
                  "MESSAGE", "%s", message);
   } else {
-    tg_log_event(G_LOG_LEVEL_INFO, "TUNNEL_RETRY", "TUNNEL_ID", tunnel->id, "USER",
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_RETRY", "TUNNEL_ID", tunnel->id, "USER",
                  tunnel->owner_name, "CAUSE", cause, "MESSAGE", "%s", message);
   }
 }
@@ -1204,6 +1204,27 @@ tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner, TgPolicySubject *subject
   tg_tunnel_apply_policy(tunnel,
                          daemon->policy); /* MaxReconnectAttempts: the session's */
   return tunnel;
+}
+
+void
+tg_tunnel_network_changed(TgTunnel *tunnel)
+{
+  if (tunnel->session != NULL && tunnel->reconnect && !tunnel->closing)
+    tg_session_check_now(tunnel->session);
+}
+
+void
+tg_tunnel_sleep(TgTunnel *tunnel, gboolean sleeping)
+{
+  if (tunnel->session != NULL && tunnel->reconnect && !tunnel->closing)
+    tg_session_suspend(tunnel->session, sleeping);
+}
+
+gboolean
+tg_tunnel_ready_for_sleep(TgTunnel *tunnel)
+{
+  return !tunnel->reconnect || tunnel->session == NULL || tunnel->closing ||
+         tunnel->suspended || tunnel->state != TG_TUNNEL_UP;
 }
 
 void

@@ -88,6 +88,17 @@ GVariant *tg_tunnel_summary(TgTunnel *tunnel);
 /* {sa{sv}} interfaces and properties, as ObjectManager reports them. */
 GVariant *tg_tunnel_interfaces(TgTunnel *tunnel);
 
+/* The network changed (a route, an address, a link): a reconnecting tunnel
+ * tries at once, one that is up is asked for a sign of life. */
+void tg_tunnel_network_changed(TgTunnel *tunnel);
+/* The system goes to sleep (@sleeping) or has resumed: a tunnel with
+ * reconnect closes its session cleanly and waits for the resume, which
+ * brings an attempt at once. */
+void tg_tunnel_sleep(TgTunnel *tunnel, gboolean sleeping);
+/* Nothing more to close before sleep: closed for it, or nothing to close
+ * (no reconnect, or no session up). */
+gboolean tg_tunnel_ready_for_sleep(TgTunnel *tunnel);
+
 /* Emits PropertiesChanged for counters that moved since the last call. */
 void tg_tunnel_publish_counters(TgTunnel *tunnel);
 

@@ -39,10 +39,6 @@
 #define FIRST_RANDOM_PORT 32768
 #define LAST_RANDOM_PORT 60999
 #define RANDOM_PORT_ATTEMPTS 8
-/* Reconnecting: attempt n waits a random time in [d/2, d], d = 2^(n-1) s
- * capped at RETRY_MAX_SECONDS ("equal jitter": quick at first, never in step
- * with other tunnels of the same server, never hammering it). */
-#define RETRY_MAX_SECONDS 60
 /* while down, a new connection is accepted and held at most this long for
  * the session to come back; at most MAX_HELD at once, the others refused */
 #define HOLD_SECONDS 15
@@ -2023,6 +2019,7 @@ typedef enum {
 
 typedef enum {
   WAITED,         /* go on */
+  WAITED_NUDGED,  /* WAIT_RETRY: go on at once, the network changed */
   WAITED_STOP,    /* the tunnel is to close */
   WAITED_SUSPEND, /* WAIT_RETRY: the system goes to sleep meanwhile */
 } WaitResult;
@@ -2048,7 +2045,7 @@ wait_down(TgSession *session, gint64 deadline, WaitMode mode)
     if (mode == WAIT_RESUME && !atomic_load(&session->suspend_requested))
       return WAITED;
     if (mode == WAIT_RETRY && atomic_exchange(&session->check_requested, FALSE))
-      return WAITED;
+      return WAITED_NUDGED;
     expire_held(session, G_MAXUINT, now,
                 "the tunnel is reconnecting, and the connection waited " G_STRINGIFY(
                     HOLD_SECONDS) " s for it");
@@ -2144,12 +2141,11 @@ error_is_transient(TgSession *session, const GError *error)
   }
 }
 
-/* Attempt @attempt (from 1) after a loss waits a random time in [d/2, d],
- * d = min(2^(attempt-1), RETRY_MAX_SECONDS) seconds. */
-static gint64
-retry_delay(guint attempt)
+gint64
+tg_session_retry_delay(guint attempt)
 {
-  gint64 d = MIN((gint64)1 << MIN(attempt - 1, 16), RETRY_MAX_SECONDS) * G_USEC_PER_SEC;
+  gint64 d = MIN((gint64)1 << MIN(attempt - 1, 16), TG_SESSION_RETRY_MAX_SECONDS) *
+             G_USEC_PER_SEC;
 
   return d / 2 + g_random_int_range(0, (gint32)(d / 2) + 1);
 }
@@ -2182,6 +2178,7 @@ session_thread(gpointer data)
   g_autoptr(GError) error = NULL;
   gboolean final = FALSE;
   guint attempt = 0;
+  guint backoff = 0; /* the delay's step: attempt, or 1 again after a nudge */
 
   open_view(session);
   for (;;) {
@@ -2194,7 +2191,7 @@ session_thread(gpointer data)
     g_clear_error(&error);
     if (connect_session(session, &error) && readmit(session, &error) &&
         start_forwards(session, &error) && start_serving(session, &error)) {
-      attempt = 0;
+      attempt = backoff = 0;
       if (run_relays(session, &error))
         break; /* stopped */
       suspended = atomic_load(&session->suspend_requested) && config->reconnect;
@@ -2216,11 +2213,14 @@ session_thread(gpointer data)
         break;
       }
       attempt++;
-      delay = retry_delay(attempt);
+      backoff++;
+      delay = tg_session_retry_delay(backoff);
       down.attempt = attempt;
       down.next_attempt = g_get_real_time() + delay;
       report_full(session, &down, g_error_copy(error));
       waited = wait_down(session, g_get_monotonic_time() + delay, WAIT_RETRY);
+      if (waited == WAITED_NUDGED)
+        backoff = 0; /* a new network: quick attempts again */
     } else {
       waited = WAITED_SUSPEND;
     }
@@ -2230,6 +2230,7 @@ session_thread(gpointer data)
 
       report_full(session, &sleeping, g_error_copy(error));
       waited = wait_down(session, 0, WAIT_RESUME);
+      backoff = 0;
     }
     if (waited == WAITED_STOP)
       break;
