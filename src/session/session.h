@@ -171,6 +171,13 @@ void tg_session_suspend(TgSession *session, gboolean sleeping);
 void tg_session_set_credentials(TgSession *session, char *agent_path, int agent_fd,
                                 char *identity_path, int identity_fd);
 
+/* The wait before attempt @attempt (from 1; after a change of the network
+ * it counts from 1 again), in µs: a random time in [d/2, d], d =
+ * min(2^(attempt-1), 60) seconds ("equal jitter": quick at first, never in
+ * step with other tunnels of the same server, at most a minute). */
+#define TG_SESSION_RETRY_MAX_SECONDS 60
+gint64 tg_session_retry_delay(guint attempt);
+
 /* At most this many attempts after a loss (G_MAXUINT, the default: no
  * limit; 0: none), from the policy (MaxReconnectAttempts). */
 void tg_session_set_max_attempts(TgSession *session, guint max_attempts);
