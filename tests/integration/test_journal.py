@@ -19,7 +19,8 @@ Checked with journalctl --directory: entries come by the native protocol
 TG_EVENT and TUNNEL_ID, USER, UID, FORWARD, DECISION, RULE, BYTES, METHOD as
 documented in tunnelgated(8): a tunnel's policy decision (allow,
 file:line keyword), its opening, connections and closing with byte counts
-that add up, a policy denial, and a polkit denial naming the action. The
+that add up, a reconnect (CAUSE, ATTEMPT, DOWNTIME), a policy denial, and a
+polkit denial naming the action. The
 stderr fallback (no journal: plain lines)
 is what every other integration test reads.
 
@@ -266,6 +267,36 @@ class JournalTest(tgtest.DaemonTestCase):
         self.assertGreaterEqual(received, len(page.stdout.encode()))
         self.assertEqual((sent, received), (sum(s for s, _ in per_connection),
                                             sum(r for _, r in per_connection)))
+
+    def test_reconnect_events(self):
+        """A tunnel with reconnect whose session is killed: TUNNEL_RECONNECTING
+        with the cause and the attempt, then TUNNEL_RECONNECTED with the
+        downtime."""
+        w = self.w
+        port = free_port(w)
+        path = busctl_open_ok(w, USER, "gw", [f"L 127.0.0.1:{port}:intra:80"],
+                              agent_option(w, USER) + [("reconnect", "b", True),
+                                                       ("keepalive", "u", 2)])
+        tid = tgtest.prop(w, USER, path, "Id")
+        netns = os.stat(f"/run/netns/{w.gateway_ns}").st_ino
+        for pid in os.listdir("/proc"):
+            try:
+                if (pid.isdigit() and os.stat(f"/proc/{pid}/ns/net").st_ino == netns
+                        and USER.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()):
+                    os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+        back = self.wait_events(f"TUNNEL_ID={tid}", "TG_EVENT=TUNNEL_RECONNECTED",
+                                what=f"TUNNEL_RECONNECTED of tunnel {tid}")[0]
+        lost = self.events(f"TUNNEL_ID={tid}", "TG_EVENT=TUNNEL_RECONNECTING")
+        self.assertEqual(len(lost), 1, lost)
+        self.assertEqual(lost[0]["USER"], USER)
+        self.assertEqual(lost[0]["ATTEMPT"], "1")
+        self.assertRegex(lost[0]["CAUSE"], r"\S")
+        self.assertEqual(back["USER"], USER)
+        self.assertRegex(back["DOWNTIME"], r"^[0-9]+\.[0-9]$")
+        self.assertEqual(tgtest.prop(w, USER, path, "State"), "up")
+        self.close(USER, path)
 
     def test_policy_denial(self):
         w = self.w

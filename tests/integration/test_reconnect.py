@@ -165,7 +165,7 @@ class ReconnectTestCase(tgtest.DaemonTestCase):
 
     def open_to(self, destination, forwards, user=ALICE, **options):
         opts = {"agent": V("s", str(self.w.users[user].agent_sock)),
-                "reconnect": V("b", True)}
+                "reconnect": V("b", options.pop("reconnect", True))}
         for key, value in options.items():
             key = key.replace("_", "-")
             opts[key] = value if isinstance(value, V) else (
@@ -472,6 +472,86 @@ class DelayRelay:
                 s.close()
             except OSError:
                 pass
+
+
+class NetworkAndSleepTest(ReconnectTestCase):
+
+    def test_link_up_brings_an_attempt_at_once(self):
+        """The link comes back while the next attempt is seconds away: the
+        kernel's route and link events (netlink) bring it at once."""
+        w = self.w
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=1,
+                         keepalive_count=2)
+        mark = self.log_mark()
+        w.link_down("client", w.CLIENT_UPLINK)
+        self.addCleanup(w.link_up, "client", w.CLIENT_UPLINK)
+        self.wait_state(path, "reconnecting", timeout=15)
+        # wait until the backoff has grown: the next attempt is > 4 s away
+        wait_for(lambda: prop(w, ALICE, path, "NextRetry") / 1e6 - time.time() > 4,
+                 timeout=60 * SLOW, interval=0.2, what="an attempt more than 4 s away")
+        next_retry = prop(w, ALICE, path, "NextRetry") / 1e6
+        up_at = time.time()
+        w.link_up("client", w.CLIENT_UPLINK)
+        self.wait_state(path, "up", timeout=20)
+        took = time.time() - up_at
+        print(f"\nlink up -> tunnel up in {took:.2f} s (the next attempt was "
+              f"{next_retry - up_at:.1f} s away)", file=sys.stderr)
+        self.assertLess(time.time(), next_retry)
+        self.assertEqual(self.echo(port), b"hello")
+        self.assertRegex(self.log_since(mark), r"the network changed \(.*\): reconnecting "
+                                               r"tunnels try at once")
+
+    def test_sleep_closes_cleanly_and_resume_reconnects(self):
+        w = self.w
+        login1 = w.start_fake_login1()
+        self.addCleanup(login1.stop)
+        # the daemon sees logind appear and holds a delay inhibitor
+        login1.wait_inhibitors(1, timeout=10 * SLOW)
+        held = login1.inhibitor_list()[0]
+        self.assertEqual((held["what"], held["mode"]), ("sleep", "delay"))
+        s = w.listen("gateway", "127.0.0.1", 0)
+        rport = s.getsockname()[1]
+        s.close()
+        lport = free_port(w)
+        spec = f"R 127.0.0.1:{rport}:127.0.0.1:9000"
+        path = self.open([f"L 127.0.0.1:{lport}:intra:9000", spec])
+        other = self.open([f"L 127.0.0.1:{free_port(w)}:intra:9000"], reconnect=False,
+                          user=BOB)
+        mark = self.log_mark()
+
+        login1.sleep()
+        # closed cleanly: the server gives the remote port back at once, the
+        # inhibitor goes, and no attempt is made while asleep
+        self.wait_state(path, "reconnecting", timeout=10)
+        took = login1.wait_inhibitors(0, timeout=5 * SLOW)
+        self.assertLess(took, 3 * SLOW)
+        self.assertEqual(prop(w, ALICE, path, "RetryAttempt"), 0)
+        self.assertEqual(prop(w, ALICE, path, "NextRetry"), 0)
+        self.assertEqual(prop(w, ALICE, path, "LastError"), "Closed while the system sleeps")
+        wait_for(lambda: not gateway_sshd_pids(w, "tg-alice"), timeout=10,
+                 what="the server's session gone")
+        g = w.listen("gateway", "127.0.0.1", rport)     # the remote port is free
+        g.close()
+        self.assertFalse(tgtest.can_listen(w, lport))   # the local one is kept
+        self.assertEqual(self.state(other, BOB), "up")  # without reconnect: untouched
+        time.sleep(2)
+        self.assertEqual(self.state(path), "reconnecting")
+        self.assertNotIn("TUNNEL_RETRY", self.log_since(mark))
+
+        login1.resume()
+        self.wait_state(path, "up", timeout=15)
+        login1.wait_inhibitors(1, timeout=10 * SLOW)     # taken again for the next sleep
+        wait_for(lambda: self.remote_ports(path, spec) == [rport], timeout=10,
+                 what="the remote port again")
+        self.assertEqual(self.echo(lport), b"hello")
+        log = self.log_since(mark)
+        self.assertIn("the system is going to sleep", log)
+        self.assertIn("is closed while the system sleeps", log)
+        self.assertIn("the system may sleep", log)
+
+    def remote_ports(self, path, spec):
+        return [p for s, _, p in prop(self.w, ALICE, path, "Listeners") if s == spec]
 
 
 class LossyPathTest(ReconnectTestCase):
