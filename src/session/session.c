@@ -1030,13 +1030,13 @@ refuse_held(TgSession *session, const HeldConnection *held, const char *why)
   const TgForward *forward = g_ptr_array_index(config->forwards, held->forward_index);
   struct linger reset = { .l_onoff = 1, .l_linger = 0 };
 
-  setsockopt(held->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
-  close(held->fd);
-  release_connection_slot(session);
   tg_log_event(G_LOG_LEVEL_MESSAGE, "CONNECTION_REFUSED", "TUNNEL_ID", config->tunnel_id,
                "USER", config->owner.user_name, "FORWARD", forward->spec, "MESSAGE",
                "tunnel %s: refusing a connection from %s port %u to %s: %s",
                config->tunnel_id, held->address, held->port, forward->spec, why);
+  setsockopt(held->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  close(held->fd);
+  release_connection_slot(session);
 }
 
 /* While the session is down, a new connection waits for it (bounded in

@@ -344,7 +344,8 @@ class SshdRestartTest(ReconnectTestCase):
         waited = time.monotonic() - started
         self.assertGreater(waited, 13)
         self.assertLess(waited, 25 * SLOW)
-        self.assertIn("the connection waited 15 s for it", self.log_since(mark))
+        self.w.daemon.wait_log(r"the connection waited 15 s for it", start=mark,
+                               timeout=10 * SLOW)
         self.assertEqual(self.state(path), "reconnecting")
 
     def test_max_reconnect_attempts(self):
