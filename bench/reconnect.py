@@ -444,12 +444,20 @@ class Bench:
             time.sleep(0.05)
 
     def sample_resources(self, after):
-        d = resources(self.w.daemon.pid)
-        a = resources(self.autossh.pid)
-        ssh = self.ssh_child()
-        s = resources(ssh) if ssh else None
-        if d is None or a is None:
-            self.check_alive()
+        """A snapshot taken while the tunnel is up and stays up (a loss in between
+        changes tunnelgated's descriptors: the figures would not compare)."""
+        for _ in range(20):
+            self.wait_up(f"after {after} outage(s)")
+            losses = self.losses()
+            d = resources(self.w.daemon.pid)
+            a = resources(self.autossh.pid)
+            ssh = self.ssh_child()
+            s = resources(ssh) if ssh else None
+            if d is None or a is None:
+                self.check_alive()
+            if self.tunnel_prop("State") == "up" and self.losses() == losses:
+                break
+            time.sleep(0.5)
         entry = {"after_outages": after, "tunnelgated": d, "autossh": a, "ssh": s,
                  "gateway_sshd": self.gateway_sessions(), "stale": self.stale_sessions(),
                  "losses": self.losses()}
