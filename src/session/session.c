@@ -25,6 +25,7 @@
 #include "peer-owner.h"
 #include "relay.h"
 #include "resolve.h"
+#include "tcp-info.h"
 #include "text.h"
 #include "tg-error.h"
 
@@ -133,6 +134,7 @@ struct _TgSession {
   gint64 last_heard;
   gint64 last_probe;
   gboolean probe_in_flight; /* libssh's global request state is ours */
+  guint64 bytes_heard;      /* the kernel's count of what the server sent */
   gint64 check_deadline;    /* tg_session_check_now(): an answer by then, 0: none */
   gint64 check_started;
   /* the last attempt failed before the server was asked: the agent or key
@@ -1822,6 +1824,15 @@ server_answers(TgSession *session, gint64 now, GError **error)
   guint keepalive = config->keepalive_seconds;
   guint count = MAX(config->keepalive_count, 1);
 
+  guint64 bytes;
+
+  /* what the server sent, whoever read it: libssh takes a keepalive's
+   * answer inside ssh_send_keepalive(), where no poll() of ours sees it */
+  if (tg_tcp_bytes_received(ssh_get_fd(session->ssh), &bytes) &&
+      bytes != session->bytes_heard) {
+    session->bytes_heard = bytes;
+    session->last_heard = now;
+  }
   if (session->check_deadline != 0) {
     if (session->last_heard >= session->check_started)
       session->check_deadline = 0;
@@ -1888,6 +1899,8 @@ run_relays(TgSession *session, GError **error)
   session->last_heard = g_get_monotonic_time();
   session->last_probe = 0;
   session->probe_in_flight = FALSE;
+  session->bytes_heard = 0;
+  tg_tcp_bytes_received(ssh_get_fd(session->ssh), &session->bytes_heard);
   session->check_deadline = 0;
   apply_commands(session, TRUE); /* those queued while connecting */
 
@@ -1988,8 +2001,12 @@ release_session(TgSession *session, gboolean clean)
      * paths but not on ssh_disconnect(): close it only if it still has it */
     int fd = ssh_get_fd(session->ssh);
 
-    if (!clean && fd >= 0)
+    if (!clean && fd >= 0) {
+      /* the server must still learn that this session is over when the
+       * path comes back, or it keeps it (and its remote ports) */
+      tg_tcp_prepare_orphan(fd);
       shutdown(fd, SHUT_RDWR);
+    }
     ssh_disconnect(session->ssh);
     ssh_free(session->ssh);
     session->ssh = NULL;
