@@ -396,6 +396,8 @@ class KeepaliveTest(ReconnectTestCase):
         path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2,
                          keepalive_count=2)
         self.assertEqual(self.echo(port), b"hello")
+        old_session = gateway_sshd_pids(w, "tg-alice")
+        self.assertTrue(old_session)
         w.run(["ip", "link", "set", "gw0", "down"], ns="client", check=True)
         self.addCleanup(w.run, ["ip", "link", "set", "gw0", "up"], ns="client")
         self.wait_state(path, "reconnecting", timeout=15)
@@ -404,6 +406,24 @@ class KeepaliveTest(ReconnectTestCase):
         w.run(["ip", "link", "set", "gw0", "up"], ns="client", check=True)
         self.wait_state(path, "up", timeout=70)
         self.assertEqual(self.echo(port, b"after"), b"after")
+        # the server hears that the old session is over once the path is
+        # back (the daemon's FIN outlives the 15 s): no stale session, no
+        # stale remote ports on the server
+        wait_for(lambda: not set(old_session) & set(gateway_sshd_pids(w, "tg-alice")),
+                 timeout=90 * SLOW, interval=0.5, what="the old session gone on the server")
+
+    def test_healthy_session_is_not_dropped(self):
+        """keepalive 1 s x 2 on a quiet, healthy session for 15 s: the answers
+        (which libssh reads inside its own calls) count, no loss is made up."""
+        w = self.w
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=1,
+                         keepalive_count=2)
+        mark = self.log_mark()
+        time.sleep(15)
+        self.assertEqual(prop(w, ALICE, path, "Reconnects"), 0)
+        self.assertEqual(self.state(path), "up")
+        self.assertNotIn("No answer from", self.log_since(mark))
 
     def test_options_validated(self):
         for key, value, words in (
