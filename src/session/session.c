@@ -49,6 +49,7 @@
  * is asked for again: every 1 s, doubling up to this */
 #define LISTEN_RETRY_MAX_SECONDS 30
 #define AGENT_ANSWER_MAX_BYTES (256 * 1024)
+#define MAX_STALE_CONNECTIONS 4 /* lost sessions' sockets kept to reset later */
 
 /* A remote forward the server listens for (worker thread only). */
 typedef struct {
@@ -123,6 +124,7 @@ struct _TgSession {
   GArray *pending_listens; /* PendingListen */
   GArray *removed;         /* gboolean per forward index: taken away */
   GArray *held;            /* HeldConnection */
+  GArray *stale;           /* int: sockets of lost sessions, reset once back */
   struct pollfd *pollfds;
   gsize pollfds_size;
   gboolean up;          /* serving: connections get relays */
@@ -746,7 +748,11 @@ static void
 set_keepalive(int fd, guint seconds, guint probes)
 {
   int one = 1, count = (int)probes, idle = seconds;
-  unsigned int user_timeout = seconds * count * 1000;
+  /* only for writes stuck where the relay loop cannot look (inside libssh):
+   * well after the keepalive (and a network check) would have noticed, so
+   * that the kernel does not abort the connection first, which would leave
+   * nothing to reset and the server holding the session */
+  unsigned int user_timeout = (2 * seconds * count + TG_SESSION_CHECK_SECONDS) * 1000;
 
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
@@ -1978,6 +1984,36 @@ run_relays(TgSession *session, GError **error)
   return TRUE;
 }
 
+/* A lost session's socket: the server does not know it is over, and keeps
+ * the session (and its remote ports) until its own timeout, maybe for
+ * ever. A FIN does not reach it over a dead path, and the kernel gives up
+ * retransmitting an orphan's FIN at once after a routing error. So a
+ * duplicate is kept (without its user timeout) and reset once the tunnel
+ * is back, when the path is known to work: the server drops the session
+ * at once. */
+static void
+keep_stale(TgSession *session, int fd)
+{
+  int kept = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+  if (kept < 0)
+    return;
+  tg_tcp_keep(kept);
+  if (session->stale->len >= MAX_STALE_CONNECTIONS) {
+    tg_tcp_reset(g_array_index(session->stale, int, 0));
+    g_array_remove_index(session->stale, 0);
+  }
+  g_array_append_val(session->stale, kept);
+}
+
+static void
+reset_stale(TgSession *session)
+{
+  for (guint i = 0; i < session->stale->len; i++)
+    tg_tcp_reset(g_array_index(session->stale, int, i));
+  g_array_set_size(session->stale, 0);
+}
+
 /* Closes the SSH session and what lives in it: its connections (audited,
  * the user's slots released) and the server's listeners. The listeners of
  * the tunnel stay. @clean: say goodbye (SSH_MSG_DISCONNECT, so that the
@@ -2002,10 +2038,8 @@ release_session(TgSession *session, gboolean clean)
     int fd = ssh_get_fd(session->ssh);
 
     if (!clean && fd >= 0) {
-      /* the server must still learn that this session is over when the
-       * path comes back, or it keeps it (and its remote ports) */
-      tg_tcp_prepare_orphan(fd);
-      shutdown(fd, SHUT_RDWR);
+      keep_stale(session, fd);
+      shutdown(fd, SHUT_RDWR); /* nothing blocks on a path that is gone */
     }
     ssh_disconnect(session->ssh);
     ssh_free(session->ssh);
@@ -2024,6 +2058,7 @@ release_everything(TgSession *session)
 {
   release_session(session, FALSE);
   expire_held(session, G_MAXUINT, 0, "the tunnel ended");
+  reset_stale(session);
   g_ptr_array_set_size(session->config->listeners, 0);
   g_clear_pointer(&session->identity, ssh_key_free);
 }
@@ -2183,6 +2218,7 @@ start_serving(TgSession *session, GError **error)
   session->up = TRUE;
   report_full(session, &up, NULL);
   session->was_up = TRUE;
+  reset_stale(session); /* the path works again: the server drops the old ones */
   serve_held(session);
   return TRUE;
 }
@@ -2283,6 +2319,7 @@ tg_session_start(TgSessionConfig *config, TgCounters *counters, TgUsage *usage,
   session->pending_listens = g_array_new(FALSE, TRUE, sizeof(PendingListen));
   session->removed = g_array_new(FALSE, TRUE, sizeof(gboolean));
   session->held = g_array_new(FALSE, TRUE, sizeof(HeldConnection));
+  session->stale = g_array_new(FALSE, TRUE, sizeof(int));
   session->diag_fd = -1;
   session->new_agent_fd = session->new_identity_fd = -1;
   atomic_store(&session->max_attempts, G_MAXUINT);
@@ -2469,6 +2506,7 @@ tg_session_free(TgSession *session)
   g_array_unref(session->pending_listens);
   g_array_unref(session->removed);
   g_array_unref(session->held);
+  g_array_unref(session->stale);
   g_clear_error(&session->readmit_refusal);
   clear_new_credentials(session);
   g_assert(g_queue_is_empty(&session->commands));

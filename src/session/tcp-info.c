@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "tcp-info.h"
 
-#include <errno.h>
+#include <unistd.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <stddef.h>
@@ -22,16 +22,18 @@ tg_tcp_bytes_received(int fd, guint64 *bytes)
 }
 
 void
-tg_tcp_prepare_orphan(int fd)
+tg_tcp_keep(int fd)
 {
   unsigned int none = 0;
-  char buffer[4096];
 
   setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &none, sizeof none);
-  for (int i = 0; i < 64; i++) {
-    ssize_t n = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+}
 
-    if (n <= 0 && !(n < 0 && errno == EINTR))
-      break;
-  }
+void
+tg_tcp_reset(int fd)
+{
+  struct linger reset = { .l_onoff = 1, .l_linger = 0 };
+
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  close(fd);
 }

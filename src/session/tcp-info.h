@@ -13,9 +13,11 @@
  * HCThruOctetsReceived); FALSE when the kernel cannot say. */
 gboolean tg_tcp_bytes_received(int fd, guint64 *bytes);
 
-/* A connection given up on: no user timeout any more, and what the peer
- * sent and nobody will read dropped, so that close() sends a FIN, which
- * the kernel keeps retransmitting (tcp_orphan_retries) until the path is
- * back and the peer hears that the session is over, instead of a single
- * RST lost on a dead path. */
-void tg_tcp_prepare_orphan(int fd);
+/* A connection given up on but kept open: no user timeout any more, so
+ * that the kernel keeps it (tcp_retries2) until tg_tcp_reset() tells the
+ * peer it is over. */
+void tg_tcp_keep(int fd);
+
+/* Closes @fd with a reset (SO_LINGER 0): the peer drops the connection at
+ * once, whatever it was waiting for. */
+void tg_tcp_reset(int fd);

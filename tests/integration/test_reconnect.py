@@ -409,8 +409,15 @@ class KeepaliveTest(ReconnectTestCase):
         # the server hears that the old session is over once the path is
         # back (the daemon's FIN outlives the 15 s): no stale session, no
         # stale remote ports on the server
-        wait_for(lambda: not set(old_session) & set(gateway_sshd_pids(w, "tg-alice")),
-                 timeout=90 * SLOW, interval=0.5, what="the old session gone on the server")
+        try:
+            wait_for(lambda: not set(old_session) & set(gateway_sshd_pids(w, "tg-alice")),
+                     timeout=30 * SLOW, interval=0.5,
+                     what="the old session gone on the server")
+        except AssertionError:
+            print(w.run(["ss", "-tanoi"], ns="gateway").stdout,
+                  w.run(["ss", "-tanoi"], ns="client").stdout, old_session,
+                  gateway_sshd_pids(w, "tg-alice"), file=sys.stderr)
+            raise
 
     def test_healthy_session_is_not_dropped(self):
         """keepalive 1 s x 2 on a quiet, healthy session for 15 s: the answers
