@@ -148,10 +148,11 @@ parse_option(TgOpenRequest *request, GDBusMethodInvocation *invocation, const ch
     }
     return TRUE;
   }
-  if (g_str_equal(key, "reconnect")) {
+  if (g_str_equal(key, "reconnect") || g_str_equal(key, "persist")) {
     if (!option_has_type(key, value, "b", error))
       return FALSE;
-    request->reconnect = g_variant_get_boolean(value);
+    *(key[0] == 'r' ? &request->reconnect : &request->persist) =
+        g_variant_get_boolean(value);
     return TRUE;
   }
   if (g_str_equal(key, "description")) {
@@ -180,9 +181,31 @@ parse_option(TgOpenRequest *request, GDBusMethodInvocation *invocation, const ch
   }
   g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
               "Unknown option '%s' (known: agent, agent-fd, identity, identity-fd, "
-              "host-key, keepalive, keepalive-count, reconnect, bind-to-caller, "
+              "host-key, keepalive, keepalive-count, reconnect, persist, bind-to-caller, "
               "description, ciphers)",
               key);
+  return FALSE;
+}
+
+/* persist: the daemon must be able to open the tunnel again by itself,
+ * after a restart, with nobody calling. */
+static gboolean
+check_persist(TgOpenRequest *request, gboolean reconnect_given, GError **error)
+{
+  const char *problem = NULL;
+
+  if (request->agent_fd >= 0 || request->identity_fd >= 0)
+    problem = "needs credentials the daemon can open again after a restart: the "
+              "options agent or identity (a path), or a profile; a descriptor "
+              "(agent-fd, identity-fd) does not outlive the daemon";
+  else if (request->bind_to_caller)
+    problem = "cannot be used with bind-to-caller: a tunnel restored after a restart "
+              "has no caller";
+  else if (reconnect_given && !request->reconnect)
+    problem = "implies reconnect; it cannot be used with reconnect false";
+  if (problem == NULL)
+    return TRUE;
+  g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT, "Option 'persist' %s", problem);
   return FALSE;
 }
 
@@ -196,6 +219,7 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
   const char *destination, *spec, *key;
   GVariant *value;
   guint credentials = 0;
+  gboolean reconnect_given = FALSE;
 
   g_variant_get(parameters, "(&sasa{sv})", &destination, &forwards, &options);
 
@@ -224,10 +248,13 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
   }
   while (g_variant_iter_next(options, "{&sv}", &key, &value)) {
     gboolean ok = parse_option(request, invocation, key, value, error);
+    reconnect_given |= g_str_equal(key, "reconnect");
     g_variant_unref(value);
     if (!ok)
       goto fail;
   }
+  if (request->persist && !check_persist(request, reconnect_given, error))
+    goto fail;
 
   credentials = (request->agent_path != NULL) + (request->agent_fd >= 0) +
                 (request->identity_path != NULL) + (request->identity_fd >= 0);

@@ -109,6 +109,41 @@ apply_profile(TgOpenRequest *request, TgSessionConfig *config, GError **error)
   return TRUE;
 }
 
+/* What the store keeps of a persistent tunnel: how to open it again (the
+ * tunnel adds its forwards and listeners when it saves it). */
+static TgPersistRecord *
+persist_record_new(TgOpenRequest *request, const TgSessionConfig *config)
+{
+  TgPersistRecord *record = tg_persist_record_new();
+  const TgAction actions[] = { TG_ACTION_OPEN, TG_ACTION_OPEN_REMOTE, TG_ACTION_BIND_ANY,
+                               TG_ACTION_USE_PROFILE, TG_ACTION_MANAGE };
+
+  record->id = g_strdup(config->tunnel_id);
+  record->uid = request->owner->uid;
+  record->user = g_strdup(request->owner->user_name);
+  if (request->destination->profile != NULL) {
+    /* the server, login, key and host key are the profile's, read again */
+    record->profile = g_strdup(request->destination->profile);
+  } else {
+    record->host = g_strdup(config->host);
+    record->port = config->port;
+    record->remote_user = g_strdup(config->user);
+    record->agent = g_strdup(config->agent_path);
+    record->identity = g_strdup(config->identity_path);
+    record->host_key = g_strdup(config->host_key);
+  }
+  record->keepalive = config->keepalive_seconds;
+  record->keepalive_count = config->keepalive_count;
+  record->ciphers = g_strdup(config->ciphers);
+  record->description = g_strdup(request->description);
+  record->reconnect = config->reconnect;
+  for (gsize i = 0; i < G_N_ELEMENTS(actions); i++) {
+    if (request->granted & actions[i])
+      g_ptr_array_add(record->granted, g_strdup(tg_action_id(actions[i])));
+  }
+  return record;
+}
+
 static void
 open_admitted(TgAdmission *admission, const GError *error, gpointer user_data)
 {
@@ -120,6 +155,8 @@ open_admitted(TgAdmission *admission, const GError *error, gpointer user_data)
   g_autoptr(GPtrArray) listeners = NULL;
   g_autoptr(GPtrArray) connect_backs = NULL;
   g_autofree char *destination = NULL;
+  gboolean reconnect = request->reconnect || request->persist;
+  TgPersistRecord *record = NULL;
   TgTunnel *tunnel;
 
   if (error != NULL) {
@@ -145,17 +182,19 @@ open_admitted(TgAdmission *admission, const GError *error, gpointer user_data)
     config->identity_fd = g_steal_fd(&request->identity_fd);
   config->ciphers = g_steal_pointer(&request->ciphers);
   config->keepalive_seconds = request->keepalive;
-  if (request->reconnect && !request->keepalive_given)
+  if (reconnect && !request->keepalive_given)
     config->keepalive_seconds = RECONNECT_KEEPALIVE_SECONDS;
   config->keepalive_count = request->keepalive_count;
-  config->reconnect = request->reconnect;
-  config->retry_first = request->reconnect && request->invocation == NULL;
+  config->reconnect = reconnect;
+  config->retry_first = reconnect && request->invocation == NULL;
   config->connect_timeout_seconds = daemon->connect_timeout_seconds;
   config->ssh_dir = g_strdup(daemon->state_dir);
   config->known_hosts = g_build_filename(daemon->state_dir, "known_hosts", NULL);
   config->global_known_hosts = g_strdup(daemon->system_known_hosts);
   g_ptr_array_extend_and_steal(config->forwards, g_steal_pointer(&request->forwards));
   request->forwards = g_ptr_array_new();
+  if (request->persist)
+    record = persist_record_new(request, config);
 
   tunnel = tg_tunnel_open(
       daemon, request->owner, g_steal_pointer(&request->subject), destination,
@@ -164,6 +203,8 @@ open_admitted(TgAdmission *admission, const GError *error, gpointer user_data)
       g_steal_pointer(&config), g_steal_pointer(&request->invocation));
   if (profile != NULL)
     tg_tunnel_set_profile(tunnel, profile);
+  if (record != NULL)
+    tg_tunnel_persist(tunnel, record);
   request->done(request, tunnel, NULL, request->done_data);
 }
 

@@ -44,6 +44,10 @@ struct _TgOpenRequest {
   guint32 keepalive_count;
   gboolean reconnect;
   gboolean bind_to_caller;
+  /* saved in the store and opened again after a restart (tg_tunnel_persist());
+   * implies reconnect. Needs credentials the daemon can open again: a path
+   * or a profile, no descriptor. */
+  gboolean persist;
 
   /* who asks, and what polkit granted them */
   TgCaller *owner;          /* owns the tunnel */
