@@ -23,6 +23,7 @@
 #include "registry.h"
 #include "privileges.h"
 #include "profile.h"
+#include "restore.h"
 #include "tunnel.h"
 
 typedef struct {
@@ -133,10 +134,19 @@ on_reload(gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* The name is the daemon's: no other instance runs, so the tunnels of the
+ * store are this one's to open (never before: a second instance started by
+ * mistake must not bind their ports, or drop their records). */
 static void
 on_name_acquired(GDBusConnection *connection, const char *name, gpointer user_data)
 {
+  static gboolean restored;
+
   tg_message("tunnelgated %s ready on the bus as %s", PACKAGE_VERSION, name);
+  if (!restored) {
+    restored = TRUE;
+    tg_restore_tunnels(user_data);
+  }
 }
 
 static void
@@ -344,7 +354,7 @@ main(int argc, char **argv)
   g_signal_connect_swapped(daemon.bus, "closed", G_CALLBACK(g_main_loop_quit), main_loop);
   name_id = g_bus_own_name_on_connection(daemon.bus, TG_BUS_NAME,
                                          G_BUS_NAME_OWNER_FLAGS_DO_NOT_QUEUE,
-                                         on_name_acquired, on_name_lost, NULL, NULL);
+                                         on_name_acquired, on_name_lost, &daemon, NULL);
   g_main_loop_run(main_loop);
 
   g_bus_unown_name(name_id);

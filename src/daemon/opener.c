@@ -46,6 +46,7 @@ tg_open_request_free(TgOpenRequest *request)
   tg_policy_subject_free(request->subject);
   g_clear_object(&request->invocation);
   g_free(request->tunnel_id);
+  g_clear_pointer(&request->listen_ports, g_array_unref);
   g_clear_pointer(&request->config, tg_session_config_free);
   g_free(request->profile_description);
   g_free(request);
@@ -69,6 +70,7 @@ apply_profile(TgOpenRequest *request, TgSessionConfig *config, GError **error)
   g_autofree char *dir = g_build_filename(daemon->config_dir, "profiles.d", NULL);
   g_autoptr(TgProfile) profile = NULL;
   g_autoptr(GError) local_error = NULL;
+  gboolean restored = request->forwards->len > 0;
   int fd;
 
   profile = tg_profile_load(dir, request->destination->profile, &local_error);
@@ -93,7 +95,9 @@ apply_profile(TgOpenRequest *request, TgSessionConfig *config, GError **error)
   if (!tg_profile_check_identity_fd(fd, profile->identity_file, 0, error))
     return FALSE;
 
-  for (guint i = 0; i < profile->forwards->len; i++) {
+  /* a restored tunnel brings its forwards as they were, the profile's at
+   * first and any added or removed since */
+  for (guint i = 0; !restored && i < profile->forwards->len; i++) {
     TgForward *forward = tg_forward_copy(g_ptr_array_index(profile->forwards, i));
     g_ptr_array_add(request->forwards, forward);
     if (!tg_admission_forward_is_served(forward, error))
@@ -119,6 +123,7 @@ persist_record_new(TgOpenRequest *request, const TgSessionConfig *config)
                                TG_ACTION_USE_PROFILE, TG_ACTION_MANAGE };
 
   record->id = g_strdup(config->tunnel_id);
+  record->created = request->created;
   record->uid = request->owner->uid;
   record->user = g_strdup(request->owner->user_name);
   if (request->destination->profile != NULL) {
@@ -253,5 +258,8 @@ tg_open_request_run(TgOpenRequest *request, TgOpenDoneFunc done, gpointer user_d
       tg_admission_new(daemon, request->owner->uid, request->subject, config->tunnel_id,
                        request->forwards, request->granted, !profile);
   tg_admission_set_server(admission, config->host, config->port, config->host_key, TRUE);
+  for (guint i = 0; request->listen_ports != NULL && i < request->listen_ports->len; i++)
+    tg_admission_set_listen_port(admission, i,
+                                 g_array_index(request->listen_ports, guint16, i));
   tg_admission_run(admission, NULL, open_admitted, request);
 }

@@ -56,7 +56,12 @@ struct _TgOpenRequest {
   /* answered once the tunnel is up (taken by the tunnel); NULL: nobody
    * waits, so even the first connection is tried again (retry_first) */
   GDBusMethodInvocation *invocation;
-  char *tunnel_id; /* the tunnel's id, once given */
+  char *tunnel_id; /* the tunnel's id, once given; a restored tunnel's own */
+
+  /* a persistent tunnel restored: what it had */
+  gint64 created;       /* its first open (µs, realtime); 0: now */
+  GArray *listen_ports; /* guint16 per forward: where a port-0 listener binds
+                         * (tg_admission_set_listen_port()); NULL: anywhere */
 
   /* the path's own */
   TgSessionConfig *config;

@@ -521,6 +521,12 @@ tunnel_reconnecting(TgTunnel *tunnel, const TgSessionReport *report)
     message = g_strdup_printf("tunnel %s of %s to %s is closed while the system sleeps; "
                               "it reconnects at the resume",
                               tunnel->id, tunnel->owner_name, tunnel->destination);
+  else if (first && !tunnel->was_up)
+    message = g_strdup_printf("tunnel %s of %s to %s is not up yet: %s; trying again "
+                              "(attempt %u in %.1f s)",
+                              tunnel->id, tunnel->owner_name, tunnel->destination, cause,
+                              report->attempt,
+                              MAX(0, report->next_attempt - g_get_real_time()) / 1e6);
   else if (first)
     message = g_strdup_printf("tunnel %s of %s to %s lost: %s; reconnecting (attempt %u "
                               "in %.1f s)",
@@ -681,9 +687,17 @@ tunnel_session_state(const TgSessionReport *report, gpointer user_data)
     return;
   }
   if (state == TG_TUNNEL_UP) {
+    /* up for the first time, maybe after attempts (retry_first) */
+    const char *retried[] = { "RetryAttempt", "NextRetry", NULL };
+
     g_clear_handle_id(&tunnel->connect_timer, g_source_remove);
     tunnel->was_up = TRUE;
-    tunnel_set_state(tunnel, TG_TUNNEL_UP, NULL);
+    tunnel->suspended = FALSE;
+    if (tunnel->retry_attempt == 0 && tunnel->next_retry == 0)
+      retried[0] = NULL;
+    tunnel->retry_attempt = 0;
+    tunnel->next_retry = 0;
+    tunnel_set_state_with(tunnel, TG_TUNNEL_UP, NULL, retried);
     tunnel_store(tunnel);
     tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_UP", "TUNNEL_ID", tunnel->id, "USER",
                  tunnel->owner_name, "MESSAGE", "tunnel %s of %s to %s is up", tunnel->id,
