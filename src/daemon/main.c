@@ -146,6 +146,7 @@ on_name_acquired(GDBusConnection *connection, const char *name, gpointer user_da
   if (!restored) {
     restored = TRUE;
     tg_restore_tunnels(user_data);
+    tg_restore_autostart(user_data);
   }
 }
 
@@ -340,6 +341,7 @@ main(int argc, char **argv)
   tg_authz_set_limit_func(daemon.authz, tg_gate_check_pending_calls, &daemon);
   daemon.registry =
       tg_registry_new(daemon.bus, daemon.authz, (GDestroyNotify)tg_tunnel_free);
+  daemon.autostarting = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   manager = tg_manager_export(&daemon, &error);
   if (manager == NULL) {
     g_printerr("tunnelgated: %s\n", error->message);
@@ -363,6 +365,7 @@ main(int argc, char **argv)
   tg_server_free(daemon.server); /* waits for its job; answers Audit callers */
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
   tg_registry_free(daemon.registry);
+  g_hash_table_unref(daemon.autostarting);
   tg_enforcer_free(daemon.enforcer); /* the table stays in force */
   tg_worker_join_all();
   tg_policy_unref(daemon.policy);

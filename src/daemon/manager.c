@@ -11,6 +11,7 @@
 #include "log.h"
 #include "netwatch.h"
 #include "opener.h"
+#include "restore.h"
 #include "text.h"
 #include "tg-error.h"
 #include "tunnel.h"
@@ -702,6 +703,7 @@ tg_manager_reload(TgDaemon *daemon, GError **error)
         lookup_owner(owners, tg_tunnel_get_owner(tunnels->pdata[i]));
     tg_tunnel_recheck(tunnels->pdata[i], owner->subject, owner->error);
   }
+  tg_restore_autostart(daemon); /* added, or switched on */
   return TRUE;
 }
 

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "opener.h"
 #include "persist.h"
+#include "profile.h"
 #include "tg-error.h"
 
 /* The owner of a tunnel nobody asks for, as the authorization gate makes a
@@ -188,4 +189,110 @@ tg_restore_tunnels(TgDaemon *daemon)
     tg_message("restoring %u persistent tunnels from %s", records->len, dir);
   for (guint i = 0; i < records->len; i++)
     restore_record(daemon, g_ptr_array_index(records, i));
+}
+
+/* ---- Autostart profiles ---- */
+
+static void
+autostart_done(TgOpenRequest *request, TgTunnel *tunnel, const GError *error,
+               gpointer user_data)
+{
+  const char *profile = request->destination->profile;
+
+  g_hash_table_remove(request->daemon->autostarting, profile);
+  if (tunnel != NULL) {
+    tg_tunnel_set_autostart(tunnel);
+    tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_AUTOSTART", "TUNNEL_ID", request->tunnel_id,
+                 "USER", request->owner->user_name, "MESSAGE",
+                 "profile %s autostarted as tunnel %s of %s", profile, request->tunnel_id,
+                 request->owner->user_name);
+  } else if (tg_registry_check_running(request->daemon->registry, NULL)) {
+    tg_log_event(G_LOG_LEVEL_WARNING, "AUTOSTART_REFUSED", "USER",
+                 request->owner->user_name, "MESSAGE",
+                 "profile %s not autostarted for %s: %s", profile,
+                 request->owner->user_name, error->message);
+  }
+  tg_open_request_free(request);
+}
+
+/* Opens @profile as its AutostartUser, like @profile for that user: the
+ * profile's AllowUsers and AllowGroups must admit them, the policy its
+ * server and forwards (tg_open_request_run()); no polkit action, the
+ * administrator who wrote the profile authorized it. */
+static void
+autostart_profile(TgDaemon *daemon, const TgProfile *profile)
+{
+  TgOpenRequest *request = tg_open_request_new(daemon);
+  g_autoptr(GError) error = NULL;
+  guint32 uid = 0;
+  int found = tg_accounts_lookup_user(profile->autostart_user, &uid);
+
+  if (found != 1)
+    g_set_error(&error, TG_ERROR, found == 0 ? TG_ERROR_NOT_FOUND : TG_ERROR_FAILED,
+                found == 0 ? "no such account" : "NSS cannot look the account up now");
+  if (error != NULL || !owner_from_uid(uid, &request->owner, &request->subject, &error)) {
+    tg_log_event(G_LOG_LEVEL_WARNING, "AUTOSTART_REFUSED", "USER",
+                 profile->autostart_user, "MESSAGE",
+                 "profile %s not autostarted: AutostartUser %s at %s:%u: %s",
+                 profile->name, profile->autostart_user, profile->file,
+                 profile->autostart_user_line, error->message);
+    tg_open_request_free(request);
+    return;
+  }
+  request->destination = g_new0(TgDestination, 1);
+  request->destination->profile = g_strdup(profile->name);
+  request->reconnect = TRUE;
+  g_hash_table_add(daemon->autostarting, g_strdup(profile->name));
+  tg_open_request_run(request, autostart_done, NULL);
+}
+
+/* A tunnel of @profile's that failed for good stayed visible until now:
+ * it makes way for the new one. */
+static void
+close_failed(TgDaemon *daemon, const char *profile)
+{
+  g_autoptr(GPtrArray) tunnels = tg_registry_list_tunnels(daemon->registry);
+
+  for (guint i = 0; i < tunnels->len; i++) {
+    gboolean running, failed;
+
+    if (g_strcmp0(tg_tunnel_get_autostart(tunnels->pdata[i], &running, &failed),
+                  profile) == 0 &&
+        failed)
+      tg_tunnel_close(tunnels->pdata[i], "its profile is autostarted again", NULL);
+  }
+}
+
+void
+tg_restore_autostart(TgDaemon *daemon)
+{
+  g_autofree char *dir = g_build_filename(daemon->config_dir, "profiles.d", NULL);
+  g_autoptr(GPtrArray) tunnels = tg_registry_list_tunnels(daemon->registry);
+  g_autoptr(GHashTable) running =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  g_autoptr(GError) error = NULL;
+  g_auto(GStrv) names = tg_profile_list(dir, &error);
+
+  if (names == NULL) {
+    tg_warning("Autostart profiles not started: %s", error->message);
+    return;
+  }
+  for (guint i = 0; i < tunnels->len; i++) {
+    gboolean live, failed;
+    const char *profile = tg_tunnel_get_autostart(tunnels->pdata[i], &live, &failed);
+
+    if (profile != NULL && live)
+      g_hash_table_add(running, g_strdup(profile));
+  }
+  for (guint i = 0; names[i] != NULL; i++) {
+    g_autoptr(GError) profile_error = NULL;
+    g_autoptr(TgProfile) profile = tg_profile_load(dir, names[i], &profile_error);
+
+    if (profile == NULL || !profile->autostart ||
+        g_hash_table_contains(running, names[i]) ||
+        g_hash_table_contains(daemon->autostarting, names[i]))
+      continue; /* a profile that cannot be read: check-config says why */
+    close_failed(daemon, names[i]);
+    autostart_profile(daemon, profile);
+  }
 }

@@ -47,6 +47,7 @@ struct _TgTunnel {
   gboolean reconnect;
   gboolean persistent;
   TgPersistRecord *record; /* persist: what the store keeps of it, or NULL */
+  gboolean autostart;      /* opened by its profile's Autostart */
   gboolean was_up;         /* it has been up (a persistent one is stored) */
   guint retry_attempt;     /* RetryAttempt: the next attempt, 0: none */
   gint64 next_retry;       /* NextRetry: wall-clock µs, 0: none */
@@ -1322,6 +1323,25 @@ tg_tunnel_set_profile(TgTunnel *tunnel, const char *profile)
 }
 
 void
+tg_tunnel_set_autostart(TgTunnel *tunnel)
+{
+  const char *names[] = { "Persistent", NULL };
+
+  g_return_if_fail(tunnel->profile != NULL);
+  tunnel->autostart = TRUE;
+  tunnel->persistent = TRUE;
+  tunnel_emit_changed(tunnel, names);
+}
+
+const char *
+tg_tunnel_get_autostart(TgTunnel *tunnel, gboolean *running, gboolean *failed)
+{
+  *running = tunnel->session != NULL && !tunnel->closing;
+  *failed = tunnel->session == NULL;
+  return tunnel->autostart ? tunnel->profile : NULL;
+}
+
+void
 tg_tunnel_persist(TgTunnel *tunnel, TgPersistRecord *record)
 {
   const char *names[] = { "Persistent", "Created", NULL };
@@ -1582,10 +1602,18 @@ tunnel_profile_allows(TgTunnel *tunnel, gboolean reload, char **reason)
     g_autoptr(TgPolicyDecision) decision = tg_profile_decide(profile, tunnel->subject);
 
     tg_policy_log_decision(tunnel->subject, tunnel->id, what, decision);
-    if (decision->allowed)
+    if (decision->allowed && tunnel->autostart &&
+        (!profile->autostart ||
+         g_strcmp0(profile->autostart_user, tunnel->owner_name) != 0))
+      *reason =
+          g_strdup_printf("its profile '%s' no longer autostarts it for %s (%s)",
+                          profile->name, tunnel->owner_name,
+                          !profile->autostart ? "Autostart no" : "another AutostartUser");
+    else if (decision->allowed)
       return TRUE;
-    *reason = g_strdup_printf("the %s policy forbids it: %s",
-                              reload ? "reloaded" : "current", decision->reason);
+    else
+      *reason = g_strdup_printf("the %s policy forbids it: %s",
+                                reload ? "reloaded" : "current", decision->reason);
   } else {
     *reason = g_strdup_printf("its profile '%s' cannot be read any more: %s",
                               tunnel->profile, error->message);
