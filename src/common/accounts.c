@@ -84,6 +84,17 @@ tg_accounts_list_groups(void)
   return groups;
 }
 
+/* What a lookup that found nothing means: 0 no such entry, -1 NSS could
+ * not answer. */
+static int
+nss_answer(int status)
+{
+  return status == 0 || status == ENOENT || status == ESRCH || status == EBADF ||
+                 status == EPERM
+             ? 0
+             : -1;
+}
+
 int
 tg_accounts_lookup_user(const char *name, guint32 *uid)
 {
@@ -102,10 +113,7 @@ tg_accounts_lookup_user(const char *name, guint32 *uid)
       *uid = entry.pw_uid;
       return 1;
     }
-    return status == 0 || status == ENOENT || status == ESRCH || status == EBADF ||
-                   status == EPERM
-               ? 0
-               : -1;
+    return nss_answer(status);
   }
 }
 
@@ -128,15 +136,12 @@ tg_accounts_group_members(const char *name, GPtrArray *members)
         g_ptr_array_add(members, g_strdup(entry.gr_mem[i]));
       return 1;
     }
-    return status == 0 || status == ENOENT || status == ESRCH || status == EBADF ||
-                   status == EPERM
-               ? 0
-               : -1;
+    return nss_answer(status);
   }
 }
 
-char *
-tg_accounts_name_of(guint32 uid)
+int
+tg_accounts_lookup_uid(guint32 uid, char **name, guint32 *gid)
 {
   gsize size = 1024;
 
@@ -149,6 +154,20 @@ tg_accounts_name_of(guint32 uid)
       size *= 2;
       continue;
     }
-    return result != NULL ? g_strdup(entry.pw_name) : NULL;
+    if (result != NULL) {
+      *name = g_strdup(entry.pw_name);
+      *gid = entry.pw_gid;
+      return 1;
+    }
+    return nss_answer(status);
   }
+}
+
+char *
+tg_accounts_name_of(guint32 uid)
+{
+  char *name = NULL;
+  guint32 gid;
+
+  return tg_accounts_lookup_uid(uid, &name, &gid) == 1 ? name : NULL;
 }

@@ -29,3 +29,6 @@ int tg_accounts_lookup_user(const char *name, guint32 *uid);
 int tg_accounts_group_members(const char *name, GPtrArray *members);
 /* The user name of @uid, or NULL if NSS does not know it. */
 char *tg_accounts_name_of(guint32 uid);
+/* The name and primary group of @uid: 1 found (*@name and *@gid set), 0 not
+ * found, -1 NSS could not answer. */
+int tg_accounts_lookup_uid(guint32 uid, char **name, guint32 *gid);

@@ -5,7 +5,9 @@
  * Credentials are handed over as descriptors opened here, with the user's
  * own rights: the ssh-agent's socket ($SSH_AUTH_SOCK) is connected here and
  * passed as `agent-fd`, a key file given with --identity is opened here and
- * passed as `identity-fd`. */
+ * passed as `identity-fd`. A tunnel opened with --persist, which the daemon
+ * opens again after a restart, gets their paths instead (`agent`,
+ * `identity`): a descriptor does not outlive the daemon. */
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gunixfdlist.h>
@@ -112,6 +114,7 @@ typedef struct {
   char *keepalive;
   char *keepalive_count;
   gboolean reconnect;
+  gboolean persist;
   gboolean no_wait;
   gboolean json;
 } OpenOptions;
@@ -124,7 +127,10 @@ static const char open_description[] =
     "The credentials are yours and are handed over as open descriptors: your\n"
     "ssh-agent ($SSH_AUTH_SOCK, connected by tunnelgatectl), or with --identity a\n"
     "key file opened by tunnelgatectl (keys with a passphrase: use the agent).\n"
-    "The daemon never opens them with its own rights.\n"
+    "The daemon never opens them with its own rights. With --persist the tunnel\n"
+    "is opened again when the daemon restarts: it is then given their paths\n"
+    "instead ($SSH_AUTH_SOCK, the --identity file made absolute), which the daemon\n"
+    "opens as you.\n"
     "\n"
     "Waits until the tunnel is up, then prints its ID and every listener's real\n"
     "address and port (including ports chosen for port 0). An interrupt while\n"
@@ -139,6 +145,7 @@ static const char open_description[] =
     "  tunnelgatectl open gw.example.com -L 8080:intranet:80\n"
     "  tunnelgatectl open alice@gw:2222 -L 0:db:5432 -D 1080 --keepalive 30\n"
     "  tunnelgatectl open gw -L 5432:db:5432 --reconnect\n"
+    "  tunnelgatectl open gw -L 5432:db:5432 --persist\n"
     "  tunnelgatectl open @intranet-db";
 
 typedef struct {
@@ -252,7 +259,11 @@ build_open_options(const char *destination, const OpenOptions *options,
   gboolean profile = destination[0] == '@';
   int fd;
 
-  if (options->identity != NULL) {
+  if (options->identity != NULL && options->persist) {
+    g_autofree char *path = g_canonicalize_filename(options->identity, NULL);
+
+    g_variant_builder_add(builder, "{sv}", "identity", g_variant_new_string(path));
+  } else if (options->identity != NULL) {
     fd = open(options->identity, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
       ctl_error("cannot open %s: %s", options->identity, g_strerror(errno));
@@ -266,9 +277,17 @@ build_open_options(const char *destination, const OpenOptions *options,
                 "FILE");
       return FALSE;
     }
-    fd = connect_agent(agent);
-    if (fd < 0 || !add_fd_option(builder, fds, "agent-fd", fd))
+    if (options->persist && !g_path_is_absolute(agent)) {
+      ctl_error("--persist: SSH_AUTH_SOCK is not an absolute path: '%s'", agent);
       return FALSE;
+    }
+    if (options->persist) {
+      g_variant_builder_add(builder, "{sv}", "agent", g_variant_new_string(agent));
+    } else {
+      fd = connect_agent(agent);
+      if (fd < 0 || !add_fd_option(builder, fds, "agent-fd", fd))
+        return FALSE;
+    }
   }
   if (options->host_key != NULL)
     g_variant_builder_add(builder, "{sv}", "host-key",
@@ -305,6 +324,8 @@ build_open_options(const char *destination, const OpenOptions *options,
   }
   if (options->reconnect)
     g_variant_builder_add(builder, "{sv}", "reconnect", g_variant_new_boolean(TRUE));
+  if (options->persist)
+    g_variant_builder_add(builder, "{sv}", "persist", g_variant_new_boolean(TRUE));
   return TRUE;
 }
 
@@ -423,6 +444,10 @@ ctl_open(int argc, char **argv)
       "Silent keepalive intervals before the session counts as lost (default 3)", "N" },
     { "reconnect", 0, 0, G_OPTION_ARG_NONE, &options.reconnect,
       "When the session is lost, keep the listeners and reconnect (with backoff)", NULL },
+    { "persist", 0, 0, G_OPTION_ARG_NONE, &options.persist,
+      "Open the tunnel again when the daemon restarts (implies --reconnect; passes the "
+      "paths of your agent or key instead of descriptors)",
+      NULL },
     { "no-wait", 0, 0, G_OPTION_ARG_NONE, &options.no_wait,
       "Return once the tunnel is made and connecting, without waiting until it is up",
       NULL },

@@ -19,6 +19,7 @@ struct _TgAdmission {
   TgAction granted;
   gboolean check_actions;
   guint first_index;
+  GArray *listen_ports; /* guint16 per forward: where port 0 binds (0: anywhere) */
 
   gboolean readmission; /* tg_admission_set_readmission() */
   GPtrArray *refusals;  /* char*, one per forward: NULL or why it was refused */
@@ -133,6 +134,8 @@ tg_admission_new(TgDaemon *daemon, uid_t caller_uid, const TgPolicySubject *subj
       g_ptr_array_new_with_free_func((GDestroyNotify)tg_connect_back_free);
   admission->refusals = g_ptr_array_new_full(n, g_free);
   g_ptr_array_set_size(admission->refusals, n);
+  admission->listen_ports = g_array_sized_new(FALSE, TRUE, sizeof(guint16), n);
+  g_array_set_size(admission->listen_ports, n);
   return admission;
 }
 
@@ -174,6 +177,13 @@ tg_admission_set_first_index(TgAdmission *admission, guint index)
   admission->first_index = index;
 }
 
+void
+tg_admission_set_listen_port(TgAdmission *admission, guint position, guint16 port)
+{
+  g_return_if_fail(position < admission->listen_ports->len);
+  g_array_index(admission->listen_ports, guint16, position) = port;
+}
+
 /* The one rollback: whatever the transaction made and nobody took. */
 static void
 rollback(TgAdmission *admission)
@@ -211,6 +221,7 @@ tg_admission_free(TgAdmission *admission)
   g_ptr_array_unref(admission->listeners);
   g_ptr_array_unref(admission->connect_backs);
   g_ptr_array_unref(admission->refusals);
+  g_array_unref(admission->listen_ports);
   g_free(admission);
 }
 
@@ -453,13 +464,30 @@ charge_listeners(TgAdmission *admission, GError **error)
   return ok;
 }
 
+/* Forward @position as BIND takes it: on the port set for a port-0
+ * listener (tg_admission_set_listen_port()); *@copy holds what to free. */
+static const TgForward *
+forward_to_bind(TgAdmission *admission, guint position, TgForward **copy)
+{
+  const TgForward *forward = g_ptr_array_index(admission->forwards, position);
+  guint16 port = g_array_index(admission->listen_ports, guint16, position);
+
+  if (port == 0 || forward->kind == TG_FORWARD_REMOTE || forward->listen.port != 0 ||
+      forward->listen.path != NULL)
+    return forward;
+  *copy = tg_forward_copy(forward);
+  (*copy)->listen.port = port;
+  return *copy;
+}
+
 static gboolean
 bind_and_guard(TgAdmission *admission, GError **error)
 {
   TgDaemon *daemon = admission->daemon;
 
   for (guint i = 0; i < admission->forwards->len; i++) {
-    const TgForward *forward = g_ptr_array_index(admission->forwards, i);
+    g_autoptr(TgForward) copy = NULL;
+    const TgForward *forward = forward_to_bind(admission, i, &copy);
     guint index = admission->first_index + i;
 
     if (forward->kind == TG_FORWARD_REMOTE) {

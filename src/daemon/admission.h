@@ -74,6 +74,11 @@ void tg_admission_set_server(TgAdmission *admission, const char *host, guint16 p
 void tg_admission_set_steps(TgAdmission *admission, const TgAdmissionSteps *steps);
 /* The index in the tunnel's list of the first forward (0 by default). */
 void tg_admission_set_first_index(TgAdmission *admission, guint index);
+/* BIND puts the TCP listener of the forward at @position of those given,
+ * whose spec asks for port 0, on @port instead of one the kernel chooses
+ * (a persistent tunnel restored on the port it had). Everything else sees
+ * the forward as given: the policy decides on port 0. */
+void tg_admission_set_listen_port(TgAdmission *admission, guint position, guint16 port);
 
 /* A reconnect: the forwards are the tunnel's own, admitted before, whose
  * listeners and pins stay (nothing is resolved, bound, guarded or pinned

@@ -142,6 +142,18 @@ tg_action_id(TgAction action)
   g_return_val_if_reached(NULL);
 }
 
+gboolean
+tg_action_from_id(const char *id, TgAction *action)
+{
+  for (TgAction each = TG_ACTION_OPEN; each <= TG_ACTION_MANAGE; each <<= 1) {
+    if (g_str_equal(id, tg_action_id(each))) {
+      *action = each;
+      return TRUE;
+    }
+  }
+  return FALSE;
+}
+
 TgCaller *
 tg_caller_copy(const TgCaller *caller)
 {

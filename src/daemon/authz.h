@@ -111,6 +111,8 @@ gboolean tg_authz_method_action(const char *interface, const char *method,
                                 TgAction *action);
 
 const char *tg_action_id(TgAction action);
+/* The action with polkit id @id (one action, not NONE); FALSE for another id. */
+gboolean tg_action_from_id(const char *id, TgAction *action);
 
 /* Reply helpers for decide() and act(): each gives up the invocation. */
 void tg_call_return_error(TgCall *call, const GError *error);

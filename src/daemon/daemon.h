@@ -30,6 +30,9 @@ typedef struct {
   TgServer *server;     /* server mode: SFTP-only and jump-host users */
   char *default_policy; /* the shipped default policy file */
 
+  /* profile names whose Autostart tunnel is being admitted (restore.c) */
+  GHashTable *autostarting;
+
   char *config_dir;
   char *state_dir;
   char *system_known_hosts;

@@ -23,6 +23,7 @@
 #include "registry.h"
 #include "privileges.h"
 #include "profile.h"
+#include "restore.h"
 #include "tunnel.h"
 
 typedef struct {
@@ -133,10 +134,20 @@ on_reload(gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* The name is the daemon's: no other instance runs, so the tunnels of the
+ * store are this one's to open (never before: a second instance started by
+ * mistake must not bind their ports, or drop their records). */
 static void
 on_name_acquired(GDBusConnection *connection, const char *name, gpointer user_data)
 {
+  static gboolean restored;
+
   tg_message("tunnelgated %s ready on the bus as %s", PACKAGE_VERSION, name);
+  if (!restored) {
+    restored = TRUE;
+    tg_restore_tunnels(user_data);
+    tg_restore_autostart(user_data);
+  }
 }
 
 static void
@@ -330,6 +341,7 @@ main(int argc, char **argv)
   tg_authz_set_limit_func(daemon.authz, tg_gate_check_pending_calls, &daemon);
   daemon.registry =
       tg_registry_new(daemon.bus, daemon.authz, (GDestroyNotify)tg_tunnel_free);
+  daemon.autostarting = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   manager = tg_manager_export(&daemon, &error);
   if (manager == NULL) {
     g_printerr("tunnelgated: %s\n", error->message);
@@ -344,7 +356,7 @@ main(int argc, char **argv)
   g_signal_connect_swapped(daemon.bus, "closed", G_CALLBACK(g_main_loop_quit), main_loop);
   name_id = g_bus_own_name_on_connection(daemon.bus, TG_BUS_NAME,
                                          G_BUS_NAME_OWNER_FLAGS_DO_NOT_QUEUE,
-                                         on_name_acquired, on_name_lost, NULL, NULL);
+                                         on_name_acquired, on_name_lost, &daemon, NULL);
   g_main_loop_run(main_loop);
 
   g_bus_unown_name(name_id);
@@ -353,6 +365,7 @@ main(int argc, char **argv)
   tg_server_free(daemon.server); /* waits for its job; answers Audit callers */
   g_dbus_connection_flush_sync(daemon.bus, NULL, NULL);
   tg_registry_free(daemon.registry);
+  g_hash_table_unref(daemon.autostarting);
   tg_enforcer_free(daemon.enforcer); /* the table stays in force */
   tg_worker_join_all();
   tg_policy_unref(daemon.policy);

@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "manager.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <gio/gunixfdlist.h>
 #include <unistd.h>
 
@@ -12,7 +10,8 @@
 #include "hostkey.h"
 #include "log.h"
 #include "netwatch.h"
-#include "profile.h"
+#include "opener.h"
+#include "restore.h"
 #include "text.h"
 #include "tg-error.h"
 #include "tunnel.h"
@@ -20,10 +19,6 @@
 #define MAX_DESCRIPTION_LENGTH 256
 #define MAX_KEEPALIVE_SECONDS 3600
 #define MAX_KEEPALIVE_COUNT 10
-#define DEFAULT_KEEPALIVE_COUNT 3 /* OpenSSH's ServerAliveCountMax */
-/* keepalive of a tunnel with reconnect when none is given: a dead path is
- * noticed within 90 s, not the TCP keepalive's 60 + 3 × 60 */
-#define RECONNECT_KEEPALIVE_SECONDS 30
 
 /* The ciphers a caller may ask for; libssh's defaults when none is given. */
 static const char *const allowed_ciphers[] = {
@@ -37,47 +32,6 @@ static const char *const allowed_ciphers[] = {
 };
 
 /* ---- OpenTunnel ---- */
-
-typedef struct {
-  TgDaemon *daemon;
-  TgDestination *destination;
-  GPtrArray *forwards; /* TgForward* */
-  char *agent_path;
-  int agent_fd;
-  char *identity_path;
-  int identity_fd;
-  char *host_key;
-  char *ciphers;
-  char *description;
-  guint32 keepalive;
-  gboolean keepalive_given;
-  guint32 keepalive_count;
-  gboolean reconnect;
-  gboolean bind_to_caller;
-  TgPolicySubject *subject; /* the caller, for the policy; set in decide() */
-  TgSessionConfig *config;  /* being filled in act() */
-} OpenRequest;
-
-static void
-open_request_free(gpointer data)
-{
-  OpenRequest *request = data;
-
-  tg_destination_free(request->destination);
-  g_ptr_array_unref(request->forwards);
-  g_free(request->agent_path);
-  if (request->agent_fd >= 0)
-    close(request->agent_fd);
-  g_free(request->identity_path);
-  if (request->identity_fd >= 0)
-    close(request->identity_fd);
-  g_free(request->host_key);
-  g_free(request->ciphers);
-  g_free(request->description);
-  tg_policy_subject_free(request->subject);
-  g_clear_pointer(&request->config, tg_session_config_free);
-  g_free(request);
-}
 
 static gboolean
 option_has_type(const char *key, GVariant *value, const char *type, GError **error)
@@ -125,7 +79,7 @@ parse_ciphers(const char *text, GError **error)
 }
 
 static gboolean
-parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char *key,
+parse_option(TgOpenRequest *request, GDBusMethodInvocation *invocation, const char *key,
              GVariant *value, GError **error)
 {
   if (g_str_equal(key, "agent") || g_str_equal(key, "identity")) {
@@ -195,10 +149,11 @@ parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char
     }
     return TRUE;
   }
-  if (g_str_equal(key, "reconnect")) {
+  if (g_str_equal(key, "reconnect") || g_str_equal(key, "persist")) {
     if (!option_has_type(key, value, "b", error))
       return FALSE;
-    request->reconnect = g_variant_get_boolean(value);
+    *(key[0] == 'r' ? &request->reconnect : &request->persist) =
+        g_variant_get_boolean(value);
     return TRUE;
   }
   if (g_str_equal(key, "description")) {
@@ -227,27 +182,46 @@ parse_option(OpenRequest *request, GDBusMethodInvocation *invocation, const char
   }
   g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
               "Unknown option '%s' (known: agent, agent-fd, identity, identity-fd, "
-              "host-key, keepalive, keepalive-count, reconnect, bind-to-caller, "
+              "host-key, keepalive, keepalive-count, reconnect, persist, bind-to-caller, "
               "description, ciphers)",
               key);
   return FALSE;
 }
 
-static OpenRequest *
+/* persist: the daemon must be able to open the tunnel again by itself,
+ * after a restart, with nobody calling. */
+static gboolean
+check_persist(TgOpenRequest *request, gboolean reconnect_given, GError **error)
+{
+  const char *problem = NULL;
+
+  if (request->agent_fd >= 0 || request->identity_fd >= 0)
+    problem = "needs credentials the daemon can open again after a restart: the "
+              "options agent or identity (a path), or a profile; a descriptor "
+              "(agent-fd, identity-fd) does not outlive the daemon";
+  else if (request->bind_to_caller)
+    problem = "cannot be used with bind-to-caller: a tunnel restored after a restart "
+              "has no caller";
+  else if (reconnect_given && !request->reconnect)
+    problem = "implies reconnect; it cannot be used with reconnect false";
+  if (problem == NULL)
+    return TRUE;
+  g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT, "Option 'persist' %s", problem);
+  return FALSE;
+}
+
+static TgOpenRequest *
 open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
                    GVariant *parameters, GError **error)
 {
-  OpenRequest *request = g_new0(OpenRequest, 1);
+  TgOpenRequest *request = tg_open_request_new(daemon);
   g_autoptr(GVariantIter) forwards = NULL;
   g_autoptr(GVariantIter) options = NULL;
   const char *destination, *spec, *key;
   GVariant *value;
   guint credentials = 0;
+  gboolean reconnect_given = FALSE;
 
-  request->daemon = daemon;
-  request->agent_fd = request->identity_fd = -1;
-  request->keepalive_count = DEFAULT_KEEPALIVE_COUNT;
-  request->forwards = g_ptr_array_new_with_free_func((GDestroyNotify)tg_forward_free);
   g_variant_get(parameters, "(&sasa{sv})", &destination, &forwards, &options);
 
   request->destination = tg_destination_parse(destination, error);
@@ -275,10 +249,13 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
   }
   while (g_variant_iter_next(options, "{&sv}", &key, &value)) {
     gboolean ok = parse_option(request, invocation, key, value, error);
+    reconnect_given |= g_str_equal(key, "reconnect");
     g_variant_unref(value);
     if (!ok)
       goto fail;
   }
+  if (request->persist && !check_persist(request, reconnect_given, error))
+    goto fail;
 
   credentials = (request->agent_path != NULL) + (request->agent_fd >= 0) +
                 (request->identity_path != NULL) + (request->identity_fd >= 0);
@@ -304,18 +281,8 @@ open_request_parse(TgDaemon *daemon, GDBusMethodInvocation *invocation,
   return request;
 
 fail:
-  open_request_free(request);
+  tg_open_request_free(request);
   return NULL;
-}
-
-/* "user@host:port", IPv6 addresses in brackets, as Destination shows it. */
-static char *
-destination_text(const char *user, const char *host, guint16 port)
-{
-  gboolean ipv6 = strchr(host, ':') != NULL;
-
-  return g_strdup_printf("%s@%s%s%s:%u", user, ipv6 ? "[" : "", host, ipv6 ? "]" : "",
-                         port);
 }
 
 /* The caller's identity for the policy: user, uid and every group. */
@@ -337,7 +304,7 @@ caller_subject(TgCall *call)
 static gboolean
 open_decide(TgCall *call)
 {
-  OpenRequest *request = call->data;
+  TgOpenRequest *request = call->data;
   g_autoptr(GPtrArray) specs = g_ptr_array_new();
   GVariantBuilder details;
   g_autofree char *destination = NULL;
@@ -369,10 +336,10 @@ open_decide(TgCall *call)
   g_ptr_array_add(specs, NULL);
   joined = g_strjoinv(";", (char **)specs->pdata);
   count = g_strdup_printf("%u", request->forwards->len);
-  destination =
-      destination_text(request->destination->user != NULL ? request->destination->user
-                                                          : call->caller->user_name,
-                       request->destination->host, request->destination->port);
+  destination = tg_open_destination_text(
+      request->destination->user != NULL ? request->destination->user
+                                         : call->caller->user_name,
+      request->destination->host, request->destination->port);
 
   /* polkit rules may look at these: action.lookup("destination") */
   g_variant_builder_add(&details, "{ss}", "destination", destination);
@@ -389,154 +356,29 @@ open_decide(TgCall *call)
   return TRUE;
 }
 
-/* A profile replaces the destination, the forwards and the credentials with
- * the administrator's; the user never sees the key. */
-static gboolean
-apply_profile(OpenRequest *request, TgSessionConfig *config, GError **error)
-{
-  TgDaemon *daemon = request->daemon;
-  g_autofree char *dir = g_build_filename(daemon->config_dir, "profiles.d", NULL);
-  g_autoptr(TgProfile) profile = NULL;
-  g_autoptr(GError) local_error = NULL;
-  int fd;
-
-  profile = tg_profile_load(dir, request->destination->profile, &local_error);
-  if (profile == NULL) {
-    if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT) ||
-        g_error_matches(local_error, TG_ERROR, TG_ERROR_NOT_FOUND))
-      g_set_error(error, TG_ERROR, TG_ERROR_NOT_FOUND, "No tunnel profile '%s'",
-                  request->destination->profile);
-    else
-      g_propagate_error(error, g_steal_pointer(&local_error));
-    return FALSE;
-  }
-  if (!tg_gate_check_profile(request->subject, config->tunnel_id, profile, error))
-    return FALSE;
-  fd = open(profile->identity_file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    g_set_error(error, TG_ERROR, TG_ERROR_FAILED, "Profile '%s': cannot open %s: %s",
-                profile->name, profile->identity_file, g_strerror(errno));
-    return FALSE;
-  }
-  config->identity_fd = fd;
-  if (!tg_profile_check_identity_fd(fd, profile->identity_file, 0, error))
-    return FALSE;
-
-  for (guint i = 0; i < profile->forwards->len; i++) {
-    TgForward *forward = tg_forward_copy(g_ptr_array_index(profile->forwards, i));
-    g_ptr_array_add(request->forwards, forward);
-    if (!tg_admission_forward_is_served(forward, error))
-      return FALSE;
-  }
-  config->host = g_strdup(profile->server_host);
-  config->port = profile->server_port;
-  config->user = g_strdup(profile->user);
-  config->host_key = g_strdup(profile->host_key);
-  if (request->description == NULL)
-    request->description =
-        g_strdup_printf("profile %s%s%s", profile->name, profile->description ? ": " : "",
-                        profile->description ? profile->description : "");
-  return TRUE;
-}
-
+/* The tunnel made, or why not: the caller's answer (the invocation went
+ * to the tunnel, which answers when it is up). */
 static void
-open_admitted(TgAdmission *admission, const GError *error, gpointer user_data)
+open_done(TgOpenRequest *request, TgTunnel *tunnel, const GError *error,
+          gpointer user_data)
 {
   g_autoptr(TgCall) call = user_data;
-  g_autoptr(TgAdmission) owned = admission;
-  OpenRequest *request = call->data;
-  TgDaemon *daemon = request->daemon;
-  g_autoptr(TgSessionConfig) config = g_steal_pointer(&request->config);
-  g_autoptr(GPtrArray) listeners = NULL;
-  g_autoptr(GPtrArray) connect_backs = NULL;
-  g_autofree char *destination = NULL;
 
   if (error != NULL) {
+    call->invocation = g_steal_pointer(&request->invocation);
     tg_call_return_error(call, error);
-    return;
   }
-  destination = destination_text(config->user, config->host, config->port);
-  config->host_key_mode = tg_admission_get_host_key_mode(admission);
-  listeners = tg_admission_take_listeners(admission);
-  connect_backs = tg_admission_take_connect_backs(admission);
-  g_ptr_array_extend_and_steal(config->listeners, g_steal_pointer(&listeners));
-  g_ptr_array_extend_and_steal(config->connect_backs, g_steal_pointer(&connect_backs));
-  config->socket_mark = tg_enforcer_socket_mark(daemon->enforcer);
-  config->connect_back_mark = tg_enforcer_connect_back_mark(daemon->enforcer);
-  config->owner.uid = call->caller->uid;
-  config->owner.gid = call->caller->gid;
-  config->owner.user_name = g_strdup(call->caller->user_name);
-  config->owner.pid = call->caller->pid;
-  config->agent_path = g_steal_pointer(&request->agent_path);
-  config->agent_fd = g_steal_fd(&request->agent_fd);
-  config->identity_path = g_steal_pointer(&request->identity_path);
-  if (config->identity_fd < 0)
-    config->identity_fd = g_steal_fd(&request->identity_fd);
-  config->ciphers = g_steal_pointer(&request->ciphers);
-  config->keepalive_seconds = request->keepalive;
-  if (request->reconnect && !request->keepalive_given)
-    config->keepalive_seconds = RECONNECT_KEEPALIVE_SECONDS;
-  config->keepalive_count = request->keepalive_count;
-  config->reconnect = request->reconnect;
-  config->connect_timeout_seconds = daemon->connect_timeout_seconds;
-  config->ssh_dir = g_strdup(daemon->state_dir);
-  config->known_hosts = g_build_filename(daemon->state_dir, "known_hosts", NULL);
-  config->global_known_hosts = g_strdup(daemon->system_known_hosts);
-  g_ptr_array_extend_and_steal(config->forwards, g_steal_pointer(&request->forwards));
-  request->forwards = g_ptr_array_new();
-
-  TgTunnel *tunnel =
-      tg_tunnel_open(daemon, call->caller, g_steal_pointer(&request->subject),
-                     destination, request->description, request->bind_to_caller,
-                     call->granted, request->destination->profile == NULL,
-                     g_steal_pointer(&config), g_steal_pointer(&call->invocation));
-  if (request->destination->profile != NULL)
-    tg_tunnel_set_profile(tunnel, request->destination->profile);
 }
 
 static void
 open_act(TgCall *call)
 {
-  OpenRequest *request = call->data;
-  TgDaemon *daemon = request->daemon;
-  g_autoptr(GError) error = NULL;
-  TgSessionConfig *config;
-  TgAdmission *admission;
-  gboolean profile = request->destination->profile != NULL;
+  TgOpenRequest *request = call->data;
 
-  /* polkit may answer after SIGTERM: nothing new starts then */
-  if (!tg_registry_check_running(daemon->registry, &error)) {
-    tg_call_return_error(call, error);
-    return;
-  }
-  config = request->config = tg_session_config_new();
-
-  /* the id first, so that the decisions below are logged with it (a refused
-   * request uses its number up) */
-  config->tunnel_id = tg_registry_new_tunnel_id(daemon->registry);
-
-  if (profile) {
-    if (!apply_profile(request, config, &error)) {
-      tg_call_return_error(call, error);
-      return;
-    }
-  } else {
-    config->host = g_strdup(request->destination->host);
-    config->port = request->destination->port;
-    config->user =
-        g_strdup(request->destination->user != NULL ? request->destination->user
-                                                    : call->caller->user_name);
-    config->host_key = g_steal_pointer(&request->host_key);
-  }
-
-  /* polkit said who may ask; now the admission: the policy says what, and
-   * the listeners, guards and pins are made (a profile's forwards were
-   * sanctioned by use-profile) */
-  admission =
-      tg_admission_new(daemon, call->caller->uid, request->subject, config->tunnel_id,
-                       request->forwards, call->granted, !profile);
-  tg_admission_set_server(admission, config->host, config->port, config->host_key, TRUE);
-  tg_admission_run(admission, NULL, open_admitted, tg_call_keep(call));
+  request->owner = tg_caller_copy(call->caller);
+  request->granted = call->granted;
+  request->invocation = g_steal_pointer(&call->invocation);
+  tg_open_request_run(request, open_done, tg_call_keep(call));
 }
 
 /* ---- CloseTunnel, ListTunnels, GetManagedObjects ---- */
@@ -701,14 +543,14 @@ manager_method_call(GDBusConnection *connection, const char *sender, const char 
   }
 
   if (g_str_equal(method, "OpenTunnel")) {
-    OpenRequest *request = open_request_parse(daemon, invocation, parameters, &error);
+    TgOpenRequest *request = open_request_parse(daemon, invocation, parameters, &error);
     if (request == NULL) {
       g_dbus_method_invocation_return_gerror(invocation, error);
       return;
     }
     call = tg_call_new(invocation, action);
     call->data = request;
-    call->free_data = open_request_free;
+    call->free_data = (GDestroyNotify)tg_open_request_free;
     call->decide = open_decide;
     call->act = open_act;
   } else if (g_str_equal(method, "CloseTunnel")) {
@@ -861,6 +703,7 @@ tg_manager_reload(TgDaemon *daemon, GError **error)
         lookup_owner(owners, tg_tunnel_get_owner(tunnels->pdata[i]));
     tg_tunnel_recheck(tunnels->pdata[i], owner->subject, owner->error);
   }
+  tg_restore_autostart(daemon); /* added, or switched on */
   return TRUE;
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* org.tunnelgate.Manager1 and org.freedesktop.DBus.ObjectManager at
- * /org/tunnelgate/TunnelGate1: opening (through the admission), listing and
+ * /org/tunnelgate/TunnelGate1: opening (the D-Bus side: opener.h opens), listing and
  * closing tunnels, and reloading the policy. The manager drives tunnels;
  * it is the top of the daemon's modules (main.c alone uses it). D-Bus
  * thread only. */

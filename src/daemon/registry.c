@@ -163,6 +163,15 @@ tg_registry_new_tunnel_id(TgRegistry *registry)
 }
 
 void
+tg_registry_reserve_tunnel_id(TgRegistry *registry, const char *id)
+{
+  guint64 number = 0;
+
+  g_return_if_fail(g_ascii_string_to_unsigned(id, 10, 1, G_MAXUINT64, &number, NULL));
+  registry->last_id = MAX(registry->last_id, number);
+}
+
+void
 tg_registry_add_tunnel(TgRegistry *registry, const char *id, uid_t owner, gpointer tunnel)
 {
   Entry *entry = g_new0(Entry, 1);

@@ -33,6 +33,9 @@ void tg_registry_free(TgRegistry *registry);
 
 /* A new tunnel id ("1", "2", ...); ids are never reused. */
 char *tg_registry_new_tunnel_id(TgRegistry *registry);
+/* Makes sure no new id is @id or below it: a tunnel restored after a restart
+ * keeps its id ("12", digits only), and no new tunnel may take it. */
+void tg_registry_reserve_tunnel_id(TgRegistry *registry, const char *id);
 void tg_registry_add_tunnel(TgRegistry *registry, const char *id, uid_t owner,
                             gpointer tunnel);
 /* Drops (and frees) the tunnel with this id. */

@@ -5,6 +5,7 @@
 #include "gate.h"
 #include "listener.h"
 #include "log.h"
+#include "persist.h"
 #include "text.h"
 #include "tg-error.h"
 
@@ -45,11 +46,14 @@ struct _TgTunnel {
   gboolean check_actions; /* FALSE: a profile's forwards (use-profile) */
   gboolean reconnect;
   gboolean persistent;
-  guint retry_attempt; /* RetryAttempt: the next attempt, 0: none */
-  gint64 next_retry;   /* NextRetry: wall-clock µs, 0: none */
-  guint reconnects;    /* Reconnects: times it came back */
-  gint64 down_since;   /* monotonic µs of the loss */
-  gboolean suspended;  /* closed for sleep */
+  TgPersistRecord *record; /* persist: what the store keeps of it, or NULL */
+  gboolean autostart;      /* opened by its profile's Autostart */
+  gboolean was_up;         /* it has been up (a persistent one is stored) */
+  guint retry_attempt;     /* RetryAttempt: the next attempt, 0: none */
+  gint64 next_retry;       /* NextRetry: wall-clock µs, 0: none */
+  guint reconnects;        /* Reconnects: times it came back */
+  gint64 down_since;       /* monotonic µs of the loss */
+  gboolean suspended;      /* closed for sleep */
 
   TgCounters counters;
   /* what was last announced, so the timer emits only changes */
@@ -299,6 +303,73 @@ tunnel_publish_forwards(TgTunnel *tunnel)
   tunnel->listeners = g_variant_ref_sink(g_variant_builder_end(&builder));
 }
 
+/* persist: the record with the live forwards and the local TCP listeners'
+ * addresses and ports (a port 0 forward's real port), saved in the store
+ * once the tunnel has been up. A failure is logged; the tunnel runs on. */
+static void
+tunnel_store(TgTunnel *tunnel)
+{
+  TgPersistRecord *record = tunnel->record;
+  g_autofree guint *positions = NULL; /* forward_list index -> record index */
+  g_autofree char *dir = NULL;
+  g_autoptr(GError) error = NULL;
+
+  if (record == NULL || !tunnel->was_up)
+    return;
+  positions = g_new0(guint, tunnel->forward_list->len + 1);
+  g_ptr_array_set_size(record->forwards, 0);
+  g_ptr_array_set_size(record->listeners, 0);
+  for (guint i = 0; i < tunnel->forward_list->len; i++) {
+    const TgForward *forward = g_ptr_array_index(tunnel->forward_list, i);
+
+    if (forward != NULL) {
+      positions[i] = record->forwards->len;
+      g_ptr_array_add(record->forwards, g_strdup(forward->spec));
+    }
+  }
+  for (guint i = 0; i < tunnel->listener_info->len; i++) {
+    const ListenerInfo *info = &g_array_index(tunnel->listener_info, ListenerInfo, i);
+    const TgForward *forward =
+        g_ptr_array_index(tunnel->forward_list, info->forward_index);
+
+    if (forward != NULL && forward->kind != TG_FORWARD_REMOTE &&
+        forward->listen.path == NULL && info->port != 0)
+      tg_persist_record_add_listener(record, positions[info->forward_index],
+                                     info->address, info->port);
+  }
+  record->created = tunnel->created;
+  dir = tg_persist_dir(tunnel->daemon->state_dir);
+  if (!tg_persist_save(dir, record, &error))
+    tg_log_event(G_LOG_LEVEL_WARNING, "TUNNEL_PERSIST_FAILED", "TUNNEL_ID", tunnel->id,
+                 "USER", tunnel->owner_name, "MESSAGE",
+                 "tunnel %s of %s cannot be saved to be restored after a restart: %s",
+                 tunnel->id, tunnel->owner_name, error->message);
+}
+
+/* The tunnel has ended: its record goes, unless the daemon is stopping
+ * (then it stays, and the tunnel comes back at the next start). */
+static void
+tunnel_unstore(TgTunnel *tunnel)
+{
+  const char *names[] = { "Persistent", NULL };
+  g_autofree char *dir = NULL;
+  g_autoptr(GError) error = NULL;
+
+  if (tunnel->record == NULL ||
+      !tg_registry_check_running(tunnel->daemon->registry, NULL))
+    return;
+  dir = tg_persist_dir(tunnel->daemon->state_dir);
+  if (!tg_persist_remove(dir, tunnel->id, &error))
+    tg_log_event(G_LOG_LEVEL_WARNING, "TUNNEL_PERSIST_FAILED", "TUNNEL_ID", tunnel->id,
+                 "USER", tunnel->owner_name, "MESSAGE",
+                 "tunnel %s of %s has ended, but its record cannot be removed (it "
+                 "would be restored at the next start): %s",
+                 tunnel->id, tunnel->owner_name, error->message);
+  g_clear_pointer(&tunnel->record, tg_persist_record_free);
+  tunnel->persistent = FALSE;
+  tunnel_emit_changed(tunnel, names);
+}
+
 GVariant *
 tg_tunnel_summary(TgTunnel *tunnel)
 {
@@ -451,6 +522,12 @@ tunnel_reconnecting(TgTunnel *tunnel, const TgSessionReport *report)
     message = g_strdup_printf("tunnel %s of %s to %s is closed while the system sleeps; "
                               "it reconnects at the resume",
                               tunnel->id, tunnel->owner_name, tunnel->destination);
+  else if (first && !tunnel->was_up)
+    message = g_strdup_printf("tunnel %s of %s to %s is not up yet: %s; trying again "
+                              "(attempt %u in %.1f s)",
+                              tunnel->id, tunnel->owner_name, tunnel->destination, cause,
+                              report->attempt,
+                              MAX(0, report->next_attempt - g_get_real_time()) / 1e6);
   else if (first)
     message = g_strdup_printf("tunnel %s of %s to %s lost: %s; reconnecting (attempt %u "
                               "in %.1f s)",
@@ -611,8 +688,18 @@ tunnel_session_state(const TgSessionReport *report, gpointer user_data)
     return;
   }
   if (state == TG_TUNNEL_UP) {
+    /* up for the first time, maybe after attempts (retry_first) */
+    const char *retried[] = { "RetryAttempt", "NextRetry", NULL };
+
     g_clear_handle_id(&tunnel->connect_timer, g_source_remove);
-    tunnel_set_state(tunnel, TG_TUNNEL_UP, NULL);
+    tunnel->was_up = TRUE;
+    tunnel->suspended = FALSE;
+    if (tunnel->retry_attempt == 0 && tunnel->next_retry == 0)
+      retried[0] = NULL;
+    tunnel->retry_attempt = 0;
+    tunnel->next_retry = 0;
+    tunnel_set_state_with(tunnel, TG_TUNNEL_UP, NULL, retried);
+    tunnel_store(tunnel);
     tg_log_event(G_LOG_LEVEL_MESSAGE, "TUNNEL_UP", "TUNNEL_ID", tunnel->id, "USER",
                  tunnel->owner_name, "MESSAGE", "tunnel %s of %s to %s is up", tunnel->id,
                  tunnel->owner_name, tunnel->destination);
@@ -624,6 +711,7 @@ tunnel_session_state(const TgSessionReport *report, gpointer user_data)
 
   /* FAILED or CLOSED: the worker is done and has closed everything */
   g_clear_pointer(&tunnel->session, tg_session_free);
+  tunnel_unstore(tunnel);
   tunnel_unguard(tunnel, G_MAXUINT);
   tunnel_unpin(tunnel, G_MAXUINT);
   g_snprintf(bytes, sizeof bytes, "%" G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT,
@@ -1234,6 +1322,43 @@ tg_tunnel_set_profile(TgTunnel *tunnel, const char *profile)
   tunnel->profile = g_strdup(profile);
 }
 
+void
+tg_tunnel_set_autostart(TgTunnel *tunnel)
+{
+  const char *names[] = { "Persistent", NULL };
+
+  g_return_if_fail(tunnel->profile != NULL);
+  tunnel->autostart = TRUE;
+  tunnel->persistent = TRUE;
+  tunnel_emit_changed(tunnel, names);
+}
+
+const char *
+tg_tunnel_get_autostart(TgTunnel *tunnel, gboolean *running, gboolean *failed)
+{
+  *running = tunnel->session != NULL && !tunnel->closing;
+  *failed = tunnel->session == NULL;
+  return tunnel->autostart ? tunnel->profile : NULL;
+}
+
+void
+tg_tunnel_persist(TgTunnel *tunnel, TgPersistRecord *record)
+{
+  const char *names[] = { "Persistent", "Created", NULL };
+
+  tg_persist_record_free(tunnel->record);
+  tunnel->record = record;
+  tunnel->persistent = TRUE;
+  if (record->created > 0 && record->created != tunnel->created) {
+    tunnel->created = record->created;
+    tg_tunnel_apply_policy(tunnel, tunnel->daemon->policy); /* MaxLifetime */
+  } else {
+    names[1] = NULL;
+  }
+  tunnel_emit_changed(tunnel, names);
+  tunnel_store(tunnel);
+}
+
 static void
 reply_when_applied(gboolean applied, const GError *error, gpointer user_data)
 {
@@ -1276,6 +1401,7 @@ reply_when_added(gboolean applied, const GError *error, gpointer user_data)
     tunnel_unpin(tunnel, reply->index);
     tunnel_publish_forwards(tunnel);
     tunnel_emit_changed(tunnel, names);
+    tunnel_store(tunnel);
   }
   if (reply->invocation != NULL)
     reply_when_applied(applied, error, reply->invocation);
@@ -1310,6 +1436,7 @@ tg_tunnel_remove_forward(TgTunnel *tunnel, guint index, const char *reason,
   }
   tunnel_publish_forwards(tunnel);
   tunnel_emit_changed(tunnel, names);
+  tunnel_store(tunnel);
   if (tunnel->session != NULL)
     tg_session_remove_forward(tunnel->session, index,
                               invocation != NULL ? reply_when_applied : NULL, invocation);
@@ -1344,6 +1471,7 @@ tunnel_add_forward(TgTunnel *tunnel, TgForward *forward, GPtrArray *listeners,
     g_ptr_array_add(tunnel->pins, tg_connect_back_copy(connect_back));
   tunnel_publish_forwards(tunnel);
   tunnel_emit_changed(tunnel, names);
+  tunnel_store(tunnel);
   reply->tunnel = tunnel;
   reply->index = index;
   reply->invocation = invocation;
@@ -1447,6 +1575,7 @@ tg_tunnel_free(TgTunnel *tunnel)
   g_free(tunnel->server_host);
   g_free(tunnel->host_key);
   g_free(tunnel->profile);
+  tg_persist_record_free(tunnel->record);
   tg_policy_subject_free(tunnel->subject);
   g_clear_handle_id(&tunnel->lifetime_timer, g_source_remove);
   g_clear_handle_id(&tunnel->connect_timer, g_source_remove);
@@ -1473,10 +1602,18 @@ tunnel_profile_allows(TgTunnel *tunnel, gboolean reload, char **reason)
     g_autoptr(TgPolicyDecision) decision = tg_profile_decide(profile, tunnel->subject);
 
     tg_policy_log_decision(tunnel->subject, tunnel->id, what, decision);
-    if (decision->allowed)
+    if (decision->allowed && tunnel->autostart &&
+        (!profile->autostart ||
+         g_strcmp0(profile->autostart_user, tunnel->owner_name) != 0))
+      *reason =
+          g_strdup_printf("its profile '%s' no longer autostarts it for %s (%s)",
+                          profile->name, tunnel->owner_name,
+                          !profile->autostart ? "Autostart no" : "another AutostartUser");
+    else if (decision->allowed)
       return TRUE;
-    *reason = g_strdup_printf("the %s policy forbids it: %s",
-                              reload ? "reloaded" : "current", decision->reason);
+    else
+      *reason = g_strdup_printf("the %s policy forbids it: %s",
+                                reload ? "reloaded" : "current", decision->reason);
   } else {
     *reason = g_strdup_printf("its profile '%s' cannot be read any more: %s",
                               tunnel->profile, error->message);

@@ -7,6 +7,7 @@
 #include <gio/gio.h>
 
 #include "daemon.h"
+#include "persist.h"
 #include "policy.h"
 #include "session.h"
 
@@ -39,6 +40,27 @@ TgTunnel *tg_tunnel_open(TgDaemon *daemon, const TgCaller *owner,
 /* Marks a tunnel started from an administrator's profile: AddForward on it
  * then needs org.tunnelgate.manage. */
 void tg_tunnel_set_profile(TgTunnel *tunnel, const char *profile);
+
+/* Marks a profile's tunnel opened by the profile's Autostart: Persistent
+ * (announced), though not in the store: the profile opens it again. A
+ * reload, or a reconnect, closes it once the profile no longer autostarts
+ * it for its owner (Autostart no, another AutostartUser). */
+void tg_tunnel_set_autostart(TgTunnel *tunnel);
+/* The profile whose Autostart opened the tunnel, or NULL; *@running: its
+ * session runs on (it has not failed and is not closing); *@failed: it
+ * failed for good, and stays visible until it is closed. */
+const char *tg_tunnel_get_autostart(TgTunnel *tunnel, gboolean *running,
+                                    gboolean *failed);
+
+/* Makes the tunnel persistent (Persistent TRUE, announced): @record (taken)
+ * holds how to open it again; the tunnel fills in its forwards, listeners
+ * and creation time and saves it in the store (persist.h) once it is up,
+ * and again whenever its forwards change. The record is removed when the
+ * tunnel ends (fails, or closes), except when the daemon is stopping: then
+ * the tunnel is restored at the next start. A record with a creation time
+ * (a restored tunnel) gives the tunnel its own: Created, and MaxLifetime,
+ * count from the first open. */
+void tg_tunnel_persist(TgTunnel *tunnel, TgPersistRecord *record);
 
 /* A reload: the tunnel checks itself against the policy now in force as
  * if it were opened now, for @owner as NSS gives them now (NULL: the lookup

@@ -44,7 +44,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tgtest  # noqa: E402
 from tgtest import (ALICE, BOB, ADMIN, BUS, MPATH, MIFACE, TIFACE, V,  # noqa: E402
-                    UserBus, close_all_tunnels, free_port, prop, wait_for)
+                    close_all_tunnels, free_port, prop, user_bus, wait_for)
 
 USERS = (ALICE, BOB, ADMIN)
 SLOW = 3 if tgtest.VALGRIND else 1
@@ -64,25 +64,13 @@ polkit.addRule(function(action, subject) {
 });
 """
 
-_BUSES = {}
-
-
 def setUpModule():
     tgtest.start_module_world(USERS, agents=USERS, polkit_rules=POLKIT_RULES,
                               groups={ALICE: [EXTRA]})
 
 
 def tearDownModule():
-    for ub in _BUSES.values():
-        ub.close()
     tgtest.stop_module_world()
-
-
-def user_bus(user):
-    ub = _BUSES.get(user)
-    if ub is None or ub.closed or not ub.proc.alive():
-        ub = _BUSES[user] = UserBus(tgtest.DaemonTestCase.W, user)
-    return ub
 
 
 def gateway_sshd_pids(w, user=None):

@@ -36,7 +36,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tgtest  # noqa: E402
 from tgtest import (ALICE, BOB, ADMIN, MALLORY, BUS, MPATH, MIFACE, TIFACE, V,  # noqa: E402
-                    BUSCTL_TIMEOUT, UserBus, close_all_tunnels, free_port, list_tunnels, prop,
+                    BUSCTL_TIMEOUT, close_all_tunnels, free_port, list_tunnels, prop, user_bus,
                     wait_for)
 
 USERS = (ALICE, BOB, MALLORY, ADMIN)
@@ -64,9 +64,6 @@ polkit.addRule(function(action, subject) {
 });
 """
 
-_BUSES = {}
-
-
 def setUpModule():
     # sshd refuses tg-bob's remote listens: the refusal path, with real sshd
     tgtest.start_module_world(USERS, agents=USERS, polkit_rules=POLKIT_RULES,
@@ -75,16 +72,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    for ub in _BUSES.values():
-        ub.close()
     tgtest.stop_module_world()
-
-
-def user_bus(user):
-    ub = _BUSES.get(user)
-    if ub is None or ub.closed or not ub.proc.alive():
-        ub = _BUSES[user] = UserBus(tgtest.DaemonTestCase.W, user)
-    return ub
 
 
 def free_gateway_port(w):
@@ -301,9 +289,7 @@ class SlowResolverTest(RemoteTestCase):
 
     def restart_daemon(self):
         w = self.w
-        for ub in _BUSES.values():
-            ub.close()
-        _BUSES.clear()
+        tgtest.close_user_buses()
         if w.daemon is not None and w.daemon.alive():
             close_all_tunnels(w)
             tgtest.check_daemon_stopped_cleanly(w)

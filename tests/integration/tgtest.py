@@ -10,8 +10,10 @@ user: busctl (world.busctl) or busclient (GDBus) in a process of the user
 import errno
 import glob
 import hashlib
+import json
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -100,6 +102,54 @@ def close_all_tunnels(w):
         return
     for entry in list_tunnels(w, ADMIN):
         w.busctl(ADMIN, BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "CloseTunnel", "o", entry[0])
+
+
+# ----------------------------------------------------------------------------
+# users' own bus clients, polkit rules
+
+
+_USER_BUSES = {}
+
+
+def user_bus(user):
+    """The busclient connection (userbus.py) of `user` in the module's world:
+    made on first use and kept for the file's tests, made again when it was
+    closed or its process died; stop_module_world() closes them all."""
+    kept = _USER_BUSES.get(user)
+    if kept is not None and not kept.closed and kept.proc.alive():
+        return kept
+    _USER_BUSES[user] = UserBus(DaemonTestCase.W, user)
+    return _USER_BUSES[user]
+
+
+def close_user_buses():
+    while _USER_BUSES:
+        _USER_BUSES.popitem()[1].close()
+
+
+def profile_key(w, user, name):
+    """A copy of `user`'s private key at `name` in the world's profile-keys
+    directory (0700), as an administrator's profile wants it: a regular file
+    owned by root with mode 0600. Returns its path."""
+    keys = w.dir / "profile-keys"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    path = keys / name
+    shutil.copy(w.users[user].key, path)
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o600)
+    return path
+
+
+def polkit_rules(grants):
+    """polkit rules (JavaScript, for start_module_world) for the tunnelgate
+    actions: `grants` maps a user to the action ids granted ("*": all of
+    them); every other tunnelgate action, and every other user, gets NO."""
+    return ("polkit.addRule(function(action, subject) {\n"
+            '    if (action.id.indexOf("org.tunnelgate.") != 0) return;\n'
+            f"    var mine = {json.dumps(grants)}[subject.user] || [];\n"
+            '    var yes = mine.indexOf("*") >= 0 || mine.indexOf(action.id) >= 0;\n'
+            "    return yes ? polkit.Result.YES : polkit.Result.NO;\n"
+            "});\n")
 
 
 # ----------------------------------------------------------------------------
@@ -370,6 +420,7 @@ def stop_module_world():
     (and, under valgrind, without errors), remove the world."""
     w = DaemonTestCase.W
     try:
+        close_user_buses()
         if w.daemon is not None and w.daemon.alive():
             if ADMIN in w.users:      # others close their own tunnels first
                 close_all_tunnels(w)

@@ -261,6 +261,46 @@ test_bind_in_use(Fixture *f, gconstpointer data)
   f->fds_before--;
 }
 
+/* A restored tunnel's port-0 listener binds the port it had; the policy
+ * still decides on the forward as asked (port 0). */
+static void
+test_listen_port(Fixture *f, gconstpointer data)
+{
+  const char *const specs[] = { "L 127.0.0.1:0:intra:80", "R 0:127.0.0.1:9",
+                                "D 127.0.0.1:0", NULL };
+  g_autoptr(GPtrArray) forwards =
+      g_ptr_array_new_with_free_func((GDestroyNotify)tg_forward_free);
+  g_autoptr(GPtrArray) listeners = NULL;
+  g_autoptr(GPtrArray) connect_backs = NULL;
+  guint16 port = free_port();
+  TgAdmission *admission;
+
+  tg_policy_unref(f->daemon.policy);
+  f->daemon.policy = policy_from("PermitListen 127.0.0.1:0 localhost:0\n");
+  for (guint i = 0; specs[i] != NULL; i++)
+    g_ptr_array_add(forwards, tg_forward_parse(specs[i], NULL));
+  admission = tg_admission_new(&f->daemon, getuid(), f->subject, "1", forwards,
+                               TG_ACTION_OPEN_REMOTE, TRUE);
+  tg_admission_set_steps(admission, &counted_steps);
+  tg_admission_set_listen_port(admission, 0, port);
+  tg_admission_set_listen_port(admission, 1, 4242); /* R: the server's port */
+  tg_admission_run(admission, NULL, done, f);
+  while (!f->done)
+    g_main_context_iteration(NULL, TRUE);
+  g_assert_no_error(f->error);
+  listeners = tg_admission_take_listeners(f->admission);
+  connect_backs = tg_admission_take_connect_backs(f->admission);
+  g_assert_cmpuint(listeners->len, ==, 2);
+  g_assert_cmpuint(((TgListener *)listeners->pdata[0])->forward_index, ==, 0);
+  g_assert_cmpuint(((TgListener *)listeners->pdata[0])->port, ==, port);
+  /* the D listener was not given a port: the kernel chose one */
+  g_assert_cmpuint(((TgListener *)listeners->pdata[1])->forward_index, ==, 2);
+  g_assert_cmpuint(((TgListener *)listeners->pdata[1])->port, !=, 0);
+  g_assert_cmpuint(((TgListener *)listeners->pdata[1])->port, !=, port);
+  live_guards = live_pins = 0; /* taken: the test plays the tunnel */
+  g_ptr_array_set_size(listeners, 0);
+}
+
 static void
 test_guard_refused(Fixture *f, gconstpointer data)
 {
@@ -426,6 +466,7 @@ main(int argc, char **argv)
   g_test_add("/admission/" path, Fixture, NULL, fixture_set_up, fn, fixture_tear_down)
   ADD("success", test_success);
   ADD("bind-in-use", test_bind_in_use);
+  ADD("listen-port", test_listen_port);
   ADD("guard-refused", test_guard_refused);
   ADD("pin-failed", test_pin_failed);
   ADD("readmission-drops-one-forward", test_readmission_drops_one_forward);
