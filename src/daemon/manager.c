@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "manager.h"
 
-#include <gio/gunixfdlist.h>
 #include <unistd.h>
 
 #include "admission.h"
+#include "dbus-options.h"
 #include "config.h"
 #include "gate.h"
 #include "hostkey.h"
@@ -34,34 +34,6 @@ static const char *const allowed_ciphers[] = {
 /* ---- OpenTunnel ---- */
 
 static gboolean
-option_has_type(const char *key, GVariant *value, const char *type, GError **error)
-{
-  if (g_variant_is_of_type(value, G_VARIANT_TYPE(type)))
-    return TRUE;
-  g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-              "Option '%s' must be of type '%s', not '%s'", key, type,
-              g_variant_get_type_string(value));
-  return FALSE;
-}
-
-static int
-option_take_fd(GDBusMethodInvocation *invocation, const char *key, GVariant *value,
-               GError **error)
-{
-  GUnixFDList *fds =
-      g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
-  gint32 index = g_variant_get_handle(value);
-
-  if (fds == NULL || index < 0 || index >= g_unix_fd_list_get_length(fds)) {
-    g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                "Option '%s' refers to descriptor %d, but the message carries %d", key,
-                index, fds != NULL ? g_unix_fd_list_get_length(fds) : 0);
-    return -1;
-  }
-  return g_unix_fd_list_get(fds, index, error);
-}
-
-static gboolean
 parse_ciphers(const char *text, GError **error)
 {
   g_auto(GStrv) names = g_strsplit(text, ",", -1);
@@ -82,30 +54,12 @@ static gboolean
 parse_option(TgOpenRequest *request, GDBusMethodInvocation *invocation, const char *key,
              GVariant *value, GError **error)
 {
-  if (g_str_equal(key, "agent") || g_str_equal(key, "identity")) {
-    if (!option_has_type(key, value, "s", error))
-      return FALSE;
-    char **target = key[0] == 'a' ? &request->agent_path : &request->identity_path;
-    g_free(*target);
-    *target = g_variant_dup_string(value, NULL);
-    if ((*target)[0] != '/') {
-      g_set_error(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
-                  "Option '%s' must be an absolute path, not '%s'", key, *target);
-      return FALSE;
-    }
-    return TRUE;
-  }
-  if (g_str_equal(key, "agent-fd") || g_str_equal(key, "identity-fd")) {
-    if (!option_has_type(key, value, "h", error))
-      return FALSE;
-    int *target = key[0] == 'a' ? &request->agent_fd : &request->identity_fd;
-    if (*target >= 0)
-      close(*target);
-    *target = option_take_fd(invocation, key, value, error);
-    return *target >= 0;
-  }
+  if (tg_option_is_credential(key))
+    return tg_option_parse_credential(invocation, key, value, &request->agent_path,
+                                      &request->agent_fd, &request->identity_path,
+                                      &request->identity_fd, error);
   if (g_str_equal(key, "host-key")) {
-    if (!option_has_type(key, value, "s", error))
+    if (!tg_option_has_type(key, value, "s", error))
       return FALSE;
     g_free(request->host_key);
     request->host_key = g_variant_dup_string(value, NULL);
@@ -119,7 +73,7 @@ parse_option(TgOpenRequest *request, GDBusMethodInvocation *invocation, const ch
     return TRUE;
   }
   if (g_str_equal(key, "keepalive")) {
-    if (!option_has_type(key, value, "u", error))
+    if (!tg_option_has_type(key, value, "u", error))
       return FALSE;
     request->keepalive = g_variant_get_uint32(value);
     request->keepalive_given = TRUE;
@@ -132,13 +86,13 @@ parse_option(TgOpenRequest *request, GDBusMethodInvocation *invocation, const ch
     return TRUE;
   }
   if (g_str_equal(key, "bind-to-caller")) {
-    if (!option_has_type(key, value, "b", error))
+    if (!tg_option_has_type(key, value, "b", error))
       return FALSE;
     request->bind_to_caller = g_variant_get_boolean(value);
     return TRUE;
   }
   if (g_str_equal(key, "keepalive-count")) {
-    if (!option_has_type(key, value, "u", error))
+    if (!tg_option_has_type(key, value, "u", error))
       return FALSE;
     request->keepalive_count = g_variant_get_uint32(value);
     if (request->keepalive_count < 1 || request->keepalive_count > MAX_KEEPALIVE_COUNT) {
@@ -150,14 +104,14 @@ parse_option(TgOpenRequest *request, GDBusMethodInvocation *invocation, const ch
     return TRUE;
   }
   if (g_str_equal(key, "reconnect") || g_str_equal(key, "persist")) {
-    if (!option_has_type(key, value, "b", error))
+    if (!tg_option_has_type(key, value, "b", error))
       return FALSE;
     *(key[0] == 'r' ? &request->reconnect : &request->persist) =
         g_variant_get_boolean(value);
     return TRUE;
   }
   if (g_str_equal(key, "description")) {
-    if (!option_has_type(key, value, "s", error))
+    if (!tg_option_has_type(key, value, "s", error))
       return FALSE;
     g_free(request->description);
     request->description = g_variant_dup_string(value, NULL);
@@ -174,7 +128,7 @@ parse_option(TgOpenRequest *request, GDBusMethodInvocation *invocation, const ch
     return TRUE;
   }
   if (g_str_equal(key, "ciphers")) {
-    if (!option_has_type(key, value, "s", error))
+    if (!tg_option_has_type(key, value, "s", error))
       return FALSE;
     g_free(request->ciphers);
     request->ciphers = g_variant_dup_string(value, NULL);
