@@ -97,6 +97,7 @@ static const TgMethodAction method_actions[] = {
   { TG_TUNNEL_INTERFACE, "Close", TG_ACTION_OPEN },
   { TG_TUNNEL_INTERFACE, "AddForward", TG_ACTION_OPEN },
   { TG_TUNNEL_INTERFACE, "RemoveForward", TG_ACTION_OPEN },
+  { TG_TUNNEL_INTERFACE, "SetCredentials", TG_ACTION_OPEN },
   { TG_TUNNEL_INTERFACE, "Get", TG_ACTION_OPEN },
   { TG_TUNNEL_INTERFACE, "GetAll", TG_ACTION_OPEN },
   { "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", TG_ACTION_OPEN },

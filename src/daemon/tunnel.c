@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "tunnel.h"
 
+#include <unistd.h>
+
 #include "admission.h"
+#include "dbus-options.h"
 #include "gate.h"
 #include "listener.h"
 #include "log.h"
@@ -780,6 +783,9 @@ typedef struct {
   char *path;
   TgForward *forward;   /* AddForward, RemoveForward */
   GPtrArray *resolving; /* AddForward of R: { forward } while resolved (borrowed) */
+  /* SetCredentials: exactly one, owned (fds -1 when unset) */
+  char *agent_path, *identity_path;
+  int agent_fd, identity_fd;
 } TunnelCallData;
 
 static void
@@ -790,10 +796,25 @@ tunnel_call_data_free(gpointer data)
   g_free(call_data->path);
   g_clear_pointer(&call_data->resolving, g_ptr_array_unref);
   tg_forward_free(call_data->forward);
+  g_free(call_data->agent_path);
+  g_free(call_data->identity_path);
+  if (call_data->agent_fd >= 0)
+    close(call_data->agent_fd);
+  if (call_data->identity_fd >= 0)
+    close(call_data->identity_fd);
   g_free(call_data);
 }
 
 static void tunnel_act_add_forward(TgCall *call);
+
+static TunnelCallData *
+tunnel_call_data_new(void)
+{
+  TunnelCallData *data = g_new0(TunnelCallData, 1);
+
+  data->agent_fd = data->identity_fd = -1;
+  return data;
+}
 
 static TgTunnel *
 tunnel_call_target(TgCall *call)
@@ -991,6 +1012,67 @@ tunnel_act_add_forward(TgCall *call)
                    tg_call_keep(call));
 }
 
+/* SetCredentials: the owner's agent or key for the next attempt of a
+ * tunnel with reconnect (e.g. an agent restarted at another path). */
+static void
+tunnel_act_set_credentials(TgCall *call)
+{
+  TunnelCallData *data = call->data;
+  TgTunnel *tunnel = tunnel_call_target(call);
+  g_autoptr(GError) error = NULL;
+  const char *what;
+
+  if (tunnel == NULL)
+    return;
+  if (call->caller->uid != tunnel->owner_uid)
+    error =
+        g_error_new(TG_ERROR, TG_ERROR_NOT_AUTHORIZED,
+                    "Only the owner of tunnel %s may give it credentials", tunnel->id);
+  else if (tunnel->profile != NULL)
+    error =
+        g_error_new(TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                    "Tunnel %s was started from profile '%s', which brings its own key",
+                    tunnel->id, tunnel->profile);
+  else if (!tunnel->reconnect)
+    error =
+        g_error_new(TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                    "Tunnel %s was opened without reconnect: it has logged in once and "
+                    "never will again",
+                    tunnel->id);
+  else if (tunnel->session == NULL || tunnel->closing)
+    error =
+        g_error_new(TG_ERROR, TG_ERROR_DISCONNECTED, "Tunnel %s has ended", tunnel->id);
+  else if (tunnel->record != NULL && (data->agent_fd >= 0 || data->identity_fd >= 0))
+    error =
+        g_error_new(TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                    "Tunnel %s is persistent: give the agent or the key by path, which "
+                    "the daemon can open again after a restart",
+                    tunnel->id);
+  if (error != NULL) {
+    tg_call_return_error(call, error);
+    return;
+  }
+  what = data->agent_path != NULL      ? data->agent_path
+         : data->identity_path != NULL ? data->identity_path
+         : data->agent_fd >= 0         ? "an ssh-agent descriptor"
+                                       : "a key descriptor";
+  tg_log_event(G_LOG_LEVEL_MESSAGE, "CREDENTIALS_CHANGED", "TUNNEL_ID", tunnel->id,
+               "USER", tunnel->owner_name, "MESSAGE",
+               "tunnel %s of %s: new credentials (%s) for its next attempt", tunnel->id,
+               tunnel->owner_name, what);
+  if (tunnel->record != NULL) {
+    g_free(tunnel->record->agent);
+    tunnel->record->agent = g_strdup(data->agent_path);
+    g_free(tunnel->record->identity);
+    tunnel->record->identity = g_strdup(data->identity_path);
+    tunnel_store(tunnel);
+  }
+  tg_session_set_credentials(
+      tunnel->session, g_steal_pointer(&data->agent_path), g_steal_fd(&data->agent_fd),
+      g_steal_pointer(&data->identity_path), g_steal_fd(&data->identity_fd));
+  tg_call_return_value(call, NULL);
+}
+
 static void
 tunnel_act_remove_forward(TgCall *call)
 {
@@ -1049,6 +1131,10 @@ tunnel_validate(TgDaemon *daemon, const char *interface, const char *method,
     *act = tunnel_act_close;
     return TRUE;
   }
+  if (g_str_equal(method, "SetCredentials")) {
+    *act = tunnel_act_set_credentials; /* the dictionary: tunnel_parse_credentials() */
+    return TRUE;
+  }
   if (g_str_equal(method, "AddForward") || g_str_equal(method, "RemoveForward")) {
     const char *spec;
     g_autoptr(TgForward) forward = NULL;
@@ -1069,12 +1155,46 @@ unknown:
   return FALSE;
 }
 
+/* SetCredentials' dictionary: exactly one of agent, agent-fd, identity,
+ * identity-fd, checked before authorization like every argument. */
+static gboolean
+tunnel_parse_credentials(GDBusMethodInvocation *invocation, GVariant *parameters,
+                         TunnelCallData *data, GError **error)
+{
+  g_autoptr(GVariantIter) iter = NULL;
+  const char *key;
+  GVariant *value;
+  guint given = 0;
+
+  g_variant_get(parameters, "(a{sv})", &iter);
+  while (g_variant_iter_next(iter, "{&sv}", &key, &value)) {
+    g_autoptr(GVariant) owned = value;
+
+    if (!tg_option_is_credential(key)) {
+      g_set_error(
+          error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+          "Unknown credential '%s' (known: agent, agent-fd, identity, identity-fd)", key);
+      return FALSE;
+    }
+    if (!tg_option_parse_credential(invocation, key, value, &data->agent_path,
+                                    &data->agent_fd, &data->identity_path,
+                                    &data->identity_fd, error))
+      return FALSE;
+    given++;
+  }
+  if (given != 1) {
+    g_set_error_literal(error, TG_ERROR, TG_ERROR_INVALID_ARGUMENT,
+                        "Give exactly one of agent, agent-fd, identity and identity-fd");
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static void
 tunnel_authorize(TgDaemon *daemon, const char *path, TgAction action,
                  GDBusMethodInvocation *invocation, void (*act)(TgCall *),
-                 TgForward *forward)
+                 TgForward *forward, TunnelCallData *data)
 {
-  TunnelCallData *data = g_new0(TunnelCallData, 1);
   TgCall *call = tg_call_new(invocation, action);
 
   data->daemon = daemon;
@@ -1091,7 +1211,8 @@ void
 tg_tunnel_authorize_close(TgDaemon *daemon, const char *path, TgAction action,
                           GDBusMethodInvocation *invocation)
 {
-  tunnel_authorize(daemon, path, action, invocation, tunnel_act_close, NULL);
+  tunnel_authorize(daemon, path, action, invocation, tunnel_act_close, NULL,
+                   tunnel_call_data_new());
 }
 
 static void
@@ -1103,6 +1224,7 @@ tunnel_method_call(GDBusConnection *connection, const char *sender, const char *
   g_autoptr(GError) error = NULL;
   void (*act)(TgCall *) = NULL;
   TgForward *forward = NULL;
+  TunnelCallData *data;
   TgAction action;
 
   if (!tg_authz_method_action(g_str_equal(interface, "org.freedesktop.DBus.Properties")
@@ -1118,7 +1240,14 @@ tunnel_method_call(GDBusConnection *connection, const char *sender, const char *
     g_dbus_method_invocation_return_gerror(invocation, error);
     return;
   }
-  tunnel_authorize(daemon, path, action, invocation, act, forward);
+  data = tunnel_call_data_new();
+  if (act == tunnel_act_set_credentials &&
+      !tunnel_parse_credentials(invocation, parameters, data, &error)) {
+    tunnel_call_data_free(data);
+    g_dbus_method_invocation_return_gerror(invocation, error);
+    return;
+  }
+  tunnel_authorize(daemon, path, action, invocation, act, forward, data);
 }
 
 static const GDBusInterfaceVTable tunnel_vtable = {
