@@ -236,6 +236,23 @@ connect_agent(const char *path)
 
 /* Adds `key` (h) with fd to the options, handing fd over; FALSE after
  * printing why. */
+/* --NAME TEXT as the u option NAME (the daemon checks the range). */
+static gboolean
+add_number_option(GVariantBuilder *builder, const char *name, const char *text,
+                  const char *what)
+{
+  guint64 number;
+
+  if (text == NULL)
+    return TRUE;
+  if (!g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT32, &number, NULL)) {
+    ctl_error("--%s: '%s' is not %s", name, text, what);
+    return FALSE;
+  }
+  g_variant_builder_add(builder, "{sv}", name, g_variant_new_uint32((guint32)number));
+  return TRUE;
+}
+
 static gboolean
 add_fd_option(GVariantBuilder *options, GUnixFDList *fds, const char *key, int fd)
 {
@@ -300,28 +317,11 @@ build_open_options(const char *destination, const OpenOptions *options,
     g_variant_builder_add(builder, "{sv}", "description",
                           g_variant_new_string(options->description));
   }
-  if (options->keepalive != NULL) {
-    guint64 seconds;
-
-    if (!g_ascii_string_to_unsigned(options->keepalive, 10, 0, G_MAXUINT32, &seconds,
-                                    NULL)) {
-      ctl_error("--keepalive: '%s' is not a number of seconds", options->keepalive);
-      return FALSE;
-    }
-    g_variant_builder_add(builder, "{sv}", "keepalive",
-                          g_variant_new_uint32((guint32)seconds));
-  }
-  if (options->keepalive_count != NULL) {
-    guint64 count;
-
-    if (!g_ascii_string_to_unsigned(options->keepalive_count, 10, 0, G_MAXUINT32, &count,
-                                    NULL)) {
-      ctl_error("--keepalive-count: '%s' is not a number", options->keepalive_count);
-      return FALSE;
-    }
-    g_variant_builder_add(builder, "{sv}", "keepalive-count",
-                          g_variant_new_uint32((guint32)count));
-  }
+  if (!add_number_option(builder, "keepalive", options->keepalive,
+                         "a number of seconds") ||
+      !add_number_option(builder, "keepalive-count", options->keepalive_count,
+                         "a number"))
+    return FALSE;
   if (options->reconnect)
     g_variant_builder_add(builder, "{sv}", "reconnect", g_variant_new_boolean(TRUE));
   if (options->persist)
@@ -552,6 +552,68 @@ ctl_close(int argc, char **argv)
                        g_variant_new("(o)", path), NULL, &one);
     if (reply != NULL)
       printf("Tunnel %s closed\n", ctl_tunnel_id(path));
+    else if (status == CTL_EXIT_OK)
+      status = one;
+  }
+  return status;
+}
+
+/* ---- credentials ----------------------------------------------------------- */
+
+int
+ctl_credentials(int argc, char **argv)
+{
+  g_autofree char *identity = NULL;
+  GOptionEntry entries[] = {
+    { "identity", 'i', 0, G_OPTION_ARG_FILENAME, &identity,
+      "Give this private key (by its path, opened by the daemon as you) instead of the "
+      "agent",
+      "FILE" },
+    { NULL },
+  };
+  const char *agent = g_getenv("SSH_AUTH_SOCK");
+  g_autofree char *key_path = NULL;
+  int status = CTL_EXIT_OK;
+
+  if (!ctl_parse_options(
+          "credentials", "[--identity FILE] ID…",
+          "Gives each tunnel ID (opened with --reconnect) your ssh-agent "
+          "($SSH_AUTH_SOCK) "
+          "or, with --identity, a key file, by path, for its next attempt: after your "
+          "agent was restarted at another path, or your key replaced. A tunnel that is "
+          "up "
+          "goes on with what it logged in with; a reconnecting one tries at once. Only "
+          "the "
+          "owner of a tunnel may do this.",
+          entries, &argc, &argv))
+    return CTL_EXIT_FAILURE;
+  if (argc < 2) {
+    ctl_error("credentials needs a tunnel ID; try 'tunnelgatectl credentials --help'");
+    return CTL_EXIT_FAILURE;
+  }
+  if (identity != NULL)
+    key_path = g_canonicalize_filename(identity, NULL);
+  else if (agent == NULL || !g_path_is_absolute(agent)) {
+    ctl_error("no ssh-agent: SSH_AUTH_SOCK is %s%s%s; start one or give --identity FILE",
+              agent != NULL ? "'" : "not set", agent != NULL ? agent : "",
+              agent != NULL ? "', not an absolute path" : "");
+    return CTL_EXIT_FAILURE;
+  }
+  for (int i = 1; i < argc; i++) {
+    g_autofree char *path = ctl_tunnel_path(argv[i]);
+    g_autoptr(GVariantBuilder) credentials =
+        g_variant_builder_new(G_VARIANT_TYPE_VARDICT);
+    g_autoptr(GVariant) reply = NULL;
+    int one = CTL_EXIT_FAILURE;
+
+    g_variant_builder_add(credentials, "{sv}", key_path != NULL ? "identity" : "agent",
+                          g_variant_new_string(key_path != NULL ? key_path : agent));
+    if (path != NULL)
+      reply = ctl_call(path, TG_TUNNEL_INTERFACE, "SetCredentials",
+                       g_variant_new("(a{sv})", credentials), NULL, &one);
+    if (reply != NULL)
+      printf("Tunnel %s has new credentials (%s)\n", ctl_tunnel_id(path),
+             key_path != NULL ? key_path : agent);
     else if (status == CTL_EXIT_OK)
       status = one;
   }

@@ -71,6 +71,7 @@ int ctl_audit(int argc, char **argv);
 int ctl_open(int argc, char **argv);
 int ctl_close(int argc, char **argv);
 int ctl_forward(int argc, char **argv);
+int ctl_credentials(int argc, char **argv);
 int ctl_check(int argc, char **argv);
 int ctl_reload(int argc, char **argv);
 
