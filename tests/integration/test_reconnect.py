@@ -51,18 +51,8 @@ SLOW = 3 if tgtest.VALGRIND else 1
 SSHD = "/usr/sbin/sshd"
 EXTRA = "tgxtra"           # a group that grants alice one more forward
 
-POLKIT_RULES = """
-polkit.addRule(function(action, subject) {
-    if (action.id.indexOf("org.tunnelgate.") != 0)
-        return;
-    if (subject.user == "tg-admin")
-        return polkit.Result.YES;
-    if ((subject.user == "tg-alice" || subject.user == "tg-bob") &&
-        (action.id == "org.tunnelgate.open" || action.id == "org.tunnelgate.open-remote"))
-        return polkit.Result.YES;
-    return polkit.Result.NO;
-});
-"""
+OPEN = ("org.tunnelgate.open", "org.tunnelgate.open-remote")
+POLKIT_RULES = tgtest.polkit_rules({ADMIN: ["*"], ALICE: OPEN, BOB: OPEN})
 
 def setUpModule():
     tgtest.start_module_world(USERS, agents=USERS, polkit_rules=POLKIT_RULES,
@@ -168,8 +158,12 @@ class ReconnectTestCase(tgtest.DaemonTestCase):
         wait_for(lambda: self.state(path, user) == state, timeout=timeout * SLOW,
                  interval=0.2, what=f"{path} {state}")
 
-    def echo(self, port, data=b"hello", timeout=10):
-        s = self.w.connect("client", "127.0.0.1", port, timeout=timeout)
+    def echo_on_gateway(self, port, data):
+        """An echo through an R forward: from the gateway's loopback."""
+        return self.echo(port, data, ns="gateway")
+
+    def echo(self, port, data=b"hello", timeout=10, ns="client"):
+        s = self.w.connect(ns, "127.0.0.1", port, timeout=timeout)
         try:
             s.settimeout(timeout)
             s.sendall(b"ECHO\n" + data)
@@ -633,12 +627,8 @@ class RemoteAgainTest(ReconnectTestCase):
         self.wait_state(path, "up", timeout=40)
         wait_for(lambda: len(self.remote_ports(path, spec)) == 1, timeout=10,
                  what="a remote port again")
-        port = self.remote_ports(path, spec)[0]
-        s = w.connect("gateway", "127.0.0.1", port, timeout=10)
-        self.addCleanup(s.close)
-        s.settimeout(10)
-        s.sendall(b"ECHO\nback")
-        self.assertEqual(s.recv(4), b"back")
+        self.assertEqual(self.echo_on_gateway(self.remote_ports(path, spec)[0], b"back"),
+                         b"back")
 
     def test_fixed_port_reclaimed_when_free(self):
         w = self.w
@@ -658,11 +648,7 @@ class RemoteAgainTest(ReconnectTestCase):
         kill_pids(old, signal.SIGKILL)          # the old session goes, the port is free
         wait_for(lambda: self.remote_ports(path, spec) == [rport], timeout=40 * SLOW,
                  interval=0.3, what="the fixed port reclaimed")
-        c = w.connect("gateway", "127.0.0.1", rport, timeout=10)
-        self.addCleanup(c.close)
-        c.settimeout(10)
-        c.sendall(b"ECHO\nmine")
-        self.assertEqual(c.recv(4), b"mine")
+        self.assertEqual(self.echo_on_gateway(rport, b"mine"), b"mine")
 
 
 class FinalErrorsTest(ReconnectTestCase):
@@ -721,6 +707,70 @@ class FinalErrorsTest(ReconnectTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.wait_state(path, "up", timeout=70)
         self.assertEqual(self.echo(port), b"hello")
+
+
+class SetCredentialsTest(ReconnectTestCase):
+
+    def new_agent(self, user, name):
+        """A second ssh-agent of `user` at another path, with their key."""
+        w, u = self.w, self.w.users[user]
+        sock = u.dir / name
+        p = w.spawn_as(u, ["ssh-agent", "-D", "-a", sock], name=f"agent-{name}")
+        self.addCleanup(p.stop)
+        wait_for(sock.exists, timeout=10, what=f"{sock}")
+        r = w.run_as(u, ["ssh-add", "-q", u.key], env={"SSH_AUTH_SOCK": str(sock)})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return str(sock)
+
+    def test_agent_restarted_at_a_new_path(self):
+        w = self.w
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2)
+        tid = path.rsplit("/", 1)[1]
+        self.addCleanup(w.start_agent, ALICE)
+        w.stop_agent(ALICE)                  # the agent the tunnel knows is gone
+        kill_pids(gateway_sshd_pids(w, "tg-alice"))
+        self.wait_state(path, "reconnecting")
+        wait_for(lambda: "agent" in prop(w, ALICE, path, "LastError").lower() or
+                 "No such file" in prop(w, ALICE, path, "LastError"),
+                 timeout=20 * SLOW, interval=0.3, what="the missing agent said")
+        self.assertEqual(self.state(path), "reconnecting")
+        sock = self.new_agent(ALICE, "agent-2.sock")
+        mark = self.log_mark()
+        r = w.ctl(ALICE, "credentials", tid, env={"SSH_AUTH_SOCK": sock})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), f"Tunnel {tid} has new credentials ({sock})")
+        self.wait_state(path, "up", timeout=20)        # at once, not at the next attempt
+        self.assertEqual(self.echo(port), b"hello")
+        self.assertIn(f"tunnel {tid} of tg-alice: new credentials ({sock}) for its next "
+                      "attempt", self.log_since(mark))
+
+    def test_refusals(self):
+        w = self.w
+        path = self.open([f"L 127.0.0.1:{free_port(w)}:intra:9000"])
+        plain = self.open([f"L 127.0.0.1:{free_port(w)}:intra:9000"], reconnect=False)
+        agent = str(w.users[ALICE].agent_sock)
+        call = user_bus(ALICE).call
+        for creds, words in (
+                ({}, "exactly one of agent"),
+                ({"agent": V("s", agent), "identity": V("s", agent)}, "exactly one of agent"),
+                ({"agent": V("s", "agent.sock")}, "must be an absolute path"),
+                ({"agent": V("u", 1)}, "must be of type 's'"),
+                ({"password": V("s", "x")}, "Unknown credential 'password'")):
+            with self.subTest(creds=sorted(creds)):
+                self.assertDBusError("InvalidArgument", call, BUS, path, TIFACE,
+                                     "SetCredentials", "a{sv}", [creds], contains=[words])
+        self.assertDBusError("InvalidArgument", call, BUS, plain, TIFACE, "SetCredentials",
+                             "a{sv}", [{"agent": V("s", agent)}],
+                             contains=["opened without reconnect"])
+        # another user, even one who may manage: credentials are the owner's
+        for user in (BOB, ADMIN):
+            with self.subTest(user=user):
+                self.assertDBusError("NotAuthorized", user_bus(user).call, BUS, path,
+                                     TIFACE, "SetCredentials", "a{sv}",
+                                     [{"agent": V("s", agent)}],
+                                     contains=["Only the owner"] if user == ADMIN else [])
+        self.assertEqual(self.state(path), "up")
 
 
 class ReadmissionTest(ReconnectTestCase):
