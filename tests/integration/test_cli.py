@@ -730,7 +730,8 @@ class CompletionTest(CliTestCase):
         return sorted(x for x in r.stdout.splitlines() if x)
 
     def test_bash_completion(self):
-        self.assertEqual(self.complete("c"), ["check", "check-policy", "close"])
+        self.assertEqual(self.complete("c"), ["check", "check-policy", "close", "credentials"])
+        self.assertEqual(self.complete("credentials", "--"), ["--help", "--identity"])
         self.assertEqual(self.complete("-"), ["--help", "--version"])
         self.assertIn("--no-wait", self.complete("open", "gw", "--"))
         self.assertEqual(self.complete("watch", "--"), ["--count", "--help"])
@@ -740,6 +741,7 @@ class CompletionTest(CliTestCase):
         tid2, _ = self.open_ok(CLI, "tg-cli@gw", "-L", "127.0.0.1:0:intra:80")
         self.assertEqual(self.complete("show", ""), sorted([tid, tid2]))
         self.assertEqual(self.complete("close", tid, ""), sorted([tid, tid2]))
+        self.assertEqual(self.complete("credentials", ""), sorted([tid, tid2]))
         self.assertEqual(self.complete("forward", "add", tid[0]),
                          sorted(x for x in (tid, tid2) if x.startswith(tid[0])))
         self.assertEqual(self.complete("show", tid, ""), [])

@@ -279,11 +279,26 @@ class JournalTest(tgtest.DaemonTestCase):
                                                        ("keepalive", "u", 2)])
         tid = tgtest.prop(w, USER, path, "Id")
         netns = os.stat(f"/run/netns/{w.gateway_ns}").st_ino
-        for pid in os.listdir("/proc"):
+
+        def sessions():
+            """(pid, cmdline) of the user's sshd processes on the gateway."""
+            found = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if (os.stat(f"/proc/{pid}/ns/net").st_ino == netns
+                            and USER.encode() in cmdline):
+                        found.append((int(pid), cmdline.strip(b"\0 ")))
+                except OSError:
+                    pass
+            return found
+        # once authenticated ("sshd: USER" without a [bracket]), or the
+        # session's child may be forked after the kill and live on
+        wait_for(lambda: any(not c.endswith(b"]") for _, c in sessions()), timeout=10,
+                 what="the session settled")
+        for pid, _ in sessions():
             try:
-                if (pid.isdigit() and os.stat(f"/proc/{pid}/ns/net").st_ino == netns
-                        and USER.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()):
-                    os.kill(int(pid), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
         back = self.wait_events(f"TUNNEL_ID={tid}", "TG_EVENT=TUNNEL_RECONNECTED",

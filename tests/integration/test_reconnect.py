@@ -125,6 +125,19 @@ class ReconnectTestCase(tgtest.DaemonTestCase):
             return not gateway_sshd_pids(self.w)
         wait_for(gone, timeout=10, interval=0.1, what="sshd gone")
 
+    def kill_session(self, user=ALICE):
+        """The session's sshd processes killed, once authentication is over (a
+        process named "sshd: USER" without a [bracket] exists): killed earlier,
+        the monitor may not have forked the session's child yet, which then
+        lives on."""
+        def settled():
+            return any(not cmdline_of(p).strip().endswith(b"]")
+                       for p in gateway_sshd_pids(self.w, user))
+        wait_for(settled, timeout=10, interval=0.05, what=f"{user}'s session settled")
+        for _ in range(3):
+            kill_pids(gateway_sshd_pids(self.w, user))
+            time.sleep(0.05)
+
     def stop_sessions(self, user=ALICE):
         """Freezes (SIGSTOP) every sshd process of `user`'s sessions, also one
         forked while they are being stopped; they are killed at cleanup."""
@@ -238,7 +251,7 @@ class SshdRestartTest(ReconnectTestCase):
         s.sendall(b"SEND 1073741824\n")      # 1 GiB: still running at the loss
         got = len(s.recv(65536))
         self.assertGreater(got, 0)
-        kill_pids(gateway_sshd_pids(w, "tg-alice"))
+        self.kill_session()
         ended = False
         try:
             while True:
@@ -273,7 +286,7 @@ class SshdRestartTest(ReconnectTestCase):
         rss = tgtest.vm_rss_kib(pid)
         for i in range(24):
             with self.subTest(outage=i + 1):
-                kill_pids(gateway_sshd_pids(w, "tg-alice"))
+                self.kill_session()
                 wait_for(lambda: prop(w, ALICE, path, "Reconnects") == i + 1,
                          timeout=30 * SLOW, interval=0.1, what=f"reconnect {i + 1}")
                 self.assertEqual(self.state(path), "up")
@@ -620,7 +633,7 @@ class RemoteAgainTest(ReconnectTestCase):
         path = self.open([spec], keepalive=2)
         first = self.remote_ports(path, spec)
         self.assertEqual(len(first), 1)
-        kill_pids(gateway_sshd_pids(w, "tg-alice"))
+        self.kill_session()
         self.wait_state(path, "reconnecting")
         wait_for(lambda: self.remote_ports(path, spec) == [], timeout=10,
                  what="the old remote port gone from Listeners")
@@ -690,6 +703,50 @@ class FinalErrorsTest(ReconnectTestCase):
         self.assertEqual(self.state(path), "failed")
         self.assertTrue(tgtest.can_listen(w, port))
 
+    def test_key_refused_for_good_fails_without_loop(self):
+        """The server no longer accepts the key (authorized_keys emptied while
+        the session was lost): AuthenticationFailed, state failed, no retry."""
+        w = self.w
+        keys = w.dir / "authorized_keys" / ALICE
+        saved = keys.read_bytes()
+        self.addCleanup(keys.write_bytes, saved)
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2)
+        keys.write_bytes(b"")
+        self.kill_session()
+        self.wait_state(path, "failed", timeout=30)
+        self.assertRegex(prop(w, ALICE, path, "LastError"),
+                         r"gw refused the keys in the ssh-agent for user tg-alice")
+        mark = self.log_mark()
+        time.sleep(3)
+        self.assertNotIn("TUNNEL_RETRY", self.log_since(mark))
+        self.assertEqual(self.state(path), "failed")
+        self.assertTrue(tgtest.can_listen(w, port))
+
+    def test_server_no_longer_allowed_fails(self):
+        """A group that allowed the server is left while the session is lost:
+        the readmission refuses the server, the tunnel fails (PolicyDenied's
+        words, file and line), no retry."""
+        w = self.w
+        w.write_config("policy.conf", f"Match Group {EXTRA}\n  PermitServer gw\n"
+                                      "Match All\n  PermitServer none\n")
+        w.busctl(ADMIN, tgtest.BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE, "ReloadPolicy")
+        self.addCleanup(self.restore_group_and_policy)
+        port = free_port(w)
+        path = self.open([f"L 127.0.0.1:{port}:intra:9000"], keepalive=2)
+        subprocess.run(["gpasswd", "-d", ALICE, EXTRA], check=True, capture_output=True)
+        self.kill_session()
+        self.wait_state(path, "failed", timeout=30)
+        self.assertIn(f"PermitServer none at {w.config_dir / 'policy.conf'}:4 does not "
+                      "allow gw:22", prop(w, ALICE, path, "LastError"))
+        self.assertTrue(tgtest.can_listen(w, port))
+
+    def restore_group_and_policy(self):
+        subprocess.run(["gpasswd", "-a", ALICE, EXTRA], capture_output=True)
+        self.w.write_config("policy.conf", "")
+        self.w.busctl(ADMIN, tgtest.BUSCTL_TIMEOUT, "call", BUS, MPATH, MIFACE,
+                      "ReloadPolicy")
+
     def test_agent_restarted_without_keys_is_waited_for(self):
         w = self.w
         port = free_port(w)
@@ -697,7 +754,7 @@ class FinalErrorsTest(ReconnectTestCase):
         self.addCleanup(w.start_agent, ALICE)
         w.stop_agent(ALICE)
         w.start_agent(ALICE, add_key=False)       # the same path, no key yet
-        kill_pids(gateway_sshd_pids(w, "tg-alice"))
+        self.kill_session()
         self.wait_state(path, "reconnecting")
         wait_for(lambda: "holds no keys" in prop(w, ALICE, path, "LastError"),
                  timeout=20 * SLOW, interval=0.3, what="the empty agent said")
@@ -729,7 +786,7 @@ class SetCredentialsTest(ReconnectTestCase):
         tid = path.rsplit("/", 1)[1]
         self.addCleanup(w.start_agent, ALICE)
         w.stop_agent(ALICE)                  # the agent the tunnel knows is gone
-        kill_pids(gateway_sshd_pids(w, "tg-alice"))
+        self.kill_session()
         self.wait_state(path, "reconnecting")
         wait_for(lambda: "agent" in prop(w, ALICE, path, "LastError").lower() or
                  "No such file" in prop(w, ALICE, path, "LastError"),
@@ -789,7 +846,7 @@ class ReadmissionTest(ReconnectTestCase):
         mark = self.log_mark()
         subprocess.run(["gpasswd", "-d", ALICE, EXTRA], check=True,
                        capture_output=True)
-        kill_pids(gateway_sshd_pids(w, "tg-alice"))
+        self.kill_session()
         self.wait_state(path, "reconnecting")
         self.wait_state(path, "up", timeout=40)
         self.assertEqual(prop(w, ALICE, path, "Forwards"), [s1])
