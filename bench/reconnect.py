@@ -47,61 +47,22 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SOURCE_ROOT = HERE.parent
-sys.path.insert(0, str(SOURCE_ROOT / "tests" / "integration"))
-
-import world  # noqa: E402
+from benchworld import (BenchError, add_daemon_args, add_output_args, bench_world,
+                        build_type, check_user, daemon_binary, fmt, free_client_port,
+                        gateway_sshd_pids, loadavg, log, no_daemon, proc_comm, proc_status,
+                        source_version, tcp_table, world)
 
 DATA_PORT = 9000
 TOOLS = ("tunnelgate", "autossh")
 AUTOSSH = "/usr/bin/autossh"
 
-RULES_TEMPLATE = """// polkit rules of the tunnelgate reconnect benchmark (bench/reconnect.py):
-// {user} may open tunnels; everything else falls back to the action defaults.
-polkit.addRule(function(action, subject) {{
-    if (action.id == "org.tunnelgate.open" && subject.user == "{user}")
-        return polkit.Result.YES;
-}});
-"""
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
 
 # ---------------------------------------------------------------------------
 # /proc
-
-
-def proc_status(pid):
-    """/proc/PID/status as {key: value string}; {} if gone."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                out[key] = value.strip()
-    except OSError:
-        pass
-    return out
-
-
-def proc_comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def proc_ppid(pid):
@@ -118,23 +79,6 @@ def children(pid):
     for entry in os.listdir("/proc"):
         if entry.isdigit() and proc_ppid(int(entry)) == pid:
             out.append(int(entry))
-    return out
-
-
-def tcp_table(pid):
-    """IPv4 and IPv6 TCP sockets in the network namespace of `pid`:
-    [(local port, remote port, state, inode)]."""
-    out = []
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    out.append((int(parts[1].rsplit(":", 1)[1], 16),
-                                int(parts[2].rsplit(":", 1)[1], 16), parts[3], int(parts[9])))
-        except (OSError, StopIteration, ValueError, IndexError):
-            pass
     return out
 
 
@@ -190,10 +134,6 @@ def summary(values):
         return None
     return {"n": len(values), "median": statistics.median(values), "p95": p95(values),
             "min": min(values), "max": max(values), "mean": statistics.fmean(values)}
-
-
-def fmt(v, spec=".2f", none="-"):
-    return none if v is None else format(v, spec)
 
 
 # ---------------------------------------------------------------------------
@@ -287,12 +227,6 @@ class Bench:
 
     # -- helpers ----------------------------------------------------------------
 
-    def free_client_port(self):
-        s = self.w.listen("client", "127.0.0.1", 0)
-        port = s.getsockname()[1]
-        s.close()
-        return port
-
     def busctl(self, *args, json=False, timeout=30):
         return self.w.busctl(self.user, *args, json=json, check=not json, timeout=timeout)
 
@@ -314,9 +248,7 @@ class Bench:
 
     def gateway_sessions(self):
         """Per-connection sshd processes in the gateway (the listener left out)."""
-        master = self.w.proc("sshd").pid
-        return sum(1 for pid in world._ns_pids(self.w.gateway_ns)
-                   if pid != master and proc_comm(pid) == "sshd")
+        return len(gateway_sshd_pids(self.w))
 
     def gateway_client_ports(self):
         """Client-side ports of the connections the gateway's sshd still has."""
@@ -388,7 +320,7 @@ class Bench:
 
     def open_tunnel(self):
         w = self.w
-        port = self.ports["tunnelgate"] = self.free_client_port()
+        port = self.ports["tunnelgate"] = free_client_port(self.w)
         u = w.user(self.user)
         opts = [("agent", "s", str(u.agent_sock))] + self.tunnelgate_options() + [
             ("description", "s", "reconnect bench")]
@@ -419,7 +351,7 @@ class Bench:
 
     def start_autossh(self):
         w = self.w
-        self.ports["autossh"] = self.free_client_port()
+        self.ports["autossh"] = free_client_port(self.w)
         u = w.user(self.user)
         self.autossh_log = u.dir / "autossh.log"
         env = dict(self.autossh_env(), AUTOSSH_LOGFILE=str(self.autossh_log),
@@ -571,28 +503,6 @@ class Bench:
 # ---------------------------------------------------------------------------
 
 
-def source_version():
-    r = subprocess.run(["git", "-C", str(SOURCE_ROOT), "describe", "--always", "--dirty"],
-                       capture_output=True, text=True)
-    return r.stdout.strip() or "unknown"
-
-
-def build_type(build_root):
-    try:
-        opts = json.loads((build_root / "meson-info" / "intro-buildoptions.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return {o["name"]: o["value"] for o in opts}.get("buildtype")
-
-
-def loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Time from link-up to tunnel-up: a tunnelgated tunnel with reconnect vs "
@@ -625,27 +535,14 @@ def parse_args(argv=None):
     p.add_argument("--autossh-poll", type=int, default=30,
                    help="AUTOSSH_POLL: with -M 0 it only caps autossh's back-off between "
                         "failed restarts (default of autossh itself: 600)")
-    p.add_argument("--build-root", default=None,
-                   help="meson build dir with src/tunnelgated (default $TG_BUILD_ROOT, "
-                        "else <source>/build)")
-    p.add_argument("--daemon", default=None, help="tunnelgated binary (overrides "
-                   "--build-root; default $TG_DAEMON)")
-    p.add_argument("--user", default="tg-bench-rc",
-                   help="the bench user (created and removed; must not be one the "
-                        "integration tests use)")
-    p.add_argument("--verbose-daemon", action="store_true", help="start tunnelgated "
-                   "with --verbose")
-    p.add_argument("--json", metavar="FILE", default=None,
-                   help="also write every outage and resource sample as JSON")
-    p.add_argument("--keep-world", action="store_true", help="keep the world's temp dir "
-                   "(logs) after cleanup")
+    add_daemon_args(p, "tg-bench-rc", "start tunnelgated with --verbose")
+    add_output_args(p, "also write every outage and resource sample as JSON")
     a = p.parse_args(argv)
     if a.outages < 1 or a.down <= 0 or a.interval <= 0 or a.gap < 0:
         p.error("--outages, --down and --interval must be positive, --gap not negative")
     if not 1 <= a.keepalive_count <= 10 or a.keepalive < 1:
         p.error("--keepalive must be >= 1 and --keepalive-count from 1 to 10")
-    if a.user in world.DEFAULT_USERS:
-        p.error(f"{a.user} is a user of the integration tests; pick another")
+    check_user(p, a)
     return a
 
 
@@ -778,70 +675,54 @@ def main(argv=None):
         print(f"ERROR: {AUTOSSH} is missing (Debian package autossh; scripts/install-deps)",
               file=sys.stderr)
         return 1
-    build_root = Path(args.build_root) if args.build_root else world.build_root()
-    daemon = Path(args.daemon or os.environ.get("TG_DAEMON") or
-                  build_root / "src" / "tunnelgated")
-    if not os.access(daemon, os.X_OK):
-        print(f"ERROR: no tunnelgated at {daemon} (build it, or --build-root/--daemon)",
-              file=sys.stderr)
+    build_root, daemon = daemon_binary(args)
+    if no_daemon(daemon):
         return 1
     bt = build_type(build_root) if not args.daemon else None
     log(f"daemon {daemon}" + (f" ({bt} build)" if bt else "") +
         f", source {source_version()}, load average {loadavg()}")
 
-    status = 0
     bench = None
-    with tempfile.TemporaryDirectory(prefix="tg-bench-rules-") as tmp:
-        rules = Path(tmp) / "50-tunnelgate-bench.rules"
-        rules.write_text(RULES_TEMPLATE.format(user=args.user))
-        os.chmod(tmp, 0o755)
-        w = world.World(users=(args.user,), polkit_rules=rules, services=False,
-                        build_root=build_root, keep=args.keep_world or None)
+    with bench_world(args, build_root, "reconnect") as run:
+        w = run.world
+        log(f"world {w.id} up in {w.setup_seconds:.1f}s")
+        w.start_agent(args.user)
+        bench = Bench(w, args, daemon)
+        bench.start_dataserver()
+        w.start_daemon(binary=daemon, verbose=args.verbose_daemon)
         try:
-            with w:
-                log(f"world {w.id} up in {w.setup_seconds:.1f}s")
-                w.start_agent(args.user)
-                bench = Bench(w, args, daemon)
-                bench.start_dataserver()
-                w.start_daemon(binary=daemon, verbose=args.verbose_daemon)
-                try:
-                    bench.open_tunnel()
-                    bench.start_autossh()
-                    print_settings(bench, args, daemon, out=sys.stderr)
-                    log(f"tunnelgated pid {w.daemon.pid} ({bench.tunnel}), autossh pid "
-                        f"{bench.autossh.pid}; both up, waiting {args.gap:g} s")
-                    time.sleep(args.gap)
-                    r = bench.sample_resources(0)
-                    log(f"before the first outage: tunnelgated {r['tunnelgated']}, "
-                        f"autossh {r['autossh']}")
-                    for k in range(1, args.outages + 1):
-                        s = bench.outage(k)
-                        time.sleep(args.gap)
-                        bench.check_alive()
-                        r = bench.sample_resources(k)
-                        d = r["tunnelgated"]
-                        nt = s["noticed_s"]
-                        log(f"outage {k:2d}/{args.outages}: down {s['down_s']:4.1f} s "
-                            f"(noticed: tunnelgate {nt['tunnelgate']:.1f} s, autossh "
-                            f"{nt['autossh']:.1f} s); up -> echo: tunnelgate "
-                            f"{s['tunnelgate']:5.2f} s (attempt {s['tunnelgate_attempt']}, "
-                            f"{s['tunnelgate_losses']} loss(es), "
-                            f"{s['tunnelgate_probes']} probes), autossh {s['autossh']:5.2f} s "
-                            f"({s['autossh_ssh_starts']} ssh starts, grace sleeps "
-                            f"{s['autossh_grace_sleeps_s']}, {s['autossh_probes']} probes); "
-                            f"tunnelgated fds {d['fds']} threads {d['threads']} "
-                            f"rss {d['rss_kib']} KiB")
-                finally:
-                    bench.close()
-                res = w.daemon.stop(check=False)
-                if res.returncode != 0:
-                    log(f"WARNING: tunnelgated exited with status {res.returncode}")
-        except (BenchError, world.WorldError) as e:
-            print(f"ERROR: {e}", file=sys.stderr)
-            status = 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            status = 130
+            bench.open_tunnel()
+            bench.start_autossh()
+            print_settings(bench, args, daemon, out=sys.stderr)
+            log(f"tunnelgated pid {w.daemon.pid} ({bench.tunnel}), autossh pid "
+                f"{bench.autossh.pid}; both up, waiting {args.gap:g} s")
+            time.sleep(args.gap)
+            r = bench.sample_resources(0)
+            log(f"before the first outage: tunnelgated {r['tunnelgated']}, "
+                f"autossh {r['autossh']}")
+            for k in range(1, args.outages + 1):
+                s = bench.outage(k)
+                time.sleep(args.gap)
+                bench.check_alive()
+                r = bench.sample_resources(k)
+                d = r["tunnelgated"]
+                nt = s["noticed_s"]
+                log(f"outage {k:2d}/{args.outages}: down {s['down_s']:4.1f} s "
+                    f"(noticed: tunnelgate {nt['tunnelgate']:.1f} s, autossh "
+                    f"{nt['autossh']:.1f} s); up -> echo: tunnelgate "
+                    f"{s['tunnelgate']:5.2f} s (attempt {s['tunnelgate_attempt']}, "
+                    f"{s['tunnelgate_losses']} loss(es), "
+                    f"{s['tunnelgate_probes']} probes), autossh {s['autossh']:5.2f} s "
+                    f"({s['autossh_ssh_starts']} ssh starts, grace sleeps "
+                    f"{s['autossh_grace_sleeps_s']}, {s['autossh_probes']} probes); "
+                    f"tunnelgated fds {d['fds']} threads {d['threads']} "
+                    f"rss {d['rss_kib']} KiB")
+        finally:
+            bench.close()
+        res = w.daemon.stop(check=False)
+        if res.returncode != 0:
+            log(f"WARNING: tunnelgated exited with status {res.returncode}")
+    status = run.status
     if bench is None or not bench.samples:
         return status or 1
     if status != 0:

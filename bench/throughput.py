@@ -32,37 +32,19 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SOURCE_ROOT = HERE.parent
-sys.path.insert(0, str(SOURCE_ROOT / "tests" / "integration"))
-
-import world  # noqa: E402
+from benchworld import (BenchError, add_daemon_args, add_output_args, bench_world,
+                        build_type, check_user, daemon_binary, fmt, free_client_port,
+                        gateway_sshd_pids, listening_ports, loadavg, log, no_daemon,
+                        proc_comm, proc_status_kib, source_version, world)
 
 DEFAULT_CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com")
 DEFAULT_STREAMS = (1, 8)
 IPERF_PORT = 5201
 TARGET_RATIO = 0.80
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-RULES_TEMPLATE = """// polkit rules of the tunnelgate throughput benchmark (bench/throughput.py):
-// {user} may open tunnels; everything else falls back to the action defaults.
-polkit.addRule(function(action, subject) {{
-    if (action.id == "org.tunnelgate.open" && subject.user == "{user}")
-        return polkit.Result.YES;
-}});
-"""
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -80,17 +62,6 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def proc_status_kib(pid, key):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def reset_peak_rss(pid):
     """Reset VmHWM (see proc(5), clear_refs value 5)."""
     try:
@@ -99,14 +70,6 @@ def reset_peak_rss(pid):
         return True
     except OSError:
         return False
-
-
-def proc_comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def system_cpu():
@@ -118,32 +81,12 @@ def system_cpu():
     return total - idle, total
 
 
-def listening_ports(pid):
-    """Local TCP ports in LISTEN state in the network namespace of `pid`."""
-    ports = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] == "0A":
-                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
-        except OSError:
-            pass
-    return ports
-
-
 # ---------------------------------------------------------------------------
 
 
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
-
-
-def fmt(v, spec=".2f", none="-"):
-    return none if v is None else format(v, spec)
 
 
 class Bench:
@@ -159,13 +102,11 @@ class Bench:
 
     def sshd_sessions(self):
         """{pid: cpu seconds} of the per-connection sshd processes in the gateway."""
-        master = self.w.proc("sshd").pid
         out = {}
-        for pid in world._ns_pids(self.w.gateway_ns):
-            if pid != master and proc_comm(pid) == "sshd":
-                cpu = proc_cpu_seconds(pid)
-                if cpu is not None:
-                    out[pid] = cpu
+        for pid in gateway_sshd_pids(self.w):
+            cpu = proc_cpu_seconds(pid)
+            if cpu is not None:
+                out[pid] = cpu
         return out
 
     def wait_sshd_idle(self, timeout=10.0):
@@ -175,12 +116,6 @@ class Bench:
                 raise BenchError(f"sshd sessions still alive {timeout}s after teardown: "
                                  f"{sorted(self.sshd_sessions())}")
             time.sleep(0.05)
-
-    def free_client_port(self):
-        s = self.w.listen("client", "127.0.0.1", 0)
-        port = s.getsockname()[1]
-        s.close()
-        return port
 
     def check_port_closed(self, port, timeout=5.0):
         deadline = time.monotonic() + timeout
@@ -260,7 +195,7 @@ class Bench:
         w = self.w
         profiler = None
         self.run_no += 1
-        port = self.free_client_port()
+        port = free_client_port(w)
         argv = w.ssh_argv(self.user, identity=False, options=[
             "-N", "-c", cipher, "-o", "Compression=no", "-o", "ExitOnForwardFailure=yes",
             "-L", f"127.0.0.1:{port}:{w.intranet_ip}:{IPERF_PORT}"])
@@ -370,29 +305,6 @@ class Bench:
 # ---------------------------------------------------------------------------
 
 
-def source_version():
-    r = subprocess.run(["git", "-C", str(SOURCE_ROOT), "describe", "--always", "--dirty"],
-                       capture_output=True, text=True)
-    return r.stdout.strip() or "unknown"
-
-
-def loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def build_type(build_root):
-    try:
-        opts = json.loads((build_root / "meson-info" / "intro-buildoptions.json").read_text())
-    except (OSError, ValueError):
-        return None
-    vals = {o["name"]: o["value"] for o in opts}
-    return vals.get("buildtype")
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Throughput of a tunnelgated local forward vs OpenSSH ssh -N -L "
@@ -414,16 +326,8 @@ def parse_args(argv=None):
                    help="comma list of iperf3 -P values")
     p.add_argument("--tools", default="ssh,tunnelgate",
                    help="which to measure: ssh, tunnelgate or both")
-    p.add_argument("--build-root", default=None,
-                   help="meson build dir with src/tunnelgated (default $TG_BUILD_ROOT, "
-                        "else <source>/build)")
-    p.add_argument("--daemon", default=None, help="tunnelgated binary (overrides "
-                   "--build-root; default $TG_DAEMON)")
-    p.add_argument("--user", default="tg-bench",
-                   help="the bench user (created and removed; must not be one the "
-                        "integration tests use)")
-    p.add_argument("--verbose-daemon", action="store_true", help="start tunnelgated "
-                   "with --verbose (debug log per connection)")
+    add_daemon_args(p, "tg-bench", "start tunnelgated with --verbose (debug log per "
+                    "connection)")
     p.add_argument("--profile", choices=("perf", "perf-dwarf", "strace", "strace-io"),
                    default=None,
                    help="attach a profiler to tunnelgated / the ssh client during each "
@@ -433,10 +337,7 @@ def parse_args(argv=None):
                         "not comparable")
     p.add_argument("--profile-dir", default="/tmp/tg-bench-profile",
                    help="where --profile writes")
-    p.add_argument("--json", metavar="FILE", default=None,
-                   help="also write every sample and the medians as JSON")
-    p.add_argument("--keep-world", action="store_true", help="keep the world's temp dir "
-                   "(logs) after cleanup")
+    add_output_args(p, "also write every sample and the medians as JSON")
     a = p.parse_args(argv)
     a.ciphers = [c for c in a.ciphers.split(",") if c]
     a.streams = [int(s) for s in a.streams.split(",") if s]
@@ -445,8 +346,7 @@ def parse_args(argv=None):
         p.error("--tools takes ssh and/or tunnelgate")
     if a.seconds < 1 or a.repeat < 1:
         p.error("--seconds and --repeat must be >= 1")
-    if a.user in world.DEFAULT_USERS:
-        p.error(f"{a.user} is a user of the integration tests; pick another")
+    check_user(p, a)
     a.directions = [True] if a.only_reverse else ([False, True] if a.reverse else [False])
     return a
 
@@ -533,12 +433,9 @@ def main(argv=None):
             print(f"ERROR: {tool} is missing (Debian package {tool})", file=sys.stderr)
             return 1
 
-    build_root = Path(args.build_root) if args.build_root else world.build_root()
-    daemon = Path(args.daemon or os.environ.get("TG_DAEMON") or build_root / "src" / "tunnelgated")
+    build_root, daemon = daemon_binary(args)
     if "tunnelgate" in args.tools:
-        if not os.access(daemon, os.X_OK):
-            print(f"ERROR: no tunnelgated at {daemon} (build it, or --build-root/--daemon)",
-                  file=sys.stderr)
+        if no_daemon(daemon):
             return 1
         bt = build_type(build_root) if not args.daemon else None
         if bt not in (None, "release", "plain"):
@@ -548,68 +445,55 @@ def main(argv=None):
 
     log(f"source {source_version()}, load average {loadavg()}, {os.cpu_count()} cores")
     samples = {}
-    with tempfile.TemporaryDirectory(prefix="tg-bench-rules-") as tmp:
-        rules = Path(tmp) / "50-tunnelgate-bench.rules"
-        rules.write_text(RULES_TEMPLATE.format(user=args.user))
-        os.chmod(tmp, 0o755)
-        w = world.World(users=(args.user,), polkit_rules=rules, services=False,
-                        build_root=build_root, keep=args.keep_world or None)
-        try:
-            with w:
-                log(f"world {w.id} up in {w.setup_seconds:.1f}s (namespaces "
-                    f"{', '.join(w.ns.values())})")
-                w.start_agent(args.user)
-                bench = Bench(w, args)
-                bench.start_iperf_server()
-                if "tunnelgate" in args.tools:
-                    w.start_daemon(binary=daemon,
-                                   verbose=args.verbose_daemon)
-                    log(f"tunnelgated pid {w.daemon.pid}, RSS "
-                        f"{proc_status_kib(w.daemon.pid, 'VmRSS')} KiB at start")
-                k = 0
-                for cipher in args.ciphers:
-                    for streams in args.streams:
-                        for reverse in args.directions:
-                            for rep in range(args.repeat):
-                                order = list(args.tools)
-                                if k % 2 == 1:
-                                    order.reverse()
-                                k += 1
-                                for tool in order:
-                                    bench.start_iperf_server()
-                                    tag = (f"{cipher.split('@')[0]}-P{streams}-"
-                                           f"{'rev' if reverse else 'fwd'}-{rep + 1}")
-                                    if tool == "ssh":
-                                        s = bench.run_ssh(
-                                            cipher, streams, reverse,
-                                            profile_tag=tag if args.profile else None)
-                                    else:
-                                        s = bench.run_tunnelgate(
-                                            cipher, streams, reverse,
-                                            profile_tag=tag if args.profile else None)
-                                    s["tool"], s["rep"] = tool, rep + 1
-                                    samples.setdefault((cipher, streams, reverse, tool),
-                                                       []).append(s)
-                                    log(f"{tool:<10} {tag:<28} {s['gbps']:6.2f} Gbit/s  "
-                                        f"cpu {fmt(s['tunnel_cpu_s'])} s  "
-                                        f"sshd {s['sshd_cpu_s']:.2f} s  "
-                                        f"rss {fmt(s['tunnel_peak_rss_kib'], 'd')} KiB"
-                                        + (f" (after close {s['daemon_rss_after_close_kib']})"
-                                           if tool == "tunnelgate" else "") + "  "
-                                        f"machine {fmt(s['machine_busy_cores'])} cores busy"
-                                        f"  retr {s['retransmits']}")
-                if w.daemon is not None:
-                    res = w.daemon.stop(check=False)
-                    if res.returncode != 0:
-                        log(f"WARNING: tunnelgated exited with status {res.returncode}")
-        except (BenchError, world.WorldError) as e:
-            print(f"ERROR: {e}", file=sys.stderr)
-            status = 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            status = 130
-        else:
-            status = 0
+    with bench_world(args, build_root, "throughput") as run:
+        w = run.world
+        log(f"world {w.id} up in {w.setup_seconds:.1f}s (namespaces "
+            f"{', '.join(w.ns.values())})")
+        w.start_agent(args.user)
+        bench = Bench(w, args)
+        bench.start_iperf_server()
+        if "tunnelgate" in args.tools:
+            w.start_daemon(binary=daemon,
+                           verbose=args.verbose_daemon)
+            log(f"tunnelgated pid {w.daemon.pid}, RSS "
+                f"{proc_status_kib(w.daemon.pid, 'VmRSS')} KiB at start")
+        k = 0
+        for cipher in args.ciphers:
+            for streams in args.streams:
+                for reverse in args.directions:
+                    for rep in range(args.repeat):
+                        order = list(args.tools)
+                        if k % 2 == 1:
+                            order.reverse()
+                        k += 1
+                        for tool in order:
+                            bench.start_iperf_server()
+                            tag = (f"{cipher.split('@')[0]}-P{streams}-"
+                                   f"{'rev' if reverse else 'fwd'}-{rep + 1}")
+                            if tool == "ssh":
+                                s = bench.run_ssh(
+                                    cipher, streams, reverse,
+                                    profile_tag=tag if args.profile else None)
+                            else:
+                                s = bench.run_tunnelgate(
+                                    cipher, streams, reverse,
+                                    profile_tag=tag if args.profile else None)
+                            s["tool"], s["rep"] = tool, rep + 1
+                            samples.setdefault((cipher, streams, reverse, tool),
+                                               []).append(s)
+                            log(f"{tool:<10} {tag:<28} {s['gbps']:6.2f} Gbit/s  "
+                                f"cpu {fmt(s['tunnel_cpu_s'])} s  "
+                                f"sshd {s['sshd_cpu_s']:.2f} s  "
+                                f"rss {fmt(s['tunnel_peak_rss_kib'], 'd')} KiB"
+                                + (f" (after close {s['daemon_rss_after_close_kib']})"
+                                   if tool == "tunnelgate" else "") + "  "
+                                f"machine {fmt(s['machine_busy_cores'])} cores busy"
+                                f"  retr {s['retransmits']}")
+        if w.daemon is not None:
+            res = w.daemon.stop(check=False)
+            if res.returncode != 0:
+                log(f"WARNING: tunnelgated exited with status {res.returncode}")
+    status = run.status
     if status != 0:
         if not samples:
             return status
