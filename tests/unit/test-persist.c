@@ -11,6 +11,7 @@
 
 #include "persist.h"
 #include "tg-error.h"
+#include "test-files.h"
 
 #define FINGERPRINT "SHA256:LXEWQrcmsEQBYnyp+6wy9chTD7GQPMTbAiWHF5IaSIE"
 
@@ -490,24 +491,6 @@ test_ids(void)
 
 /* ---- Files -------------------------------------------------------------- */
 
-static void
-remove_tree(const char *path)
-{
-  g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
-  const char *name;
-
-  while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
-    g_autofree char *child = g_build_filename(path, name, NULL);
-
-    if (g_file_test(child, G_FILE_TEST_IS_DIR) &&
-        !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
-      remove_tree(child);
-    else
-      g_unlink(child);
-  }
-  g_rmdir(path);
-}
-
 static gint
 compare_strings(gconstpointer a, gconstpointer b)
 {
@@ -615,7 +598,7 @@ test_save_and_remove(void)
   g_assert_cmpstr(error->message, ==,
                   "'../x' is not a tunnel id (1 to 20 digits, not starting with 0)");
   g_clear_error(&error);
-  remove_tree(top);
+  tg_test_remove_tree(top);
 }
 
 static void
@@ -704,7 +687,7 @@ test_load_all(void)
   for (guint i = 0; i < problems->len; i++)
     g_test_message("%s", (const char *)problems->pdata[i]);
   assert_strings_equal(problems, expected);
-  remove_tree(top);
+  tg_test_remove_tree(top);
 }
 
 static void
@@ -753,7 +736,7 @@ test_load_dir(void)
   g_assert_cmpuint(problems->len, ==, 1);
   message = g_strdup_printf("%s: a symbolic link; no tunnel restored", link);
   g_assert_cmpstr(problems->pdata[0], ==, message);
-  remove_tree(top);
+  tg_test_remove_tree(top);
 }
 
 int

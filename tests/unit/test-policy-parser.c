@@ -13,6 +13,7 @@
 #include "config-tokenizer.h"
 #include "policy.h"
 #include "tg-error.h"
+#include "test-files.h"
 
 /* ---- Helpers -------------------------------------------------------------- */
 
@@ -796,28 +797,10 @@ policy_tree_write(PolicyTree *tree, const char *name, const char *text)
 }
 
 static void
-remove_tree(const char *path)
-{
-  g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
-  const char *name;
-
-  while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
-    g_autofree char *child = g_build_filename(path, name, NULL);
-
-    if (g_file_test(child, G_FILE_TEST_IS_DIR) &&
-        !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
-      remove_tree(child);
-    else
-      g_unlink(child);
-  }
-  g_rmdir(path);
-}
-
-static void
 policy_tree_clear(PolicyTree *tree)
 {
   if (tree->root != NULL)
-    remove_tree(tree->root);
+    tg_test_remove_tree(tree->root);
   g_free(tree->root);
   g_free(tree->default_file);
   g_free(tree->main_file);

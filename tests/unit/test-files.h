@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* File helpers the unit tests share: their temporary trees. */
+#pragma once
+
+#include <glib.h>
+#include <glib/gstdio.h>
+
+/* Removes @path and everything below it (symbolic links are not followed). */
+static inline void
+tg_test_remove_tree(const char *path)
+{
+  g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+  const char *name;
+
+  while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
+    g_autofree char *child = g_build_filename(path, name, NULL);
+
+    if (g_file_test(child, G_FILE_TEST_IS_DIR) &&
+        !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
+      tg_test_remove_tree(child);
+    else
+      g_unlink(child);
+  }
+  g_rmdir(path);
+}
